@@ -1,0 +1,279 @@
+/**
+ * The one configuration schema: types, the defaults (in DEFAULTS, nowhere else), and validation
+ * of a raw object (from YAML and flags) into a typed Config. The README's table mirrors DEFAULTS.
+ */
+import { CidrSet, parseCidr, parseEndpoint, type Endpoint } from '../core/address';
+
+export type ListenerProtocol = 'http' | 'socks' | 'mixed';
+
+export interface ListenerConfig {
+  /** Stable name used in logs, metrics labels and steering matches. */
+  name: string;
+  protocol: ListenerProtocol;
+  host: string;
+  port: number;
+  /** Accept with IPPROTO_MPTCP (falls back to TCP with a warning when the kernel refuses). */
+  mptcp: boolean;
+}
+
+export interface UserConfig {
+  name: string;
+  /** "scrypt$N$r$p$salt$hash" (see `mptcp-proxy hash-password`) or "plain$secret" for tests. */
+  password: string;
+}
+
+export interface Config {
+  listeners: ListenerConfig[];
+  access: {
+    /** Client CIDRs allowed to use the proxy. Empty = loopback only. */
+    allowClients: string[];
+    /** Destination CIDRs opened on purpose even though they are in a denied range. */
+    allowDest: string[];
+    /** Extra destination CIDRs to deny. */
+    denyDest: string[];
+    /** Also deny RFC 1918 / CGNAT / ULA destinations. */
+    denyPrivate: boolean;
+    /** Ports CONNECT / SOCKS may reach; empty = any. */
+    connectPorts: number[];
+    users: UserConfig[];
+  };
+  upstream: {
+    /** Try MPTCP to the destination first, then plain TCP. */
+    mptcp: boolean;
+    connectTimeoutMs: number;
+    /** RFC 8305 connection attempt delay between address families. */
+    happyEyeballsDelayMs: number;
+  };
+  timeouts: {
+    handshakeMs: number;
+    idleMs: number;
+  };
+  limits: {
+    maxConnections: number;
+    maxConnectionsPerClient: number;
+    maxHeaderBytes: number;
+    maxUdpAssociations: number;
+  };
+  relay: {
+    /** splice = native zero-copy addon when built, stream = JS fallback. */
+    engine: 'auto' | 'splice' | 'stream';
+  };
+  log: {
+    level: 'error' | 'warn' | 'info' | 'debug';
+    format: 'auto' | 'json' | 'text';
+  };
+  metrics: {
+    enabled: boolean;
+    host: string;
+    port: number;
+  };
+}
+
+export const DEFAULTS: Config = {
+  listeners: [
+    { name: 'http', protocol: 'http', host: '127.0.0.1', port: 3128, mptcp: true },
+    { name: 'socks', protocol: 'socks', host: '127.0.0.1', port: 1080, mptcp: true },
+  ],
+  access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [] },
+  upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
+  timeouts: { handshakeMs: 15_000, idleMs: 300_000 },
+  limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxUdpAssociations: 1_000 },
+  relay: { engine: 'auto' },
+  log: { level: 'info', format: 'auto' },
+  metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Raw = Record<string, unknown>;
+
+function isObject(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+class Reader {
+  constructor(private readonly path: string) {}
+  error(what: string): ConfigError {
+    return new ConfigError(`${this.path}: ${what}`);
+  }
+  at(key: string): Reader {
+    return new Reader(this.path ? `${this.path}.${key}` : key);
+  }
+}
+
+function section(raw: Raw, key: string, r: Reader): Raw {
+  const v = raw[key];
+  if (v === undefined) return {};
+  if (!isObject(v)) throw r.at(key).error('must be a mapping');
+  return v;
+}
+
+function onlyKeys(raw: Raw, allowed: readonly string[], r: Reader): void {
+  for (const k of Object.keys(raw)) if (!allowed.includes(k)) throw r.at(k).error(`unknown key (expected one of: ${allowed.join(', ')})`);
+}
+
+function int(raw: Raw, key: string, def: number, r: Reader, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = raw[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw r.at(key).error(`must be an integer in ${min}..${max}`);
+  return v;
+}
+
+function bool(raw: Raw, key: string, def: boolean, r: Reader): boolean {
+  const v = raw[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'boolean') throw r.at(key).error('must be true or false');
+  return v;
+}
+
+function oneOf<T extends string>(raw: Raw, key: string, def: T, choices: readonly T[], r: Reader): T {
+  const v = raw[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'string' || !choices.includes(v as T)) throw r.at(key).error(`must be one of ${choices.join(', ')}`);
+  return v as T;
+}
+
+function cidrs(raw: Raw, key: string, def: string[], r: Reader): string[] {
+  const v = raw[key];
+  if (v === undefined) return [...def];
+  if (!Array.isArray(v)) throw r.at(key).error('must be a list of CIDR ranges');
+  return v.map((c, i) => {
+    if (typeof c !== 'string') throw r.at(`${key}[${i}]`).error('must be a CIDR string');
+    try {
+      parseCidr(c);
+    } catch (e) {
+      throw r.at(`${key}[${i}]`).error((e as Error).message);
+    }
+    return c;
+  });
+}
+
+function listeners(v: unknown, r: Reader): ListenerConfig[] {
+  if (v === undefined) return DEFAULTS.listeners.map((l) => ({ ...l }));
+  if (!Array.isArray(v)) throw r.error('must be a list');
+  const seen = new Set<string>();
+  return v.map((item, i) => {
+    const ri = r.at(`[${i}]`);
+    if (!isObject(item)) throw ri.error('must be a mapping');
+    onlyKeys(item, ['name', 'protocol', 'listen', 'mptcp'], ri);
+    const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed'], ri);
+    if (typeof item.listen !== 'string') throw ri.at('listen').error('must be "HOST:PORT"');
+    let ep: Endpoint;
+    try {
+      ep = parseEndpoint(item.listen);
+    } catch (e) {
+      throw ri.at('listen').error((e as Error).message);
+    }
+    const name = item.name === undefined ? protocol : item.name;
+    if (typeof name !== 'string' || !/^[a-z0-9_-]{1,32}$/i.test(name)) throw ri.at('name').error('must match [a-zA-Z0-9_-]{1,32}');
+    const uniqueName = seen.has(name) ? `${name}-${i}` : name;
+    seen.add(uniqueName);
+    return { name: uniqueName, protocol, host: ep.host, port: ep.port, mptcp: bool(item, 'mptcp', true, ri) };
+  });
+}
+
+function users(v: unknown, r: Reader): UserConfig[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw r.error('must be a list');
+  return v.map((u, i) => {
+    const ri = r.at(`[${i}]`);
+    if (!isObject(u)) throw ri.error('must be a mapping');
+    onlyKeys(u, ['name', 'password'], ri);
+    if (typeof u.name !== 'string' || u.name.length === 0 || u.name.length > 255) throw ri.at('name').error('must be a string of 1..255 bytes');
+    if (typeof u.password !== 'string' || !/^(scrypt|plain)\$/.test(u.password)) throw ri.at('password').error('must be "scrypt$..." (mptcp-proxy hash-password) or "plain$..."');
+    return { name: u.name, password: u.password };
+  });
+}
+
+/** Validate a raw object (YAML document merged with flags) into a Config. Throws ConfigError. */
+export function validateConfig(input: unknown): Config {
+  const root = new Reader('');
+  const raw = input ?? {};
+  if (!isObject(raw)) throw root.error('config must be a mapping');
+  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics'], root);
+  const d = DEFAULTS;
+
+  const a = section(raw, 'access', root);
+  const ar = root.at('access');
+  onlyKeys(a, ['allowClients', 'allowDest', 'denyDest', 'denyPrivate', 'connectPorts', 'users'], ar);
+  const connectPorts = a.connectPorts === undefined ? [] : a.connectPorts;
+  if (!Array.isArray(connectPorts) || connectPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw ar.at('connectPorts').error('must be a list of ports');
+
+  const u = section(raw, 'upstream', root);
+  onlyKeys(u, ['mptcp', 'connectTimeoutMs', 'happyEyeballsDelayMs'], root.at('upstream'));
+  const t = section(raw, 'timeouts', root);
+  onlyKeys(t, ['handshakeMs', 'idleMs'], root.at('timeouts'));
+  const l = section(raw, 'limits', root);
+  onlyKeys(l, ['maxConnections', 'maxConnectionsPerClient', 'maxHeaderBytes', 'maxUdpAssociations'], root.at('limits'));
+  const rl = section(raw, 'relay', root);
+  onlyKeys(rl, ['engine'], root.at('relay'));
+  const lg = section(raw, 'log', root);
+  onlyKeys(lg, ['level', 'format'], root.at('log'));
+  const m = section(raw, 'metrics', root);
+  onlyKeys(m, ['enabled', 'listen'], root.at('metrics'));
+  let metricsEp: Endpoint = { host: d.metrics.host, port: d.metrics.port };
+  if (m.listen !== undefined) {
+    if (typeof m.listen !== 'string') throw root.at('metrics.listen').error('must be "HOST:PORT"');
+    try {
+      metricsEp = parseEndpoint(m.listen);
+    } catch (e) {
+      throw root.at('metrics.listen').error((e as Error).message);
+    }
+  }
+
+  const config: Config = {
+    listeners: listeners(raw.listeners, root.at('listeners')),
+    access: {
+      allowClients: cidrs(a, 'allowClients', d.access.allowClients, ar),
+      allowDest: cidrs(a, 'allowDest', d.access.allowDest, ar),
+      denyDest: cidrs(a, 'denyDest', d.access.denyDest, ar),
+      denyPrivate: bool(a, 'denyPrivate', d.access.denyPrivate, ar),
+      connectPorts: connectPorts as number[],
+      users: users(a.users, ar.at('users')),
+    },
+    upstream: {
+      mptcp: bool(u, 'mptcp', d.upstream.mptcp, root.at('upstream')),
+      connectTimeoutMs: int(u, 'connectTimeoutMs', d.upstream.connectTimeoutMs, root.at('upstream'), 1, 600_000),
+      happyEyeballsDelayMs: int(u, 'happyEyeballsDelayMs', d.upstream.happyEyeballsDelayMs, root.at('upstream'), 10, 5_000),
+    },
+    timeouts: {
+      handshakeMs: int(t, 'handshakeMs', d.timeouts.handshakeMs, root.at('timeouts'), 1, 600_000),
+      idleMs: int(t, 'idleMs', d.timeouts.idleMs, root.at('timeouts'), 0, 86_400_000),
+    },
+    limits: {
+      maxConnections: int(l, 'maxConnections', d.limits.maxConnections, root.at('limits'), 1),
+      maxConnectionsPerClient: int(l, 'maxConnectionsPerClient', d.limits.maxConnectionsPerClient, root.at('limits'), 1),
+      maxHeaderBytes: int(l, 'maxHeaderBytes', d.limits.maxHeaderBytes, root.at('limits'), 1024, 1 << 20),
+      maxUdpAssociations: int(l, 'maxUdpAssociations', d.limits.maxUdpAssociations, root.at('limits'), 0),
+    },
+    relay: { engine: oneOf(rl, 'engine', d.relay.engine, ['auto', 'splice', 'stream'], root.at('relay')) },
+    log: {
+      level: oneOf(lg, 'level', d.log.level, ['error', 'warn', 'info', 'debug'], root.at('log')),
+      format: oneOf(lg, 'format', d.log.format, ['auto', 'json', 'text'], root.at('log')),
+    },
+    metrics: { enabled: bool(m, 'enabled', d.metrics.enabled, root.at('metrics')), host: metricsEp.host, port: metricsEp.port },
+  };
+  checkNoOpenProxy(config);
+  return config;
+}
+
+const LOOPBACK = new CidrSet(['127.0.0.0/8', '::1/128']);
+
+/**
+ * Refuse configs that would make an open proxy by accident: a listener on a non-loopback
+ * address needs a client allow-list or users.
+ */
+function checkNoOpenProxy(c: Config): void {
+  if (c.access.allowClients.length > 0 || c.access.users.length > 0) return;
+  for (const l of c.listeners) {
+    const loopback = l.host === 'localhost' || LOOPBACK.has(l.host);
+    if (!loopback) {
+      throw new ConfigError(
+        `listener ${l.name} binds ${l.host}:${l.port}, which is not loopback, but no client allow-list (--allow-client CIDR) ` +
+          `and no users are configured: that would be an open proxy. Add --allow-client or access.users.`,
+      );
+    }
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * One accepted client connection as every subsystem sees it: who, over what (MPTCP or not, how
+ * many subflows), which protocol, where to, how many bytes, and how it ended. The listener
+ * creates it; protocol front ends fill it; observers (logs, metrics, registry) read it from the
+ * events in ./events.
+ */
+import type net from 'node:net';
+import { ErrorCode, type ProxyError } from './errors';
+
+export type ProxyProtocol = 'http' | 'connect' | 'socks4' | 'socks5' | 'unknown';
+
+export interface Destination {
+  host: string;
+  port: number;
+}
+
+let nextId = 1;
+
+export class ClientConnection {
+  readonly id = nextId++;
+  readonly acceptedAt = process.hrtime.bigint();
+  readonly startedAtMs = Date.now();
+  protocol: ProxyProtocol = 'unknown';
+  /** True/false once known from TCP_IS_MPTCP; null when the socket could not be asked. */
+  mptcp: boolean | null = null;
+  /** Most subflows seen at once (1 for plain TCP). */
+  subflows = 1;
+  /** MPTCP connection token (local side), when MPTCP; links kernel and sniffer views. */
+  token: number | null = null;
+  user: string | null = null;
+  destination: Destination | null = null;
+  /** The address actually connected to, after DNS and policy. */
+  upstreamAddress: string | null = null;
+  upstreamConnectedAt: bigint | null = null;
+  requests = 0;
+  /** Bytes relayed by engines that bypass the client socket's own counters (splice). */
+  relayBytesUp = 0;
+  relayBytesDown = 0;
+  /** The first error that decided the outcome; null = ok. */
+  error: ProxyError | null = null;
+  closed = false;
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly listener: string,
+    /** OS fd of the accepted socket, -1 when not available. */
+    readonly fd: number,
+  ) {}
+
+  get clientAddress(): string {
+    return this.socket.remoteAddress ?? '';
+  }
+  get clientPort(): number {
+    return this.socket.remotePort ?? 0;
+  }
+  get localAddress(): string {
+    return this.socket.localAddress ?? '';
+  }
+  get localPort(): number {
+    return this.socket.localPort ?? 0;
+  }
+
+  /** Bytes read from the client (toward upstream) and written to it. */
+  get bytesFromClient(): number {
+    return this.socket.bytesRead + this.relayBytesUp;
+  }
+  get bytesToClient(): number {
+    return this.socket.bytesWritten + this.relayBytesDown;
+  }
+
+  /** Record the failure that explains this connection's end (first one wins). */
+  fail(err: ProxyError): void {
+    this.error ??= err;
+  }
+
+  get resultCode(): ErrorCode | 'ok' {
+    return this.error?.code ?? 'ok';
+  }
+
+  get durationMs(): number {
+    return Number(process.hrtime.bigint() - this.acceptedAt) / 1e6;
+  }
+
+  /** Seconds from accept to upstream connected (the conversion time), when connected. */
+  get conversionSeconds(): number | null {
+    return this.upstreamConnectedAt === null ? null : Number(this.upstreamConnectedAt - this.acceptedAt) / 1e9;
+  }
+}
+
+export { ErrorCode };

@@ -1,0 +1,20 @@
+/**
+ * The proxy's internal event bus: front ends and the listener emit, observers (logging,
+ * metrics, registry) subscribe. Data flows one way: nothing that listens here may steer the
+ * connection it hears about.
+ */
+import { EventEmitter } from 'node:events';
+import type { ClientConnection } from './connection';
+import type { ProxyError } from './errors';
+import type { RelayResult } from '../relay/relay';
+
+export interface ProxyEventMap {
+  'connection-open': [conn: ClientConnection];
+  'connection-close': [conn: ClientConnection];
+  'upstream-connected': [conn: ClientConnection];
+  'relay-done': [conn: ClientConnection, result: RelayResult];
+  /** Every refusal or failure, counted by code. `conn` is absent for listener-level errors. */
+  'proxy-error': [err: ProxyError, conn: ClientConnection | null];
+}
+
+export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

@@ -1,0 +1,75 @@
+/**
+ * Pure decoders for the kernel's struct mptcp_info and struct tcp_info (layouts measured on
+ * 6.18, see shared/mptcp-kernel-facts.md). Short buffers decode the fields they hold.
+ */
+
+export interface MptcpInfo {
+  /** Subflows in total, the initial one included (the kernel's `subflows` counts joins only). */
+  subflows: number;
+  subflowsMax: number;
+  addAddrSignal: number;
+  addAddrAccepted: number;
+  fallback: boolean;
+  token: number;
+  bytesSent: bigint;
+  bytesReceived: bigint;
+  bytesAcked: bigint;
+  bytesRetrans: bigint;
+  retransmits: number;
+}
+
+export function decodeMptcpInfo(b: Buffer): MptcpInfo | null {
+  if (b.length < 16) return null;
+  const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
+  const total = b.length > 80 ? b.readUInt8(80) : 0;
+  return {
+    subflows: total || b.readUInt8(0) + 1,
+    subflowsMax: b.readUInt8(3),
+    addAddrSignal: b.readUInt8(1),
+    addAddrAccepted: b.readUInt8(2),
+    fallback: (b.readUInt32LE(8) & 1) === 1,
+    token: b.readUInt32LE(12),
+    retransmits: b.length >= 48 ? b.readUInt32LE(44) : 0,
+    bytesRetrans: u64(48),
+    bytesSent: u64(56),
+    bytesReceived: u64(64),
+    bytesAcked: u64(72),
+  };
+}
+
+export interface TcpInfo {
+  state: number;
+  /** Smoothed RTT and its variance, microseconds. */
+  rttUs: number;
+  rttVarUs: number;
+  minRttUs: number;
+  sndMss: number;
+  advMss: number;
+  pmtu: number;
+  sndCwnd: number;
+  totalRetrans: number;
+  bytesAcked: bigint;
+  bytesReceived: bigint;
+  bytesSent: bigint;
+  deliveryRate: bigint;
+}
+
+export function decodeTcpInfo(b: Buffer): TcpInfo | null {
+  if (b.length < 104) return null;
+  const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
+  return {
+    state: b.readUInt8(0),
+    sndMss: b.readUInt32LE(16),
+    pmtu: b.readUInt32LE(60),
+    rttUs: b.readUInt32LE(68),
+    rttVarUs: b.readUInt32LE(72),
+    sndCwnd: b.readUInt32LE(80),
+    advMss: b.readUInt32LE(84),
+    totalRetrans: b.readUInt32LE(100),
+    bytesAcked: u64(120),
+    bytesReceived: u64(128),
+    minRttUs: b.length >= 152 ? b.readUInt32LE(148) : 0,
+    deliveryRate: u64(160),
+    bytesSent: u64(200),
+  };
+}

@@ -1,0 +1,23 @@
+/**
+ * What a protocol front end (HTTP, SOCKS, mixed) is given to serve one client connection.
+ * Front ends own the client socket from accept to close; everything else they reach through here.
+ */
+import type { Config } from '../config/schema';
+import type { ClientConnection } from '../core/connection';
+import type { ProxyEvents } from '../core/events';
+import type { Logger } from '../log/logger';
+import type { RelayEngine } from '../relay/relay';
+import type { AccessControl } from '../access/access';
+import type { UpstreamConnector } from '../upstream/connector';
+
+export interface ProxyContext {
+  config: Config;
+  log: Logger;
+  events: ProxyEvents;
+  access: AccessControl;
+  upstream: UpstreamConnector;
+  relay: RelayEngine;
+}
+
+/** A protocol front end: takes over an accepted (paused) client socket. */
+export type FrontEnd = (conn: ClientConnection, ctx: ProxyContext) => void;

@@ -1,0 +1,93 @@
+/**
+ * The libc calls the proxy makes through FFI (koffi), and their constants. Nothing outside
+ * src/sys may import this: callers use the typed socket modules beside it.
+ */
+import koffi from 'koffi';
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_MPTCP = 262;
+
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_ERROR = 4;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_KEEPALIVE = 9;
+export const SO_PRIORITY = 12;
+export const SO_REUSEPORT = 15;
+export const SO_MARK = 36;
+
+export const IPPROTO_IP = 0;
+export const IP_TOS = 1;
+export const IP_TRANSPARENT = 19;
+export const IPPROTO_IPV6 = 41;
+export const IPV6_V6ONLY = 26;
+export const IPV6_TCLASS = 67;
+
+export const SOL_TCP = 6;
+export const TCP_NODELAY = 1;
+export const TCP_MAXSEG = 2;
+export const TCP_KEEPIDLE = 4;
+export const TCP_KEEPINTVL = 5;
+export const TCP_KEEPCNT = 6;
+export const TCP_INFO = 11;
+export const TCP_CONGESTION = 13;
+export const TCP_FASTOPEN = 23;
+export const TCP_NOTSENT_LOWAT = 25;
+export const TCP_IS_MPTCP = 43;
+
+export const SOL_MPTCP = 284;
+export const MPTCP_INFO = 1;
+export const MPTCP_TCPINFO = 2;
+export const MPTCP_SUBFLOW_ADDRS = 3;
+export const MPTCP_FULL_INFO = 4;
+
+export const POLLOUT = 4;
+export const EINPROGRESS = 115;
+
+const lib = koffi.load('libc.so.6');
+
+export const libc = {
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  bind: lib.func('int bind(int fd, const void *addr, uint32_t len)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
+  connect: lib.func('int connect(int fd, const void *addr, uint32_t len)'),
+  close: lib.func('int close(int fd)'),
+  setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)'),
+  getsockname: lib.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
+  /** Blocking; always called with .async so it runs on a worker thread. */
+  poll: lib.func('int poll(_Inout_ void *fds, uint64_t nfds, int timeout)'),
+  strerror: lib.func('const char *strerror(int errnum)'),
+};
+
+export function errno(): number {
+  return koffi.errno();
+}
+
+/** Errno names for the values the socket modules act on (Node's own error codes use these). */
+const ERRNO_NAMES: Record<number, string> = Object.fromEntries(Object.entries(koffi.os.errno).map(([name, n]) => [n, name]));
+
+export class SysError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call}: ${libc.strerror(errno) as string}`);
+    this.name = 'SysError';
+  }
+  /** "ECONNREFUSED" etc., like Node's own socket errors. */
+  get code(): string {
+    return ERRNO_NAMES[this.errno] ?? `E${this.errno}`;
+  }
+}
+
+export function check(call: string, rc: number): number {
+  if (rc < 0) throw new SysError(call, errno());
+  return rc;
+}
