@@ -10,6 +10,9 @@ export interface RelayOptions {
   idleMs: number;
   /** Bytes the client already sent that the front end read past its handshake. */
   clientHead?: Buffer;
+  /** Called once, while both fds are still open, right before the engine closes the sockets
+   * (lets the caller read final MPTCP_INFO / subflow state). */
+  beforeClose?: () => void;
 }
 
 export type RelayEnd = 'done' | 'idle' | 'client-error' | 'upstream-error';

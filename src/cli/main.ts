@@ -1,0 +1,89 @@
+/**
+ * Command-line entry: `mptcp-proxy [run flags]` runs the proxy; subcommands for operations.
+ * Every expected failure is one clear line on stderr and a non-zero exit, never a stack trace.
+ */
+import { ProxyApp } from '../app';
+import { hashPassword } from '../access/passwords';
+import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
+import { ConfigError } from '../config/schema';
+import { ListenerError } from '../listener/listener';
+import { createLogger } from '../log/logger';
+
+const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<number> }> = {
+  'hash-password': {
+    help: 'hash-password PASSWORD   print a scrypt hash for access.users / --user',
+    run: async (argv) => {
+      if (argv.length !== 1) throw new ConfigError('usage: mptcp-proxy hash-password PASSWORD');
+      process.stdout.write(`${hashPassword(argv[0]!)}\n`);
+      return 0;
+    },
+  },
+};
+
+function usage(): string {
+  return [
+    'usage: mptcp-proxy [--config FILE] [--http HOST:PORT] [--socks HOST:PORT] [--mixed HOST:PORT]',
+    '                   [--allow-client CIDR]... [--allow-dest CIDR]... [--log-level LEVEL] [...]',
+    '       mptcp-proxy COMMAND [...]',
+    '',
+    'Runs a Multipath TCP converting proxy: clients speak MPTCP (or TCP) to it over HTTP proxy or',
+    'SOCKS 4/4a/5; it connects to destinations with plain TCP. With no arguments it serves HTTP on',
+    '127.0.0.1:3128 and SOCKS on 127.0.0.1:1080 for local clients only.',
+    '',
+    'options:',
+    flagsHelp(),
+    '',
+    'commands:',
+    ...Object.values(SUBCOMMANDS).map((c) => `  ${c.help}`),
+  ].join('\n');
+}
+
+const DRAIN_MS = 5_000;
+
+async function runProxy(argv: string[]): Promise<number> {
+  const flags = parseRunFlags(argv);
+  if (flags.help) {
+    process.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const config = loadConfig(flags);
+  const log = createLogger(config.log);
+  const app = new ProxyApp(config, log);
+  await app.start();
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { signal, active: app.activeConnections, drainMs: DRAIN_MS });
+      app.stop(DRAIN_MS).then(
+        () => resolve(0),
+        (e) => {
+          log.error('stop failed', { error: (e as Error).message });
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] && SUBCOMMANDS[argv[0]];
+  if (sub) return sub.run(argv.slice(1));
+  if (argv[0] === 'run') argv = argv.slice(1);
+  return runProxy(argv);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof ConfigError || e instanceof ListenerError) {
+      process.stderr.write(`mptcp-proxy: ${e.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`mptcp-proxy: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

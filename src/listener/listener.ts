@@ -1,0 +1,120 @@
+/**
+ * One proxy listener: an IPPROTO_MPTCP listening socket made through FFI and handed to
+ * net.Server, or plain TCP when the kernel refuses MPTCP (one warning). Every accepted socket
+ * becomes a ClientConnection, is asked whether the client really used MPTCP, is checked against
+ * the connection limits, and is handed paused to the protocol front end.
+ */
+import dns from 'node:dns';
+import net from 'node:net';
+import type { ListenerConfig } from '../config/schema';
+import { ClientConnection } from '../core/connection';
+import { ErrorCode, ProxyError } from '../core/errors';
+import type { FrontEnd, ProxyContext } from '../proxy/context';
+import { sampleMptcp } from '../proxy/tunnel';
+import { createListenSocket, isMptcp, socketFd, socketName, type SocketOptions } from '../sys/socket';
+
+const BACKLOG = 4096;
+
+export class ListenerError extends Error {
+  override name = 'ListenerError';
+}
+
+export class ProxyListener {
+  private server: net.Server | null = null;
+  /** Whether the listening socket really is MPTCP (false after a fallback). */
+  mptcp = false;
+  readonly active = new Set<ClientConnection>();
+  private readonly perClient = new Map<string, number>();
+
+  constructor(
+    readonly config: ListenerConfig,
+    private readonly frontEnd: FrontEnd,
+    private readonly ctx: ProxyContext,
+    private readonly socketOptions: SocketOptions = {},
+  ) {}
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  async start(): Promise<void> {
+    const { host, port } = this.config;
+    let address = host;
+    if (!net.isIP(host)) {
+      try {
+        address = (await dns.promises.lookup(host)).address;
+      } catch {
+        throw new ListenerError(`listener ${this.name}: cannot resolve ${host}`);
+      }
+    }
+    let ls;
+    try {
+      ls = createListenSocket(address, port, { mptcp: this.config.mptcp, backlog: BACKLOG, options: this.socketOptions });
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      const why = code === 'EADDRINUSE' ? 'address already in use' : code === 'EADDRNOTAVAIL' ? 'address not available on this host' : code === 'EACCES' ? 'permission denied (ports < 1024 need CAP_NET_BIND_SERVICE)' : (e as Error).message;
+      throw new ListenerError(`listener ${this.name}: cannot listen on ${host}:${port}: ${why}`);
+    }
+    this.mptcp = ls.mptcp;
+    if (this.config.mptcp && !ls.mptcp) {
+      this.ctx.log.warn('MPTCP refused by the kernel, listening with plain TCP', { listener: this.name, reason: ls.fallbackReason, hint: 'sysctl -w net.mptcp.enabled=1' });
+    }
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
+    server.maxConnections = this.ctx.config.limits.maxConnections;
+    server.on('drop', () => this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, 'maxConnections'), null));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ fd: ls.fd }, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (e) => this.ctx.log.error('listener error', { listener: this.name, error: e.message }));
+    this.server = server;
+    const bound = socketName(ls.fd);
+    this.config.port = bound.port;
+    this.ctx.log.info('listening', { listener: this.name, protocol: this.config.protocol, address: `${bound.address}:${bound.port}`, mptcp: this.mptcp });
+  }
+
+  private accept(socket: net.Socket): void {
+    const fd = socketFd(socket);
+    const conn = new ClientConnection(socket, this.name, fd);
+    conn.mptcp = fd >= 0 ? isMptcp(fd) : null;
+    sampleMptcp(conn);
+    const client = conn.clientAddress;
+    const count = (this.perClient.get(client) ?? 0) + 1;
+    this.perClient.set(client, count);
+    this.active.add(conn);
+    socket.on('error', () => {}); // errors are handled by whoever owns the socket; never crash on a late one
+    socket.once('close', () => {
+      conn.closed = true;
+      this.active.delete(conn);
+      const left = (this.perClient.get(client) ?? 1) - 1;
+      if (left === 0) this.perClient.delete(client);
+      else this.perClient.set(client, left);
+      this.ctx.events.emit('connection-close', conn);
+    });
+    this.ctx.events.emit('connection-open', conn);
+    if (count > this.ctx.config.limits.maxConnectionsPerClient) {
+      const err = new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`);
+      conn.fail(err);
+      this.ctx.events.emit('proxy-error', err, conn);
+      socket.destroy();
+      return;
+    }
+    this.frontEnd(conn, this.ctx);
+  }
+
+  /** Stop accepting; established connections continue. */
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return Promise.resolve();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+
+  /** Destroy every established connection (after a drain). */
+  destroyAll(): void {
+    for (const c of this.active) c.socket.destroy();
+  }
+}

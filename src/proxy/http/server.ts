@@ -1,0 +1,178 @@
+/**
+ * HTTP forward proxy front end: Node's http server (llhttp) parses; absolute-form requests are
+ * forwarded with Node's http client over pooled upstream connections made by the upstream
+ * connector (so every new upstream socket passes the destination policy after DNS); CONNECT
+ * becomes a tunnel. Every refusal is one short response, one log line and one error event.
+ */
+import http from 'node:http';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ClientConnection } from '../../core/connection';
+import { ERROR_TABLE, ErrorCode, ProxyError, toProxyError } from '../../core/errors';
+import type { FrontEnd, ProxyContext } from '../context';
+import { tunnel } from '../tunnel';
+import { forwardHeaders, parseAuthority, parseBasicCredentials } from './headers';
+
+const REALM = 'Basic realm="mptcp-proxy", charset="UTF-8"';
+
+/** Agent whose sockets come from the upstream connector, attributed to the client connection. */
+class UpstreamAgent extends http.Agent {
+  constructor(private readonly ctx: ProxyContext) {
+    super({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo', timeout: 60_000 });
+  }
+  override createConnection(options: http.ClientRequestArgs, cb?: (err: Error | null, socket: Duplex) => void): undefined {
+    const conn = (options as { proxyConn?: ClientConnection }).proxyConn!;
+    this.ctx.upstream.connect({ host: options.host ?? options.hostname ?? '', port: Number(options.port) }, conn).then(
+      (socket) => {
+        socket.resume();
+        cb!(null, socket);
+      },
+      (err) => cb!(err, undefined as unknown as Duplex),
+    );
+    return undefined;
+  }
+}
+
+export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
+  const connections = new WeakMap<net.Socket, ClientConnection>();
+  const authCache = new WeakMap<ClientConnection, string>();
+  const agent = new UpstreamAgent(ctx);
+  const server = http.createServer({
+    maxHeaderSize: ctx.config.limits.maxHeaderBytes,
+    headersTimeout: ctx.config.timeouts.handshakeMs,
+    requestTimeout: 0,
+    keepAliveTimeout: 30_000,
+    requireHostHeader: false,
+    insecureHTTPParser: false,
+  });
+
+  const refuse = (conn: ClientConnection, err: ProxyError): void => {
+    conn.fail(err);
+    ctx.events.emit('proxy-error', err, conn);
+    ctx.log.log(err.mapping.log, 'http refused', { id: conn.id, client: conn.clientAddress, code: err.code, detail: err.message });
+  };
+
+  /** Client ACL and proxy auth; returns the error to answer with, or null to go on. */
+  const admit = (conn: ClientConnection, req: http.IncomingMessage): ProxyError | null => {
+    if (!ctx.access.clientAllowed(conn.clientAddress)) return new ProxyError(ErrorCode.ClientDenied, conn.clientAddress);
+    if (!ctx.access.authRequired) return null;
+    const header = req.headers['proxy-authorization'];
+    if (header && authCache.get(conn) === header) return null;
+    const creds = parseBasicCredentials(header);
+    if (!creds) return new ProxyError(ErrorCode.AuthRequired);
+    if (!ctx.access.authenticate(creds.user, creds.password)) return new ProxyError(ErrorCode.AuthFailed, `user ${JSON.stringify(creds.user)}`);
+    conn.user = creds.user;
+    authCache.set(conn, header!);
+    return null;
+  };
+
+  const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean): void => {
+    const body = `${err.mapping.http} ${ERROR_TABLE[err.code].text}\n`;
+    const headers: http.OutgoingHttpHeaders = {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'X-Mptcp-Proxy-Error': err.code,
+    };
+    if (err.mapping.http === 407) headers['Proxy-Authenticate'] = REALM;
+    if (close) headers.Connection = 'close';
+    res.writeHead(err.mapping.http, headers);
+    res.end(body);
+  };
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const conn = connections.get(req.socket);
+    if (!conn) return void res.destroy();
+    conn.protocol = 'http';
+    conn.requests++;
+    const denied = admit(conn, req);
+    if (denied) {
+      refuse(conn, denied);
+      // A body the client may still send would be read as the next request: close unless there is none.
+      return errorResponse(res, denied, req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
+    }
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '');
+      if (url.protocol !== 'http:') throw new Error(`scheme ${url.protocol} not supported`);
+    } catch (e) {
+      const err = new ProxyError(ErrorCode.BadRequest, `request target ${JSON.stringify(req.url)}: ${(e as Error).message}`);
+      refuse(conn, err);
+      return errorResponse(res, err, true);
+    }
+    const upstreamReq = http.request({
+      agent,
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port ? Number(url.port) : 80,
+      method: req.method,
+      path: `${url.pathname}${url.search}`,
+      headers: forwardHeaders(req.rawHeaders),
+      setHost: false,
+      proxyConn: conn,
+    } as http.RequestOptions);
+    upstreamReq.on('response', (upstreamRes) => {
+      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.rawHeaders));
+      upstreamRes.pipe(res);
+      upstreamRes.on('error', () => res.destroy());
+    });
+    upstreamReq.on('error', (e) => {
+      const err = toProxyError(e);
+      refuse(conn, err);
+      if (!res.headersSent) errorResponse(res, err, true);
+      else res.destroy();
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) upstreamReq.destroy();
+    });
+    req.pipe(upstreamReq);
+  });
+
+  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const conn = connections.get(socket);
+    if (!conn) return void socket.destroy();
+    conn.protocol = 'connect';
+    conn.requests++;
+    socket.pause();
+    const answer = (err: ProxyError): void => {
+      refuse(conn, err);
+      const body = `${err.mapping.http} ${err.mapping.text}\n`;
+      const auth = err.mapping.http === 407 ? `Proxy-Authenticate: ${REALM}\r\n` : '';
+      socket.end(
+        `HTTP/1.1 ${err.mapping.http} ${http.STATUS_CODES[err.mapping.http]}\r\n${auth}X-Mptcp-Proxy-Error: ${err.code}\r\n` +
+          `Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      setTimeout(() => socket.destroy(), 2_000).unref();
+    };
+    const denied = admit(conn, req);
+    if (denied) return answer(denied);
+    const target = parseAuthority(req.url ?? '');
+    if (!target) return answer(new ProxyError(ErrorCode.BadRequest, `CONNECT target ${JSON.stringify(req.url)}`));
+    ctx.upstream.connect(target, conn).then(
+      (upstream) => {
+        if (socket.destroyed) return void upstream.destroy();
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        return tunnel(conn, upstream, ctx, head);
+      },
+      (e) => answer(toProxyError(e)),
+    );
+  });
+
+  server.on('clientError', (e: NodeJS.ErrnoException, socket: net.Socket) => {
+    const conn = connections.get(socket);
+    const timedOut = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' || e.code === 'ERR_HTTP_HEADERS_TIMEOUT';
+    const tooLarge = e.code === 'HPE_HEADER_OVERFLOW';
+    // A client that reset or went away has nobody to answer.
+    if (e.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const err = new ProxyError(timedOut ? ErrorCode.HandshakeTimeout : tooLarge ? ErrorCode.LimitReached : ErrorCode.BadRequest, e.code ?? e.message);
+    if (conn) refuse(conn, err);
+    const status = tooLarge ? 431 : err.mapping.http;
+    const body = `${status} ${err.mapping.text}\n`;
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nX-Mptcp-Proxy-Error: ${err.code}\r\nConnection: close\r\n\r\n${body}`);
+    setTimeout(() => socket.destroy(), 2_000).unref();
+  });
+
+  return (conn: ClientConnection) => {
+    connections.set(conn.socket, conn);
+    server.emit('connection', conn.socket);
+    conn.socket.resume();
+  };
+}

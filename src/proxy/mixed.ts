@@ -1,0 +1,22 @@
+/**
+ * Mixed port: one listener serving SOCKS and HTTP, told apart by the first byte (SOCKS versions
+ * 4 and 5 are never the first byte of an HTTP method).
+ */
+import type { ClientConnection } from '../core/connection';
+import type { FrontEnd, ProxyContext } from './context';
+
+export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
+  return (conn: ClientConnection, ctx: ProxyContext) => {
+    const socket = conn.socket;
+    const timer = setTimeout(() => socket.destroy(), ctx.config.timeouts.handshakeMs);
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('readable', () => {
+      clearTimeout(timer);
+      const chunk = socket.read() as Buffer | null;
+      if (!chunk) return void socket.destroy();
+      socket.pause();
+      socket.unshift(chunk);
+      (chunk[0] === 0x04 || chunk[0] === 0x05 ? socks : http)(conn, ctx);
+    });
+  };
+}
