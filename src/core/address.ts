@@ -72,7 +72,7 @@ export function unmapIPv6(addr: string): string {
   return addr;
 }
 
-function expandIPv6(addr: string): string {
+export function expandIPv6(addr: string): string {
   let a = addr;
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
   if (v4) {
