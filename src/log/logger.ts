@@ -13,7 +13,7 @@ export interface LogOptions {
 
 const readable = winston.format.printf(({ level, message, timestamp, ...rest }) => {
   const fields = Object.entries(rest)
-    .filter(([k]) => typeof k === 'string')
+    .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');
   return `${timestamp} ${level} ${message}${fields ? ' ' + fields : ''}`;

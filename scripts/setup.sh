@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine: system packages that are missing, npm
+# packages, the native splice addon, the TypeScript build. Usage: setup.sh run|test|bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+
+# What each mode needs from Debian (checked with dpkg, installed only when missing).
+pkgs_run="libpcap-dev nftables mptcpd"
+pkgs_test="$pkgs_run curl iperf3 tcpdump"
+pkgs_bench="$pkgs_test nginx dante-server squid haproxy microsocks"
+case "$mode" in
+  run) want=$pkgs_run ;;
+  test) want=$pkgs_test ;;
+  bench) want=$pkgs_bench ;;
+  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in $want; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Daemons pulled in by bench peers must not keep ports busy; the bench starts its own.
+  for svc in nginx squid danted haproxy; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
+fi
+
+# npm packages: reinstall only when package-lock.json changed since the last install here.
+if ! cmp -s package-lock.json node_modules/.setup-lock 2>/dev/null; then
+  npm ci --no-fund --no-audit --loglevel=error
+  cp package-lock.json node_modules/.setup-lock
+fi
+
+if [ -f native/binding.gyp ]; then
+  if [ ! -f native/build/Release/mptcp_splice.node ] || [ -n "$(find native -maxdepth 1 -newer native/build/Release/mptcp_splice.node -type f 2>/dev/null)" ]; then
+    npx node-gyp rebuild --directory native --loglevel=warn >/dev/null || echo "setup: native splice addon failed to build; the JS relay will be used" >&2
+  fi
+fi
+
+npx tsc -p .
+
+if [ "$(cat /proc/sys/net/mptcp/enabled 2>/dev/null || echo 0)" != 1 ]; then
+  echo "setup: note: net.mptcp.enabled is not 1; the proxy will fall back to TCP (sysctl -w net.mptcp.enabled=1)" >&2
+fi
