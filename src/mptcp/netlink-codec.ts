@@ -1,0 +1,605 @@
+/**
+ * Pure encoders/decoders for netlink (nlmsghdr, genlmsghdr, nlattr), the generic netlink
+ * controller's CTRL_CMD_GETFAMILY exchange, and the `mptcp_pm` event multicasts
+ * (include/uapi/linux/mptcp_pm.h). Every decoder returns a typed result and never throws,
+ * whatever the bytes: the input comes from the kernel, but a bad datagram must cost one event,
+ * not the process.
+ */
+import net from 'node:net';
+import { encodeSockaddr } from '../sys/socket';
+
+export const NLMSG_HDRLEN = 16;
+export const GENL_HDRLEN = 4;
+export const NLA_HDRLEN = 4;
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
+export const NLM_F_REQUEST = 1;
+export const NLM_F_ACK = 4;
+/** The type bits of nla_type; the two top bits are the nested / byte-order flags. */
+const NLA_TYPE_MASK = 0x3fff;
+const NLA_F_NESTED = 0x8000;
+
+export const GENL_ID_CTRL = 16;
+export const CTRL_CMD_NEWFAMILY = 1;
+export const CTRL_CMD_GETFAMILY = 3;
+const CTRL_ATTR_FAMILY_ID = 1;
+const CTRL_ATTR_FAMILY_NAME = 2;
+const CTRL_ATTR_VERSION = 3;
+const CTRL_ATTR_MCAST_GROUPS = 7;
+const CTRL_ATTR_MCAST_GRP_NAME = 1;
+const CTRL_ATTR_MCAST_GRP_ID = 2;
+
+export const MPTCP_PM_NAME = 'mptcp_pm';
+export const MPTCP_PM_EV_GRP_NAME = 'mptcp_pm_events';
+export const MPTCP_PM_VER = 1;
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+export type NetlinkDecodeErrorCode =
+  | 'NL_TRUNCATED'
+  | 'NL_BAD_LENGTH'
+  | 'NL_KERNEL_ERROR'
+  | 'NL_NOT_FOUND'
+  | 'NL_UNKNOWN_EVENT'
+  | 'NL_MISSING_ATTR'
+  | 'NL_BAD_ATTR';
+
+export interface NetlinkDecodeError {
+  code: NetlinkDecodeErrorCode;
+  detail: string;
+  /** Positive errno, for NL_KERNEL_ERROR. */
+  errno?: number;
+}
+
+export type Decoded<T> = { ok: true; value: T } | { ok: false; error: NetlinkDecodeError };
+
+const fail = (code: NetlinkDecodeErrorCode, detail: string, errno?: number): { ok: false; error: NetlinkDecodeError } => ({
+  ok: false,
+  error: errno === undefined ? { code, detail } : { code, detail, errno },
+});
+
+const align4 = (n: number): number => (n + 3) & ~3;
+
+// ---------------------------------------------------------------------------------------------
+// nlmsghdr
+
+export interface NlMsg {
+  type: number;
+  flags: number;
+  seq: number;
+  pid: number;
+  payload: Buffer;
+}
+
+export function encodeNlmsg(m: { type: number; flags: number; seq: number; pid?: number; payload: Buffer }): Buffer {
+  const len = NLMSG_HDRLEN + m.payload.length;
+  const b = Buffer.alloc(align4(len));
+  b.writeUInt32LE(len, 0);
+  b.writeUInt16LE(m.type, 4);
+  b.writeUInt16LE(m.flags, 6);
+  b.writeUInt32LE(m.seq >>> 0, 8);
+  b.writeUInt32LE((m.pid ?? 0) >>> 0, 12);
+  m.payload.copy(b, NLMSG_HDRLEN);
+  return b;
+}
+
+/**
+ * Split one datagram into its netlink messages. Messages before a malformed one are kept;
+ * `error` says why decoding stopped early.
+ */
+export function decodeNlmsgs(buf: Buffer): { messages: NlMsg[]; error?: NetlinkDecodeError } {
+  const messages: NlMsg[] = [];
+  let off = 0;
+  while (off < buf.length) {
+    const rest = buf.length - off;
+    if (rest < NLMSG_HDRLEN) return { messages, error: { code: 'NL_TRUNCATED', detail: `${rest} trailing bytes, no nlmsghdr` } };
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN || len > rest) return { messages, error: { code: 'NL_BAD_LENGTH', detail: `nlmsg_len ${len} with ${rest} bytes left` } };
+    messages.push({
+      type: buf.readUInt16LE(off + 4),
+      flags: buf.readUInt16LE(off + 6),
+      seq: buf.readUInt32LE(off + 8),
+      pid: buf.readUInt32LE(off + 12),
+      payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
+    });
+    off += align4(len);
+  }
+  return { messages };
+}
+
+/** NLMSG_ERROR payload: a negative errno (0 is an ACK). */
+export function decodeNlmsgError(payload: Buffer): Decoded<number> {
+  if (payload.length < 4) return fail('NL_TRUNCATED', 'NLMSG_ERROR without error code');
+  return { ok: true, value: -payload.readInt32LE(0) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// genlmsghdr + nlattr
+
+export interface GenlMsg {
+  cmd: number;
+  version: number;
+  attrs: Buffer;
+}
+
+export function encodeGenl(cmd: number, version: number, attrs: Buffer): Buffer {
+  const b = Buffer.alloc(GENL_HDRLEN + attrs.length);
+  b.writeUInt8(cmd, 0);
+  b.writeUInt8(version, 1);
+  attrs.copy(b, GENL_HDRLEN);
+  return b;
+}
+
+export function decodeGenl(payload: Buffer): Decoded<GenlMsg> {
+  if (payload.length < GENL_HDRLEN) return fail('NL_TRUNCATED', `genlmsghdr needs 4 bytes, got ${payload.length}`);
+  return { ok: true, value: { cmd: payload.readUInt8(0), version: payload.readUInt8(1), attrs: payload.subarray(GENL_HDRLEN) } };
+}
+
+export interface NlAttr {
+  type: number;
+  nested: boolean;
+  data: Buffer;
+}
+
+export function encodeAttrs(attrs: readonly { type: number; nested?: boolean; data: Buffer }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const a of attrs) {
+    const len = NLA_HDRLEN + a.data.length;
+    const b = Buffer.alloc(align4(len));
+    b.writeUInt16LE(len, 0);
+    b.writeUInt16LE((a.type & NLA_TYPE_MASK) | (a.nested ? NLA_F_NESTED : 0), 2);
+    a.data.copy(b, NLA_HDRLEN);
+    parts.push(b);
+  }
+  return Buffer.concat(parts);
+}
+
+export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
+  const attrs: NlAttr[] = [];
+  let off = 0;
+  while (off < buf.length) {
+    const rest = buf.length - off;
+    if (rest < NLA_HDRLEN) return fail('NL_TRUNCATED', `${rest} trailing bytes, no nlattr`);
+    const len = buf.readUInt16LE(off);
+    if (len < NLA_HDRLEN || len > rest) return fail('NL_BAD_LENGTH', `nla_len ${len} with ${rest} bytes left`);
+    const t = buf.readUInt16LE(off + 2);
+    attrs.push({ type: t & NLA_TYPE_MASK, nested: (t & NLA_F_NESTED) !== 0, data: buf.subarray(off + NLA_HDRLEN, off + len) });
+    off += align4(len);
+  }
+  return { ok: true, value: attrs };
+}
+
+/** Last occurrence wins, as in the kernel's nla_parse. */
+function attrMap(attrs: readonly NlAttr[]): Map<number, Buffer> {
+  return new Map(attrs.map((a) => [a.type, a.data]));
+}
+
+/** Host-order unsigned integer of 1, 2, 4 or 8 bytes (the width some attrs changed across kernels). */
+function readUint(b: Buffer): number | null {
+  switch (b.length) {
+    case 1:
+      return b.readUInt8(0);
+    case 2:
+      return b.readUInt16LE(0);
+    case 4:
+      return b.readUInt32LE(0);
+    case 8:
+      return Number(b.readBigUInt64LE(0));
+    default:
+      return null;
+  }
+}
+
+function cString(b: Buffer): string {
+  const nul = b.indexOf(0);
+  return b.subarray(0, nul < 0 ? b.length : nul).toString('latin1');
+}
+
+export const u8 = (v: number): Buffer => Buffer.from([v & 0xff]);
+export function u16(v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v & 0xffff);
+  return b;
+}
+export function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+}
+function be16(v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v & 0xffff);
+  return b;
+}
+const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'latin1'), Buffer.from([0])]);
+
+// ---------------------------------------------------------------------------------------------
+// CTRL_CMD_GETFAMILY
+
+export interface GenlFamily {
+  id: number;
+  name: string;
+  version: number;
+  /** Multicast group name → group id (what NETLINK_ADD_MEMBERSHIP takes). */
+  groups: Map<string, number>;
+}
+
+export function encodeGetFamilyRequest(name: string, seq: number): Buffer {
+  const attrs = encodeAttrs([{ type: CTRL_ATTR_FAMILY_NAME, data: cstr(name) }]);
+  return encodeNlmsg({ type: GENL_ID_CTRL, flags: NLM_F_REQUEST, seq, payload: encodeGenl(CTRL_CMD_GETFAMILY, 1, attrs) });
+}
+
+/** The controller's answer as the kernel builds it (tests and fakes speak the same bytes). */
+export function encodeGetFamilyReply(f: GenlFamily, seq: number): Buffer {
+  const groups = [...f.groups].map(([name, id], i) => ({
+    type: i + 1,
+    nested: true,
+    data: encodeAttrs([
+      { type: CTRL_ATTR_MCAST_GRP_ID, data: u32(id) },
+      { type: CTRL_ATTR_MCAST_GRP_NAME, data: cstr(name) },
+    ]),
+  }));
+  const attrs = encodeAttrs([
+    { type: CTRL_ATTR_FAMILY_NAME, data: cstr(f.name) },
+    { type: CTRL_ATTR_FAMILY_ID, data: u16(f.id) },
+    { type: CTRL_ATTR_VERSION, data: u32(f.version) },
+    { type: CTRL_ATTR_MCAST_GROUPS, nested: true, data: encodeAttrs(groups) },
+  ]);
+  return encodeNlmsg({ type: GENL_ID_CTRL, flags: 0, seq, payload: encodeGenl(CTRL_CMD_NEWFAMILY, 2, attrs) });
+}
+
+function decodeGroups(buf: Buffer): Decoded<Map<string, number>> {
+  const list = decodeAttrs(buf);
+  if (!list.ok) return list;
+  const groups = new Map<string, number>();
+  for (const entry of list.value) {
+    const inner = decodeAttrs(entry.data);
+    if (!inner.ok) return inner;
+    const m = attrMap(inner.value);
+    const name = m.get(CTRL_ATTR_MCAST_GRP_NAME);
+    const id = m.get(CTRL_ATTR_MCAST_GRP_ID);
+    const idNum = id ? readUint(id) : null;
+    if (!name || idNum === null) return fail('NL_MISSING_ATTR', 'multicast group without name or id');
+    groups.set(cString(name), idNum);
+  }
+  return { ok: true, value: groups };
+}
+
+/**
+ * The reply datagram to CTRL_CMD_GETFAMILY. A kernel without the family answers with
+ * NLMSG_ERROR ENOENT, which comes back as NL_NOT_FOUND.
+ */
+export function decodeGetFamilyReply(datagram: Buffer, seq: number): Decoded<GenlFamily> {
+  const { messages, error } = decodeNlmsgs(datagram);
+  for (const msg of messages) {
+    if (msg.seq !== seq) continue;
+    if (msg.type === NLMSG_ERROR) {
+      const e = decodeNlmsgError(msg.payload);
+      if (!e.ok) return e;
+      if (e.value === 2) return fail('NL_NOT_FOUND', 'generic netlink family not registered', 2);
+      return fail('NL_KERNEL_ERROR', `controller answered errno ${e.value}`, e.value);
+    }
+    if (msg.type !== GENL_ID_CTRL) continue;
+    const g = decodeGenl(msg.payload);
+    if (!g.ok) return g;
+    const attrs = decodeAttrs(g.value.attrs);
+    if (!attrs.ok) return attrs;
+    const m = attrMap(attrs.value);
+    const idBuf = m.get(CTRL_ATTR_FAMILY_ID);
+    const nameBuf = m.get(CTRL_ATTR_FAMILY_NAME);
+    const id = idBuf ? readUint(idBuf) : null;
+    if (id === null || !nameBuf) return fail('NL_MISSING_ATTR', 'family reply without id or name');
+    const verBuf = m.get(CTRL_ATTR_VERSION);
+    const groupsBuf = m.get(CTRL_ATTR_MCAST_GROUPS);
+    const groups = groupsBuf ? decodeGroups(groupsBuf) : ({ ok: true, value: new Map<string, number>() } as const);
+    if (!groups.ok) return groups;
+    return { ok: true, value: { id, name: cString(nameBuf), version: (verBuf && readUint(verBuf)) ?? 0, groups: groups.value } };
+  }
+  return error ? { ok: false, error } : fail('NL_TRUNCATED', `no reply with seq ${seq}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mptcp_pm events
+
+export const MptcpEventType = {
+  created: 1,
+  established: 2,
+  closed: 3,
+  announced: 6,
+  removed: 7,
+  'sub-established': 10,
+  'sub-closed': 11,
+  'sub-priority': 13,
+  'listener-created': 15,
+  'listener-closed': 16,
+} as const;
+export type MptcpEventName = keyof typeof MptcpEventType;
+const EVENT_NAMES = new Map<number, MptcpEventName>(Object.entries(MptcpEventType).map(([k, v]) => [v, k as MptcpEventName]));
+
+/** enum mptcp_event_attr */
+export const MptcpAttr = {
+  token: 1,
+  family: 2,
+  locId: 3,
+  remId: 4,
+  saddr4: 5,
+  saddr6: 6,
+  daddr4: 7,
+  daddr6: 8,
+  sport: 9,
+  dport: 10,
+  backup: 11,
+  error: 12,
+  flags: 13,
+  timeout: 14,
+  ifIdx: 15,
+  resetReason: 16,
+  resetFlags: 17,
+  serverSide: 18,
+} as const;
+
+/** MPTCP_PM_EV_FLAG_* in the `flags` attribute of CREATED/ESTABLISHED (uapi mptcp.h). */
+export const MPTCP_PM_EV_FLAG_DENY_JOIN_ID0 = 1;
+export const MPTCP_PM_EV_FLAG_SERVER_SIDE = 2;
+
+export interface SockEnd {
+  address: string;
+  port: number;
+}
+
+export interface ConnectionEvent {
+  type: 'created' | 'established';
+  token: number;
+  family: 4 | 6;
+  local: SockEnd;
+  remote: SockEnd;
+  /** From MPTCP_ATTR_SERVER_SIDE or, since 6.18, the SERVER_SIDE bit of `flags`. */
+  serverSide: boolean;
+  /** The peer asked not to get joins to its initial address (C flag). */
+  denyJoinId0: boolean;
+  flags: number;
+}
+
+export interface ClosedEvent {
+  type: 'closed';
+  token: number;
+}
+
+export interface AnnouncedEvent {
+  type: 'announced';
+  token: number;
+  remId: number;
+  family: 4 | 6;
+  address: string;
+  /** Only when the ADD_ADDR carried a port. */
+  port?: number;
+}
+
+export interface RemovedEvent {
+  type: 'removed';
+  token: number;
+  remId: number;
+}
+
+export interface SubflowEvent {
+  type: 'sub-established' | 'sub-closed' | 'sub-priority';
+  token: number;
+  family: 4 | 6;
+  locId: number;
+  remId: number;
+  local: SockEnd;
+  remote: SockEnd;
+  backup: boolean;
+  /** Egress interface index; the kernel sends it only when the subflow is bound to a device. */
+  ifIndex?: number;
+  /** sk_err of the subflow, SUB_CLOSED only. */
+  error?: number;
+  /** MP_TCPRST reason and flags received from the peer, SUB_CLOSED only. */
+  resetReason?: number;
+  resetFlags?: number;
+}
+
+export interface ListenerEvent {
+  type: 'listener-created' | 'listener-closed';
+  family: 4 | 6;
+  local: SockEnd;
+}
+
+export type MptcpPmEvent = ConnectionEvent | ClosedEvent | AnnouncedEvent | RemovedEvent | SubflowEvent | ListenerEvent;
+
+/** Field accessors over one event's attributes; undefined when absent, null when malformed. */
+class Attrs {
+  constructor(private readonly m: Map<number, Buffer>) {}
+  has(t: number): boolean {
+    return this.m.has(t);
+  }
+  uint(t: number): number | undefined | null {
+    const b = this.m.get(t);
+    return b === undefined ? undefined : readUint(b);
+  }
+  port(t: number): number | undefined | null {
+    const b = this.m.get(t);
+    if (b === undefined) return undefined;
+    return b.length >= 2 ? b.readUInt16BE(0) : null;
+  }
+  addr(t4: number, t6: number): string | undefined | null {
+    const b4 = this.m.get(t4);
+    if (b4 !== undefined) return b4.length >= 4 ? [...b4.subarray(0, 4)].join('.') : null;
+    const b6 = this.m.get(t6);
+    if (b6 !== undefined) return b6.length >= 16 ? ipv6String(b6.subarray(0, 16)) : null;
+    return undefined;
+  }
+}
+
+export function ipv6String(b: Buffer): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(b.readUInt16BE(2 * i).toString(16));
+  return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+}
+
+const ATTR_NAMES = new Map<number, string>(Object.entries(MptcpAttr).map(([k, v]) => [v, k]));
+
+/** Pulls typed fields, remembering the first missing or malformed one. */
+class Fields {
+  problem: NetlinkDecodeError | null = null;
+  constructor(readonly a: Attrs) {}
+  private check<T>(t: number, v: T | undefined | null, required: boolean): T | undefined {
+    if (v === null) this.problem ??= { code: 'NL_BAD_ATTR', detail: `attribute ${ATTR_NAMES.get(t) ?? t} malformed` };
+    else if (v === undefined && required) this.problem ??= { code: 'NL_MISSING_ATTR', detail: `attribute ${ATTR_NAMES.get(t) ?? t} missing` };
+    return v ?? undefined;
+  }
+  uint(t: number, required: true): number;
+  uint(t: number, required: false): number | undefined;
+  uint(t: number, required: boolean): number | undefined {
+    return this.check(t, this.a.uint(t), required) ?? (required ? 0 : undefined);
+  }
+  port(t: number, required: boolean): number {
+    return this.check(t, this.a.port(t), required) ?? 0;
+  }
+  addr(t4: number, t6: number): string {
+    return this.check(t4, this.a.addr(t4, t6), true) ?? '';
+  }
+  /** AF_INET/AF_INET6 from `family`, or from which address attribute is present. */
+  family(): 4 | 6 {
+    const f = this.a.uint(MptcpAttr.family);
+    if (f === AF_INET) return 4;
+    if (f === AF_INET6) return 6;
+    if (f === undefined) {
+      if (this.a.has(MptcpAttr.saddr4) || this.a.has(MptcpAttr.daddr4)) return 4;
+      if (this.a.has(MptcpAttr.saddr6) || this.a.has(MptcpAttr.daddr6)) return 6;
+    }
+    this.problem ??= { code: 'NL_BAD_ATTR', detail: `address family ${f ?? 'missing'}` };
+    return 4;
+  }
+}
+
+/** Decode one event from the genl command (= event type) and its attribute bytes. */
+export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpPmEvent> {
+  const type = EVENT_NAMES.get(cmd);
+  if (!type) return fail('NL_UNKNOWN_EVENT', `mptcp_pm event type ${cmd}`);
+  const list = decodeAttrs(attrBytes);
+  if (!list.ok) return list;
+  const f = new Fields(new Attrs(attrMap(list.value)));
+  const A = MptcpAttr;
+  let ev: MptcpPmEvent;
+  switch (type) {
+    case 'created':
+    case 'established': {
+      const flags = f.uint(A.flags, false) ?? 0;
+      ev = {
+        type,
+        token: f.uint(A.token, true),
+        family: f.family(),
+        local: { address: f.addr(A.saddr4, A.saddr6), port: f.port(A.sport, true) },
+        remote: { address: f.addr(A.daddr4, A.daddr6), port: f.port(A.dport, true) },
+        serverSide: (f.uint(A.serverSide, false) ?? 0) !== 0 || (flags & MPTCP_PM_EV_FLAG_SERVER_SIDE) !== 0,
+        denyJoinId0: (flags & MPTCP_PM_EV_FLAG_DENY_JOIN_ID0) !== 0,
+        flags,
+      };
+      break;
+    }
+    case 'closed':
+      ev = { type, token: f.uint(A.token, true) };
+      break;
+    case 'announced': {
+      const port = f.a.has(A.dport) ? f.port(A.dport, false) : undefined;
+      ev = { type, token: f.uint(A.token, true), remId: f.uint(A.remId, true), family: f.family(), address: f.addr(A.daddr4, A.daddr6) };
+      if (port !== undefined) ev.port = port;
+      break;
+    }
+    case 'removed':
+      ev = { type, token: f.uint(A.token, true), remId: f.uint(A.remId, true) };
+      break;
+    case 'sub-established':
+    case 'sub-closed':
+    case 'sub-priority': {
+      const sub: SubflowEvent = {
+        type,
+        token: f.uint(A.token, true),
+        family: f.family(),
+        locId: f.uint(A.locId, true),
+        remId: f.uint(A.remId, true),
+        local: { address: f.addr(A.saddr4, A.saddr6), port: f.port(A.sport, true) },
+        remote: { address: f.addr(A.daddr4, A.daddr6), port: f.port(A.dport, true) },
+        backup: (f.uint(A.backup, false) ?? 0) !== 0,
+      };
+      const ifIndex = f.uint(A.ifIdx, false);
+      if (ifIndex !== undefined) sub.ifIndex = ifIndex | 0; // s32 on the wire
+      const error = f.uint(A.error, false);
+      if (error !== undefined) sub.error = error;
+      const resetReason = f.uint(A.resetReason, false);
+      if (resetReason !== undefined) sub.resetReason = resetReason;
+      const resetFlags = f.uint(A.resetFlags, false);
+      if (resetFlags !== undefined) sub.resetFlags = resetFlags;
+      ev = sub;
+      break;
+    }
+    case 'listener-created':
+    case 'listener-closed':
+      ev = { type, family: f.family(), local: { address: f.addr(A.saddr4, A.saddr6), port: f.port(A.sport, true) } };
+      break;
+  }
+  return f.problem ? { ok: false, error: f.problem } : { ok: true, value: ev };
+}
+
+/** One mptcp_pm netlink message (nlmsg type = the family id resolved at run time). */
+export function decodeMptcpEventMessage(msg: NlMsg): Decoded<MptcpPmEvent> {
+  const g = decodeGenl(msg.payload);
+  return g.ok ? decodeMptcpEvent(g.value.cmd, g.value.attrs) : g;
+}
+
+function addrAttr(t4: number, t6: number, address: string): { type: number; data: Buffer } {
+  // sockaddr_in (16 bytes) keeps the IPv4 address at offset 4, sockaddr_in6 the IPv6 one at 8.
+  const sa = encodeSockaddr(address, 0);
+  return sa.length === 16 ? { type: t4, data: sa.subarray(4, 8) } : { type: t6, data: sa.subarray(8, 24) };
+}
+
+/** The attributes the kernel puts in each event, in the kernel's widths (for tests and replay). */
+export function encodeMptcpEvent(ev: MptcpPmEvent, familyId: number, seq = 0): Buffer {
+  const A = MptcpAttr;
+  const attrs: { type: number; data: Buffer }[] = [];
+  const fam = (f: 4 | 6): void => void attrs.push({ type: A.family, data: u16(f === 4 ? AF_INET : AF_INET6) });
+  switch (ev.type) {
+    case 'created':
+    case 'established':
+      attrs.push({ type: A.token, data: u32(ev.token) });
+      if (ev.serverSide) attrs.push({ type: A.serverSide, data: u8(1) });
+      if (ev.flags) attrs.push({ type: A.flags, data: u16(ev.flags) });
+      fam(ev.family);
+      attrs.push(addrAttr(A.saddr4, A.saddr6, ev.local.address), addrAttr(A.daddr4, A.daddr6, ev.remote.address));
+      attrs.push({ type: A.sport, data: be16(ev.local.port) }, { type: A.dport, data: be16(ev.remote.port) });
+      break;
+    case 'closed':
+      attrs.push({ type: A.token, data: u32(ev.token) });
+      break;
+    case 'announced':
+      attrs.push({ type: A.token, data: u32(ev.token) }, { type: A.remId, data: u8(ev.remId) });
+      fam(ev.family);
+      attrs.push(addrAttr(A.daddr4, A.daddr6, ev.address));
+      if (ev.port !== undefined) attrs.push({ type: A.dport, data: be16(ev.port) });
+      break;
+    case 'removed':
+      attrs.push({ type: A.token, data: u32(ev.token) }, { type: A.remId, data: u8(ev.remId) });
+      break;
+    case 'sub-established':
+    case 'sub-closed':
+    case 'sub-priority':
+      attrs.push({ type: A.token, data: u32(ev.token) });
+      fam(ev.family);
+      attrs.push(addrAttr(A.saddr4, A.saddr6, ev.local.address), addrAttr(A.daddr4, A.daddr6, ev.remote.address));
+      attrs.push({ type: A.sport, data: be16(ev.local.port) }, { type: A.dport, data: be16(ev.remote.port) });
+      attrs.push({ type: A.locId, data: u8(ev.locId) }, { type: A.remId, data: u8(ev.remId) }, { type: A.backup, data: u8(+ev.backup) });
+      if (ev.ifIndex !== undefined) attrs.push({ type: A.ifIdx, data: u32(ev.ifIndex) });
+      if (ev.error !== undefined) attrs.push({ type: A.error, data: u8(ev.error) });
+      if (ev.resetReason !== undefined) attrs.push({ type: A.resetReason, data: u32(ev.resetReason) });
+      if (ev.resetFlags !== undefined) attrs.push({ type: A.resetFlags, data: u32(ev.resetFlags) });
+      break;
+    case 'listener-created':
+    case 'listener-closed':
+      fam(ev.family);
+      attrs.push({ type: A.sport, data: be16(ev.local.port) }, addrAttr(A.saddr4, A.saddr6, ev.local.address));
+      break;
+  }
+  return encodeNlmsg({ type: familyId, flags: 0, seq, payload: encodeGenl(MptcpEventType[ev.type], MPTCP_PM_VER, encodeAttrs(attrs)) });
+}

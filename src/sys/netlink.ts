@@ -1,0 +1,228 @@
+/**
+ * A generic netlink socket (AF_NETLINK / NETLINK_GENERIC) through koffi: request/reply for the
+ * controller, multicast membership, and a reader that hands every datagram to the main thread.
+ *
+ * How reading meets the event loop: libuv cannot wrap a netlink fd (uv_guess_handle says
+ * UNKNOWN, so net.Socket refuses it), and a koffi `.async` poll would hold one of libuv's four
+ * threadpool threads for the whole run, starving dns.lookup and fs. So a dedicated
+ * worker_thread blocks in poll() on the socket plus an eventfd, drains it with non-blocking
+ * recv(), stamps each datagram with process.hrtime (one monotonic clock for all threads) and
+ * posts it. stop() writes the eventfd, which ends the worker at once. No timers, no polling.
+ */
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import koffi from 'koffi';
+import { SOL_SOCKET, SO_RCVBUF, SysError, check, errno, libc } from './libc';
+
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_GENERIC = 16;
+const SOL_NETLINK = 270;
+const NETLINK_ADD_MEMBERSHIP = 1;
+const SO_RCVBUFFORCE = 33;
+const EFD_CLOEXEC = 0o2000000;
+const POLLIN = 1;
+const MSG_DONTWAIT = 0x40;
+const EINTR = 4;
+const EAGAIN = 11;
+const ENOBUFS = 105;
+const IF_NAMESIZE = 16;
+/** Netlink datagrams from the kernel fit in a page; mptcp_pm events are under 200 bytes. */
+const RECV_SIZE = 32768;
+
+const lib = koffi.load('libc.so.6');
+const nl = {
+  send: lib.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
+  recv: lib.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  write: lib.func('intptr_t write(int fd, const void *buf, size_t len)'),
+  ifIndexToName: lib.func('const char *if_indextoname(unsigned int ifindex, _Out_ uint8_t *ifname)'),
+};
+
+/** struct pollfd[] for the given fds, all waiting for POLLIN. */
+function pollIn(fds: readonly number[]): Buffer {
+  const b = Buffer.alloc(8 * fds.length);
+  fds.forEach((fd, i) => {
+    b.writeInt32LE(fd, 8 * i);
+    b.writeInt16LE(POLLIN, 8 * i + 4);
+  });
+  return b;
+}
+
+function setIntOpt(fd: number, level: number, name: number, value: number): boolean {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(value);
+  return libc.setsockopt(fd, level, name, b, 4) === 0;
+}
+
+/** One datagram off the socket, and when the reader took it (process.hrtime.bigint()). */
+export interface NetlinkDatagram {
+  data: Buffer;
+  receivedAt: bigint;
+}
+
+export interface NetlinkReadHandlers {
+  datagram(d: NetlinkDatagram): void;
+  /** The socket buffer overflowed (ENOBUFS): the kernel dropped multicasts. */
+  lost(at: bigint): void;
+  /** The reader stopped on an unexpected errno; no more datagrams will come. */
+  failed(err: Error): void;
+}
+
+type ReaderMessage =
+  | { kind: 'data'; data: ArrayBuffer; at: bigint }
+  | { kind: 'lost'; at: bigint }
+  | { kind: 'error'; call: string; errno: number };
+
+const READER_MARK = 'mptcp-proxy:netlink-reader';
+interface ReaderData {
+  mark: typeof READER_MARK;
+  fd: number;
+  wakeFd: number;
+}
+
+export class GenlSocket {
+  private worker: Worker | null = null;
+  private wakeFd = -1;
+  private closed: Promise<void> | null = null;
+  private seq = Math.floor(Math.random() * 0x7fffffff);
+
+  private constructor(readonly fd: number) {}
+
+  /** Opens and binds a NETLINK_GENERIC socket in the caller's network namespace. */
+  static open(rcvBufBytes = 1 << 20): GenlSocket {
+    const fd = check('socket(AF_NETLINK)', libc.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_GENERIC));
+    try {
+      // Event bursts (many connections closing at once) must not overflow the default ~200 KiB.
+      if (!setIntOpt(fd, SOL_SOCKET, SO_RCVBUFFORCE, rcvBufBytes)) setIntOpt(fd, SOL_SOCKET, SO_RCVBUF, rcvBufBytes);
+      const sa = Buffer.alloc(12); // sockaddr_nl: family, pad, pid 0 (kernel picks), groups 0
+      sa.writeUInt16LE(AF_NETLINK, 0);
+      check('bind(AF_NETLINK)', libc.bind(fd, sa, sa.length));
+      return new GenlSocket(fd);
+    } catch (e) {
+      libc.close(fd);
+      throw e;
+    }
+  }
+
+  nextSeq(): number {
+    this.seq = (this.seq + 1) >>> 0;
+    return this.seq;
+  }
+
+  /**
+   * Send one request and return the next datagram. Generic netlink answers inside sendmsg(),
+   * so the reply is normally queued already; the short poll only covers a slow kernel.
+   * Call before join(), or multicasts may come first.
+   */
+  request(msg: Buffer, timeoutMs = 1000): Buffer {
+    if (Number(nl.send(this.fd, msg, msg.length, 0)) < 0) throw new SysError('send(netlink)', errno());
+    const buf = Buffer.alloc(RECV_SIZE);
+    for (;;) {
+      const n = Number(nl.recv(this.fd, buf, buf.length, MSG_DONTWAIT));
+      if (n >= 0) return Buffer.from(buf.subarray(0, n));
+      const e = errno();
+      if (e === EINTR) continue;
+      if (e !== EAGAIN) throw new SysError('recv(netlink)', e);
+      if (check('poll(netlink)', libc.poll(pollIn([this.fd]), 1, timeoutMs)) === 0) throw new SysError('recv(netlink)', EAGAIN);
+    }
+  }
+
+  /** NETLINK_ADD_MEMBERSHIP for a multicast group id. */
+  join(group: number): void {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(group);
+    check('setsockopt(NETLINK_ADD_MEMBERSHIP)', libc.setsockopt(this.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, b, 4));
+  }
+
+  /** Start the reader thread. Datagrams arrive on the main thread in kernel order. */
+  startReading(h: NetlinkReadHandlers): void {
+    if (this.worker || this.closed) throw new Error('netlink reader already started or closed');
+    this.wakeFd = check('eventfd', nl.eventfd(0, EFD_CLOEXEC));
+    const data: ReaderData = { mark: READER_MARK, fd: this.fd, wakeFd: this.wakeFd };
+    const w = new Worker(__filename, { workerData: data });
+    w.on('message', (m: ReaderMessage) => {
+      if (m.kind === 'data') h.datagram({ data: Buffer.from(m.data), receivedAt: m.at });
+      else if (m.kind === 'lost') h.lost(m.at);
+      else h.failed(new SysError(m.call, m.errno));
+    });
+    w.on('error', (e) => h.failed(e));
+    // An event source must not keep the process alive on its own.
+    w.unref();
+    this.worker = w;
+  }
+
+  /** Stop the reader (if any) and close the socket. Idempotent. */
+  close(): Promise<void> {
+    if (this.closed) return this.closed;
+    const w = this.worker;
+    const finish = (): void => {
+      libc.close(this.fd);
+      if (this.wakeFd >= 0) libc.close(this.wakeFd);
+    };
+    if (!w) {
+      finish();
+      this.closed = Promise.resolve();
+      return this.closed;
+    }
+    this.closed = new Promise<void>((resolve) => {
+      w.once('exit', () => {
+        finish();
+        resolve();
+      });
+    });
+    const one = Buffer.alloc(8);
+    one.writeBigUInt64LE(1n);
+    nl.write(this.wakeFd, one, 8);
+    return this.closed;
+  }
+}
+
+/** if_indextoname(3): asks the kernel of the caller's network namespace (sysfs may be another's). */
+export function interfaceName(index: number): string | null {
+  if (!Number.isInteger(index) || index <= 0 || index > 0xffffffff) return null;
+  const b = Buffer.alloc(IF_NAMESIZE);
+  if (nl.ifIndexToName(index, b) === null) return null;
+  const nul = b.indexOf(0);
+  return b.subarray(0, nul < 0 ? b.length : nul).toString('latin1');
+}
+
+/** The reader thread's loop: block in poll(), drain with non-blocking recv(), post. */
+function runReader(d: ReaderData): void {
+  const port = parentPort!;
+  const pfds = pollIn([d.fd, d.wakeFd]);
+  const buf = Buffer.alloc(RECV_SIZE);
+  for (;;) {
+    pfds.writeInt16LE(0, 6);
+    pfds.writeInt16LE(0, 14);
+    if (libc.poll(pfds, 2, -1) < 0) {
+      const e = errno();
+      if (e === EINTR) continue;
+      port.postMessage({ kind: 'error', call: 'poll(netlink)', errno: e } satisfies ReaderMessage);
+      return;
+    }
+    if (pfds.readInt16LE(14) !== 0) return; // stop() wrote the eventfd
+    for (;;) {
+      const n = Number(nl.recv(d.fd, buf, buf.length, MSG_DONTWAIT));
+      const at = process.hrtime.bigint();
+      if (n >= 0) {
+        const copy = new Uint8Array(n);
+        copy.set(buf.subarray(0, n));
+        port.postMessage({ kind: 'data', data: copy.buffer, at } satisfies ReaderMessage, [copy.buffer]);
+        continue;
+      }
+      const e = errno();
+      if (e === EAGAIN) break;
+      if (e === EINTR) continue;
+      if (e === ENOBUFS) {
+        port.postMessage({ kind: 'lost', at } satisfies ReaderMessage);
+        continue;
+      }
+      port.postMessage({ kind: 'error', call: 'recv(netlink)', errno: e } satisfies ReaderMessage);
+      return;
+    }
+  }
+}
+
+if (!isMainThread && (workerData as Partial<ReaderData> | null)?.mark === READER_MARK) runReader(workerData as ReaderData);
