@@ -3,6 +3,8 @@
  * of a raw object (from YAML and flags) into a typed Config. The README's table mirrors DEFAULTS.
  */
 import { CidrSet, parseCidr, parseEndpoint, type Endpoint } from '../core/address';
+import { ConfigError } from './config-error';
+import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
 
 export type ListenerProtocol = 'http' | 'socks' | 'mixed';
 
@@ -67,6 +69,7 @@ export interface Config {
     host: string;
     port: number;
   };
+  steering: SteeringConfig;
 }
 
 export const DEFAULTS: Config = {
@@ -81,11 +84,10 @@ export const DEFAULTS: Config = {
   relay: { engine: 'auto' },
   log: { level: 'info', format: 'auto' },
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
+  steering: { policies: [], uplinks: [] },
 };
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError };
 
 type Raw = Record<string, unknown>;
 
@@ -192,7 +194,7 @@ export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics'], root);
+  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -254,6 +256,7 @@ export function validateConfig(input: unknown): Config {
       format: oneOf(lg, 'format', d.log.format, ['auto', 'json', 'text'], root.at('log')),
     },
     metrics: { enabled: bool(m, 'enabled', d.metrics.enabled, root.at('metrics')), host: metricsEp.host, port: metricsEp.port },
+    steering: validateSteeringConfig(raw),
   };
   checkNoOpenProxy(config);
   return config;

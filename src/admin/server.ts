@@ -1,0 +1,126 @@
+/**
+ * The admin/metrics HTTP endpoint (default 127.0.0.1:9464): GET /metrics (Prometheus),
+ * GET /connections (live JSON status), GET /healthz. Before answering, `refresh` lets the kernel
+ * view sample the open connections, so figures are current without polling in the background.
+ */
+import http from 'node:http';
+import type { Logger } from '../log/logger';
+import type { ProxyMetrics } from '../metrics/metrics';
+import type { SubflowRegistry } from '../registry/registry';
+import type { ClientConnection } from '../core/connection';
+import { formatEndpoint } from '../core/address';
+
+export interface AdminSources {
+  metrics: ProxyMetrics;
+  subflows: SubflowRegistry;
+  /** Open client connections, for /connections. */
+  connections: () => Iterable<ClientConnection>;
+  /** Sample kernel state of open connections before answering. */
+  refresh: () => void;
+  /** Extra routes other modules serve (e.g. /proxy.pac). */
+  routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void>;
+}
+
+export interface ConnectionStatus {
+  id: number;
+  listener: string;
+  protocol: string;
+  client: string;
+  mptcp: boolean | null;
+  token: string | null;
+  user: string | null;
+  destination: string | null;
+  upstream: string | null;
+  ageMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  subflows: {
+    local: string;
+    remote: string;
+    interface: string | null;
+    kind: string;
+    backup: boolean;
+    bytesTx: number;
+    bytesRx: number;
+    rttMs: number | null;
+    mss: number | null;
+    ageMs: number;
+  }[];
+}
+
+export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections'>): ConnectionStatus[] {
+  const byClient = new Map<ClientConnection, ConnectionStatus['subflows']>();
+  const now = Date.now();
+  for (const rec of sources.subflows.connections.values()) {
+    if (!rec.client) continue;
+    byClient.set(
+      rec.client,
+      [...rec.subflows.values()]
+        .filter((s) => s.state === 'established')
+        .map((s) => ({
+          local: formatEndpoint(s.local),
+          remote: formatEndpoint(s.remote),
+          interface: s.interface,
+          kind: s.kind,
+          backup: s.backup,
+          bytesTx: s.bytesTx,
+          bytesRx: s.bytesRx,
+          rttMs: s.rttUs === null ? null : s.rttUs / 1000,
+          mss: s.mss,
+          ageMs: now - s.since,
+        })),
+    );
+  }
+  return [...sources.connections()].map((c) => ({
+    id: c.id,
+    listener: c.listener,
+    protocol: c.protocol,
+    client: formatEndpoint({ host: c.clientAddress, port: c.clientPort }),
+    mptcp: c.mptcp,
+    token: c.token === null ? null : c.token.toString(16).padStart(8, '0'),
+    user: c.user,
+    destination: c.destination ? formatEndpoint(c.destination) : null,
+    upstream: c.upstreamAddress,
+    ageMs: now - c.startedAtMs,
+    bytesIn: c.bytesFromClient,
+    bytesOut: c.bytesToClient,
+    subflows: byClient.get(c) ?? [],
+  }));
+}
+
+export function startAdminServer(host: string, port: number, sources: AdminSources, log: Logger): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    const extra = sources.routes?.[path];
+    if (extra) return extra(req, res);
+    if (path === '/metrics') {
+      sources.refresh();
+      sources.metrics.render().then(
+        (text) => res.writeHead(200, { 'Content-Type': sources.metrics.contentType }).end(text),
+        (e) => {
+          log.error('metrics render failed', { error: (e as Error).message });
+          res.writeHead(500).end();
+        },
+      );
+    } else if (path === '/connections') {
+      sources.refresh();
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ connections: connectionStatus(sources) }));
+    } else if (path === '/healthz') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.removeListener('error', reject);
+      log.info('admin listening', { address: `${host}:${(server.address() as { port: number }).port}`, paths: ['/metrics', '/connections', ...Object.keys(sources.routes ?? {})] });
+      resolve(server);
+    });
+  });
+}

@@ -1,0 +1,77 @@
+/**
+ * Prometheus metrics (prom-client). The names and labels below are a contract (README, Grafana
+ * dashboard). Labels stay bounded: listener, interface, direction, result, code; never per
+ * connection or per client address.
+ */
+import client from 'prom-client';
+import type { ProxyEvents } from '../core/events';
+import type { SubflowRegistry } from '../registry/registry';
+
+const UNKNOWN_IF = 'unknown';
+
+export class ProxyMetrics {
+  readonly registry = new client.Registry();
+  private readonly exportedPathBytes = new Map<string, number>();
+
+  readonly connectionsActive = new client.Gauge({ name: 'mptcp_proxy_connections_active', help: 'Client connections open now', labelNames: ['listener', 'mptcp'] as const, registers: [this.registry] });
+  readonly connectionsTotal = new client.Counter({ name: 'mptcp_proxy_connections_total', help: 'Client connections finished, by outcome', labelNames: ['listener', 'mptcp', 'result'] as const, registers: [this.registry] });
+  readonly subflowsActive = new client.Gauge({ name: 'mptcp_proxy_subflows_active', help: 'MPTCP subflows established now, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
+  readonly subflowsTotal = new client.Counter({ name: 'mptcp_proxy_subflows_total', help: 'MPTCP subflows established, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
+  readonly pathBytes = new client.Counter({ name: 'mptcp_proxy_path_bytes_total', help: 'Bytes carried by subflows on each client-facing interface (rx/tx seen from the proxy), closed subflows included', labelNames: ['interface', 'direction'] as const, registers: [this.registry] });
+  readonly relayBytes = new client.Counter({ name: 'mptcp_proxy_relay_bytes_total', help: 'Bytes relayed between clients and destinations (up = client to destination)', labelNames: ['direction'] as const, registers: [this.registry] });
+  readonly conversion = new client.Histogram({ name: 'mptcp_proxy_conversion_seconds', help: 'Client accepted to upstream connected', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
+  readonly subflowRtt = new client.Histogram({ name: 'mptcp_proxy_subflow_rtt_seconds', help: 'Smoothed RTT of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] });
+  readonly errors = new client.Counter({ name: 'mptcp_proxy_errors_total', help: 'Refusals and failures by stable error code', labelNames: ['code'] as const, registers: [this.registry] });
+
+  constructor(
+    events: ProxyEvents,
+    private readonly subflows: SubflowRegistry,
+  ) {
+    client.collectDefaultMetrics({ register: this.registry });
+    const mptcpLabel = (m: boolean | null): string => (m === null ? 'unknown' : String(m));
+    events.on('connection-open', (c) => this.connectionsActive.inc({ listener: c.listener, mptcp: mptcpLabel(c.mptcp) }));
+    events.on('connection-close', (c) => {
+      this.connectionsActive.dec({ listener: c.listener, mptcp: mptcpLabel(c.mptcp) });
+      this.connectionsTotal.inc({ listener: c.listener, mptcp: mptcpLabel(c.mptcp), result: c.resultCode });
+    });
+    events.on('upstream-connected', (c) => {
+      const s = c.conversionSeconds;
+      if (s !== null) this.conversion.observe(s);
+    });
+    events.on('relay-done', (_c, r) => {
+      this.relayBytes.inc({ direction: 'up' }, r.bytesUp);
+      this.relayBytes.inc({ direction: 'down' }, r.bytesDown);
+    });
+    events.on('proxy-error', (e) => this.errors.inc({ code: e.code }));
+
+    subflows.on('subflow-up', (s) => {
+      const iface = s.interface ?? UNKNOWN_IF;
+      this.subflowsActive.inc({ interface: iface });
+      this.subflowsTotal.inc({ interface: iface });
+    });
+    subflows.on('subflow-down', (s) => {
+      const iface = s.interface ?? UNKNOWN_IF;
+      this.subflowsActive.dec({ interface: iface });
+      if (s.rttUs !== null) this.subflowRtt.observe({ interface: iface }, s.rttUs / 1e6);
+    });
+  }
+
+  /** Bring counters that are kept elsewhere (registry path totals) up to date, then render. */
+  async render(): Promise<string> {
+    for (const [iface, b] of this.subflows.pathBytes) {
+      for (const [direction, total] of [['rx', b.rx], ['tx', b.tx]] as const) {
+        const key = `${iface}|${direction}`;
+        const delta = total - (this.exportedPathBytes.get(key) ?? 0);
+        if (delta > 0) {
+          this.pathBytes.inc({ interface: iface, direction }, delta);
+          this.exportedPathBytes.set(key, total);
+        }
+      }
+    }
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
