@@ -75,8 +75,10 @@ export function encodeSocks4Request(req: Omit<Socks4Request, 'socks4a'> & { sock
   head[0] = SOCKS4_VERSION;
   head[1] = req.command;
   head.writeUInt16BE(req.port, 2);
-  if (net.isIPv4(req.host) && !req.socks4a) {
-    ipv4ToBytes(req.host).copy(head, 4);
+  const ip = net.isIPv4(req.host) && !req.socks4a ? ipv4ToBytes(req.host) : null;
+  // 0.0.0.x (x≠0) means "4a name follows" on the wire, so such an address can only go as a name.
+  if (ip && !(ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0)) {
+    ip.copy(head, 4);
     return Buffer.concat([head, userId, Buffer.of(0)]);
   }
   const name = Buffer.from(req.host, 'latin1');
