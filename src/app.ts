@@ -1,63 +1,126 @@
 /**
- * Assembles a running proxy from a Config: context, listeners, observers. Lifecycle per module:
- * provision (build) → validate (config already validated) → start → stop (cleanup).
+ * Assembles a running proxy from a Config: context, listeners, observers (logs, registry,
+ * metrics, admin endpoint). Lifecycle per module: provision (constructor) → start → reload
+ * (SIGHUP) → stop (cleanup).
  */
+import type http from 'node:http';
 import { AccessControl } from './access/access';
-import type { Config, ListenerProtocol } from './config/schema';
+import { startAdminServer } from './admin/server';
+import type { Config, ListenerConfig, ListenerProtocol } from './config/schema';
 import { ProxyEvents } from './core/events';
 import { ProxyListener } from './listener/listener';
 import { logFinishedConnections } from './log/connection-log';
 import type { Logger } from './log/logger';
+import { ProxyMetrics } from './metrics/metrics';
 import type { FrontEnd, ProxyContext } from './proxy/context';
 import { createHttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
+import { SubflowRegistry } from './registry/registry';
 import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
 
+const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}`;
+
 export class ProxyApp {
   readonly events = new ProxyEvents();
+  readonly subflows = new SubflowRegistry();
+  readonly metrics: ProxyMetrics;
   readonly ctx: ProxyContext;
-  readonly listeners: ProxyListener[];
+  private listeners: ProxyListener[] = [];
+  private readonly frontEnds: Record<ListenerProtocol, FrontEnd>;
+  private admin: http.Server | null = null;
 
   constructor(
-    readonly config: Config,
+    config: Config,
     readonly log: Logger,
   ) {
     const access = new AccessControl(config.access);
-    const relay = selectRelayEngine(config.relay.engine, log);
     this.ctx = {
       config,
       log,
       events: this.events,
       access,
       upstream: new DefaultUpstreamConnector(config.upstream, access, this.events),
-      relay,
+      relay: selectRelayEngine(config.relay.engine, log),
     };
     logFinishedConnections(this.events, log);
+    this.metrics = new ProxyMetrics(this.events, this.subflows);
     const http = createHttpFrontEnd(this.ctx);
-    const frontEnds: Record<ListenerProtocol, FrontEnd> = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
-    this.listeners = config.listeners.map((l) => new ProxyListener(l, frontEnds[l.protocol], this.ctx));
+    this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
+  }
+
+  get config(): Config {
+    return this.ctx.config;
   }
 
   async start(): Promise<void> {
     try {
-      for (const l of this.listeners) await l.start();
+      for (const l of this.config.listeners) await this.startListener(l);
+      if (this.config.metrics.enabled) {
+        this.admin = await startAdminServer(
+          this.config.metrics.host,
+          this.config.metrics.port,
+          { metrics: this.metrics, subflows: this.subflows, connections: () => this.openConnections(), refresh: () => {} },
+          this.log,
+        );
+      }
     } catch (e) {
       await this.stop(0);
       throw e;
     }
   }
 
+  private async startListener(l: ListenerConfig): Promise<void> {
+    const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx);
+    await listener.start();
+    this.listeners.push(listener);
+  }
+
+  *openConnections(): Iterable<import('./core/connection').ClientConnection> {
+    for (const l of this.listeners) yield* l.active;
+  }
+
   get activeConnections(): number {
     return this.listeners.reduce((n, l) => n + l.active.size, 0);
+  }
+
+  /**
+   * Apply a new config without dropping established connections: access rules, upstream
+   * settings and log level at once; listeners added/removed by identity (removed ones stop
+   * accepting, their connections continue).
+   */
+  async reload(next: Config): Promise<void> {
+    const access = new AccessControl(next.access);
+    this.ctx.access = access;
+    this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
+    this.log.level = next.log.level;
+    const wanted = new Map(next.listeners.map((l) => [listenerIdentity(l), l]));
+    const keep: ProxyListener[] = [];
+    for (const l of this.listeners) {
+      const id = listenerIdentity(l.config);
+      if (wanted.has(id)) {
+        wanted.delete(id);
+        keep.push(l);
+      } else {
+        await l.close();
+        this.log.info('listener removed by reload', { listener: l.name });
+      }
+    }
+    this.listeners = keep;
+    for (const l of wanted.values()) await this.startListener(l);
+    this.ctx.config = next;
+    this.log.info('config reloaded', { listeners: this.listeners.map((l) => l.name) });
   }
 
   /** Stop accepting, let established connections finish for up to drainMs, then close them. */
   async stop(drainMs: number): Promise<void> {
     await Promise.all(this.listeners.map((l) => l.close()));
+    const admin = this.admin;
+    this.admin = null;
     const deadline = Date.now() + drainMs;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();
+    if (admin) await new Promise((r) => admin.close(r));
   }
 }

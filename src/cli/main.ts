@@ -8,8 +8,13 @@ import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
 import { ConfigError } from '../config/schema';
 import { ListenerError } from '../listener/listener';
 import { createLogger } from '../log/logger';
+import { runStatusCommand } from './status';
 
 const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<number> }> = {
+  status: {
+    help: 'status [--metrics HOST:PORT] [--json]   list open connections and their subflows',
+    run: runStatusCommand,
+  },
   'hash-password': {
     help: 'hash-password PASSWORD   print a scrypt hash for access.users / --user',
     run: async (argv) => {
@@ -66,6 +71,17 @@ async function runProxy(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      // Flags keep winning over the re-read file; a bad new config keeps the running one.
+      let next;
+      try {
+        next = loadConfig(flags);
+      } catch (e) {
+        log.error('reload refused, keeping the running config', { error: (e as Error).message });
+        return;
+      }
+      app.reload(next).catch((e) => log.error('reload failed', { error: (e as Error).message }));
+    });
   });
 }
 

@@ -23,6 +23,8 @@ export class ProxyListener {
   private server: net.Server | null = null;
   /** Whether the listening socket really is MPTCP (false after a fallback). */
   mptcp = false;
+  /** The port actually bound (differs from the config for port 0). */
+  boundPort = 0;
   readonly active = new Set<ClientConnection>();
   private readonly perClient = new Map<string, number>();
 
@@ -72,7 +74,7 @@ export class ProxyListener {
     server.on('error', (e) => this.ctx.log.error('listener error', { listener: this.name, error: e.message }));
     this.server = server;
     const bound = socketName(ls.fd);
-    this.config.port = bound.port;
+    this.boundPort = bound.port;
     this.ctx.log.info('listening', { listener: this.name, protocol: this.config.protocol, address: `${bound.address}:${bound.port}`, mptcp: this.mptcp });
   }
 

@@ -1,0 +1,64 @@
+/**
+ * `mptcp-proxy status`: the admin endpoint's /connections as a readable table (or raw JSON).
+ */
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import type { ConnectionStatus } from '../admin/server';
+import { parseEndpoint } from '../core/address';
+import { ConfigError, DEFAULTS } from '../config/schema';
+
+function fetchJson(host: string, port: number, path: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path, timeout: 5_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body));
+        } catch {
+          reject(new Error(`bad JSON from ${host}:${port}${path}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
+}
+
+const human = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)}G` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : String(n));
+
+export function formatStatusTable(conns: ConnectionStatus[]): string {
+  if (conns.length === 0) return 'no open connections\n';
+  const lines: string[] = [];
+  for (const c of conns) {
+    lines.push(
+      `#${c.id} ${c.listener}/${c.protocol} ${c.client} → ${c.destination ?? '-'}  mptcp=${c.mptcp ? 'yes' : 'no'}${c.token ? ` token=${c.token}` : ''}  in=${human(c.bytesIn)} out=${human(c.bytesOut)}  age=${(c.ageMs / 1000).toFixed(1)}s${c.user ? ` user=${c.user}` : ''}`,
+    );
+    for (const s of c.subflows) {
+      lines.push(
+        `    ${s.kind.padEnd(7)} ${s.remote.padEnd(22)} → ${s.local.padEnd(22)} ${(s.interface ?? '?').padEnd(10)} ${s.backup ? 'backup ' : 'active '} tx=${human(s.bytesTx).padStart(7)} rx=${human(s.bytesRx).padStart(7)} rtt=${s.rttMs === null ? '-' : `${s.rttMs.toFixed(2)}ms`}${s.mss ? ` mss=${s.mss}` : ''}`,
+      );
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export async function runStatusCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { metrics: { type: 'string' }, json: { type: 'boolean' } }, strict: true }));
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const ep = values.metrics ? parseEndpoint(values.metrics) : { host: DEFAULTS.metrics.host, port: DEFAULTS.metrics.port };
+  let data: { connections: ConnectionStatus[] };
+  try {
+    data = (await fetchJson(ep.host, ep.port, '/connections')) as { connections: ConnectionStatus[] };
+  } catch (e) {
+    process.stderr.write(`mptcp-proxy: cannot reach the proxy's admin endpoint at ${ep.host}:${ep.port}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  process.stdout.write(values.json ? `${JSON.stringify(data, null, 2)}\n` : formatStatusTable(data.connections));
+  return 0;
+}
