@@ -359,6 +359,9 @@ export interface ConnectionEvent {
   /** The peer asked not to get joins to its initial address (C flag). */
   denyJoinId0: boolean;
   flags: number;
+  /** Address ids of the initial subflow, when the kernel sends them. */
+  locId?: number;
+  remId?: number;
 }
 
 export interface ClosedEvent {
@@ -497,6 +500,10 @@ export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpP
         denyJoinId0: (flags & MPTCP_PM_EV_FLAG_DENY_JOIN_ID0) !== 0,
         flags,
       };
+      const locId = f.uint(A.locId, false);
+      const remId = f.uint(A.remId, false);
+      if (locId !== undefined) ev.locId = locId;
+      if (remId !== undefined) ev.remId = remId;
       break;
     }
     case 'closed':
@@ -569,6 +576,8 @@ export function encodeMptcpEvent(ev: MptcpPmEvent, familyId: number, seq = 0): B
       fam(ev.family);
       attrs.push(addrAttr(A.saddr4, A.saddr6, ev.local.address), addrAttr(A.daddr4, A.daddr6, ev.remote.address));
       attrs.push({ type: A.sport, data: be16(ev.local.port) }, { type: A.dport, data: be16(ev.remote.port) });
+      if (ev.locId !== undefined) attrs.push({ type: A.locId, data: u8(ev.locId) });
+      if (ev.remId !== undefined) attrs.push({ type: A.remId, data: u8(ev.remId) });
       break;
     case 'closed':
       attrs.push({ type: A.token, data: u32(ev.token) });
