@@ -52,6 +52,7 @@ export function closeGracefully(socket: net.Socket, last?: Buffer): void {
   socket.once('close', () => clearTimeout(timer));
   socket.once('end', () => socket.destroySoon());
   socket.on('data', () => {}); // drain what the client still sends so its FIN is seen
+  socket.on('error', () => {}); // a reset now changes nothing: the socket is being closed anyway
   if (last) socket.end(last);
   else socket.end();
   socket.resume();

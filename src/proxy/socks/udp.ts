@@ -104,7 +104,7 @@ export class UdpAssociation {
       control.on('data', () => {});
       control.once('end', () => resolve('done'));
       control.once('close', () => resolve('done'));
-      control.once('error', () => resolve('client-error'));
+      control.on('error', () => resolve('client-error'));
       control.resume();
       const idleMs = this.ctx.config.timeouts.idleMs;
       if (idleMs > 0) this.idleTimer = setTimeout(() => resolve('idle'), idleMs);
