@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { loadConfig, parseRunFlags } from '../../src/config/load';
+import { ConfigError, DEFAULTS, validateConfig } from '../../src/config/schema';
+
+test('no input gives the embedded defaults: loopback HTTP 3128 and SOCKS 1080', () => {
+  const c = validateConfig(undefined);
+  assert.deepEqual(
+    c.listeners.map((l) => [l.protocol, l.host, l.port]),
+    [
+      ['http', '127.0.0.1', 3128],
+      ['socks', '127.0.0.1', 1080],
+    ],
+  );
+  assert.deepEqual(c.access, DEFAULTS.access);
+  assert.equal(c.metrics.port, 9464);
+});
+
+test('flags win over the file, the file over defaults', () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mpx-')), 'c.yaml');
+  fs.writeFileSync(file, 'listeners:\n  - { protocol: socks, listen: "127.0.0.1:2080" }\nupstream: { connectTimeoutMs: 3000 }\nlog: { level: debug }\n');
+  const fromFile = loadConfig(parseRunFlags(['--config', file]));
+  assert.equal(fromFile.listeners[0]!.port, 2080);
+  assert.equal(fromFile.upstream.connectTimeoutMs, 3000);
+  const withFlags = loadConfig(parseRunFlags(['--config', file, '--http', '127.0.0.1:8080', '--log-level', 'warn']));
+  assert.deepEqual(
+    withFlags.listeners.map((l) => [l.protocol, l.port]),
+    [['http', 8080]],
+  );
+  assert.equal(withFlags.log.level, 'warn');
+  assert.equal(withFlags.upstream.connectTimeoutMs, 3000);
+});
+
+test('a non-loopback listener without allow-list or users is refused with an explanation', () => {
+  assert.throws(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128'])), (e: Error) => e instanceof ConfigError && /open proxy/.test(e.message));
+  assert.doesNotThrow(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128', '--allow-client', '10.0.0.0/8'])));
+  assert.doesNotThrow(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128', '--user', 'alice:plain$pw'])));
+});
+
+test('bad values name the key that is wrong', () => {
+  const cases: [unknown, RegExp][] = [
+    [{ nope: 1 }, /^nope: unknown key/],
+    [{ upstream: { connectTimeoutMs: -1 } }, /^upstream\.connectTimeoutMs: must be an integer/],
+    [{ access: { allowDest: ['10.0.0.0/99'] } }, /^access\.allowDest\[0\]: .*prefix/],
+    [{ listeners: [{ protocol: 'ftp', listen: '127.0.0.1:1' }] }, /^listeners\.\[0\]\.protocol/],
+    [{ listeners: [{ protocol: 'http', listen: 'nope' }] }, /^listeners\.\[0\]\.listen/],
+    [{ relay: { engine: 'magic' } }, /^relay\.engine/],
+    [{ access: { users: [{ name: 'a', password: 'secret' }] } }, /password/],
+  ];
+  for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
+});
+
+test('unknown flags and unreadable files are ConfigErrors, not crashes', () => {
+  assert.throws(() => parseRunFlags(['--bogus']), ConfigError);
+  assert.throws(() => loadConfig(parseRunFlags(['--config', '/nonexistent/x.yaml'])), ConfigError);
+});
