@@ -13,7 +13,9 @@ import { ClientConnection } from '../../src/core/connection';
 import type { ProxyError } from '../../src/core/errors';
 import { ProxyEvents } from '../../src/core/events';
 import { silentLogger } from '../../src/log/logger';
-import type { ProxyContext } from '../../src/proxy/context';
+import type { FrontEnd, ProxyContext } from '../../src/proxy/context';
+import { createHttpFrontEnd } from '../../src/proxy/http/server';
+import { createMixedFrontEnd } from '../../src/proxy/mixed';
 import { handleSocks } from '../../src/proxy/socks/server';
 import type { RelayResult } from '../../src/relay/relay';
 import { StreamRelay } from '../../src/relay/stream-relay';
@@ -39,7 +41,8 @@ function listen(server: net.Server): Promise<number> {
   });
 }
 
-export async function startSocksProxy(rawConfig: unknown): Promise<SocksProxy> {
+/** `mixed`: serve through the mixed-port dispatcher (HTTP front end on the other branch). */
+export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolean } = {}): Promise<SocksProxy> {
   const config = validateConfig(rawConfig);
   const events = new ProxyEvents();
   const access = new AccessControl(config.access);
@@ -51,6 +54,7 @@ export async function startSocksProxy(rawConfig: unknown): Promise<SocksProxy> {
     upstream: new DefaultUpstreamConnector(config.upstream, access, events),
     relay: new StreamRelay(),
   };
+  const frontEnd: FrontEnd = opts.mixed ? createMixedFrontEnd(createHttpFrontEnd(ctx), handleSocks) : handleSocks;
   const conns: ClientConnection[] = [];
   const errors: SocksProxy['errors'] = [];
   const relayed: SocksProxy['relayed'] = [];
@@ -59,7 +63,7 @@ export async function startSocksProxy(rawConfig: unknown): Promise<SocksProxy> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
     const conn = new ClientConnection(socket, 'socks-test', -1);
     conns.push(conn);
-    handleSocks(conn, ctx);
+    frontEnd(conn, ctx);
   });
   const port = await listen(server);
   const connections = (): Promise<number> => new Promise((res, rej) => server.getConnections((e, n) => (e ? rej(e) : res(n))));

@@ -274,3 +274,81 @@ describe('SOCKS handshake timeout and UDP limits', () => {
     }
   });
 });
+
+/** Send one framed datagram through an association; resolve with the replies seen within ms. */
+async function udpRoundTrip(relayPort: number, client: dgram.Socket, dest: { host: string; port: number }, data: string, ms: number): Promise<Buffer[]> {
+  const got: Buffer[] = [];
+  const onMessage = (m: Buffer): void => void got.push(m);
+  client.on('message', onMessage);
+  client.send(SocksClient.createUDPFrame({ remoteHost: dest, data: Buffer.from(data) }), relayPort, '127.0.0.1');
+  const deadline = Date.now() + ms;
+  while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  client.off('message', onMessage);
+  return got;
+}
+
+describe('SOCKS5 UDP policy and lifetime', () => {
+  let udpEcho: Awaited<ReturnType<typeof startUdpEcho>>;
+  let client: dgram.Socket;
+  before(async () => {
+    udpEcho = await startUdpEcho();
+    client = dgram.createSocket('udp4');
+    await new Promise<void>((res) => client.bind(0, '127.0.0.1', () => res()));
+  });
+  after(async () => {
+    client.close();
+    await udpEcho.close();
+  });
+
+  it('a domain-name destination is resolved and relayed; a denied destination is dropped', async () => {
+    const open = await startSocksProxy(LOOPBACK_OPEN);
+    const strict = await startSocksProxy({});
+    try {
+      const a = await socksAssociate(open.port, 0);
+      const viaName = await udpRoundTrip(a.remoteHost!.port, client, { host: 'localhost', port: udpEcho.port }, 'named', 2000);
+      assert.equal(viaName.length, 1);
+      assert.equal(SocksClient.parseUDPFrame(viaName[0]!).data.toString(), 'named');
+      const b = await socksAssociate(strict.port, 0);
+      assert.deepEqual(await udpRoundTrip(b.remoteHost!.port, client, { host: '127.0.0.1', port: udpEcho.port }, 'denied', 300), []);
+      a.socket.destroy();
+      b.socket.destroy();
+      await Promise.all([open.drained(), strict.drained()]);
+      assert.equal(activeUdpAssociations(open.ctx) + activeUdpAssociations(strict.ctx), 0);
+    } finally {
+      await Promise.all([open.close(), strict.close()]);
+    }
+  });
+
+  it('an idle association is torn down with its control connection after idleMs', async () => {
+    const proxy = await startSocksProxy({ ...LOOPBACK_OPEN, timeouts: { idleMs: 300 } });
+    try {
+      const a = await socksAssociate(proxy.port, 0);
+      const t0 = Date.now();
+      await new Promise((r) => a.socket.once('close', r));
+      assert.ok(Date.now() - t0 >= 250, `closed after ${Date.now() - t0} ms`);
+      await proxy.drained();
+      assert.equal(activeUdpAssociations(proxy.ctx), 0);
+      assert.equal(proxy.errors.at(-1)!.err.code, ErrorCode.IdleTimeout);
+      assert.equal(proxy.relayed.at(-1)!.result.end, 'idle');
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+describe('SOCKS behind the mixed-port dispatcher', () => {
+  it('SOCKS4 and SOCKS5 clients are served on a mixed port', async () => {
+    const proxy = await startSocksProxy(LOOPBACK_OPEN, { mixed: true });
+    try {
+      for (const type of [4, 5] as const) {
+        const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy.port, type }, command: 'connect', destination: { host: '127.0.0.1', port: echo.port } });
+        assert.equal(await echoThrough(socket, `mixed ${type}`), `mixed ${type}`);
+        socket.end();
+      }
+      await proxy.drained();
+      assert.deepEqual(proxy.conns.map((c) => c.protocol), ['socks4', 'socks5']);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
