@@ -224,6 +224,26 @@ describe('SOCKS codec properties', () => {
   });
 
   /** What the parser reports for a host: IP literals in canonical form. */
+  it('at every byte boundary: incomplete until the decision, then the same result as the whole', () => {
+    fc.assert(
+      fc.property(nearlyValid, (buf) => {
+        for (const [name, parse] of Object.entries(INCREMENTAL) as [string, (b: Buffer) => ParseResult<unknown>][]) {
+          const whole = parse(buf);
+          let decided = false;
+          for (let k = 0; k <= buf.length; k++) {
+            const r = parse(buf.subarray(0, k));
+            if (r.kind === 'incomplete') assert.ok(!decided, `${name}: incomplete again at ${k} after a decision`);
+            else {
+              assert.deepEqual(r, whole, `${name}: prefix of ${k} bytes decided differently from the whole`);
+              decided = true;
+            }
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   const canonical = (h: string): string => (net.isIPv6(h) ? new net.SocketAddress({ address: h, family: 'ipv6' }).address : h);
 
   it('SOCKS5 request, reply and datagram round-trip, and every split of them parses the same', () => {

@@ -55,7 +55,8 @@ export function closeGracefully(socket: net.Socket, last?: Buffer): void {
   socket.on('error', () => {}); // a reset now changes nothing: the socket is being closed anyway
   if (last) socket.end(last);
   else socket.end();
-  socket.resume();
+  if (socket.readableEnded) socket.destroySoon();
+  else socket.resume();
 }
 
 /** Peeks at the version byte without consuming it. */
