@@ -39,6 +39,8 @@ interface Subflow {
   next: [number, number];
   bytes: [number, number];
   fin: [boolean, boolean];
+  /** Sequence number a FIN was sent at, per direction, -1 before one. */
+  finAt: [number, number];
   lastSeen: number;
 }
 
@@ -222,6 +224,7 @@ export class MptcpTracker {
       next: [(pkt.seq + 1) >>> 0, -1],
       bytes: [0, 0],
       fin: [false, false],
+      finAt: [-1, -1],
       lastSeen: time,
     };
     this.subflows.set(key, sf);
@@ -391,10 +394,22 @@ export class MptcpTracker {
     }
   }
 
-  /** Count payload bytes in direction `dir` from the sequence space. */
+  /**
+   * Count payload bytes from the sequence space: this segment's end in direction `dir`, and its
+   * acknowledgment for the other one (the filter keeps pure ACKs, not every data segment).
+   */
   private account(sf: Subflow, dir: 0 | 1, pkt: TcpPacket): void {
     const start = pkt.flags & TcpFlag.SYN ? (pkt.seq + 1) >>> 0 : pkt.seq;
     const end = (start + pkt.payloadLength) >>> 0;
+    if (pkt.flags & TcpFlag.FIN && sf.finAt[dir] < 0) sf.finAt[dir] = end;
+    this.advance(sf, dir, end);
+    if (pkt.flags & TcpFlag.ACK) this.advance(sf, dir === 0 ? 1 : 0, pkt.ack);
+  }
+
+  private advance(sf: Subflow, dir: 0 | 1, seq: number): void {
+    // The FIN takes one sequence number but is no payload: nothing counts past it.
+    const fin = sf.finAt[dir];
+    const end = fin >= 0 && ((seq - fin) | 0) > 0 ? fin : seq;
     const next = sf.next[dir];
     if (next < 0) {
       sf.next[dir] = end;
