@@ -203,6 +203,7 @@ describe('SOCKS refusals (raw bytes)', () => {
     { name: 'SOCKS4 loopback destination without allowDest → 5b', proxy: () => strict, send: () => socks4Connect(echo.port), reply: SOCKS4_REJECTED, code: ErrorCode.DestDenied },
     { name: 'port 0 → 01', proxy: () => open, send: () => Buffer.concat([SOCKS5_NOAUTH, socks5Connect(0)]), reply: Buffer.concat([hex('05 00'), socks5Fail(0x01)]), code: ErrorCode.BadRequest },
     { name: 'client not in allowClients → 02 to the request', proxy: () => denied, send: () => Buffer.concat([SOCKS5_NOAUTH, socks5Connect(echo.port)]), reply: Buffer.concat([hex('05 00'), socks5Fail(0x02)]), code: ErrorCode.ClientDenied },
+    { name: 'client not in allowClients with a malformed request → still 02', proxy: () => denied, send: () => Buffer.concat([SOCKS5_NOAUTH, hex('05 01 00 09')]), reply: Buffer.concat([hex('05 00'), socks5Fail(0x02)]), code: ErrorCode.ClientDenied },
     { name: 'SOCKS4 client not in allowClients → 5b', proxy: () => denied, send: () => socks4Connect(echo.port), reply: SOCKS4_REJECTED, code: ErrorCode.ClientDenied },
   ];
   for (const c of cases) {

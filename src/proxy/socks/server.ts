@@ -119,7 +119,8 @@ class SocksSession {
       // Refuse where the protocol can say why: REP 0x02 "not allowed by ruleset" to the request.
       this.conn.socket.write(encodeMethodSelection(Socks5Method.NoAuth));
       this.refusalReply = (err) => encodeSocks5Reply(err.mapping.socks5);
-      await this.reader.read(parseSocks5Request);
+      // Whatever the request says, a denied client learns nothing but "denied".
+      await this.reader.read(parseSocks5Request).catch(() => null);
     }
     this.checkClient();
     await this.authenticate(methods);
