@@ -19,7 +19,7 @@ import { createMixedFrontEnd } from '../../src/proxy/mixed';
 import { handleSocks } from '../../src/proxy/socks/server';
 import type { RelayResult } from '../../src/relay/relay';
 import { StreamRelay } from '../../src/relay/stream-relay';
-import { DefaultUpstreamConnector } from '../../src/upstream/connector';
+import { DefaultUpstreamConnector, type Resolver } from '../../src/upstream/connector';
 
 export interface SocksProxy {
   ctx: ProxyContext;
@@ -42,7 +42,8 @@ function listen(server: net.Server): Promise<number> {
 }
 
 /** `mixed`: serve through the mixed-port dispatcher (HTTP front end on the other branch). */
-export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolean } = {}): Promise<SocksProxy> {
+/** `resolver` replaces DNS (tests must not send lookups off the machine for made-up names). */
+export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolean; resolver?: Resolver } = {}): Promise<SocksProxy> {
   const config = validateConfig(rawConfig);
   const events = new ProxyEvents();
   const access = new AccessControl(config.access);
@@ -51,7 +52,7 @@ export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolea
     log: silentLogger(),
     events,
     access,
-    upstream: new DefaultUpstreamConnector(config.upstream, access, events),
+    upstream: new DefaultUpstreamConnector(config.upstream, access, events, opts.resolver),
     relay: new StreamRelay(),
   };
   const frontEnd: FrontEnd = opts.mixed ? createMixedFrontEnd(createHttpFrontEnd(ctx), handleSocks) : handleSocks;

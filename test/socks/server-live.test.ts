@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { SocksClient } from 'socks';
 import { ErrorCode } from '../../src/core/errors';
 import { activeUdpAssociations } from '../../src/proxy/socks/udp';
@@ -348,6 +349,29 @@ describe('SOCKS behind the mixed-port dispatcher', () => {
       }
       await proxy.drained();
       assert.deepEqual(proxy.conns.map((c) => c.protocol), ['socks4', 'socks5']);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+describe('SOCKS front end under arbitrary input', () => {
+  it('any bytes end in a typed refusal and a closed socket, never a crash', async () => {
+    // Every destination denied and no DNS: whatever the bytes ask for, nothing leaves the host.
+    const proxy = await startSocksProxy({ access: { denyDest: ['0.0.0.0/0', '::/0'] }, timeouts: { handshakeMs: 150 } }, { resolver: () => Promise.reject(Object.assign(new Error('no DNS in tests'), { code: 'ENOTFOUND' })) });
+    const codes = new Set<string>(Object.values(ErrorCode));
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom(4, 5, 0x47, 0), fc.uint8Array({ maxLength: 300 }), async (first, rest) => {
+          const before = proxy.errors.length;
+          const r = await rawExchange(proxy.port, Buffer.concat([Buffer.of(first), rest]), 2000);
+          assert.equal(r.closed, true, 'the proxy must close');
+          await proxy.drained();
+          assert.equal(proxy.errors.length, before + 1, 'exactly one recorded refusal');
+          assert.ok(codes.has(proxy.errors.at(-1)!.err.code));
+        }),
+        { numRuns: 60 },
+      );
     } finally {
       await proxy.close();
     }
