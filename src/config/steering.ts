@@ -1,20 +1,40 @@
 /**
  * Config schema of the steering engine: policies (ordered, first match wins) and uplinks.
- * Validated here, consumed by src/steering. Defaults: none (no steering without policies).
+ * Validated here into typed values (rates in bits/s, parsed CIDRs), consumed by src/steering.
+ *
+ * Defaults (no steering at all without policies or uplinks):
+ * - policy `match`: {} matches every subflow; a policy with no action exempts what it matches
+ *   from later policies (first match wins).
+ * - `ceil`: equal to `rate` (a hard cap); `rate` without `ceil` caps, `ceil` above `rate` lets
+ *   the class borrow nothing (HTB classes are siblings under the root) but documents intent.
+ * - `share`: none, i.e. one HTB class per subflow. Policies naming the same share must agree on
+ *   rate and ceil; all their subflows on one interface then share one class.
+ * - uplink `signal`: true when `source` is set (the proxy announces that address to clients).
+ * - uplink `probe`: none (the uplink counts as always up). Probe defaults: port 7, every 200 ms,
+ *   500 ms timeout, down after 3 misses, up after 3 successes. A refused connection counts as
+ *   a success: it proves the path works.
  */
+import net from 'node:net';
+import { parseCidr } from '../core/address';
 import { ConfigError } from './config-error';
+
+export interface PolicyMatch {
+  /** CIDR of the subflow's remote (client-side) address. */
+  client?: string;
+  /** CIDR (or single address) of the proxy address the subflow arrived on. */
+  local?: string;
+  /** Proxy interface the subflow runs over. */
+  interface?: string;
+  kind?: 'initial' | 'join';
+  /** Upstream CIDR, or a domain suffix ("example.com" matches it and its subdomains). */
+  destination?: string;
+  user?: string;
+  listener?: string;
+}
 
 export interface PolicyConfig {
   name: string;
-  match: {
-    client?: string;
-    local?: string;
-    interface?: string;
-    kind?: 'initial' | 'join';
-    destination?: string;
-    user?: string;
-    listener?: string;
-  };
+  match: PolicyMatch;
   /** HTB rate/ceil in bits per second. */
   rate?: number;
   ceil?: number;
@@ -23,12 +43,23 @@ export interface PolicyConfig {
   backup?: boolean;
 }
 
+export interface ProbeConfig {
+  host: string;
+  port: number;
+  intervalMs: number;
+  timeoutMs: number;
+  downAfter: number;
+  upAfter: number;
+}
+
 export interface UplinkConfig {
   name: string;
   interface: string;
   source?: string;
   gateway?: string;
-  probe?: string;
+  /** Announce `source` to clients as an MPTCP signal endpoint. */
+  signal?: boolean;
+  probe?: ProbeConfig;
 }
 
 export interface SteeringConfig {
@@ -38,11 +69,233 @@ export interface SteeringConfig {
 
 export const STEERING_KEYS = ['policies', 'uplinks'] as const;
 
+/** Each uplink gets its own mark, routing table, rule priority and endpoint id from a fixed owned range. */
+export const MAX_UPLINKS = 32;
+
+export const PROBE_DEFAULTS = { port: 7, intervalMs: 200, timeoutMs: 500, downAfter: 3, upAfter: 3 } as const;
+
+/** Rates below this make HTB misbehave; above, nothing here can send that fast. */
+const MIN_RATE = 1_000;
+const MAX_RATE = 400e9;
+
+const RATE_UNITS: Readonly<Record<string, number>> = {
+  '': 1,
+  bit: 1,
+  kbit: 1e3,
+  mbit: 1e6,
+  gbit: 1e9,
+  tbit: 1e12,
+  kibit: 1024,
+  mibit: 1024 ** 2,
+  gibit: 1024 ** 3,
+  // tc's own spelling: "bps" is BYTES per second.
+  bps: 8,
+  kbps: 8e3,
+  mbps: 8e6,
+  gbps: 8e9,
+};
+
+/** "5mbit", "500kbit", "1.5gbit", "2mbps" (bytes, as tc reads it) or a number of bits/s → bits/s; null if not a rate. */
+export function parseRate(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.round(v) : null;
+  if (typeof v !== 'string') return null;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(v);
+  if (!m) return null;
+  const unit = RATE_UNITS[m[2]!.toLowerCase()];
+  if (unit === undefined) return null;
+  const bits = Math.round(Number(m[1]) * unit);
+  return bits > 0 ? bits : null;
+}
+
+type Raw = Record<string, unknown>;
+const isObject = (v: unknown): v is Raw => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const fail = (path: string, what: string): never => {
+  throw new ConfigError(`${path}: ${what}`);
+};
+
+function onlyKeys(raw: Raw, allowed: readonly string[], path: string): void {
+  for (const k of Object.keys(raw)) if (!allowed.includes(k)) fail(`${path}.${k}`, `unknown key (expected one of: ${allowed.join(', ')})`);
+}
+
+function str(raw: Raw, key: string, path: string): string | undefined {
+  const v = raw[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.trim() === '') return fail(`${path}.${key}`, 'must be a non-empty string');
+  return v.trim();
+}
+
+function cidr(raw: Raw, key: string, path: string): string | undefined {
+  const v = str(raw, key, path);
+  if (v === undefined) return undefined;
+  try {
+    parseCidr(v);
+  } catch (e) {
+    fail(`${path}.${key}`, (e as Error).message);
+  }
+  return v;
+}
+
+function ip(raw: Raw, key: string, path: string): string | undefined {
+  const v = str(raw, key, path);
+  if (v !== undefined && net.isIP(v) === 0) fail(`${path}.${key}`, `"${v}" is not an IP address`);
+  return v;
+}
+
+function ifname(raw: Raw, key: string, path: string): string | undefined {
+  const v = str(raw, key, path);
+  // IFNAMSIZ is 16 with the NUL; '/' and spaces are refused by the kernel.
+  if (v !== undefined && !/^[^\s/:]{1,15}$/.test(v)) fail(`${path}.${key}`, `"${v}" is not an interface name`);
+  return v;
+}
+
+function posInt(raw: Raw, key: string, def: number, path: string, max: number): number {
+  const v = raw[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) return fail(`${path}.${key}`, `must be an integer in 1..${max}`);
+  return v;
+}
+
+function rate(raw: Raw, key: string, path: string): number | undefined {
+  const v = raw[key];
+  if (v === undefined) return undefined;
+  const bits = parseRate(v);
+  if (bits === null) return fail(`${path}.${key}`, `${JSON.stringify(v)} is not a rate (examples: 5mbit, 500kbit, 1gbit)`);
+  if (bits < MIN_RATE || bits > MAX_RATE) return fail(`${path}.${key}`, `${JSON.stringify(v)} is out of range (1kbit..400gbit)`);
+  return bits;
+}
+
+/** A CIDR, or a domain suffix such as "example.com" / ".example.com". */
+function destination(raw: Raw, path: string): string | undefined {
+  const v = str(raw, 'destination', path);
+  if (v === undefined) return undefined;
+  try {
+    parseCidr(v);
+    return v;
+  } catch {
+    const name = v.replace(/^\./, '').toLowerCase();
+    if (!/^[a-z0-9_]([a-z0-9_-]{0,62})?(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*$/.test(name)) {
+      return fail(`${path}.destination`, `"${v}" is neither a CIDR range nor a domain suffix`);
+    }
+    return name;
+  }
+}
+
+function validateMatch(raw: unknown, path: string): PolicyMatch {
+  if (raw === undefined) return {};
+  if (!isObject(raw)) return fail(path, 'must be a mapping');
+  onlyKeys(raw, ['client', 'local', 'interface', 'kind', 'destination', 'user', 'listener'], path);
+  const kind = raw.kind;
+  if (kind !== undefined && kind !== 'initial' && kind !== 'join') fail(`${path}.kind`, 'must be initial or join');
+  const m: PolicyMatch = {
+    client: cidr(raw, 'client', path),
+    local: cidr(raw, 'local', path),
+    interface: ifname(raw, 'interface', path),
+    kind: kind as PolicyMatch['kind'],
+    destination: destination(raw, path),
+    user: str(raw, 'user', path),
+    listener: str(raw, 'listener', path),
+  };
+  return Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined)) as PolicyMatch;
+}
+
+function validateProbe(raw: unknown, path: string): ProbeConfig | undefined {
+  if (raw === undefined) return undefined;
+  const obj: Raw = typeof raw === 'string' ? { target: raw } : isObject(raw) ? raw : fail(path, 'must be HOST[:PORT] or a mapping');
+  onlyKeys(obj, ['target', 'intervalMs', 'timeoutMs', 'downAfter', 'upAfter'], path);
+  const target = str(obj, 'target', path) ?? fail(`${path}.target`, 'is required');
+  const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d{1,5}))?$/.exec(target);
+  const host = m?.[1] ?? m?.[2];
+  const port = m?.[3] === undefined ? PROBE_DEFAULTS.port : Number(m[3]);
+  if (!host || net.isIP(host) === 0 || port < 1 || port > 65535) return fail(`${path}.target`, `"${target}" is not IP[:PORT]`);
+  const probe: ProbeConfig = {
+    host,
+    port,
+    intervalMs: posInt(obj, 'intervalMs', PROBE_DEFAULTS.intervalMs, path, 600_000),
+    timeoutMs: posInt(obj, 'timeoutMs', PROBE_DEFAULTS.timeoutMs, path, 60_000),
+    downAfter: posInt(obj, 'downAfter', PROBE_DEFAULTS.downAfter, path, 100),
+    upAfter: posInt(obj, 'upAfter', PROBE_DEFAULTS.upAfter, path, 100),
+  };
+  return probe;
+}
+
+function validateUplink(raw: unknown, path: string): UplinkConfig {
+  if (!isObject(raw)) return fail(path, 'must be a mapping with name and interface');
+  onlyKeys(raw, ['name', 'interface', 'source', 'gateway', 'signal', 'probe'], path);
+  const name = str(raw, 'name', path) ?? fail(`${path}.name`, 'is required');
+  const iface = ifname(raw, 'interface', path) ?? fail(`${path}.interface`, 'is required');
+  const source = ip(raw, 'source', path);
+  const signal = raw.signal;
+  if (signal !== undefined && typeof signal !== 'boolean') fail(`${path}.signal`, 'must be true or false');
+  if (signal === true && source === undefined) fail(`${path}.signal`, 'needs a source address to announce');
+  const u: UplinkConfig = { name, interface: iface };
+  if (source !== undefined) u.source = source;
+  const gateway = ip(raw, 'gateway', path);
+  if (gateway !== undefined) u.gateway = gateway;
+  u.signal = (signal as boolean | undefined) ?? source !== undefined;
+  const probe = validateProbe(raw.probe, `${path}.probe`);
+  if (probe) u.probe = probe;
+  return u;
+}
+
+function validatePolicy(raw: unknown, path: string, uplinks: ReadonlySet<string>): PolicyConfig {
+  if (!isObject(raw)) return fail(path, 'must be a mapping with name, match and actions');
+  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'share', 'uplink', 'backup'], path);
+  const name = str(raw, 'name', path) ?? fail(`${path}.name`, 'is required');
+  const p: PolicyConfig = { name, match: validateMatch(raw.match, `${path}.match`) };
+  const r = rate(raw, 'rate', path);
+  const c = rate(raw, 'ceil', path);
+  if (r !== undefined || c !== undefined) {
+    p.rate = r ?? c!;
+    p.ceil = c ?? p.rate;
+    if (p.ceil < p.rate) fail(`${path}.ceil`, 'must not be below rate');
+  }
+  const share = str(raw, 'share', path);
+  if (share !== undefined) {
+    if (p.rate === undefined) fail(`${path}.share`, 'needs a rate');
+    p.share = share;
+  }
+  const uplink = str(raw, 'uplink', path);
+  if (uplink !== undefined) {
+    if (!uplinks.has(uplink)) fail(`${path}.uplink`, `"${uplink}" is not a configured uplink (uplinks: ${[...uplinks].join(', ') || 'none'})`);
+    p.uplink = uplink;
+  }
+  const backup = raw.backup;
+  if (backup !== undefined) {
+    if (typeof backup !== 'boolean') fail(`${path}.backup`, 'must be true or false');
+    // The in-kernel path manager sets backup (MP_PRIO) per proxy address, not per subflow.
+    const keys = Object.keys(p.match);
+    if (backup && (keys.length !== 1 || keys[0] !== 'local' || !/^[^/]+(\/(32|128))?$/.test(p.match.local!))) {
+      fail(`${path}.backup`, 'the kernel marks backup per proxy address: match only `local: <proxy address>`');
+    }
+    p.backup = backup as boolean;
+  }
+  return p;
+}
+
 /** Validate the steering sections of the raw config document. */
 export function validateSteeringConfig(raw: Record<string, unknown>): SteeringConfig {
   const policies = raw.policies ?? [];
-  const uplinks = raw.uplinks ?? [];
+  const uplinksRaw = raw.uplinks ?? [];
   if (!Array.isArray(policies)) throw new ConfigError('policies: must be a list');
-  if (!Array.isArray(uplinks)) throw new ConfigError('uplinks: must be a list');
-  return { policies: policies as PolicyConfig[], uplinks: uplinks as UplinkConfig[] };
+  if (!Array.isArray(uplinksRaw)) throw new ConfigError('uplinks: must be a list');
+  const uplinks = uplinksRaw.map((u, i) => validateUplink(u, `uplinks[${i}]`));
+  const names = new Set<string>();
+  uplinks.forEach((u, i) => {
+    if (names.has(u.name)) fail(`uplinks[${i}].name`, `"${u.name}" is used twice`);
+    names.add(u.name);
+  });
+  if (uplinks.length > MAX_UPLINKS) fail('uplinks', `at most ${MAX_UPLINKS} uplinks`);
+  const out = policies.map((p, i) => validatePolicy(p, `policies[${i}]`, names));
+  const policyNames = new Set<string>();
+  const shares = new Map<string, PolicyConfig>();
+  out.forEach((p, i) => {
+    if (policyNames.has(p.name)) fail(`policies[${i}].name`, `"${p.name}" is used twice`);
+    policyNames.add(p.name);
+    if (p.share === undefined) return;
+    const first = shares.get(p.share);
+    if (first && (first.rate !== p.rate || first.ceil !== p.ceil)) fail(`policies[${i}].share`, `"${p.share}" already has rate/ceil from policy "${first.name}"; they must agree`);
+    shares.set(p.share, first ?? p);
+  });
+  return { policies: out, uplinks };
 }

@@ -1,0 +1,54 @@
+/**
+ * Removes every piece of kernel state the steering engine owns, found by ownership alone (table
+ * name, qdisc handle, rule/table range, endpoint id range), so it works after a crash with no
+ * memory of what was installed. Anything outside those names and ranges is never touched.
+ */
+import type { Logger } from '../log/logger';
+import { ExecError } from '../sys/exec';
+import { buildEndpointDelete, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listOwnedTables, listRules } from '../sys/iproute';
+import { nftDeleteTable } from '../sys/nft';
+import { listRootQdiscs, removeOwnedRoot, rootOwner } from '../sys/tc';
+
+/** Remove all owned state; returns what was removed, one short label each. Never throws. */
+export async function cleanupOwnedState(log: Logger): Promise<string[]> {
+  const removed: string[] = [];
+  const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      // A missing tool means nothing of ours can exist in its domain.
+      if (e instanceof ExecError && e.code === 'MPX_EXEC_NOT_FOUND') return;
+      log.warn('steering cleanup: step failed', { step: what, error: (e as Error).message });
+    }
+  };
+  await step('nft table', async () => {
+    if (await nftDeleteTable()) removed.push('nft table inet mptcp_proxy');
+  });
+  await step('qdiscs', async () => {
+    for (const q of await listRootQdiscs()) if (rootOwner(q) === 'ours' && (await removeOwnedRoot(q.dev))) removed.push(`qdisc ${q.dev}`);
+  });
+  for (const v6 of [false, true]) {
+    const f = v6 ? '-6 ' : '';
+    await step(`${f}rules`, async () => {
+      for (const r of await listRules(v6)) {
+        if (!isOwnedPref(r.priority)) continue;
+        await ipBatch([`${f}rule del pref ${r.priority}`]);
+        removed.push(`${f}rule ${r.priority}`);
+      }
+    });
+    await step(`${f}routes`, async () => {
+      for (const t of await listOwnedTables(v6)) {
+        await ipBatch([`${f}route flush table ${t}`]);
+        removed.push(`${f}table ${t}`);
+      }
+    });
+  }
+  await step('endpoints', async () => {
+    for (const e of await listEndpoints()) {
+      if (!isOwnedEndpointId(e.id)) continue;
+      await ipBatch([buildEndpointDelete(e.id)]);
+      removed.push(`endpoint ${e.id} ${e.address}`);
+    }
+  });
+  return removed;
+}

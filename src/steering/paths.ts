@@ -1,0 +1,157 @@
+/**
+ * Path management from the uplinks config: per-uplink policy routing (fwmark → table), the
+ * proxy's MPTCP signal endpoints (so clients learn its other addresses) and the subflow limit
+ * sized to path diversity (seeds 000/001: subflows = proxy paths × client paths; the limit counts
+ * the additional ones).
+ *
+ * Backup (MP_PRIO) goes through endpoint flags: with the in-kernel path manager the kernel only
+ * changes backup per local address (`ip mptcp endpoint change id N backup` sends MP_PRIO on every
+ * subflow from that address); per-subflow MPTCP_PM_CMD_SET_FLAGS needs the userspace path
+ * manager, which would take announcements and joins away from the kernel for the whole
+ * namespace. So `backup: true` is a policy on a proxy address, and fast recovery marks a failed
+ * uplink's address backup only when no healthy uplink is left to move its subflows to.
+ */
+import net from 'node:net';
+import type { PolicyConfig, UplinkConfig } from '../config/steering';
+import type { Logger } from '../log/logger';
+import {
+  OWN_ENDPOINT_BASE,
+  buildEndpointAdd,
+  buildEndpointBackup,
+  buildEndpointDelete,
+  buildLimits,
+  buildUplinkRouting,
+  buildUplinkRoutingDelete,
+  getLimits,
+  ipBatch,
+  isOwnedEndpointId,
+  listEndpoints,
+  type MptcpLimits,
+} from '../sys/iproute';
+
+/** Client path count assumed when sizing the limit (a phone: Wi-Fi + cellular). */
+export const ASSUMED_CLIENT_PATHS = 2;
+/** The kernel's hard cap on subflows per connection (MPTCP_PM_ADDR_MAX). */
+const KERNEL_MAX_SUBFLOWS = 8;
+const UPLINK_ENDPOINT_BASE = OWN_ENDPOINT_BASE + 32;
+
+type Slotted = { cfg: UplinkConfig; slot: number };
+
+interface OwnedEndpoint {
+  address: string;
+  backup: boolean;
+}
+
+export function desiredSubflowLimit(proxyPaths: number, clientPaths = ASSUMED_CLIENT_PATHS): number {
+  return Math.min(KERNEL_MAX_SUBFLOWS, Math.max(1, proxyPaths) * clientPaths - 1);
+}
+
+const bareAddress = (cidr: string): string => cidr.split('/')[0]!;
+
+export class PathManager {
+  private readonly endpoints = new Map<number, OwnedEndpoint>();
+  private savedLimits: MptcpLimits | null = null;
+  private policyBackup = new Set<string>();
+  private failoverBackup = new Set<string>();
+
+  constructor(private readonly log: Logger) {}
+
+  async provision(uplinks: readonly Slotted[], policies: readonly PolicyConfig[]): Promise<void> {
+    for (const u of uplinks) {
+      const v6 = net.isIPv6(u.cfg.gateway ?? u.cfg.source ?? '');
+      try {
+        await ipBatch(buildUplinkRouting({ slot: u.slot, dev: u.cfg.interface, gateway: u.cfg.gateway, source: u.cfg.source, ipv6: v6 }));
+      } catch (e) {
+        this.log.error('steering: uplink routing not installed', { uplink: u.cfg.name, error: (e as Error).message });
+      }
+    }
+    const foreign = new Map((await listEndpoints()).filter((e) => !isOwnedEndpointId(e.id)).map((e) => [e.address, e.id]));
+    for (const u of uplinks) {
+      if (!u.cfg.signal || !u.cfg.source) continue;
+      if (foreign.has(u.cfg.source)) {
+        this.log.warn('steering: address already has an endpoint not owned by the proxy; left as it is', { uplink: u.cfg.name, address: u.cfg.source, id: foreign.get(u.cfg.source) });
+        continue;
+      }
+      await this.addEndpoint(UPLINK_ENDPOINT_BASE + u.slot, u.cfg.source, ['signal'], u.cfg.interface);
+    }
+    await this.applyBackupPolicies(policies, uplinks, foreign);
+    const proxyPaths = uplinks.filter((u) => u.cfg.source).length;
+    const cur = await getLimits();
+    const want = desiredSubflowLimit(proxyPaths);
+    if (cur && cur.subflows < want) {
+      this.savedLimits ??= cur;
+      await ipBatch([buildLimits({ ...cur, subflows: want })]);
+      this.log.info('steering: MPTCP subflow limit raised', { from: cur.subflows, to: want });
+    }
+  }
+
+  /** `backup: true` policies: owned endpoints with the backup flag for those addresses. */
+  async applyBackupPolicies(policies: readonly PolicyConfig[], uplinks: readonly Slotted[], foreign?: Map<string, number>): Promise<void> {
+    this.policyBackup = new Set(policies.filter((p) => p.backup && p.match.local).map((p) => bareAddress(p.match.local!)));
+    const others = foreign ?? new Map((await listEndpoints()).filter((e) => !isOwnedEndpointId(e.id)).map((e) => [e.address, e.id]));
+    let next = OWN_ENDPOINT_BASE;
+    for (const addr of this.policyBackup) {
+      if ([...this.endpoints.values()].some((e) => e.address === addr)) continue;
+      if (others.has(addr)) {
+        this.log.warn('steering: backup policy address has an endpoint not owned by the proxy; left as it is', { address: addr });
+        continue;
+      }
+      while (this.endpoints.has(next)) next++;
+      if (next >= UPLINK_ENDPOINT_BASE) break;
+      // No signal/subflow flag: the endpoint only carries the backup flag for that address.
+      await this.addEndpoint(next, addr, [], undefined);
+    }
+    await this.syncBackupFlags(uplinks);
+  }
+
+  /** Fast recovery's last resort: mark the addresses of failed uplinks backup (MP_PRIO). */
+  async setUplinkBackup(uplinks: readonly Slotted[], down: (name: string) => boolean): Promise<void> {
+    this.failoverBackup = new Set(uplinks.filter((u) => u.cfg.source && down(u.cfg.name)).map((u) => u.cfg.source!));
+    await this.syncBackupFlags(uplinks);
+  }
+
+  private async syncBackupFlags(uplinks: readonly Slotted[]): Promise<void> {
+    const lines: string[] = [];
+    const uplinkAddrs = new Set(uplinks.map((u) => u.cfg.source));
+    for (const [id, e] of this.endpoints) {
+      const want = this.policyBackup.has(e.address) || this.failoverBackup.has(e.address);
+      const backupOnly = !uplinkAddrs.has(e.address) && id < UPLINK_ENDPOINT_BASE;
+      if (backupOnly && !this.policyBackup.has(e.address)) {
+        lines.push(buildEndpointDelete(id));
+        this.endpoints.delete(id);
+        continue;
+      }
+      if (want !== e.backup) {
+        lines.push(buildEndpointBackup(id, want));
+        e.backup = want;
+      }
+    }
+    await ipBatch(lines);
+  }
+
+  private async addEndpoint(id: number, address: string, flags: ('signal' | 'backup')[], dev: string | undefined): Promise<void> {
+    const backup = this.policyBackup.has(address) || flags.length === 0;
+    try {
+      await ipBatch([buildEndpointAdd(id, address, backup ? [...flags, 'backup'] : flags, dev)]);
+      this.endpoints.set(id, { address, backup });
+    } catch (e) {
+      this.log.error('steering: MPTCP endpoint not added', { address, id, error: (e as Error).message });
+    }
+  }
+
+  async teardown(uplinks: readonly Slotted[]): Promise<void> {
+    const lines = [...this.endpoints.keys()].map(buildEndpointDelete);
+    this.endpoints.clear();
+    for (const u of uplinks) lines.push(...buildUplinkRoutingDelete(u.slot, net.isIPv6(u.cfg.gateway ?? u.cfg.source ?? '')));
+    // Best effort, line by line: a rule already gone must not keep the rest in place.
+    for (const l of lines) await ipBatch([l]).catch(() => undefined);
+  }
+
+  /** Put back the limits found at start (cleanup removes the rest by ownership). */
+  async restore(): Promise<void> {
+    if (!this.savedLimits) return;
+    const saved = this.savedLimits;
+    this.savedLimits = null;
+    await ipBatch([buildLimits(saved)]).catch((e: Error) => this.log.warn('steering: MPTCP limits not restored', { error: e.message }));
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * iproute2 for the steering engine: policy routing (`ip rule fwmark` → one table per uplink) and
+ * the MPTCP path manager (`ip mptcp endpoint`, `ip mptcp limits`). Everything the proxy installs
+ * lives in an owned range (rule priorities and table ids from OWN_BASE, endpoint ids from
+ * OWN_ENDPOINT_BASE), so cleanup can find it after a crash and never touches anything else.
+ * Builders are pure text for `ip -batch -`.
+ */
+import { execTool, parseJsonOutput } from './exec';
+
+/** 0x4d50, "MP": rule priorities and table ids OWN_BASE+1 .. OWN_BASE+OWN_SPAN are ours. */
+export const OWN_BASE = 0x4d50;
+export const OWN_SPAN = 64;
+/** Routing marks: OWN_MARK_BASE | (slot+1). */
+export const OWN_MARK_BASE = 0x4d500000;
+/** MPTCP endpoint ids OWN_ENDPOINT_BASE .. 255 are ours. */
+export const OWN_ENDPOINT_BASE = 192;
+
+export const isOwnedPref = (p: number): boolean => p > OWN_BASE && p <= OWN_BASE + OWN_SPAN;
+export const isOwnedTable = (t: number): boolean => isOwnedPref(t);
+export const isOwnedEndpointId = (id: number): boolean => id >= OWN_ENDPOINT_BASE && id <= 255;
+
+export interface UplinkRoute {
+  /** 0-based slot in the owned range. */
+  slot: number;
+  dev: string;
+  gateway?: string;
+  source?: string;
+  ipv6?: boolean;
+}
+
+export const slotMark = (slot: number): number => OWN_MARK_BASE + slot + 1;
+export const slotTable = (slot: number): number => OWN_BASE + slot + 1;
+
+export function buildUplinkRouting(u: UplinkRoute): string[] {
+  const f = u.ipv6 ? '-6 ' : '';
+  const via = u.gateway ? ` via ${u.gateway}` : '';
+  const src = u.source ? ` src ${u.source}` : '';
+  const t = slotTable(u.slot);
+  return [
+    `${f}route replace default${via} dev ${u.dev}${src} table ${t}`,
+    `${f}rule add fwmark 0x${slotMark(u.slot).toString(16)} table ${t} pref ${t}`,
+  ];
+}
+
+export function buildUplinkRoutingDelete(slot: number, ipv6 = false): string[] {
+  const f = ipv6 ? '-6 ' : '';
+  const t = slotTable(slot);
+  return [`${f}rule del pref ${t}`, `${f}route flush table ${t}`];
+}
+
+export type EndpointFlag = 'signal' | 'subflow' | 'backup' | 'fullmesh';
+
+export function buildEndpointAdd(id: number, address: string, flags: readonly EndpointFlag[], dev?: string): string {
+  return `mptcp endpoint add ${address} id ${id}${dev ? ` dev ${dev}` : ''}${flags.length ? ' ' + flags.join(' ') : ''}`;
+}
+
+/** Sends MP_PRIO on every subflow using the endpoint's address (kernel facts: no address id in it). */
+export function buildEndpointBackup(id: number, backup: boolean): string {
+  return `mptcp endpoint change id ${id} ${backup ? 'backup' : 'nobackup'}`;
+}
+
+export function buildEndpointDelete(id: number): string {
+  return `mptcp endpoint delete id ${id}`;
+}
+
+export interface MptcpLimits {
+  subflows: number;
+  addAddrAccepted: number;
+}
+
+export function buildLimits(l: MptcpLimits): string {
+  return `mptcp limits set subflows ${l.subflows} add_addr_accepted ${l.addAddrAccepted}`;
+}
+
+/** `ip mptcp limits show` prints text even with -j on iproute2 6.1: "add_addr_accepted 0 subflows 2". */
+export function parseLimits(text: string): MptcpLimits | null {
+  const sub = /\bsubflows (\d+)/.exec(text);
+  const acc = /\badd_addr_accepted (\d+)/.exec(text);
+  return sub && acc ? { subflows: Number(sub[1]), addAddrAccepted: Number(acc[1]) } : null;
+}
+
+export interface Endpoint {
+  id: number;
+  address: string;
+  dev?: string;
+  flags: EndpointFlag[];
+}
+
+export function parseEndpoints(json: unknown): Endpoint[] {
+  if (!Array.isArray(json)) return [];
+  return json
+    .filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null && typeof e.id === 'number' && typeof e.address === 'string')
+    .map((e) => ({
+      id: e.id as number,
+      address: e.address as string,
+      ...(typeof e.dev === 'string' ? { dev: e.dev } : {}),
+      flags: (['signal', 'subflow', 'backup', 'fullmesh'] as const).filter((f) => e[f] === true),
+    }));
+}
+
+export interface RuleEntry {
+  priority: number;
+  table: string;
+  fwmark?: string;
+}
+
+export function parseRules(json: unknown): RuleEntry[] {
+  if (!Array.isArray(json)) return [];
+  return json
+    .filter((r): r is Record<string, unknown> => typeof r === 'object' && r !== null && typeof r.priority === 'number')
+    .map((r) => ({ priority: r.priority as number, table: String(r.table), ...(typeof r.fwmark === 'string' ? { fwmark: r.fwmark } : {}) }));
+}
+
+export async function ipBatch(lines: readonly string[]): Promise<void> {
+  if (lines.length === 0) return;
+  await execTool(['ip', '-batch', '-'], { input: lines.join('\n') + '\n' });
+}
+
+async function ipJson(args: string[]): Promise<unknown> {
+  const argv = ['ip', '-j', ...args];
+  return parseJsonOutput(argv, (await execTool(argv)).stdout);
+}
+
+export const listEndpoints = async (): Promise<Endpoint[]> => parseEndpoints(await ipJson(['mptcp', 'endpoint', 'show']));
+export const listRules = async (ipv6 = false): Promise<RuleEntry[]> => parseRules(await ipJson([ipv6 ? '-6' : '-4', 'rule', 'show']));
+
+export async function getLimits(): Promise<MptcpLimits | null> {
+  return parseLimits((await execTool(['ip', 'mptcp', 'limits', 'show'])).stdout);
+}
+
+/** The interface the kernel would send from `from` to `to` by (no marks). */
+export async function routeDevice(to: string, from: string): Promise<string | null> {
+  const j = await ipJson(['route', 'get', to, 'from', from]);
+  const dev = Array.isArray(j) ? (j[0] as { dev?: unknown } | undefined)?.dev : undefined;
+  return typeof dev === 'string' ? dev : null;
+}
+
+/** Tables in the owned range that hold routes now (pure over `ip -j route show table all`). */
+export function parseOwnedTables(json: unknown): number[] {
+  if (!Array.isArray(json)) return [];
+  const ids = json.map((r) => Number((r as { table?: unknown } | null)?.table)).filter((t) => Number.isInteger(t) && isOwnedTable(t));
+  return [...new Set(ids)];
+}
+
+export async function listOwnedTables(ipv6 = false): Promise<number[]> {
+  return parseOwnedTables(await ipJson([ipv6 ? '-6' : '-4', 'route', 'show', 'table', 'all']));
+}

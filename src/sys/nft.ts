@@ -1,0 +1,119 @@
+/**
+ * nftables for the steering engine: one table, `inet mptcp_proxy`, owned by the proxy. Maps from
+ * a subflow's 4-tuple (proxy address . port . peer address . port) to an HTB class (`meta
+ * priority`, which HTB honours with no tc filter: the `fw` classifier is absent here) and to a
+ * routing mark (`ip rule fwmark` → an uplink's table). Builders are pure (text for `nft -f -`);
+ * apply() is the only call that reaches the kernel.
+ */
+import net from 'node:net';
+import { execTool, parseJsonOutput, tryExecTool, ExecError } from './exec';
+
+export const NFT_FAMILY = 'inet';
+export const NFT_TABLE = 'mptcp_proxy';
+
+/** A subflow's packets as the proxy sends them: from `local` to `remote`. */
+export interface FourTuple {
+  localAddr: string;
+  localPort: number;
+  remoteAddr: string;
+  remotePort: number;
+}
+
+export type NftMapKind = 'class' | 'mark';
+
+export interface NftElementOp {
+  op: 'add' | 'delete';
+  map: NftMapKind;
+  tuple: FourTuple;
+  /** classid "4d50:1a" or a mark number; only for add. */
+  value?: string | number;
+}
+
+const mapName = (kind: NftMapKind, family: 4 | 6): string => `sf${family}_${kind}`;
+
+export function tupleFamily(t: FourTuple): 4 | 6 {
+  return net.isIPv6(t.localAddr) ? 6 : 4;
+}
+
+function key(t: FourTuple): string {
+  return `${t.localAddr} . ${t.localPort} . ${t.remoteAddr} . ${t.remotePort}`;
+}
+
+/**
+ * The whole table, created atomically. "table X" + "delete table X" first makes it idempotent:
+ * a table left by a crashed run is replaced in the same transaction.
+ */
+export function buildTableScript(): string {
+  const t = `${NFT_FAMILY} ${NFT_TABLE}`;
+  const maps = ([4, 6] as const).flatMap((f) => {
+    const a = f === 4 ? 'ipv4_addr' : 'ipv6_addr';
+    return (['class', 'mark'] as const).map((k) => `  map ${mapName(k, f)} { type ${a} . inet_service . ${a} . inet_service : ${k === 'class' ? 'classid' : 'mark'}; }`);
+  });
+  const lookup = (f: 4 | 6, k: NftMapKind): string => `${f === 4 ? 'ip' : 'ip6'} saddr . tcp sport . ${f === 4 ? 'ip' : 'ip6'} daddr . tcp dport map @${mapName(k, f)}`;
+  return [
+    `table ${t}`,
+    `delete table ${t}`,
+    `table ${t} {`,
+    `  comment "owned by mptcp-proxy: subflow steering"`,
+    ...maps,
+    // type route: a changed mark re-routes locally generated packets (the proxy's own subflows).
+    '  chain steer_route {',
+    '    type route hook output priority mangle; policy accept;',
+    `    meta nfproto ipv4 meta l4proto tcp meta mark set ${lookup(4, 'mark')}`,
+    `    meta nfproto ipv6 meta l4proto tcp meta mark set ${lookup(6, 'mark')}`,
+    '  }',
+    // postrouting: also sees forwarded packets (router mode); the class decides the HTB leaf.
+    '  chain steer_class {',
+    '    type filter hook postrouting priority mangle; policy accept;',
+    `    meta nfproto ipv4 meta l4proto tcp meta priority set ${lookup(4, 'class')}`,
+    `    meta nfproto ipv6 meta l4proto tcp meta priority set ${lookup(6, 'class')}`,
+    '  }',
+    '}',
+  ].join('\n');
+}
+
+/** Element changes as one `nft -f -` transaction (all or nothing). */
+export function buildElementScript(ops: readonly NftElementOp[]): string {
+  return ops
+    .map((o) => {
+      const m = `${NFT_FAMILY} ${NFT_TABLE} ${mapName(o.map, tupleFamily(o.tuple))}`;
+      if (o.op === 'delete') return `delete element ${m} { ${key(o.tuple)} }`;
+      if (o.value === undefined) throw new TypeError('nft add element needs a value');
+      const v = typeof o.value === 'number' ? `0x${o.value.toString(16)}` : o.value;
+      return `add element ${m} { ${key(o.tuple)} : ${v} }`;
+    })
+    .join('\n');
+}
+
+export function buildDeleteTableScript(): string {
+  return `delete table ${NFT_FAMILY} ${NFT_TABLE}`;
+}
+
+/** Run an nft script as one transaction. */
+export async function nftApply(script: string): Promise<void> {
+  if (script.trim() === '') return;
+  await execTool(['nft', '-f', '-'], { input: script + '\n' });
+}
+
+/** Does our table exist? (after a crash it may) */
+export async function nftTableExists(): Promise<boolean> {
+  const r = await tryExecTool(['nft', '-j', 'list', 'tables', NFT_FAMILY]);
+  if (r instanceof ExecError) throw r;
+  const j = parseJsonOutput<{ nftables?: { table?: { name: string } }[] }>(['nft', '-j', 'list', 'tables'], r.stdout);
+  return (j.nftables ?? []).some((e) => e.table?.name === NFT_TABLE);
+}
+
+/** Remove our table if present; true when one was removed. */
+export async function nftDeleteTable(): Promise<boolean> {
+  if (!(await nftTableExists())) return false;
+  await nftApply(buildDeleteTableScript());
+  return true;
+}
+
+/** Number of elements in one of our maps (tests, status). */
+export async function nftMapSize(kind: NftMapKind, family: 4 | 6): Promise<number> {
+  const argv = ['nft', '-j', 'list', 'map', NFT_FAMILY, NFT_TABLE, mapName(kind, family)];
+  const r = await execTool(argv);
+  const j = parseJsonOutput<{ nftables?: { map?: { elem?: unknown[] } }[] }>(argv, r.stdout);
+  return j.nftables?.find((e) => e.map)?.map?.elem?.length ?? 0;
+}
