@@ -1,0 +1,268 @@
+/**
+ * `mptcp-proxy doctor` checks: pure functions from gathered facts (kernel, path manager, tools)
+ * and the config to a verdict with the command that fixes it. Nothing here touches the system,
+ * so every verdict is unit-tested over synthetic facts; gather.ts collects the real ones.
+ */
+import type { Config } from '../config/schema';
+import type { Endpoint, MptcpLimits } from '../sys/iproute';
+import type { FeatureState } from '../sys/kernel-features';
+import { sysctlIfName } from '../sys/sysctl';
+
+export type CheckStatus = 'pass' | 'fail' | 'warn' | 'skip';
+
+export interface CheckResult {
+  id: string;
+  title: string;
+  status: CheckStatus;
+  /** What was found, one line. */
+  detail: string;
+  /** Commands an operator runs to fix it (printed). */
+  fix: string[];
+  /** The subset `--fix` applies by itself: sysctl key → value. Safe, runtime-only changes. */
+  sysctls: Record<string, string>;
+}
+
+/** Kernel features the steering engine's shaping uses. */
+export const SHAPING_FEATURES = {
+  htb: { symbol: 'CONFIG_NET_SCH_HTB', module: 'sch_htb' },
+  ingress: { symbol: 'CONFIG_NET_SCH_INGRESS', module: 'sch_ingress' },
+  ifb: { symbol: 'CONFIG_IFB', module: 'ifb' },
+  u32: { symbol: 'CONFIG_NET_CLS_U32', module: 'cls_u32' },
+  mirred: { symbol: 'CONFIG_NET_ACT_MIRRED', module: 'act_mirred' },
+} as const;
+export type ShapingFeature = keyof typeof SHAPING_FEATURES;
+
+export interface DoctorFacts {
+  /** sysctl key → value (whitespace collapsed); null = the key does not exist here. */
+  sysctl: Readonly<Record<string, string | null>>;
+  /** null when `ip mptcp limits` could not be read (see errors.limits). */
+  limits: MptcpLimits | null;
+  endpoints: Endpoint[] | null;
+  features: Readonly<Record<ShapingFeature, FeatureState>>;
+  tools: { nft: boolean };
+  /** CapEff of the doctor process. */
+  capEff: bigint | null;
+  /** Why a fact is missing, by fact name. */
+  errors: Readonly<Record<string, string>>;
+}
+
+export interface DoctorInput {
+  config: Pick<Config, 'listeners' | 'steering'>;
+  /** Bandwidth of each path in Mbit/s and the largest path RTT, for the buffer check. */
+  pathMbit: number[];
+  maxRttMs: number | null;
+}
+
+/** seed 004 (MPTCP proxy at the ISP edge): receive buffers below 0.48 MB lost data to reordering. */
+export const MPTCP_BUFFER_FLOOR = 480_000;
+
+export const CAP_NET_BIND_SERVICE = 10;
+export const CAP_NET_ADMIN = 12;
+export const CAP_NET_RAW = 13;
+
+const K = {
+  enabled: 'net.mptcp.enabled',
+  pathManager: 'net.mptcp.path_manager',
+  pmType: 'net.mptcp.pm_type',
+  rmem: 'net.ipv4.tcp_rmem',
+  wmem: 'net.ipv4.tcp_wmem',
+  rpAll: 'net.ipv4.conf.all.rp_filter',
+} as const;
+const rpKey = (ifname: string): string => `net.ipv4.conf.${sysctlIfName(ifname)}.rp_filter`;
+
+/** Interfaces that carry subflows: configured uplinks and MPTCP endpoint devices. */
+export function multipathInterfaces(config: DoctorInput['config'], endpoints: readonly Endpoint[] | null): string[] {
+  const names = [...config.steering.uplinks.map((u) => u.interface), ...(endpoints ?? []).flatMap((e) => (e.dev ? [e.dev] : []))];
+  return [...new Set(names)].sort();
+}
+
+/** The sysctl keys the checks read, so the gatherer reads exactly these. */
+export function sysctlKeys(config: DoctorInput['config'], endpoints: readonly Endpoint[] | null): string[] {
+  return [...Object.values(K), ...multipathInterfaces(config, endpoints).map(rpKey)];
+}
+
+const result = (id: string, title: string, status: CheckStatus, detail: string, fix: string[] = [], sysctls: Record<string, string> = {}): CheckResult => ({ id, title, status, detail, fix, sysctls });
+const sysctlCommand = (s: Record<string, string>): string[] => Object.entries(s).map(([k, v]) => `sysctl -w ${k}=${/\s/.test(v) ? `"${v}"` : v}`);
+/** A failed check whose fix is a set of sysctls. */
+const sysctlFix = (id: string, title: string, detail: string, s: Record<string, string>): CheckResult => result(id, title, 'fail', detail, sysctlCommand(s), s);
+
+function steeringConfigured(c: DoctorInput['config']): boolean {
+  return c.steering.policies.length > 0 || c.steering.uplinks.length > 0;
+}
+
+function shapingConfigured(c: DoctorInput['config']): boolean {
+  return c.steering.policies.some((p) => p.rate !== undefined || p.ceil !== undefined || p.share !== undefined);
+}
+
+export function checkMptcpEnabled(f: DoctorFacts): CheckResult {
+  const title = 'MPTCP enabled';
+  const v = f.sysctl[K.enabled];
+  if (v === null || v === undefined) return result('mptcp-enabled', title, 'fail', 'net.mptcp.enabled does not exist: kernel built without CONFIG_MPTCP', [
+      'boot a kernel with CONFIG_MPTCP=y (Linux 5.19 or later recommended)',
+    ]);
+  if (v === '1') return result('mptcp-enabled', title, 'pass', 'net.mptcp.enabled = 1');
+  return sysctlFix('mptcp-enabled', title, `net.mptcp.enabled = ${v}: sockets fall back to plain TCP`, { [K.enabled]: '1' });
+}
+
+export function checkPathManager(f: DoctorFacts): CheckResult {
+  const title = 'in-kernel path manager';
+  const name = f.sysctl[K.pathManager];
+  const type = f.sysctl[K.pmType];
+  // 6.15+ names the path manager; older kernels only have pm_type (0 = kernel, 1 = userspace).
+  const current = name ?? (type === '0' ? 'kernel' : type === '1' ? 'userspace' : type);
+  if (current === null || current === undefined) return result('path-manager', title, 'skip', 'no path manager sysctl (MPTCP missing?)');
+  if (current === 'kernel') return result('path-manager', title, 'pass', 'path manager: kernel (endpoints and limits below apply)');
+  const fix: Record<string, string> = name !== null && name !== undefined ? { [K.pathManager]: 'kernel' } : { [K.pmType]: '0' };
+  return sysctlFix('path-manager', title, `path manager: ${current}: the kernel will not announce addresses or accept joins without a userspace daemon`, fix);
+}
+
+export function checkLimits(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'MPTCP limits';
+  if (!f.limits) return result('limits', title, 'skip', `cannot read limits: ${f.errors.limits ?? 'unknown'}`);
+  // One join per uplink beyond the first, plus one for a client's second path.
+  const uplinks = input.config.steering.uplinks.length;
+  const need = Math.max(1, uplinks);
+  const { subflows, addAddrAccepted } = f.limits;
+  if (subflows >= need) return result('limits', title, 'pass', `subflows ${subflows} ≥ ${need} (${uplinks} uplink(s) configured), add_addr_accepted ${addAddrAccepted}`);
+  const why = subflows === 0 ? 'every connection stays on one subflow' : `joins beyond ${subflows} are reset`;
+  return result('limits', title, 'fail', `subflows ${subflows} < ${need} for ${uplinks} uplink(s): ${why}`, [`ip mptcp limits set subflows ${Math.max(need, 2)} add_addr_accepted ${addAddrAccepted}`]);
+}
+
+export function checkEndpoints(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'MPTCP endpoints';
+  if (!f.endpoints) return result('endpoints', title, 'skip', `cannot read endpoints: ${f.errors.endpoints ?? 'unknown'}`);
+  const accepted = f.limits?.addAddrAccepted ?? 0;
+  // NOTES.md "Path manager behaviour": with add_addr_accepted > 0 a plain `subflow` endpoint
+  // answers ADD_ADDR from the default route's source: a second subflow on the same path.
+  const trap = f.endpoints.filter((e) => e.flags.includes('subflow') && !e.flags.includes('fullmesh') && !e.flags.includes('signal'));
+  const replace = (e: Endpoint): string => `ip mptcp endpoint delete id ${e.id} && ip mptcp endpoint add ${e.address}${e.dev ? ` dev ${e.dev}` : ''} signal`;
+  if (trap.length > 0 && accepted > 0) {
+    return result(
+      'endpoints',
+      title,
+      'fail',
+      `"subflow" endpoint(s) ${trap.map((e) => e.address).join(', ')} with add_addr_accepted ${accepted}: joins toward announced addresses leave from the default route's address (the "two subflows, one path" trap); a proxy should announce its addresses with "signal"`,
+      trap.map(replace),
+    );
+  }
+  const signalDevs = new Set(f.endpoints.filter((e) => e.flags.includes('signal')).map((e) => e.dev));
+  const signalAddrs = new Set(f.endpoints.filter((e) => e.flags.includes('signal')).map((e) => e.address));
+  const uplinks = input.config.steering.uplinks;
+  // The first uplink carries the proxy's own address; the others must be announced.
+  const unannounced = uplinks.length >= 2 ? uplinks.slice(1).filter((u) => !signalDevs.has(u.interface) && !(u.source && signalAddrs.has(u.source))) : [];
+  if (unannounced.length > 0) {
+    return result(
+      'endpoints',
+      title,
+      'warn',
+      `uplink(s) ${unannounced.map((u) => `${u.name} (${u.interface})`).join(', ')} not announced: clients can only join the proxy's first address`,
+      unannounced.map((u) => `ip mptcp endpoint add ${u.source ?? `<address of ${u.interface}>`} dev ${u.interface} signal`),
+    );
+  }
+  if (trap.length > 0) {
+    return result('endpoints', title, 'warn', `"subflow" endpoint(s) ${trap.map((e) => e.address).join(', ')}: a proxy accepts joins, it does not open them; use "signal"`, trap.map(replace));
+  }
+  const summary = f.endpoints.map((e) => `${e.address}${e.dev ? `@${e.dev}` : ''} ${e.flags.join(',') || '-'}`).join('; ');
+  return result('endpoints', title, 'pass', f.endpoints.length > 0 ? summary : 'no endpoints (single-address proxy; clients join its one address)');
+}
+
+export function checkRpFilter(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'rp_filter on multi-path interfaces';
+  const ifaces = multipathInterfaces(input.config, f.endpoints);
+  if (ifaces.length < 2) return result('rp-filter', title, 'skip', `${ifaces.length} multi-path interface(s): nothing to check`);
+  const all = Number(f.sysctl[K.rpAll] ?? 0);
+  const strict: string[] = [];
+  const missing: string[] = [];
+  for (const i of ifaces) {
+    const v = f.sysctl[rpKey(i)];
+    if (v === null || v === undefined) missing.push(i);
+    // The kernel uses max(all, interface): 1 = strict drops packets whose reply route differs.
+    else if (Math.max(all, Number(v)) === 1) strict.push(i);
+  }
+  if (strict.length > 0) {
+    const fix = Object.fromEntries(strict.map((i) => [rpKey(i), '2']));
+    return sysctlFix('rp-filter', title, `strict reverse-path filtering on ${strict.join(', ')}: joins and replies that arrive on another path are dropped`, fix);
+  }
+  if (missing.length > 0) return result('rp-filter', title, 'warn', `interface(s) ${missing.join(', ')} do not exist here`);
+  return result('rp-filter', title, 'pass', `${ifaces.join(', ')}: loose or off`);
+}
+
+/** Bytes needed per connection buffer: 2 × Σ bandwidth × max RTT, at least the 0.48 MB floor. */
+export function bufferNeed(pathMbit: readonly number[], maxRttMs: number | null): number {
+  if (pathMbit.length === 0 || maxRttMs === null) return MPTCP_BUFFER_FLOOR;
+  const bytesPerSec = pathMbit.reduce((a, b) => a + b, 0) * 1e6 / 8;
+  return Math.max(MPTCP_BUFFER_FLOOR, Math.ceil(2 * bytesPerSec * (maxRttMs / 1000)));
+}
+
+export function checkBuffers(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'TCP buffer maxima';
+  const need = bufferNeed(input.pathMbit, input.maxRttMs);
+  const basis = input.pathMbit.length > 0 && input.maxRttMs !== null ? `2 × ${input.pathMbit.reduce((a, b) => a + b, 0)} Mbit/s × ${input.maxRttMs} ms` : 'floor for MPTCP reordering';
+  const low: Record<string, string> = {};
+  const seen: string[] = [];
+  for (const key of [K.rmem, K.wmem]) {
+    const v = f.sysctl[key];
+    const parts = v?.split(' ').map(Number);
+    if (!parts || parts.length !== 3 || parts.some((n) => !Number.isFinite(n))) return result('buffers', title, 'skip', `${key} unreadable: ${v ?? 'absent'}`);
+    seen.push(`${key.split('.').pop()} max ${parts[2]}`);
+    if (parts[2]! < need) low[key] = `${parts[0]} ${parts[1]} ${need}`;
+  }
+  if (Object.keys(low).length > 0) return sysctlFix('buffers', title, `${seen.join(', ')} < ${need} B needed (${basis}): reordering across paths stalls the connection`, low);
+  return result('buffers', title, 'pass', `${seen.join(', ')} ≥ ${need} B (${basis})`);
+}
+
+export function checkShaping(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'qdiscs for shaping (htb, ingress, ifb, u32, mirred)';
+  const absent = (Object.keys(SHAPING_FEATURES) as ShapingFeature[]).filter((k) => f.features[k] === 'absent');
+  const unknown = (Object.keys(SHAPING_FEATURES) as ShapingFeature[]).filter((k) => f.features[k] === 'unknown');
+  const needed = shapingConfigured(input.config);
+  if (absent.length > 0) {
+    return result('shaping', title, needed ? 'fail' : 'warn', `missing from the kernel: ${absent.map((k) => `${k} (${SHAPING_FEATURES[k].symbol})`).join(', ')}${needed ? '; policies with rate/ceil/share cannot be applied' : ''}`, [
+      'use a kernel with these options, or drop rate/ceil/share from the policies',
+    ]);
+  }
+  if (unknown.length > 0) return result('shaping', title, 'warn', `cannot tell whether ${unknown.join(', ')} exist (no /proc/config.gz, no module)`, unknown.map((k) => `modprobe ${SHAPING_FEATURES[k].module}`));
+  return result('shaping', title, 'pass', (Object.keys(SHAPING_FEATURES) as ShapingFeature[]).map((k) => `${k} ${f.features[k]}`).join(', '));
+}
+
+export function checkNftables(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'nftables';
+  if (f.tools.nft) return result('nftables', title, 'pass', '`nft` works');
+  return result('nftables', title, steeringConfigured(input.config) ? 'fail' : 'warn', '`nft` is missing or failing: steering cannot classify or mark subflows', ['apt-get install -y nftables']);
+}
+
+const hasCap = (mask: bigint, cap: number): boolean => ((mask >> BigInt(cap)) & 1n) === 1n;
+
+export function checkCapabilities(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'capabilities';
+  if (f.capEff === null) return result('capabilities', title, 'skip', 'cannot read CapEff from /proc/self/status');
+  const lowPort = input.config.listeners.some((l) => l.port > 0 && l.port < 1024);
+  const wanted: [string, number, boolean][] = [
+    ['CAP_NET_ADMIN', CAP_NET_ADMIN, steeringConfigured(input.config)],
+    ['CAP_NET_RAW', CAP_NET_RAW, false],
+    ['CAP_NET_BIND_SERVICE', CAP_NET_BIND_SERVICE, lowPort],
+  ];
+  const missing = wanted.filter(([, bit]) => !hasCap(f.capEff!, bit));
+  if (missing.length === 0) return result('capabilities', title, 'pass', 'CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE effective');
+  const required = missing.filter(([, , req]) => req);
+  const fix = [
+    'run as root, or as the systemd service (systemd/mptcp-proxy.service grants exactly these), or:',
+    `setcap cap_net_admin,cap_net_raw,cap_net_bind_service+ep "$(readlink -f "$(command -v node)")"`,
+  ];
+  return result('capabilities', title, required.length > 0 ? 'fail' : 'warn', `missing ${missing.map(([n]) => n).join(', ')}${required.length > 0 ? ` (needed by this config: ${required.map(([n]) => n).join(', ')})` : ' (steering and the subflow sniffer need them)'}`, fix);
+}
+
+/** Every check, in the order they are printed. */
+export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
+  return [
+    checkMptcpEnabled(f),
+    checkPathManager(f),
+    checkLimits(f, input),
+    checkEndpoints(f, input),
+    checkRpFilter(f, input),
+    checkBuffers(f, input),
+    checkShaping(f, input),
+    checkNftables(f, input),
+    checkCapabilities(f, input),
+  ];
+}
