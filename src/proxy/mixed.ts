@@ -4,6 +4,7 @@
  */
 import type { ClientConnection } from '../core/connection';
 import type { FrontEnd, ProxyContext } from './context';
+import { isSocksFirstByte } from './socks/server';
 
 export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
   return (conn: ClientConnection, ctx: ProxyContext) => {
@@ -16,7 +17,7 @@ export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
       if (!chunk) return void socket.destroy();
       socket.pause();
       socket.unshift(chunk);
-      (chunk[0] === 0x04 || chunk[0] === 0x05 ? socks : http)(conn, ctx);
+      (isSocksFirstByte(chunk[0]!) ? socks : http)(conn, ctx);
     });
   };
 }
