@@ -199,10 +199,6 @@ export function formatIp(b: Buffer, off: number, len: number): string {
   if (len === 4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + 2 * i));
-  // IPv4-mapped addresses read as IPv4, as Node's sockets report them.
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `::ffff:${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
-  }
   // Longest run of two or more zero groups becomes "::" (first one wins a tie).
   let bestAt = -1;
   let bestLen = 1;
@@ -218,6 +214,10 @@ export function formatIp(b: Buffer, off: number, len: number): string {
   }
   const hex = (a: number, z: number): string => g.slice(a, z).map((x) => x.toString(16)).join(':');
   if (bestAt < 0) return hex(0, 8);
+  // IPv4-mapped and IPv4-compatible addresses end in a dotted quad, as inet_ntop (and so Node) writes them.
+  if (bestAt === 0 && (bestLen === 6 || (bestLen === 5 && g[5] === 0xffff))) {
+    return `::${bestLen === 5 ? 'ffff:' : ''}${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
+  }
   return `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
 }
 

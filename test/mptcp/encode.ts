@@ -24,8 +24,11 @@ function u16(v: number): Buffer {
 
 export function ipBytes(addr: string): Buffer {
   if (net.isIPv4(addr)) return Buffer.from(addr.split('.').map(Number));
-  const sa = new net.SocketAddress({ address: addr, family: 'ipv6' });
-  const [head = '', tail] = sa.address.split('::');
+  // A dotted-quad tail ("::ffff:1.2.3.4") becomes two hex groups first.
+  const text = addr.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a: string, b: string, c: string, d: string) =>
+    `${((+a << 8) | +b).toString(16)}:${((+c << 8) | +d).toString(16)}`,
+  );
+  const [head = '', tail] = text.split('::');
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
   const groups = tail !== undefined ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
