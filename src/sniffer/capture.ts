@@ -34,14 +34,16 @@ export const SNAPLEN = 128;
 
 /**
  * Offsets (from the TCP header) where Linux puts the first MPTCP option of a non-SYN segment: it
- * writes MPTCP last, after an optional timestamp (12 bytes) and optional SACK blocks (4 + 8n).
+ * writes MPTCP last, after an optional timestamp (12 bytes) and optional SACK blocks (4 + 8n),
+ * always 4-byte aligned (it pads with NOPs after an option, never before).
  */
 const MPTCP_OPTION_POSITIONS = [20, 32, 40, 44, 48, 52, 56];
 
 /**
  * The BPF filter: SYN, FIN and RST segments; any segment whose first MPTCP option is not a DSS
  * (handshakes, ADD_ADDR, MP_PRIO, ...); and MPTCP segments without payload (third and fourth ACKs
- * of joins, pure ACKs whose ack numbers keep the byte counts current). Data segments that carry
+ * of joins, pure ACKs whose ack numbers keep the byte counts current; Linux sends ADD_ADDR,
+ * REMOVE_ADDR and MP_PRIO on pure ACKs too, behind a DSS). Data segments that carry
  * only a DSS mapping, the bulk of the traffic, and every plain TCP segment stay in the kernel.
  * libpcap's tcp[] works for IPv4 only, so IPv6 (without extension headers) is spelled out.
  */

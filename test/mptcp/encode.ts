@@ -99,7 +99,7 @@ export interface SegmentSpec {
   ack?: number;
   /** TCP flag byte (FIN 1, SYN 2, RST 4, PSH 8, ACK 16). */
   flags: number;
-  /** Raw option bytes, padded to a multiple of 4 with NOPs. */
+  /** Raw option bytes, padded to a multiple of 4 with trailing NOPs. */
   options?: Buffer[];
   payload?: Buffer | number;
 }
@@ -107,7 +107,8 @@ export interface SegmentSpec {
 /** An IPv4 or IPv6 packet holding one TCP segment (checksums left zero: the decoder ignores them). */
 export function ipPacket(s: SegmentSpec): Buffer {
   let opts = Buffer.concat(s.options ?? []);
-  if (opts.length % 4) opts = Buffer.concat([Buffer.alloc(4 - (opts.length % 4), 1), opts]);
+  // NOPs after the options, as Linux pads: every option it writes starts on a 4-byte boundary.
+  if (opts.length % 4) opts = Buffer.concat([opts, Buffer.alloc(4 - (opts.length % 4), 1)]);
   const payload = typeof s.payload === 'number' ? Buffer.alloc(s.payload, 0x61) : (s.payload ?? Buffer.alloc(0));
   const tcp = Buffer.alloc(20 + opts.length);
   tcp.writeUInt16BE(s.sport, 0);
