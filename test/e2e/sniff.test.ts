@@ -74,7 +74,7 @@ before(async () => {
 after(cleanup);
 
 /** Spawn a long-running process; resolves once `ready` matches a line of its output. */
-function startChild(argv: string[], ready: RegExp, stream: 'stdout' | 'stderr'): Promise<{ child: ChildProcess; out: () => string }> {
+function startChild(argv: string[], ready: RegExp, stream: 'stdout' | 'stderr'): Promise<{ child: ChildProcess; out: () => string; err: () => string }> {
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   children.push(child);
   let stdout = '';
@@ -84,7 +84,7 @@ function startChild(argv: string[], ready: RegExp, stream: 'stdout' | 'stderr'):
     const check = (): void => {
       if (ready.test(stream === 'stdout' ? stdout : stderr)) {
         clearTimeout(timer);
-        resolve({ child, out: () => stdout });
+        resolve({ child, out: () => stdout, err: () => stderr });
       }
     };
     child.stdout!.on('data', (d: Buffer) => ((stdout += d.toString()), check()));
@@ -218,4 +218,10 @@ test('router-mode sniffer links the join to the initial subflow; server capture 
   );
   const fileClosed = fromFile.filter((e): e is SubflowClosedEvent => e.event === 'subflow-closed');
   assert.equal(fileClosed.reduce((a, e) => a + e.bytesSent, 0), sent, 'router and server count the same bytes');
+
+  // The kernel filter: the router's sniffer saw far fewer packets than the full server capture.
+  const routerPackets = Number(/stopped after (\d+) packets/.exec(sniffer.err())?.[1]);
+  const allPackets = offline.stats().packets;
+  process.stderr.write(`# sniffer packets: router (filtered) ${routerPackets}, server capture (all) ${allPackets}\n`);
+  assert.ok(routerPackets > 0 && routerPackets < allPackets, `${routerPackets} vs ${allPackets}`);
 });
