@@ -23,7 +23,7 @@ import type { PolicyConfig, SteeringConfig, UplinkConfig } from '../config/steer
 import type { Logger } from '../log/logger';
 import type { MptcpConnectionRecord, Subflow, SubflowRegistry } from '../registry/registry';
 import { buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
-import { buildClass, buildClassDelete, buildRootAdd, classId, listRootQdiscs, rootOwner, tcBatch } from '../sys/tc';
+import { buildClass, buildClassDelete, buildLeaf, buildRootAdd, classId, listRootQdiscs, rootOwner, tcBatch } from '../sys/tc';
 import { routeDevice, slotMark } from '../sys/iproute';
 import { cleanupOwnedState } from './cleanup';
 import { UplinkHealth, type ProbeFn, type UplinkState } from './health';
@@ -71,6 +71,7 @@ export interface SteeringEngineEvents {
   'uplink-change': [name: string, state: UplinkState];
 }
 
+const ROUTE_CACHE_MS = 30_000;
 const EMPTY: Plan = { policy: null, cls: null, mark: null };
 
 function tupleOf(s: Subflow): FourTuple {
@@ -96,6 +97,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   private readonly installed = new Map<string, Installed>();
   private readonly classes = new Map<string, HtbClass>();
   private readonly roots = new Map<string, 'ours' | 'foreign'>();
+  private readonly routeCache = new Map<string, { dev: string | null; at: number }>();
   private readonly health: UplinkHealth;
   private readonly paths: PathManager;
   private queue: Promise<void> = Promise.resolve();
@@ -269,7 +271,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     const wantsRate = p?.rate !== undefined;
     if (!wantsRate && !p?.uplink && this.uplinks.length === 0) return p ? { ...EMPTY, policy: p.name } : EMPTY;
     const tuple = tupleOf(s);
-    const natural = s.interface ?? (await routeDevice(tuple.remoteAddr, tuple.localAddr).catch(() => null));
+    const natural = s.interface ?? (await this.egressDevice(tuple));
     const chosen = p?.uplink ? this.uplinks.find((u) => u.cfg.name === p.uplink) : this.uplinks.find((u) => u.cfg.interface === natural);
     let dev = natural;
     let mark: number | null = null;
@@ -283,6 +285,17 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     }
     const cls = wantsRate && dev ? { dev, key: p!.share ? `share:${p!.share}` : `sf:${s.key}`, rate: p!.rate!, ceil: p!.ceil ?? p!.rate! } : null;
     return { policy: p?.name ?? null, cls, mark };
+  }
+
+  /** Kernel route lookup, cached briefly: a client's joins and reconnects come in bursts. */
+  private async egressDevice(t: FourTuple): Promise<string | null> {
+    const k = `${t.localAddr}|${t.remoteAddr}`;
+    const hit = this.routeCache.get(k);
+    if (hit && hit.at > Date.now() - ROUTE_CACHE_MS) return hit.dev;
+    const dev = await routeDevice(t.remoteAddr, t.localAddr).catch(() => null);
+    this.routeCache.set(k, { dev, at: Date.now() });
+    if (this.routeCache.size > 4096) this.routeCache.delete(this.routeCache.keys().next().value!);
+    return dev;
   }
 
   private async reconcile(subflows: readonly Subflow[]): Promise<void> {
@@ -355,12 +368,12 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       while (used.has(minor)) minor++;
       c = { minor, rate: want.rate, ceil: want.ceil, refs: 0 };
       this.classes.set(k, c);
-      tcAdd.push(buildClass('add', want.dev, minor, want.rate, want.ceil));
+      tcAdd.push(buildClass('add', want.dev, minor, want.rate, want.ceil), buildLeaf('add', want.dev, minor, want.ceil));
     } else if (c.rate !== want.rate || c.ceil !== want.ceil) {
       // SIGHUP with a new rate: change the class in place; the subflow keeps its place.
       c.rate = want.rate;
       c.ceil = want.ceil;
-      tcAdd.push(buildClass('change', want.dev, c.minor, want.rate, want.ceil));
+      tcAdd.push(buildClass('change', want.dev, c.minor, want.rate, want.ceil), buildLeaf('replace', want.dev, c.minor, want.ceil));
     }
     if (addRef) c.refs++;
     return c.minor;

@@ -33,6 +33,19 @@ export function buildClass(op: 'add' | 'change', dev: string, minor: number, rat
   return `class ${op} dev ${dev} parent ${TC_HANDLE} classid ${classId(minor)} htb rate ${rateBits}bit ceil ${ceilBits}bit quantum ${htbQuantum(ceilBits)}`;
 }
 
+/**
+ * A short leaf queue: HTB's default leaf queues txqueuelen (1000) packets, seconds at a low
+ * rate, and MPTCP's receiver then waits on that path (head-of-line blocking) instead of letting
+ * the scheduler shift data to the other path. About 50 ms of the class's ceil, at least 8 packets.
+ */
+export function leafLimit(ceilBits: number): number {
+  return Math.max(8, Math.ceil((ceilBits / 8) * 0.05 / 1514));
+}
+
+export function buildLeaf(op: 'add' | 'replace', dev: string, minor: number, ceilBits: number): string {
+  return `qdisc ${op} dev ${dev} parent ${classId(minor)} pfifo limit ${leafLimit(ceilBits)}`;
+}
+
 export function buildClassDelete(dev: string, minor: number): string {
   return `class del dev ${dev} parent ${TC_HANDLE} classid ${classId(minor)}`;
 }
@@ -56,26 +69,27 @@ export function rootOwner(q: RootQdisc | undefined): RootOwner {
   return q.handle === TC_HANDLE && q.kind === 'htb' ? 'ours' : 'foreign';
 }
 
-/** Parse `tc -j qdisc show` into root qdiscs (pure). */
-export function parseRootQdiscs(json: unknown): RootQdisc[] {
+/** Parse `tc -j qdisc show [dev DEV]` into root qdiscs (pure). With `dev DEV`, tc omits "dev". */
+export function parseRootQdiscs(json: unknown, dev?: string): RootQdisc[] {
   if (!Array.isArray(json)) return [];
   return json
-    .filter((q): q is { dev: string; kind: string; handle: string; root: true } => typeof q === 'object' && q !== null && q.root === true && typeof q.dev === 'string')
-    .map((q) => ({ dev: q.dev, kind: String(q.kind), handle: String(q.handle) }));
+    .filter((q): q is { dev?: unknown; kind: unknown; handle: unknown; root: true } => typeof q === 'object' && q !== null && q.root === true)
+    .map((q) => ({ dev: typeof q.dev === 'string' ? q.dev : (dev ?? ''), kind: String(q.kind), handle: String(q.handle) }))
+    .filter((q) => q.dev !== '');
 }
 
 /** Root qdiscs of one interface, or of all when dev is omitted. */
 export async function listRootQdiscs(dev?: string): Promise<RootQdisc[]> {
   const argv = ['tc', '-j', 'qdisc', 'show', ...(dev ? ['dev', dev] : [])];
   const r = await execTool(argv);
-  return parseRootQdiscs(parseJsonOutput(argv, r.stdout));
+  return parseRootQdiscs(parseJsonOutput(argv, r.stdout), dev);
 }
 
 /** Delete our root on dev if it is ours; restores the kernel's default qdisc. */
 export async function removeOwnedRoot(dev: string): Promise<boolean> {
   const roots = await tryExecTool(['tc', '-j', 'qdisc', 'show', 'dev', dev]);
   if (roots instanceof ExecError) return false; // interface gone: nothing of ours left on it
-  const root = parseRootQdiscs(parseJsonOutput(['tc'], roots.stdout))[0];
+  const root = parseRootQdiscs(parseJsonOutput(['tc'], roots.stdout), dev)[0];
   if (rootOwner(root) !== 'ours') return false;
   await tcBatch([buildRootDelete(dev)]);
   return true;
