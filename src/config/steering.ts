@@ -97,7 +97,7 @@ const RATE_UNITS: Readonly<Record<string, number>> = {
 
 /** "5mbit", "500kbit", "1.5gbit", "2mbps" (bytes, as tc reads it) or a number of bits/s → bits/s; null if not a rate. */
 export function parseRate(v: unknown): number | null {
-  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.round(v) : null;
+  if (typeof v === 'number') return Number.isFinite(v) && Math.round(v) > 0 ? Math.round(v) : null;
   if (typeof v !== 'string') return null;
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(v);
   if (!m) return null;
