@@ -169,18 +169,30 @@ export class MptcpTracker {
     return { subflows: this.subflows.size, connections: new Set(this.conns.values()).size };
   }
 
-  /** Direction-independent key; sets srcIsLow to say which end sent this packet. */
+  /**
+   * Direction-independent key (lower endpoint first, addresses as 16-bit char codes); sets
+   * srcIsLow to say which end sent this packet. Plain JS reads: no call into Buffer's C++ side.
+   */
   private flowKey(pkt: TcpPacket): string {
     const b = pkt.buf;
     const n = pkt.addrLen;
-    let c = b.compare(b, pkt.dstOff, pkt.dstOff + n, pkt.srcOff, pkt.srcOff + n);
-    if (c === 0) c = pkt.srcPort < pkt.dstPort ? 1 : pkt.srcPort > pkt.dstPort ? -1 : 0;
-    this.srcIsLow = c > 0;
-    const s = b.toString('latin1', pkt.srcOff, pkt.srcOff + n);
-    const d = b.toString('latin1', pkt.dstOff, pkt.dstOff + n);
-    return this.srcIsLow
-      ? s + String.fromCharCode(pkt.srcPort, pkt.dstPort) + d
-      : d + String.fromCharCode(pkt.dstPort, pkt.srcPort) + s;
+    const s = pkt.srcOff;
+    const d = pkt.dstOff;
+    let c = 0;
+    for (let i = 0; i < n && c === 0; i++) c = b[s + i]! - b[d + i]!;
+    if (c === 0) c = pkt.srcPort - pkt.dstPort;
+    this.srcIsLow = c < 0;
+    const lo = this.srcIsLow ? s : d;
+    const hi = this.srcIsLow ? d : s;
+    const loPort = this.srcIsLow ? pkt.srcPort : pkt.dstPort;
+    const hiPort = this.srcIsLow ? pkt.dstPort : pkt.srcPort;
+    const w = (o: number): number => (b[o]! << 8) | b[o + 1]!;
+    if (n === 4) return String.fromCharCode(w(lo), w(lo + 2), loPort, hiPort, w(hi), w(hi + 2));
+    // One call for all 18 units: concatenating pieces would make a rope the Map has to flatten.
+    return String.fromCharCode(
+      w(lo), w(lo + 2), w(lo + 4), w(lo + 6), w(lo + 8), w(lo + 10), w(lo + 12), w(lo + 14), loPort,
+      hiPort, w(hi), w(hi + 2), w(hi + 4), w(hi + 6), w(hi + 8), w(hi + 10), w(hi + 12), w(hi + 14),
+    );
   }
 
   private option(i: number): MptcpOption | null {
