@@ -1,0 +1,476 @@
+// Zero-copy relay: one shared epoll thread moves bytes between the two sockets of every relayed
+// connection with splice(2) through one pipe per direction, so payload never enters user space.
+//
+// Ownership: JavaScript (libuv) owns the sockets' fds. start() dup()s them, and the thread works
+// only on its own duplicates, which it closes when the pair ends, *before* reporting. So a fd
+// number that JS closes (socket.destroy()) can never be reused under the thread, and native
+// never closes a fd libuv owns. Every pair leaves the epoll set before its result is posted,
+// and the thread does not touch a pair after posting (it is freed at the end of that loop pass).
+#include <napi.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+enum class End { Done, Idle, ClientError, UpstreamError };
+
+const char* EndName(End e) {
+  switch (e) {
+    case End::Done: return "done";
+    case End::Idle: return "idle";
+    case End::ClientError: return "client-error";
+    case End::UpstreamError: return "upstream-error";
+  }
+  return "done";
+}
+
+std::string ErrnoName(int err) {
+  if (err == 0) return "";
+  const char* n = strerrorname_np(err);
+  return n ? n : "E" + std::to_string(err);
+}
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Sides of a pair: 0 = client, 1 = upstream.
+constexpr int kClient = 0;
+constexpr int kUpstream = 1;
+
+struct Pair;
+
+// epoll_event.data.ptr points at one of these, so an event says which socket it is about.
+struct SideTag {
+  Pair* pair;
+  int side;
+};
+
+struct Direction {
+  int from;       // side index read from
+  int to;         // side index written to
+  int pipeR = -1;
+  int pipeW = -1;
+  size_t capacity = 0;
+  size_t inPipe = 0;  // bytes read from `from` not yet written to `to`
+  bool eof = false;   // `from` sent FIN
+  bool shut = false;  // FIN passed on to `to`
+  uint64_t bytes = 0; // written to `to`
+};
+
+struct Result {
+  uint64_t bytesUp;
+  uint64_t bytesDown;
+  End end;
+  int err;
+};
+
+struct Pair {
+  uint64_t id;
+  int fd[2];  // our duplicates of client and upstream fds
+  SideTag tag[2];
+  Direction dir[2];  // [0] client → upstream, [1] upstream → client
+  int64_t idleMs;
+  int64_t lastActivity;
+  bool dead = false;
+  bool queuedReady = false;
+  Napi::ThreadSafeFunction done;
+};
+
+// Per pump call: bound the work one busy pair gets before others are served.
+constexpr size_t kPumpBudgetBytes = 8u << 20;
+
+class Engine {
+ public:
+  static Engine& Get() {
+    static Engine* e = new Engine();  // never destroyed: the thread outlives module unload
+    return *e;
+  }
+
+  // Returns 0, or an errno from starting the thread.
+  int EnsureStarted() {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (started_) return 0;
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (ep_ < 0) return errno;
+    wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_ < 0) {
+      int e = errno;
+      close(ep_);
+      return e;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // null tag = wake-up eventfd
+    epoll_ctl(ep_, EPOLL_CTL_ADD, wake_, &ev);
+    pthread_t t;
+    int rc = pthread_create(&t, nullptr, &Engine::ThreadMain, this);
+    if (rc != 0) {
+      close(wake_);
+      close(ep_);
+      return rc;
+    }
+    pthread_detach(t);
+    started_ = true;
+    return 0;
+  }
+
+  void Submit(Pair* p) {
+    active_++;
+    Post({p, 0});
+  }
+  void Abort(uint64_t id) { Post({nullptr, id}); }
+  int Active() const { return active_.load(); }
+  uint64_t NextId() { return ++lastId_; }
+
+ private:
+  struct Cmd {
+    Pair* add;       // non-null: register this pair
+    uint64_t abort;  // otherwise: end the pair with this id
+  };
+
+  void Post(Cmd c) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      cmds_.push_back(c);
+    }
+    uint64_t one = 1;
+    ssize_t w = write(wake_, &one, sizeof one);
+    (void)w;  // EAGAIN means the counter is already non-zero: a wake-up is pending anyway
+  }
+
+  static void* ThreadMain(void* self) {
+    static_cast<Engine*>(self)->Loop();
+    return nullptr;
+  }
+
+  void Loop() {
+    std::vector<epoll_event> evs(256);
+    for (;;) {
+      int timeout = ready_.empty() ? IdleTimeout() : 0;
+      int n = epoll_wait(ep_, evs.data(), int(evs.size()), timeout);
+      if (n < 0 && errno != EINTR) n = 0;
+      for (int i = 0; i < n; i++) {
+        auto* tag = static_cast<SideTag*>(evs[i].data.ptr);
+        if (!tag) {
+          DrainCommands();
+          continue;
+        }
+        Pair* p = tag->pair;
+        if (p->dead) continue;
+        if (evs[i].events & EPOLLERR) {
+          int err = SocketError(p->fd[tag->side]);
+          if (err) {
+            Finish(p, tag->side == kClient ? End::ClientError : End::UpstreamError, err);
+            continue;
+          }
+        }
+        Pump(p);
+      }
+      std::vector<Pair*> again;
+      again.swap(ready_);
+      for (Pair* p : again) {
+        p->queuedReady = false;
+        if (!p->dead) Pump(p);
+      }
+      CheckIdle();
+      for (Pair* p : graveyard_) delete p;
+      graveyard_.clear();
+    }
+  }
+
+  void DrainCommands() {
+    uint64_t v;
+    while (read(wake_, &v, sizeof v) > 0) {
+    }
+    std::deque<Cmd> cmds;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      cmds.swap(cmds_);
+    }
+    for (const Cmd& c : cmds) {
+      if (c.add) Add(c.add);
+      else {
+        auto it = pairs_.find(c.abort);
+        if (it != pairs_.end()) Finish(it->second, End::ClientError, ECANCELED);
+      }
+    }
+  }
+
+  void Add(Pair* p) {
+    pairs_[p->id] = p;
+    p->lastActivity = NowMs();
+    if (p->idleMs > 0) nextIdleCheck_ = std::min(nextIdleCheck_, p->lastActivity + p->idleMs);
+    for (int s = 0; s < 2; s++) {
+      epoll_event ev{};
+      // Edge-triggered: Pump always runs until EAGAIN (or a full pipe facing a blocked writer),
+      // so every stall is ended by a later edge on the blocking socket.
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.data.ptr = &p->tag[s];
+      if (epoll_ctl(ep_, EPOLL_CTL_ADD, p->fd[s], &ev) < 0) {
+        Finish(p, s == kClient ? End::ClientError : End::UpstreamError, errno);
+        return;
+      }
+    }
+    Pump(p);
+  }
+
+  static int SocketError(int fd) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
+    return err;
+  }
+
+  // Moves what it can in both directions; ends the pair on error or when both are finished.
+  void Pump(Pair* p) {
+    size_t budget = kPumpBudgetBytes;
+    bool progress = true;
+    while (progress && budget > 0) {
+      progress = false;
+      for (Direction& d : p->dir) {
+        int r = Step(p, d, budget);
+        if (r < 0) return;  // pair finished
+        if (r > 0) progress = true;
+      }
+    }
+    if (p->dir[0].shut && p->dir[1].shut) {
+      Finish(p, End::Done, 0);
+      return;
+    }
+    if (budget == 0 && !p->queuedReady) {
+      // Edge-triggered: no new event will come for data already queued, so come back to it.
+      p->queuedReady = true;
+      ready_.push_back(p);
+    }
+  }
+
+  // One read and one write on a direction. Returns 1 on progress, 0 when stalled, -1 if the
+  // pair was finished.
+  int Step(Pair* p, Direction& d, size_t& budget) {
+    bool progress = false;
+    if (!d.eof && d.inPipe < d.capacity) {
+      ssize_t n = splice(p->fd[d.from], nullptr, d.pipeW, nullptr, d.capacity - d.inPipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        d.inPipe += size_t(n);
+        progress = true;
+      } else if (n == 0) {
+        d.eof = true;
+        progress = true;
+      } else if (errno != EAGAIN && errno != EINTR) {
+        // EAGAIN also covers "pipe out of slots": the write below then makes room.
+        return Fail(p, d.from, errno);
+      }
+    }
+    if (d.inPipe > 0) {
+      ssize_t n = splice(d.pipeR, nullptr, p->fd[d.to], nullptr, d.inPipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        d.inPipe -= size_t(n);
+        d.bytes += uint64_t(n);
+        budget = budget > size_t(n) ? budget - size_t(n) : 0;
+        p->lastActivity = NowMs();
+        progress = true;
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        return Fail(p, d.to, errno);
+      }
+    }
+    if (d.eof && d.inPipe == 0 && !d.shut) {
+      if (shutdown(p->fd[d.to], SHUT_WR) < 0 && errno != ENOTCONN) return Fail(p, d.to, errno);
+      d.shut = true;
+      progress = true;
+    }
+    return progress ? 1 : 0;
+  }
+
+  int Fail(Pair* p, int side, int err) {
+    Finish(p, side == kClient ? End::ClientError : End::UpstreamError, err);
+    return -1;
+  }
+
+  void Finish(Pair* p, End end, int err) {
+    for (int s = 0; s < 2; s++) {
+      epoll_ctl(ep_, EPOLL_CTL_DEL, p->fd[s], nullptr);  // fails harmlessly if never added
+      close(p->fd[s]);
+    }
+    for (Direction& d : p->dir) {
+      close(d.pipeR);
+      close(d.pipeW);
+    }
+    p->dead = true;
+    pairs_.erase(p->id);
+    graveyard_.push_back(p);  // events of this pass may still point at it
+    active_--;
+    auto* r = new Result{p->dir[0].bytes, p->dir[1].bytes, end, err};
+    napi_status st = p->done.NonBlockingCall(r, [](Napi::Env env, Napi::Function cb, Result* res) {
+      if (env != nullptr && cb != nullptr) {
+        std::string code = ErrnoName(res->err);
+        cb.Call({Napi::Number::New(env, double(res->bytesUp)), Napi::Number::New(env, double(res->bytesDown)),
+                 Napi::String::New(env, EndName(res->end)),
+                 code.empty() ? env.Undefined() : Napi::String::New(env, code)});
+      }
+      delete res;
+    });
+    if (st != napi_ok) delete r;  // environment shutting down: nobody left to tell
+    p->done.Release();
+  }
+
+  int IdleTimeout() {
+    if (nextIdleCheck_ == INT64_MAX) return -1;
+    int64_t wait = nextIdleCheck_ - NowMs();
+    return wait < 0 ? 0 : int(std::min<int64_t>(wait, 60000));
+  }
+
+  // Deadlines only move later as bytes flow, so a full scan at the earliest one is exact.
+  void CheckIdle() {
+    int64_t now = NowMs();
+    if (now < nextIdleCheck_) return;
+    int64_t next = INT64_MAX;
+    std::vector<Pair*> expired;
+    for (auto& kv : pairs_) {
+      Pair* p = kv.second;
+      if (p->idleMs <= 0) continue;
+      int64_t deadline = p->lastActivity + p->idleMs;
+      if (deadline <= now) expired.push_back(p);
+      else next = std::min(next, deadline);
+    }
+    for (Pair* p : expired) Finish(p, End::Idle, 0);
+    nextIdleCheck_ = next;
+  }
+  std::mutex mu_;
+  bool started_ = false;
+  int ep_ = -1;
+  int wake_ = -1;
+  std::deque<Cmd> cmds_;
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> lastId_{0};
+  // Owned by the thread:
+  std::unordered_map<uint64_t, Pair*> pairs_;
+  std::vector<Pair*> ready_;
+  std::vector<Pair*> graveyard_;
+  int64_t nextIdleCheck_ = INT64_MAX;
+};
+
+// A pipe of up to `want` bytes; the kernel may refuse large sizes (pipe-max-size, per-user
+// limits), so fall back to smaller ones and finally to the default.
+int MakePipe(Direction& d, size_t want) {
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
+  d.pipeR = fds[0];
+  d.pipeW = fds[1];
+  for (size_t size = want; size >= 65536; size /= 2) {
+    if (fcntl(d.pipeW, F_SETPIPE_SZ, int(size)) >= 0) break;
+  }
+  int cap = fcntl(d.pipeW, F_GETPIPE_SZ);
+  d.capacity = cap > 0 ? size_t(cap) : 65536;
+  return 0;
+}
+
+void CloseAll(Pair* p) {
+  for (int s = 0; s < 2; s++)
+    if (p->fd[s] >= 0) close(p->fd[s]);
+  for (Direction& d : p->dir) {
+    if (d.pipeR >= 0) close(d.pipeR);
+    if (d.pipeW >= 0) close(d.pipeW);
+  }
+}
+
+Napi::Value ThrowErrno(Napi::Env env, const char* what, int err) {
+  Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// start(clientFd, upstreamFd, idleMs, pipeSize, done) → id
+// done(bytesUp, bytesDown, end, errorCode?) is called once, on the JS thread.
+Napi::Value Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !info[4].IsFunction()) {
+    Napi::TypeError::New(env, "start(clientFd, upstreamFd, idleMs, pipeSize, done)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
+  int64_t idleMs = info[2].As<Napi::Number>().Int64Value();
+  int64_t pipeSize = info[3].As<Napi::Number>().Int64Value();
+  if (fds[0] < 0 || fds[1] < 0 || fds[0] == fds[1] || pipeSize <= 0) {
+    Napi::RangeError::New(env, "bad fd or pipe size").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Engine& eng = Engine::Get();
+  if (int err = eng.EnsureStarted()) return ThrowErrno(env, "splice relay thread", err);
+
+  auto* p = new Pair();
+  p->fd[0] = p->fd[1] = -1;
+  for (int s = 0; s < 2; s++) {
+    p->tag[s] = {p, s};
+    p->fd[s] = fcntl(fds[s], F_DUPFD_CLOEXEC, 0);
+    if (p->fd[s] < 0) {
+      int err = errno;
+      CloseAll(p);
+      delete p;
+      return ThrowErrno(env, "dup", err);
+    }
+  }
+  p->dir[0].from = kClient;
+  p->dir[0].to = kUpstream;
+  p->dir[1].from = kUpstream;
+  p->dir[1].to = kClient;
+  for (Direction& d : p->dir) {
+    if (int err = MakePipe(d, size_t(pipeSize))) {
+      CloseAll(p);
+      delete p;
+      return ThrowErrno(env, "pipe", err);
+    }
+  }
+  p->idleMs = idleMs;
+  p->id = eng.NextId();
+  p->done = Napi::ThreadSafeFunction::New(env, info[4].As<Napi::Function>(), "splice-relay", 0, 1);
+  eng.Submit(p);
+  return Napi::Number::New(env, double(p->id));
+}
+
+// abort(id): end a running pair (reported as client-error ECANCELED). Unknown ids are ignored.
+Napi::Value Abort(const Napi::CallbackInfo& info) {
+  if (info.Length() >= 1 && info[0].IsNumber())
+    Engine::Get().Abort(uint64_t(info[0].As<Napi::Number>().Int64Value()));
+  return info.Env().Undefined();
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("active", Napi::Number::New(info.Env(), Engine::Get().Active()));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("start", Napi::Function::New(env, Start, "start"));
+  exports.Set("abort", Napi::Function::New(env, Abort, "abort"));
+  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(splice_relay, Init)

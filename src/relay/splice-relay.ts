@@ -1,0 +1,159 @@
+/**
+ * The splice relay engine: the native addon moves bytes kernel to kernel (splice through a pipe
+ * per direction) on one shared epoll thread. This side hands the sockets over safely: libuv
+ * stops reading, whatever Node already buffered or was told to write is flushed first (so byte
+ * order holds), and afterwards the sockets are destroyed here, which closes the fds.
+ */
+import type net from 'node:net';
+import { socketFd } from '../sys/socket';
+import { loadSpliceAddon, type SpliceAddon } from './native';
+import type { RelayEnd, RelayEngine, RelayOptions, RelayResult } from './relay';
+
+/** Bytes each direction's pipe may hold; the kernel may grant less (pipe-max-size). */
+export const DEFAULT_PIPE_SIZE = 1 << 20;
+
+export interface SpliceRelayOptions {
+  pipeSize?: number;
+  /** Addon file to load instead of the default (or $MPTCP_PROXY_SPLICE_ADDON). */
+  addonPath?: string;
+}
+
+interface UvStreamHandle {
+  reading?: boolean;
+  readStop(): number;
+}
+
+const noop = (): void => {};
+
+/**
+ * Stop libuv reading the socket and return what Node had already read into its buffer.
+ * Native carries half-close, so Node must not answer a buffered EOF with its own FIN.
+ */
+function takeOver(socket: net.Socket): Buffer[] {
+  socket.setTimeout(0);
+  socket.allowHalfOpen = true;
+  socket.pause();
+  const handle = (socket as unknown as { _handle?: UvStreamHandle | null })._handle;
+  if (handle) {
+    handle.reading = false;
+    handle.readStop();
+  }
+  // Node's _read would call readStart again; from here on only native reads this fd.
+  socket._read = noop;
+  socket.on('error', noop);
+  if (socket.readableLength === 0) return [];
+  const chunk: unknown = socket.read();
+  if (Buffer.isBuffer(chunk)) return [chunk];
+  return typeof chunk === 'string' ? [Buffer.from(chunk, socket.readableEncoding ?? 'utf8')] : [];
+}
+
+/** Resolve once `data` and every earlier write reached the kernel; with the error if one failed. */
+function flush(socket: net.Socket, data: Buffer): Promise<Error | null> {
+  if (socket.destroyed) return Promise.resolve(socket.errored ?? Object.assign(new Error('socket destroyed'), { code: 'EPIPE' }));
+  if (data.length === 0 && socket.writableLength === 0) return Promise.resolve(null);
+  return new Promise((resolve) => socket.write(data, (err) => resolve(err ?? null)));
+}
+
+function codeOf(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'EIO';
+}
+
+/** A reset is passed on as a reset, so the other peer cannot take a cut stream for a whole one. */
+function close(socket: net.Socket, reset: boolean): void {
+  if (reset && !socket.destroyed) {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // not a TCP handle: a plain close below
+    }
+  }
+  socket.destroy();
+}
+
+export class SpliceRelay implements RelayEngine {
+  readonly name = 'splice' as const;
+
+  constructor(
+    private readonly addon: SpliceAddon,
+    private readonly pipeSize: number = DEFAULT_PIPE_SIZE,
+  ) {}
+
+  /** Relays currently owned by the native thread (all SpliceRelay instances share it). */
+  active(): number {
+    return this.addon.stats().active;
+  }
+
+  async relay(client: net.Socket, upstream: net.Socket, opts: RelayOptions): Promise<RelayResult> {
+    const head = Buffer.concat([...(opts.clientHead ? [opts.clientHead] : []), ...takeOver(client)]);
+    const early = Buffer.concat(takeOver(upstream));
+    const [upErr, downErr] = await Promise.all([flush(upstream, head), flush(client, early)]);
+    let result: RelayResult;
+    if (upErr) result = { bytesUp: 0, bytesDown: downErr ? 0 : early.length, end: 'upstream-error', errorCode: codeOf(upErr) };
+    else if (downErr) result = { bytesUp: head.length, bytesDown: 0, end: 'client-error', errorCode: codeOf(downErr) };
+    else result = await this.runNative(client, upstream, opts.idleMs, head.length, early.length);
+    const cancelled = result.errorCode === 'ECANCELED';
+    close(client, result.end === 'upstream-error' && !cancelled);
+    close(upstream, result.end === 'client-error' && !cancelled);
+    return result;
+  }
+
+  private runNative(client: net.Socket, upstream: net.Socket, idleMs: number, upBefore: number, downBefore: number): Promise<RelayResult> {
+    return new Promise((resolve) => {
+      const clientFd = socketFd(client);
+      const upstreamFd = socketFd(upstream);
+      if (clientFd < 0 || upstreamFd < 0) {
+        resolve({ bytesUp: upBefore, bytesDown: downBefore, end: clientFd < 0 ? 'client-error' : 'upstream-error', errorCode: 'EBADF' });
+        return;
+      }
+      // Someone else destroying a socket mid-relay (e.g. shutdown) ends the native side too;
+      // native holds duplicates, so the connection stays valid until it has let go.
+      let id = 0;
+      let closedFirst: RelayEnd | null = null;
+      const onClientClose = (): void => {
+        closedFirst ??= 'client-error';
+        this.addon.abort(id);
+      };
+      const onUpstreamClose = (): void => {
+        closedFirst ??= 'upstream-error';
+        this.addon.abort(id);
+      };
+      try {
+        id = this.addon.start(clientFd, upstreamFd, idleMs, this.pipeSize, (bytesUp, bytesDown, end, errorCode) => {
+          client.off('close', onClientClose);
+          upstream.off('close', onUpstreamClose);
+          const e = errorCode === 'ECANCELED' && closedFirst ? closedFirst : (end as RelayEnd);
+          resolve({ bytesUp: upBefore + bytesUp, bytesDown: downBefore + bytesDown, end: e, ...(errorCode ? { errorCode } : {}) });
+        });
+      } catch (err) {
+        // Out of fds or pipes: a local failure, reported on the client side.
+        resolve({ bytesUp: upBefore, bytesDown: downBefore, end: 'client-error', errorCode: codeOf(err) });
+        return;
+      }
+      client.once('close', onClientClose);
+      upstream.once('close', onUpstreamClose);
+    });
+  }
+}
+
+let unavailableReason: string | null = null;
+
+/**
+ * The splice engine, or null when the addon is not built or does not load: the caller then uses
+ * the stream engine and can log spliceUnavailableReason().
+ */
+export function loadSpliceRelay(opts: SpliceRelayOptions = {}): SpliceRelay | null {
+  const loaded = loadSpliceAddon(opts.addonPath);
+  if (!loaded.ok) {
+    unavailableReason = loaded.reason;
+    return null;
+  }
+  unavailableReason = null;
+  return new SpliceRelay(loaded.addon, opts.pipeSize ?? DEFAULT_PIPE_SIZE);
+}
+
+/** Why the last loadSpliceRelay() returned null; null after a successful load. */
+export function spliceUnavailableReason(): string | null {
+  return unavailableReason;
+}

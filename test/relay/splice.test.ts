@@ -1,0 +1,358 @@
+/**
+ * The splice engine on real loopback sockets, plain TCP and MPTCP: integrity, half-close both
+ * ways, resets, idle timeout, exact byte counts, hand-over of already-read bytes, many pairs.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import type net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../../src/relay/splice-relay';
+import type { RelayOptions } from '../../src/relay/relay';
+import { isMptcp, socketFd } from '../../src/sys/socket';
+import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy } from './splice-harness';
+
+const MODES: { client: Kind; upstream: Kind }[] = [
+  { client: 'tcp', upstream: 'tcp' },
+  { client: 'mptcp', upstream: 'tcp' },
+  { client: 'mptcp', upstream: 'mptcp' },
+];
+
+let engine: SpliceRelay;
+
+before(() => {
+  const e = loadSpliceRelay();
+  assert.ok(e, `splice addon must be built for these tests: ${spliceUnavailableReason()}`);
+  engine = e;
+});
+
+after(() => {
+  assert.equal(engine.active(), 0, 'every relay handed back by the native thread');
+});
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+interface Rig {
+  server: Listener;
+  proxy: Proxy;
+  /** TCP_IS_MPTCP of each accepted socket, at the proxy and at the server. */
+  clientMptcp: (boolean | null)[];
+  serverMptcp: (boolean | null)[];
+  close(): Promise<void>;
+}
+
+async function rig(
+  mode: { client: Kind; upstream: Kind },
+  onServer: (s: net.Socket) => void,
+  extra: { relayOptions?: RelayOptions; beforeRelay?: (c: net.Socket, u: net.Socket) => Promise<RelayOptions | void>; relay?: SpliceRelay } = {},
+): Promise<Rig> {
+  const clientMptcp: (boolean | null)[] = [];
+  const serverMptcp: (boolean | null)[] = [];
+  const server = await listen(mode.upstream, (s) => {
+    serverMptcp.push(isMptcp(socketFd(s)));
+    onServer(s);
+  });
+  const relay = extra.relay ?? engine;
+  const proxy = await startProxy({
+    clientKind: mode.client,
+    upstreamKind: mode.upstream,
+    upstreamPort: server.port,
+    relay: (c, u, o) => relay.relay(c, u, o),
+    onAccept: (c) => clientMptcp.push(isMptcp(socketFd(c))),
+    ...(extra.relayOptions ? { relayOptions: extra.relayOptions } : {}),
+    ...(extra.beforeRelay ? { beforeRelay: extra.beforeRelay } : {}),
+  });
+  return {
+    server,
+    proxy,
+    clientMptcp,
+    serverMptcp,
+    close: async () => {
+      await proxy.close();
+      await server.close();
+    },
+  };
+}
+
+/** Both ends send `up`/`down` at once and end; returns what each side received. */
+async function bulk(mode: { client: Kind; upstream: Kind }, up: Buffer, down: Buffer, relay?: SpliceRelay, serverPauseMs = 0) {
+  let serverGot!: Promise<Awaited<ReturnType<typeof receiveAll>>>;
+  const r = await rig(
+    mode,
+    (s) => {
+      serverGot = (async () => {
+        if (serverPauseMs) await new Promise((res) => setTimeout(res, serverPauseMs));
+        const got = receiveAll(s);
+        await sendAll(s, down, { end: true });
+        return got;
+      })();
+    },
+    relay ? { relay } : {},
+  );
+  try {
+    const client = await connect(mode.client, r.proxy.port);
+    const [clientGot] = await Promise.all([receiveAll(client), sendAll(client, up, { end: true })]);
+    const run = await r.proxy.nextResult();
+    return { clientGot, serverGot: await serverGot, run, rig: r };
+  } finally {
+    await r.close();
+  }
+}
+
+for (const mode of MODES) {
+  describe(`splice relay, client ${mode.client} → upstream ${mode.upstream}`, { timeout: 120_000 }, () => {
+    it('moves 24 MB up and 16 MB down intact at once, with exact byte counts', async () => {
+      const up = crypto.randomBytes(24 << 20);
+      const down = crypto.randomBytes(16 << 20);
+      const { clientGot, serverGot, run, rig: r } = await bulk(mode, up, down);
+      assert.equal(serverGot.bytes, up.length);
+      assert.equal(serverGot.sha256, sha256(up));
+      assert.equal(clientGot.bytes, down.length);
+      assert.equal(clientGot.sha256, sha256(down));
+      assert.deepEqual(run.result, { bytesUp: up.length, bytesDown: down.length, end: 'done' });
+      assert.equal(r.clientMptcp[0], mode.client === 'mptcp', 'client leg negotiated as expected');
+      assert.equal(r.serverMptcp[0], mode.upstream === 'mptcp', 'upstream leg negotiated as expected');
+    });
+
+    it('carries the client half-close: client ends, then still receives', async () => {
+      const late = crypto.randomBytes(3 << 20);
+      const serverGot = deferred<Buffer>();
+      const r = await rig(mode, (s) => {
+        const chunks: Buffer[] = [];
+        s.on('data', (c: Buffer) => chunks.push(c));
+        // Only after the client's FIN arrived does the server answer.
+        s.once('end', () => {
+          serverGot.resolve(Buffer.concat(chunks));
+          void sendAll(s, late, { end: true });
+        });
+        s.resume();
+      });
+      try {
+        const client = await connect(mode.client, r.proxy.port);
+        const got = receiveAll(client);
+        client.end('request-then-eof');
+        assert.equal((await serverGot.promise).toString(), 'request-then-eof');
+        const g = await got;
+        assert.equal(g.sha256, sha256(late));
+        const run = await r.proxy.nextResult();
+        assert.deepEqual(run.result, { bytesUp: 16, bytesDown: late.length, end: 'done' });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('carries the server half-close: server ends first, client keeps sending', async () => {
+      const early = crypto.randomBytes(2 << 20);
+      const reply = crypto.randomBytes(5 << 20);
+      let serverGot!: Promise<Awaited<ReturnType<typeof receiveAll>>>;
+      const r = await rig(mode, (s) => {
+        serverGot = receiveAll(s);
+        void sendAll(s, early, { end: true });
+      });
+      try {
+        const client = await connect(mode.client, r.proxy.port);
+        const g = await receiveAll(client); // resolves at the server's FIN
+        assert.equal(g.sha256, sha256(early));
+        assert.equal(client.writable, true, 'client can still write after the server ended');
+        await sendAll(client, reply, { end: true });
+        assert.equal((await serverGot).sha256, sha256(reply));
+        const run = await r.proxy.nextResult();
+        assert.deepEqual(run.result, { bytesUp: reply.length, bytesDown: early.length, end: 'done' });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('passes an upstream reset on to the client as a reset', async () => {
+      const r = await rig(mode, (s) => {
+        s.once('data', () => s.resetAndDestroy());
+        s.resume();
+      });
+      try {
+        const client = await connect(mode.client, r.proxy.port);
+        const outcome = closeOutcome(client);
+        client.write('trigger');
+        const run = await r.proxy.nextResult();
+        assert.equal(run.result.end, 'upstream-error');
+        assert.equal(run.result.errorCode, 'ECONNRESET');
+        assert.equal(run.result.bytesUp, 7);
+        assert.equal(await outcome, 'ECONNRESET');
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('passes a client reset on to the upstream', async () => {
+      const serverOutcome = deferred<string>();
+      const serverSawData = deferred<void>();
+      const r = await rig(mode, (s) => {
+        s.once('data', () => serverSawData.resolve());
+        void closeOutcome(s).then(serverOutcome.resolve);
+      });
+      try {
+        const client = await connect(mode.client, r.proxy.port);
+        client.on('error', () => {});
+        client.write('x');
+        await serverSawData.promise;
+        client.resetAndDestroy();
+        const run = await r.proxy.nextResult();
+        assert.equal(run.result.end, 'client-error');
+        assert.equal(run.result.errorCode, 'ECONNRESET');
+        assert.equal(await serverOutcome.promise, 'ECONNRESET');
+      } finally {
+        await r.close();
+      }
+    });
+  });
+}
+
+describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 120_000 }, () => {
+  const mode = { client: 'mptcp', upstream: 'tcp' } as const;
+
+  it('closes both sides after idleMs without traffic', async () => {
+    let serverOutcome!: Promise<string>;
+    const r = await rig(mode, (s) => (serverOutcome = closeOutcome(s)), { relayOptions: { idleMs: 300 } });
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      const t0 = Date.now();
+      const clientOutcome = closeOutcome(client);
+      const run = await r.proxy.nextResult();
+      const took = Date.now() - t0;
+      assert.deepEqual(run.result, { bytesUp: 0, bytesDown: 0, end: 'idle' });
+      assert.ok(took >= 280 && took < 3000, `idle close after ${took} ms`);
+      assert.equal(await clientOutcome, 'closed');
+      assert.equal(await serverOutcome, 'closed');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('does not time out while bytes keep flowing', async () => {
+    const r = await rig(mode, (s) => s.pipe(s), { relayOptions: { idleMs: 300 } });
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      const got = receiveAll(client);
+      for (let i = 0; i < 10; i++) {
+        client.write('p');
+        await new Promise((res) => setTimeout(res, 120));
+      }
+      client.end();
+      assert.equal((await got).bytes, 10);
+      assert.deepEqual((await r.proxy.nextResult()).result, { bytesUp: 10, bytesDown: 10, end: 'done' });
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('delivers clientHead and bytes Node had already read first, both ways, in order', async () => {
+    const buffered = { client: 0, upstream: 0 };
+    let serverGot!: Promise<Buffer>;
+    const r = await rig(
+      mode,
+      (s) => {
+        s.write('BANNER;');
+        serverGot = new Promise((resolve) => {
+          const chunks: Buffer[] = [];
+          s.on('data', (c: Buffer) => chunks.push(c));
+          s.once('end', () => {
+            resolve(Buffer.concat(chunks));
+            s.end('BYE');
+          });
+          s.resume();
+        });
+      },
+      {
+        // Like a front end: read the greeting, answer without waiting for the flush, and let
+        // more bytes land in Node's buffer on both sockets before the relay starts.
+        beforeRelay: async (client, upstream) => {
+          client.resume();
+          const greeting = await new Promise<Buffer>((resolve) => client.once('data', resolve));
+          client.pause();
+          client.write('OK;');
+          const deadline = Date.now() + 3000;
+          while ((client.readableLength < 6 || upstream.readableLength < 7) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5));
+          buffered.client = client.readableLength;
+          buffered.upstream = upstream.readableLength;
+          return { idleMs: 0, clientHead: Buffer.concat([Buffer.from('HEAD:'), greeting]) };
+        },
+      },
+    );
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      const got = receiveAll(client);
+      client.write('GREETING;');
+      await new Promise<void>((resolve) => client.once('data', () => resolve()));
+      client.write('EARLY;');
+      await new Promise((res) => setTimeout(res, 200));
+      client.end('LATE');
+      assert.equal((await serverGot).toString(), 'HEAD:GREETING;EARLY;LATE');
+      assert.equal((await got).head.toString(), 'OK;BANNER;BYE');
+      assert.equal(buffered.client, 6, 'EARLY; sat in the client socket buffer at hand-over');
+      assert.equal(buffered.upstream, 7, 'BANNER; sat in the upstream socket buffer at hand-over');
+      assert.deepEqual((await r.proxy.nextResult()).result, { bytesUp: 24, bytesDown: 10, end: 'done' });
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('keeps data intact through a small pipe and a receiver that stalls', async () => {
+    const small = loadSpliceRelay({ pipeSize: 65536 });
+    assert.ok(small);
+    const up = crypto.randomBytes(12 << 20);
+    const down = crypto.randomBytes(3 << 20);
+    const { clientGot, serverGot, run } = await bulk(mode, up, down, small, 700);
+    assert.equal(serverGot.sha256, sha256(up));
+    assert.equal(clientGot.sha256, sha256(down));
+    assert.deepEqual(run.result, { bytesUp: up.length, bytesDown: down.length, end: 'done' });
+  });
+
+  it('ends the native side when someone destroys a socket mid-relay', async () => {
+    let serverOutcome!: Promise<string>;
+    const r = await rig(mode, (s) => (serverOutcome = closeOutcome(s)), {
+      beforeRelay: async (client) => {
+        setTimeout(() => client.destroy(), 150);
+      },
+    });
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      client.on('error', () => {});
+      const run = await r.proxy.nextResult();
+      assert.equal(run.result.end, 'client-error');
+      assert.equal(run.result.errorCode, 'ECANCELED');
+      assert.equal(await serverOutcome, 'closed');
+      client.destroy();
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('serves 200 concurrent pairs on the one thread, each intact and counted', async () => {
+    const r = await rig(mode, (s) => s.pipe(s));
+    try {
+      const n = 200;
+      const payloads = Array.from({ length: n }, () => crypto.randomBytes(64 * 1024 + crypto.randomInt(4096)));
+      const clients = await Promise.all(payloads.map(() => connect(mode.client, r.proxy.port)));
+      const got = clients.map((c) => receiveAll(c));
+      await new Promise((res) => setTimeout(res, 50));
+      assert.ok(engine.active() > 0, 'relays are running natively');
+      await Promise.all(clients.map((c, i) => sendAll(c, payloads[i]!, { end: true })));
+      const received = await Promise.all(got);
+      received.forEach((g, i) => assert.equal(g.sha256, sha256(payloads[i]!), `pair ${i}`));
+      const runs = await Promise.all(r.proxy.results);
+      assert.equal(runs.length, n);
+      const byUp = new Map(runs.map((x) => [x.result.bytesUp, x.result]));
+      for (const p of payloads) {
+        const res = byUp.get(p.length);
+        assert.ok(res, `a relay counted ${p.length} bytes up`);
+        assert.deepEqual(res, { bytesUp: p.length, bytesDown: p.length, end: 'done' });
+      }
+      for (let i = 0; i < 100 && engine.active() > 0; i++) await new Promise((res) => setTimeout(res, 10));
+      assert.equal(engine.active(), 0);
+    } finally {
+      await r.close();
+    }
+  });
+});
