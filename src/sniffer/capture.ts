@@ -79,6 +79,8 @@ export function linkTypeNumber(name: string): number | null {
   }
 }
 
+const SUPPORTED_LINKS: ReadonlySet<number> = new Set(Object.values(LinkType));
+
 function loadPcap(): typeof Pcap {
   try {
     // Optional dependency with a native part: loaded only when a capture starts.
@@ -188,7 +190,7 @@ export class SubflowSniffer {
 
   private attach(name: string, session: Pcap.PcapSession): void {
     const linkType = linkTypeNumber(session.link_type);
-    if (linkType === null || ![LinkType.Ethernet, LinkType.LinuxSll, LinkType.LinuxSll2, LinkType.Raw, LinkType.RawAlt, LinkType.Null].includes(linkType as 1)) {
+    if (linkType === null || !SUPPORTED_LINKS.has(linkType)) {
       session.close();
       throw new SniffError(SniffErrorCode.UnsupportedLink, `${name}: link type ${session.link_type} is not supported`);
     }

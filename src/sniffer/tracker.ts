@@ -113,7 +113,7 @@ export class MptcpTracker {
     if (walkTcpOptions(pkt.buf, pkt.optStart, pkt.optEnd, this.visit)) this.malformed++;
     const key = this.flowKey(pkt);
     const flags = pkt.flags;
-    let sf = this.subflows.get(key);
+    const sf = this.subflows.get(key);
 
     if (flags & TcpFlag.SYN && !(flags & TcpFlag.ACK)) {
       if (sf && sf.state !== 'syn') this.drop(sf, 'rst', time, undefined); // port reuse: the old one is gone
@@ -131,9 +131,7 @@ export class MptcpTracker {
       return;
     }
     if (sf.state !== 'established' && !this.advanceHandshake(sf, dir, pkt, time)) return;
-    if (this.optCount > 0) this.signalling(sf, dir, time);
-    sf = this.subflows.get(key);
-    if (!sf) return; // closed by a fast close
+    if (this.optCount > 0 && this.signalling(sf, dir, time)) return; // a fast close ended it
     if (flags & TcpFlag.RST) {
       this.drop(sf, 'rst', time, this.resetReason());
     } else if (flags & TcpFlag.FIN) {
@@ -351,9 +349,10 @@ export class MptcpTracker {
     });
   }
 
-  private signalling(sf: Subflow, dir: 0 | 1, time: number): void {
+  /** Report the segment's signalling options; true when they ended the subflow. */
+  private signalling(sf: Subflow, dir: 0 | 1, time: number): boolean {
     const conn = sf.conn;
-    if (!conn) return;
+    if (!conn) return false;
     const connection = tokenHex(conn.serverToken);
     let by: string | null = null;
     const sender = (): string => (by ??= dir === 0 ? sf.src : sf.dst);
@@ -399,11 +398,12 @@ export class MptcpTracker {
           this.emit({ event: 'fastclose', time, connection, by: sender() });
           // The fast close ends every subflow at once; a RST follows on each, maybe unseen.
           for (const s of [...conn.live]) this.drop(s, 'fastclose', time, s === sf ? this.resetReason() : undefined);
-          return;
+          return true;
         default:
           break;
       }
     }
+    return false;
   }
 
   /**
