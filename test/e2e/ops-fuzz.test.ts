@@ -1,0 +1,294 @@
+/**
+ * Live fuzz and abuse suite against the real proxy CLI (HTTP, SOCKS and mixed ports), run in a
+ * namespace of its own so that no mistaken connect can leave the machine: fast-check cases
+ * (random bytes, HTTP-shaped, SOCKS-shaped; whole and in small delayed pieces), request
+ * smuggling vectors, every SSRF spelling with a tripwire listener on the target, and slowloris.
+ * The proxy must never crash or hang, must answer with the protocol's refusal, and its open
+ * file descriptors must come back to the baseline. FUZZ_RUNS sets cases per generator and port
+ * (CI default below; nightly: FUZZ_RUNS=100000); FUZZ_SEED replays a run.
+ */
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
+import readline from 'node:readline';
+import fc from 'fast-check';
+import { SocksClient } from 'socks';
+import { expandIPv6 } from '../../src/core/address';
+import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { exchange, httpStatus, splitAt, type Exchange } from '../ops/wire-client';
+import { httpCase, judgeHttp, judgeSocks, randomBytesCase, socksCase, SMUGGLING, SSRF_HOSTS, type FuzzCase } from '../ops/fuzz-cases';
+
+const RUNS = Number(process.env.FUZZ_RUNS ?? 700);
+const SEED = Number(process.env.FUZZ_SEED ?? randomInt(1, 2 ** 31 - 1));
+const CONCURRENCY = 16;
+/** The proxy's handshake timeout in this suite (shorter than the default, to keep it quick). */
+const HANDSHAKE_MS = 5000;
+/** A hostile client that half-closed must be let go within this: before the handshake timeout
+ *  could do it, so a proxy that ignores the client's FIN shows up as a hang. */
+const CLOSE_WITHIN_MS = 3000;
+const STALLED = 250;
+/** Handshake timeout plus slack for timers that are checked periodically. */
+const STALL_WAIT_MS = HANDSHAKE_MS + 10_000;
+
+type Port = 'http' | 'socks' | 'mixed';
+
+interface Failure {
+  what: string;
+  input: string;
+  detail: string;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+/** 4 or 16 address bytes of a canonical literal, or null for other spellings. */
+function literalBytes(host: string): Buffer | null {
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(host) && host.split('.').every((p) => Number(p) < 256 && String(Number(p)) === p)) return Buffer.from(host.split('.').map(Number));
+  const v6 = /^\[(.+)\]$/.exec(host)?.[1];
+  if (!v6) return null;
+  const full = expandIPv6(v6);
+  return Buffer.from(full.split(':').join(''), 'hex');
+}
+
+describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
+  let tb: Testbed;
+  let proxy: ProxyHandle;
+  let legacy: LegacyServer;
+  let pid: number;
+  const bridges = {} as Record<Port, string>;
+  let tripPort: number;
+  const tripped: string[] = [];
+  let baselineFds = 0;
+  const failures: Failure[] = [];
+  let cases = 0;
+
+  const fdCount = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+  const alive = (): boolean => proxy.proc.exitCode === null && proxy.proc.signalCode === null;
+
+  /** Wait for the proxy's fds to come back to the baseline; returns the last count. */
+  async function settleFds(timeoutMs = 15_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let n = fdCount();
+    while (n > baselineFds && Date.now() < deadline) {
+      await sleep(100);
+      n = fdCount();
+    }
+    return n;
+  }
+
+  async function assertHealthy(t: TestContext, label: string): Promise<void> {
+    assert.ok(alive(), `proxy died during ${label}: ${proxy.stderr.slice(-3000)}`);
+    const n = await settleFds();
+    t.diagnostic(`${label}: fds ${n} (baseline ${baselineFds})`);
+    assert.ok(n <= baselineFds, `fd count ${n} did not return to baseline ${baselineFds} after ${label}`);
+    const t0 = Date.now();
+    const r = await normalGet();
+    assert.equal(r, 200, `normal request after ${label}`);
+    t.diagnostic(`${label}: normal request served in ${Date.now() - t0} ms`);
+  }
+
+  /** A well-formed request through the HTTP port to the legacy server; the status (or null). */
+  async function normalGet(port: Port = 'http'): Promise<number | null> {
+    const req = `GET ${legacy.url('/bytes/1000')} HTTP/1.1\r\nHost: ${legacy.host}:${legacy.httpPort}\r\nConnection: close\r\n\r\n`;
+    const x = await exchange({ path: bridges[port] }, [Buffer.from(req)], { waitMs: 5000 });
+    return httpStatus(x.data);
+  }
+
+  function record(what: string, input: Buffer | string, detail: string): void {
+    failures.push({ what, input: typeof input === 'string' ? JSON.stringify(input) : input.toString('hex'), detail });
+  }
+
+  before(async () => {
+    tb = await createTestbed({ shapeMbit: 0 });
+    legacy = await startLegacyServer(tb);
+    // The metadata address is local in the proxy's namespace, so a connect to it would reach
+    // the tripwire instead of leaving the machine.
+    await tb.exec('proxy', ['ip', 'addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
+    const ports = new Set<number>();
+    while (ports.size < 4) ports.add(randomInt(20_000, 60_000));
+    const [pHttp, pSocks, pMixed, pTrip] = [...ports] as [number, number, number, number];
+    const trip = tb.spawnNode('proxy', 'dist/test/ops/tripwire.js', [String(pTrip)]);
+    assert.deepEqual(JSON.parse(await firstLine(trip, 10_000)), { port: pTrip });
+    readline.createInterface({ input: trip.stdout! }).on('line', (l) => tripped.push(l));
+    tripPort = pTrip;
+    const configFile = path.join(tb.tmpDir, 'fuzz.yaml');
+    fs.writeFileSync(configFile, `timeouts:\n  handshakeMs: ${HANDSHAKE_MS}\n`);
+    proxy = await tb.startProxy(['--config', configFile, '--http', `127.0.0.1:${pHttp}`, '--socks', `127.0.0.1:${pSocks}`, '--mixed', `127.0.0.1:${pMixed}`, '--no-metrics', '--log-level', 'warn', '--log-format', 'json']);
+    pid = proxy.proc.pid!;
+    assert.equal(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'node', 'the spawned pid is the proxy itself (ip netns exec execs)');
+    bridges.http = await tb.bridge('proxy', '127.0.0.1', pHttp);
+    bridges.socks = await tb.bridge('proxy', '127.0.0.1', pSocks);
+    bridges.mixed = await tb.bridge('proxy', '127.0.0.1', pMixed);
+    // Warm up every path once (agent pool, lazy modules) before taking the baseline.
+    assert.equal(await normalGet('http'), 200);
+    assert.equal(await normalGet('mixed'), 200);
+    await sleep(500);
+    baselineFds = fdCount();
+  });
+
+  after(async () => {
+    if (failures.length > 0) {
+      process.stderr.write(`\nops-fuzz: ${failures.length} failure(s), seed ${SEED}:\n`);
+      for (const f of failures.slice(0, 200)) process.stderr.write(`  [${f.what}] ${f.detail}\n    input: ${f.input}\n`);
+    }
+    await proxy?.stop();
+    await tb?.destroy();
+  });
+
+  async function fuzz(t: TestContext, name: string, arb: fc.Arbitrary<FuzzCase>, ports: Port[], runs: number): Promise<void> {
+    const samples = fc.sample(arb, { numRuns: runs, seed: SEED });
+    const before = failures.length;
+    for (const port of ports) {
+      await pool(samples, CONCURRENCY, async (c) => {
+        cases++;
+        const chunks = splitAt(c.bytes, c.cuts);
+        const x: Exchange = await exchange({ path: bridges[port] }, chunks, { delayMs: c.delayMs, end: true, waitMs: CLOSE_WITHIN_MS });
+        if (!x.closed) record(`${name}@${port}`, c.bytes, `connection still open ${CLOSE_WITHIN_MS} ms after the client's FIN (hang); got ${x.data.length} B`);
+        const socksish = port === 'socks' || (port === 'mixed' && (c.bytes[0] === 4 || c.bytes[0] === 5));
+        const verdict = socksish ? judgeSocks(x.data) : judgeHttp(x.data);
+        if (verdict) record(`${name}@${port}`, c.bytes, verdict);
+      });
+      assert.ok(alive(), `proxy crashed during ${name}@${port}; seed ${SEED}\n${proxy.stderr.slice(-3000)}`);
+    }
+    t.diagnostic(`${name}: ${runs} cases × ${ports.join('/')} (seed ${SEED}), ${failures.length - before} failure(s)`);
+    assert.deepEqual(failures.slice(before), [], `failures in ${name}`);
+    await assertHealthy(t, name);
+  }
+
+  test('random bytes, whole and split, on every port', (t) => fuzz(t, 'random-bytes', randomBytesCase, ['http', 'socks', 'mixed'], RUNS));
+  test('HTTP-shaped garbage on the HTTP and mixed ports', (t) => fuzz(t, 'http-shaped', httpCase, ['http', 'mixed'], RUNS));
+  test('SOCKS-shaped garbage on the SOCKS and mixed ports', (t) => fuzz(t, 'socks-shaped', socksCase, ['socks', 'mixed'], RUNS));
+
+  test('request smuggling vectors: 400 and close; oversize header blocks refused', async (t) => {
+    const target = `${legacy.host}:${legacy.httpPort}`;
+    const before = failures.length;
+    for (const port of ['http', 'mixed'] as const) {
+      for (const [name, template] of SMUGGLING) {
+        const req = template.replaceAll('{T}', target);
+        // No FIN from us: the proxy itself must close after refusing.
+        const x = await exchange({ path: bridges[port] }, [Buffer.from(req, 'latin1')], { waitMs: 4000 });
+        const status = httpStatus(x.data);
+        if (status !== 400 || !x.closed) record(`smuggling@${port}`, req, `${name}: status ${status}, ${x.closed ? 'closed' : 'left open'}`);
+      }
+    }
+    // Header block over limits.maxHeaderBytes (32 KiB default): 431, then close.
+    for (const [name, req] of [
+      ['one huge header', `GET ${legacy.url('/')} HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`],
+      ['many headers', `GET ${legacy.url('/')} HTTP/1.1\r\nHost: x\r\n${'X-N: 1\r\n'.repeat(10_000)}\r\n`],
+      ['huge request line', `GET ${legacy.url('/')}${'a'.repeat(100_000)} HTTP/1.1\r\nHost: x\r\n\r\n`],
+    ] as const) {
+      const x = await exchange({ path: bridges.http }, [Buffer.from(req)], { waitMs: 4000 });
+      const status = httpStatus(x.data);
+      if (status !== 431 && status !== 414 && status !== 400) record('limits@http', req.slice(0, 120) + '…', `${name}: status ${status} (want 431)`);
+      if (!x.closed) record('limits@http', req.slice(0, 120) + '…', `${name}: left open`);
+    }
+    t.diagnostic(`${SMUGGLING.length} vectors × 2 ports + 3 oversize requests, ${failures.length - before} failure(s)`);
+    assert.deepEqual(failures.slice(before), []);
+    await assertHealthy(t, 'smuggling');
+  });
+
+  test('SSRF spellings: HTTP 403, SOCKS5 0x02, SOCKS4 0x5B, and no connection reaches the target', async (t) => {
+    const before = failures.length;
+    const P = tripPort;
+    let probes = 0;
+    const httpProbe = async (label: string, req: string): Promise<void> => {
+      probes++;
+      const x = await exchange({ path: bridges.http }, [Buffer.from(req, 'latin1')], { waitMs: 4000 });
+      const status = httpStatus(x.data);
+      if (status !== 403) record(`ssrf-http`, req, `${label}: status ${status} (want 403)`);
+    };
+    const socksProbe = async (label: string, bytes: Buffer, replyAt: number, want: number): Promise<void> => {
+      probes++;
+      const x = await exchange({ path: bridges.socks }, [bytes], { waitMs: 4000 });
+      if (x.data[replyAt + 1] !== want) record(`ssrf-socks`, bytes, `${label}: reply ${x.data.toString('hex')} (want code 0x${want.toString(16)})`);
+    };
+    const port = Buffer.from([P >> 8, P & 255]);
+    for (const h of SSRF_HOSTS) {
+      await httpProbe(`GET ${h}`, `GET http://${h}:${P}/ HTTP/1.1\r\nHost: ${h}:${P}\r\nConnection: close\r\n\r\n`);
+      await httpProbe(`CONNECT ${h}`, `CONNECT ${h}:${P} HTTP/1.1\r\nHost: ${h}:${P}\r\n\r\n`);
+      const name = Buffer.from(h.replace(/^\[|\]$/g, ''));
+      // SOCKS5: greeting (no auth), then CONNECT by name; by address too when it is canonical.
+      await socksProbe(`SOCKS5 name ${h}`, Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, 3, name.length]), name, port]), 2, 0x02);
+      const lit = literalBytes(h);
+      if (lit) await socksProbe(`SOCKS5 address ${h}`, Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, lit.length === 4 ? 1 : 4]), lit, port]), 2, 0x02);
+      // SOCKS4a by name (0.0.0.1 + name); SOCKS4 by IPv4 address.
+      await socksProbe(`SOCKS4a ${h}`, Buffer.concat([Buffer.from([4, 1]), port, Buffer.from([0, 0, 0, 1]), Buffer.from('u\0'), name, Buffer.from([0])]), 0, 0x5b);
+      if (lit?.length === 4) await socksProbe(`SOCKS4 ${h}`, Buffer.concat([Buffer.from([4, 1]), port, lit, Buffer.from('u\0')]), 0, 0x5b);
+    }
+    await sleep(300);
+    t.diagnostic(`${SSRF_HOSTS.length} spellings, ${probes} probes, ${failures.length - before} failure(s), tripwire: ${tripped.length}`);
+    assert.deepEqual(tripped, [], 'a connection reached the SSRF target');
+    assert.deepEqual(failures.slice(before), []);
+    await assertHealthy(t, 'ssrf');
+  });
+
+  test(`slowloris: ${STALLED} stalled handshakes while normal clients are served promptly`, async (t) => {
+    const stalled: Promise<Exchange>[] = [];
+    const partial: [Port, Buffer][] = [
+      ['http', Buffer.from(`GET ${legacy.url('/')} HTTP/1.1\r\nHost: x\r\nX-Slow: `)],
+      ['socks', Buffer.from([5, 2, 0])],
+      ['mixed', Buffer.from('CONNECT example.invalid:443 HTTP/1.1\r\n')],
+      ['socks', Buffer.from([4, 1, 0, 80, 0, 0, 0, 1, 0x75])],
+    ];
+    for (let i = 0; i < STALLED; i++) {
+      const [port, bytes] = partial[i % partial.length]!;
+      // These stay open until the proxy's handshake timeout closes them (or the wait runs out).
+      stalled.push(exchange({ path: bridges[port] }, [bytes], { waitMs: STALL_WAIT_MS }));
+    }
+    await sleep(1000);
+    const open = fdCount();
+    t.diagnostic(`proxy fds with ${STALLED} stalled clients: ${open}`);
+    assert.ok(open >= baselineFds + STALLED * 0.9, `the stalled connections are open at the proxy (${open} fds)`);
+
+    const latencies: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const t0 = Date.now();
+      assert.equal(await normalGet(i % 2 ? 'mixed' : 'http'), 200);
+      latencies.push(Date.now() - t0);
+    }
+    const t0 = Date.now();
+    const info = await SocksClient.createConnection({
+      proxy: { host: '127.0.0.1', port: 1, type: 5 },
+      destination: { host: legacy.host, port: legacy.echoPort },
+      command: 'connect',
+      existing_socket: net.connect(bridges.socks),
+      timeout: 5000,
+    });
+    info.socket.write('ping');
+    const [echo] = (await once(info.socket, 'data')) as [Buffer];
+    info.socket.destroy();
+    latencies.push(Date.now() - t0);
+    assert.equal(echo.toString(), 'ping');
+    t.diagnostic(`normal requests during slowloris: ${latencies.join(', ')} ms`);
+    assert.ok(Math.max(...latencies) < 1000, `a normal client waited ${Math.max(...latencies)} ms`);
+
+    // The stalled clients are still connected (not starved into a close by the normal ones).
+    assert.ok(fdCount() >= baselineFds + STALLED * 0.9);
+    // The proxy's handshake timeout must free every one of them.
+    const results = await Promise.all(stalled);
+    const left = results.filter((r) => !r.closed).length;
+    const byPattern = partial.map(([port, bytes], k) => `${port} ${JSON.stringify(bytes.toString('latin1'))}: ${results.filter((r, i) => i % partial.length === k && !r.closed).length} open`);
+    t.diagnostic(`still open after ${STALL_WAIT_MS} ms by pattern: ${byPattern.join('; ')}`);
+    t.diagnostic(`stalled clients closed by the proxy: ${results.length - left}/${results.length}, after ≤ ${Math.max(...results.map((r) => r.closeAfterMs))} ms`);
+    assert.equal(left, 0, `stalled handshakes still open ${STALL_WAIT_MS} ms after the ${HANDSHAKE_MS} ms handshake timeout`);
+    await assertHealthy(t, 'slowloris');
+  });
+
+  test('summary', (t) => {
+    t.diagnostic(`cases run: ${cases} (FUZZ_RUNS=${RUNS}, seed ${SEED}); failures: ${failures.length}`);
+    assert.equal(failures.length, 0);
+  });
+});
