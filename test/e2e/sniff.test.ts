@@ -140,15 +140,14 @@ s.close()
 
 test('router-mode sniffer links the join to the initial subflow; server capture decodes alike', async () => {
   const sniffEntry = path.resolve(__dirname, '..', '..', 'src', 'sniffer', 'sniff-command.js');
-  const sniffer = await startChild(
-    [
-      'ip', 'netns', 'exec', NS.rtr, process.execPath, '-e',
-      `require(${JSON.stringify(sniffEntry)}).runSniffCommand(process.argv.slice(1)).then((c) => process.exit(c))`,
-      '--', '--interface', 'r1', '--interface', 'r2', '--json',
-    ],
-    /capturing on r1, r2/,
-    'stderr',
-  );
+  const sniff = (ns: string, ...args: string[]): string[] => [
+    'ip', 'netns', 'exec', ns, process.execPath, '-e',
+    `require(${JSON.stringify(sniffEntry)}).runSniffCommand(process.argv.slice(1)).then((c) => process.exit(c))`,
+    '--', ...args, '--json',
+  ];
+  const sniffer = await startChild(sniff(NS.rtr, '--interface', 'r1', '--interface', 'r2'), /capturing on r1, r2/, 'stderr');
+  // On the end host itself, over every interface (libpcap's "any": Linux cooked frames).
+  const onHost = await startChild(sniff(NS.srv, '--interface', 'any'), /capturing on any/, 'stderr');
   const pcapPath = path.join(tmp, 'server.pcap');
   const dump = await startChild(
     ['ip', 'netns', 'exec', NS.srv, 'tcpdump', '-i', 'any', '--immediate-mode', '-U', '-s', '200', '-w', pcapPath, 'tcp', 'port', String(PORT)],
@@ -169,7 +168,9 @@ test('router-mode sniffer links the join to the initial subflow; server capture 
   // Let the closing FIN/ACKs reach the capture, then stop both captures cleanly.
   await new Promise((r) => setTimeout(r, 700));
   process.kill(-sniffer.child.pid!, 'SIGTERM');
+  process.kill(-onHost.child.pid!, 'SIGINT');
   assert.equal(await waitExit(sniffer.child, 5000), 0, 'sniff exits 0 on SIGTERM');
+  assert.equal(await waitExit(onHost.child, 5000), 0, 'sniff exits 0 on SIGINT');
   process.kill(-dump.child.pid!, 'SIGINT');
   await waitExit(dump.child, 5000);
 
@@ -200,6 +201,19 @@ test('router-mode sniffer links the join to the initial subflow; server capture 
   // Reinjection may send some bytes on two subflows; nothing may be lost from the count.
   assert.ok(sent >= UP && sent < UP * 1.2, `sent ${sent}`);
   assert.ok(received >= DOWN && received < DOWN * 1.2, `received ${received}`);
+  const hostSubflows = onHost
+    .out()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as SniffEvent)
+    .filter((e): e is SubflowEvent => e.event === 'subflow');
+  assert.deepEqual(
+    hostSubflows.map((e) => [e.kind, e.connection, e.src, e.interface]).sort(),
+    [
+      ['initial', serverToken, initial.src, 'any'],
+      ['join', serverToken, join.src, 'any'],
+    ],
+  );
   const close = events.find((e) => e.event === 'close');
   assert.ok(close && close.connection === serverToken && close.event === 'close' && close.subflows === 2, JSON.stringify(events));
 
