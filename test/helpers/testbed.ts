@@ -368,6 +368,11 @@ export class Testbed {
     return [await this.counters('client', this.ifaces.client1), await this.counters('client', this.ifaces.client2)];
   }
 
+  /** Load an nftables script inside a namespace (e.g. a drop rule that blackholes a port). */
+  async nft(ns: Role | string, script: string): Promise<void> {
+    await mustRun(['ip', 'netns', 'exec', this.nsOf(ns), 'nft', '-f', '-'], { input: script });
+  }
+
   /** Is something listening on port (TCP) inside ns? */
   async listening(ns: Role | string, port: number): Promise<boolean> {
     const r = await this.exec(ns, ['ss', '-Hltn', `sport = :${port}`]);
