@@ -8,9 +8,14 @@ import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
 import { ConfigError } from '../config/schema';
 import { ListenerError } from '../listener/listener';
 import { createLogger } from '../log/logger';
+import { runSniffCommand } from '../sniffer/sniff-command';
 import { runStatusCommand } from './status';
 
 const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<number> }> = {
+  sniff: {
+    help: 'sniff --interface IF [--interface IF]... [--json]   print MPTCP subflow events seen on the wire',
+    run: runSniffCommand,
+  },
   status: {
     help: 'status [--metrics HOST:PORT] [--json]   list open connections and their subflows',
     run: runStatusCommand,
