@@ -215,6 +215,11 @@ export class Testbed {
     return tb;
   }
 
+  /** A /16 covering every testbed address (for --allow-client). */
+  get cidr(): string {
+    return `10.${this.octet}.0.0/16`;
+  }
+
   private namespaces(): string[] {
     return [this.ns.client, this.ns.proxy, this.ns.server, ...(this.ns.router ? [this.ns.router] : [])];
   }
