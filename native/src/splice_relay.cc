@@ -193,6 +193,8 @@ class Engine {
         if (!p->dead) Pump(p);
       }
       CheckIdle();
+      // A pair that ended after being queued must not outlive its memory in ready_.
+      ready_.erase(std::remove_if(ready_.begin(), ready_.end(), [](Pair* p) { return p->dead; }), ready_.end());
       for (Pair* p : graveyard_) delete p;
       graveyard_.clear();
     }

@@ -1,0 +1,130 @@
+/**
+ * Throughput and relay CPU per GB: MPTCP client → relay → TCP server on loopback, for the splice
+ * engine against a plain socket.pipe() relay, with a no-relay baseline for the endpoints' limit.
+ * The client and the server run in their own processes, so process.cpuUsage() here is the relay's
+ * own cost. Usage: node dist/bench/splice-vs-pipe.js [sizeMiB=1024] [runs=3]
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { loadSpliceRelay, spliceUnavailableReason } from '../src/relay/splice-relay';
+import { connect, listen, sendAll } from '../test/relay/splice-harness';
+
+type Msg = { port?: number; bytes?: number; done?: boolean; error?: string };
+
+const CHUNK = Buffer.alloc(1 << 20, 0x5a);
+
+/** Child role "sink": a TCP server that counts bytes and reports each finished connection. */
+async function sink(): Promise<void> {
+  const l = await listen('tcp', (s) => {
+    let bytes = 0;
+    s.on('data', (c: Buffer) => (bytes += c.length));
+    s.once('end', () => {
+      s.end();
+      process.send!({ bytes, done: true } satisfies Msg);
+    });
+    s.resume();
+  });
+  process.send!({ port: l.port } satisfies Msg);
+}
+
+/** Child role "source": on each {port, bytes} connect over MPTCP and send that many bytes. */
+function source(): void {
+  process.on('message', async (m: Msg) => {
+    try {
+      const s = await connect('mptcp', m.port!);
+      s.resume();
+      await sendAll(s, CHUNK, { repeat: Math.ceil(m.bytes! / CHUNK.length), end: true, chunk: CHUNK.length });
+    } catch (e) {
+      process.send!({ error: String(e) } satisfies Msg);
+    }
+  });
+  process.send!({ done: true } satisfies Msg);
+}
+
+function next(child: ChildProcess): Promise<Msg> {
+  return new Promise((resolve) => child.once('message', (m: Msg) => resolve(m)));
+}
+
+type Relay = (client: net.Socket, upstream: net.Socket) => Promise<unknown>;
+
+function pipeRelay(client: net.Socket, upstream: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    let open = 2;
+    const closed = (): void => {
+      if (--open === 0) resolve();
+    };
+    client.once('close', closed);
+    upstream.once('close', closed);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+    upstream.resume();
+  });
+}
+
+async function main(): Promise<void> {
+  const sizeMiB = Number(process.argv[2] ?? 1024);
+  const runs = Number(process.argv[3] ?? 3);
+  const bytes = sizeMiB * (1 << 20);
+  const splice = loadSpliceRelay();
+  if (!splice) throw new Error(`splice relay unavailable: ${spliceUnavailableReason()}`);
+
+  const sinkProc = fork(__filename, ['--role=sink']);
+  const sourceProc = fork(__filename, ['--role=source']);
+  const sinkPort = (await next(sinkProc)).port!;
+  await next(sourceProc);
+
+  const engines: [string, Relay | null][] = [
+    ['direct (no relay)', null],
+    ['pipe()', pipeRelay],
+    ['splice', (c, u) => splice.relay(c, u, { idleMs: 0 })],
+  ];
+  const rows: string[] = [];
+  for (const [name, relay] of engines) {
+    let proxyPort = sinkPort;
+    let proxy: Awaited<ReturnType<typeof listen>> | null = null;
+    if (relay) {
+      proxy = await listen('mptcp', (client) => {
+        void connect('tcp', sinkPort).then((upstream) => {
+          upstream.pause();
+          return relay(client, upstream);
+        });
+      });
+      proxyPort = proxy.port;
+    }
+    const rates: number[] = [];
+    const cpuPerGB: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const cpu0 = process.cpuUsage();
+      const t0 = process.hrtime.bigint();
+      const finished = next(sinkProc);
+      sourceProc.send({ port: proxyPort, bytes } satisfies Msg);
+      const m = await finished;
+      const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      const cpu = process.cpuUsage(cpu0);
+      if (m.bytes !== bytes) throw new Error(`${name}: sink got ${m.bytes} of ${bytes} bytes`);
+      rates.push(bytes / 1e9 / secs);
+      cpuPerGB.push((cpu.user + cpu.system) / 1e6 / (bytes / 1e9));
+    }
+    await proxy?.close();
+    const best = Math.max(...rates);
+    const median = [...rates].sort((a, b) => a - b)[Math.floor(rates.length / 2)]!;
+    const cpuMedian = [...cpuPerGB].sort((a, b) => a - b)[Math.floor(cpuPerGB.length / 2)]!;
+    rows.push(`${name.padEnd(18)} best ${best.toFixed(2)} GB/s  median ${median.toFixed(2)} GB/s  relay-process CPU ${cpuMedian.toFixed(3)} s/GB  (runs: ${rates.map((r) => r.toFixed(2)).join(', ')})`);
+  }
+  sinkProc.kill();
+  sourceProc.kill();
+  console.log(`${sizeMiB} MiB per run, MPTCP client → relay → TCP server on loopback, ${runs} runs each`);
+  for (const r of rows) console.log(r);
+}
+
+const role = process.argv.find((a) => a.startsWith('--role='))?.slice(7);
+if (role === 'sink') void sink();
+else if (role === 'source') source();
+else
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
