@@ -88,6 +88,10 @@ struct Pair {
   uint64_t id;
   int fd[2];  // our duplicates of client and upstream fds
   SideTag tag[2];
+  // Edge-triggered readiness: set by an event, cleared by EAGAIN, so a stalled socket costs no
+  // syscall until its next edge.
+  bool canRead[2] = {true, true};
+  bool canWrite[2] = {true, true};
   Direction dir[2];  // [0] client → upstream, [1] upstream → client
   int64_t idleMs;
   int64_t lastActivity;
@@ -177,7 +181,10 @@ class Engine {
         }
         Pair* p = tag->pair;
         if (p->dead) continue;
-        if (evs[i].events & EPOLLERR) {
+        uint32_t e = evs[i].events;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p->canRead[tag->side] = true;
+        if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) p->canWrite[tag->side] = true;
+        if (e & EPOLLERR) {
           int err = SocketError(p->fd[tag->side]);
           if (err) {
             Finish(p, tag->side == kClient ? End::ClientError : End::UpstreamError, err);
@@ -270,7 +277,7 @@ class Engine {
   // pair was finished.
   int Step(Pair* p, Direction& d, size_t& budget) {
     bool progress = false;
-    if (!d.eof && d.inPipe < d.capacity) {
+    if (!d.eof && d.inPipe < d.capacity && p->canRead[d.from]) {
       ssize_t n = splice(p->fd[d.from], nullptr, d.pipeW, nullptr, d.capacity - d.inPipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
@@ -279,12 +286,15 @@ class Engine {
       } else if (n == 0) {
         d.eof = true;
         progress = true;
-      } else if (errno != EAGAIN && errno != EINTR) {
-        // EAGAIN also covers "pipe out of slots": the write below then makes room.
+      } else if (errno == EAGAIN) {
+        // With bytes in the pipe, EAGAIN may mean "pipe out of slots", not "socket empty":
+        // keep reading after the write below makes room.
+        if (d.inPipe == 0) p->canRead[d.from] = false;
+      } else if (errno != EINTR) {
         return Fail(p, d.from, errno);
       }
     }
-    if (d.inPipe > 0) {
+    if (d.inPipe > 0 && p->canWrite[d.to]) {
       ssize_t n = splice(d.pipeR, nullptr, p->fd[d.to], nullptr, d.inPipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
@@ -293,7 +303,9 @@ class Engine {
         budget = budget > size_t(n) ? budget - size_t(n) : 0;
         p->lastActivity = NowMs();
         progress = true;
-      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      } else if (n < 0 && errno == EAGAIN) {
+        p->canWrite[d.to] = false;
+      } else if (n < 0 && errno != EINTR) {
         return Fail(p, d.to, errno);
       }
     }
