@@ -287,6 +287,46 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     await assertHealthy(t, 'slowloris');
   });
 
+  test('slow-read: clients that stop reading big downloads do not make the proxy buffer them', async (t) => {
+    const rss = (): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+    const size = 300_000_000;
+    const target = `${legacy.host}:${legacy.httpPort}`;
+    const readers: net.Socket[] = [];
+    const received: number[] = [];
+    const open = (first: string, then?: string): void => {
+      const s = net.connect(bridges.http);
+      const i = received.push(0) - 1;
+      s.on('error', () => undefined);
+      s.on('data', (d: Buffer) => {
+        received[i]! += d.length;
+        // Read the first bytes (the reply has started), then stop reading for good.
+        if (received[i]! > 4096) s.pause();
+        if (then && /^HTTP\/1\.1 200/.test(d.toString('latin1'))) {
+          s.write(then);
+          then = undefined;
+        }
+      });
+      s.write(first);
+      readers.push(s);
+    };
+    const rss0 = rss();
+    for (let i = 0; i < 4; i++) open(`GET http://${target}/bytes/${size} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+    for (let i = 0; i < 4; i++) open(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, `GET /bytes/${size} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+    await sleep(3000);
+    const rss1 = rss();
+    await sleep(3000);
+    const grown = rss() - rss0;
+    const late = rss() - rss1;
+    t.diagnostic(`8 stalled readers of ${size / 1e6} MB each: received ${received.map((n) => (n / 1e6).toFixed(1)).join('/')} MB, proxy RSS +${(grown / 1e6).toFixed(1)} MB (+${(late / 1e6).toFixed(1)} MB in the last 3 s)`);
+    const t0 = Date.now();
+    assert.equal(await normalGet(), 200);
+    t.diagnostic(`normal request during slow-read: ${Date.now() - t0} ms`);
+    assert.ok(received.every((n) => n < size / 10), 'the readers really stalled');
+    assert.ok(grown < 100e6 && late < 16e6, `proxy RSS grew by ${(grown / 1e6).toFixed(1)} MB (${(late / 1e6).toFixed(1)} MB late) for stalled readers: it buffers instead of applying backpressure`);
+    for (const s of readers) s.destroy();
+    await assertHealthy(t, 'slow-read');
+  });
+
   test('summary', (t) => {
     t.diagnostic(`cases run: ${cases} (FUZZ_RUNS=${RUNS}, seed ${SEED}); failures: ${failures.length}`);
     assert.equal(failures.length, 0);
