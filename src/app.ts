@@ -19,6 +19,11 @@ import { handleSocks } from './proxy/socks/server';
 import { SubflowRegistry } from './registry/registry';
 import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
+import { KernelView } from './mptcp/kernel-view';
+import { sampleConnection } from './mptcp/sample';
+import { feedRegistryFromKernel } from './registry/kernel-feed';
+import { SteeringEngine } from './steering/engine';
+import type { ClientConnection } from './core/connection';
 
 const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}`;
 
@@ -30,6 +35,8 @@ export class ProxyApp {
   private listeners: ProxyListener[] = [];
   private readonly frontEnds: Record<ListenerProtocol, FrontEnd>;
   private admin: http.Server | null = null;
+  readonly kernel = new KernelView();
+  readonly steering: SteeringEngine;
 
   constructor(
     config: Config,
@@ -46,6 +53,8 @@ export class ProxyApp {
     };
     logFinishedConnections(this.events, log);
     this.metrics = new ProxyMetrics(this.events, this.subflows);
+    feedRegistryFromKernel(this.kernel, this.subflows, this.events);
+    this.steering = SteeringEngine.provision(config.steering, this.subflows, log, { events: this.events, metrics: this.metrics.registry });
     const http = createHttpFrontEnd(this.ctx);
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
   }
@@ -56,12 +65,22 @@ export class ProxyApp {
 
   async start(): Promise<void> {
     try {
+      this.startKernelView();
+      // Steering first: subflows of the first connections must find their policies in place.
+      if (this.steering.active) await this.steering.start();
       for (const l of this.config.listeners) await this.startListener(l);
       if (this.config.metrics.enabled) {
         this.admin = await startAdminServer(
           this.config.metrics.host,
           this.config.metrics.port,
-          { metrics: this.metrics, subflows: this.subflows, connections: () => this.openConnections(), refresh: () => {} },
+          {
+            metrics: this.metrics,
+            subflows: this.subflows,
+            connections: () => this.openConnections(),
+            refresh: () => {
+              for (const c of this.openConnections()) sampleConnection(c, this.events);
+            },
+          },
           this.log,
         );
       }
@@ -71,13 +90,24 @@ export class ProxyApp {
     }
   }
 
+  /** The kernel's event stream; without it subflows are still seen when connections are sampled. */
+  private startKernelView(): void {
+    try {
+      this.kernel.start();
+      this.kernel.on('failed', (e) => this.log.warn('MPTCP netlink events stopped', { error: e.message }));
+      this.kernel.on('lost', () => this.log.warn('MPTCP netlink events lost (socket buffer overflow)'));
+    } catch (e) {
+      this.log.warn('MPTCP netlink events unavailable; subflows are seen only when connections are sampled', { error: (e as Error).message });
+    }
+  }
+
   private async startListener(l: ListenerConfig): Promise<void> {
     const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx);
     await listener.start();
     this.listeners.push(listener);
   }
 
-  *openConnections(): Iterable<import('./core/connection').ClientConnection> {
+  *openConnections(): Iterable<ClientConnection> {
     for (const l of this.listeners) yield* l.active;
   }
 
@@ -95,6 +125,9 @@ export class ProxyApp {
     this.ctx.access = access;
     this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
     this.log.level = next.log.level;
+    const steeringWasActive = this.steering.active;
+    await this.steering.reload(next.steering);
+    if (!steeringWasActive && this.steering.active) await this.steering.start();
     const wanted = new Map(next.listeners.map((l) => [listenerIdentity(l), l]));
     const keep: ProxyListener[] = [];
     for (const l of this.listeners) {
@@ -122,5 +155,7 @@ export class ProxyApp {
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();
     if (admin) await new Promise((r) => admin.close(r));
+    await this.steering.stop();
+    await this.kernel.stop();
   }
 }

@@ -9,9 +9,14 @@ import { ConfigError } from '../config/schema';
 import { ListenerError } from '../listener/listener';
 import { createLogger } from '../log/logger';
 import { runSniffCommand } from '../sniffer/sniff-command';
+import { CLEANUP_HELP, runCleanupCommand } from '../steering/cleanup-command';
 import { runStatusCommand } from './status';
 
 const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<number> }> = {
+  cleanup: {
+    help: CLEANUP_HELP,
+    run: runCleanupCommand,
+  },
   sniff: {
     help: 'sniff --interface IF [--interface IF]... [--json]   print MPTCP subflow events seen on the wire',
     run: runSniffCommand,
@@ -74,6 +79,11 @@ async function runProxy(argv: string[]): Promise<number> {
         },
       );
     };
+    // A crash must not leave kernel state behind: remove what steering installed, then exit.
+    process.on('uncaughtException', (e) => {
+      log.error('fatal error', { error: e.stack ?? e.message });
+      app.steering.stop().finally(() => process.exit(1));
+    });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {

@@ -13,6 +13,8 @@ export interface ProxyEventMap {
   'connection-close': [conn: ClientConnection];
   'upstream-connected': [conn: ClientConnection];
   'relay-done': [conn: ClientConnection, result: RelayResult];
+  /** The connection's fd is open and its MPTCP state was just read: observers may sample it now. */
+  'connection-sample': [conn: ClientConnection];
   /** Every refusal or failure, counted by code. `conn` is absent for listener-level errors. */
   'proxy-error': [err: ProxyError, conn: ClientConnection | null];
 }

@@ -10,7 +10,7 @@ import type { ListenerConfig } from '../config/schema';
 import { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
-import { sampleMptcp } from '../proxy/tunnel';
+import { sampleConnection } from '../mptcp/sample';
 import { createListenSocket, isMptcp, socketFd, socketName, type SocketOptions } from '../sys/socket';
 
 const BACKLOG = 4096;
@@ -82,7 +82,9 @@ export class ProxyListener {
     const fd = socketFd(socket);
     const conn = new ClientConnection(socket, this.name, fd);
     conn.mptcp = fd >= 0 ? isMptcp(fd) : null;
-    sampleMptcp(conn);
+    sampleConnection(conn, this.ctx.events);
+    // The client's FIN arrives while the fd is still open: last chance for plain HTTP connections.
+    socket.once('end', () => sampleConnection(conn, this.ctx.events));
     const client = conn.clientAddress;
     const count = (this.perClient.get(client) ?? 0) + 1;
     this.perClient.set(client, count);
