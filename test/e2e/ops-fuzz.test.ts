@@ -327,6 +327,96 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     await assertHealthy(t, 'slow-read');
   });
 
+  test('auth failures: 407 with Proxy-Authenticate, SOCKS5 0xFF / auth status, SOCKS4 0x5B; fuzzed credentials never pass', async (t) => {
+    const ports = new Set<number>();
+    while (ports.size < 2) ports.add(randomInt(20_000, 60_000));
+    const [qHttp, qSocks] = [...ports] as [number, number];
+    const authed = await tb.startProxy(['--http', `127.0.0.1:${qHttp}`, '--socks', `127.0.0.1:${qSocks}`, '--user', 'alice:plain$wonderland', '--no-metrics', '--log-level', 'error']);
+    try {
+      const httpB = await tb.bridge('proxy', '127.0.0.1', qHttp);
+      const socksB = await tb.bridge('proxy', '127.0.0.1', qSocks);
+      const before = failures.length;
+      const target = `${legacy.host}:${legacy.httpPort}`;
+      const b64 = (s: string): string => Buffer.from(s, 'latin1').toString('base64');
+      const httpWith = async (label: string, auth: string | null, connect = false): Promise<number | null> => {
+        const head = connect ? `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n` : `GET ${legacy.url('/bytes/10')} HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n`;
+        const req = `${head}${auth === null ? '' : `Proxy-Authorization: ${auth}\r\n`}\r\n`;
+        const x = await exchange({ path: httpB }, [Buffer.from(req, 'latin1')], { waitMs: 4000 });
+        const status = httpStatus(x.data);
+        if (status === 407 && !/\r\nProxy-Authenticate: Basic realm="[^"]*"/i.test(x.data.toString('latin1'))) record('auth-http', req, `${label}: 407 without Proxy-Authenticate`);
+        return status;
+      };
+      const fixed: [string, string | null][] = [
+        ['no credentials', null],
+        ['wrong password', `Basic ${b64('alice:wrong')}`],
+        ['unknown user', `Basic ${b64('bob:wonderland')}`],
+        ['no colon', `Basic ${b64('alicewonderland')}`],
+        ['password prefix', `Basic ${b64('alice:wonder')}`],
+        ['password with suffix', `Basic ${b64('alice:wonderland2')}`],
+        ['not base64', 'Basic !!!'],
+        ['other scheme', 'Bearer abc'],
+        ['empty', ''],
+      ];
+      for (const [label, auth] of fixed) {
+        for (const connect of [false, true]) {
+          const status = await httpWith(label, auth, connect);
+          if (status !== 407) record('auth-http', `${connect ? 'CONNECT' : 'GET'} ${label}`, `status ${status} (want 407)`);
+        }
+      }
+      assert.equal(await httpWith('right', `Basic ${b64('alice:wonderland')}`), 200, 'the right credentials pass (control)');
+      const creds = fc.sample(
+        fc.oneof(
+          fc.tuple(fc.string({ unit: 'binary', maxLength: 20 }), fc.string({ unit: 'binary', maxLength: 20 })).map(([u, p]) => `Basic ${b64(`${u}:${p}`)}`),
+          fc.string({ unit: 'binary', maxLength: 60 }).map((s) => s.replace(/[\r\n]/g, '')),
+        ),
+        { numRuns: Math.min(RUNS, 500), seed: SEED },
+      );
+      await pool(creds, CONCURRENCY, async (auth) => {
+        cases++;
+        const status = await httpWith('fuzzed', auth);
+        if (status !== 407 && status !== 400) record('auth-http', auth, `fuzzed credentials: status ${status}`);
+      });
+
+      const socks = async (label: string, bytes: Buffer, want: (d: Buffer) => boolean): Promise<void> => {
+        const x = await exchange({ path: socksB }, [bytes], { waitMs: 4000 });
+        if (!want(x.data) || !x.closed) record('auth-socks', bytes, `${label}: got ${x.data.toString('hex')}, ${x.closed ? 'closed' : 'left open'}`);
+      };
+      const up = (u: string, p: string, ver = 1): Buffer => Buffer.concat([Buffer.from([ver, u.length]), Buffer.from(u), Buffer.from([p.length]), Buffer.from(p)]);
+      await socks('no-auth method only', Buffer.from([5, 1, 0]), (d) => d.equals(Buffer.from([5, 0xff])));
+      await socks('wrong password', Buffer.concat([Buffer.from([5, 1, 2]), up('alice', 'wrong')]), (d) => d.length === 4 && d[1] === 2 && d[2] === 1 && d[3] !== 0);
+      await socks('unknown user', Buffer.concat([Buffer.from([5, 1, 2]), up('bob', 'wonderland')]), (d) => d.length === 4 && d[3] !== 0);
+      await socks('empty user and password', Buffer.concat([Buffer.from([5, 1, 2]), up('', '')]), (d) => d.length === 4 && d[3] !== 0);
+      await socks('auth version 5', Buffer.concat([Buffer.from([5, 1, 2]), up('alice', 'wonderland', 5)]), (d) => d.length <= 2 || d[3] !== 0);
+      await socks('SOCKS4 cannot authenticate', Buffer.from([4, 1, 0, 80, 10, 0, 0, 1, 0x75, 0]), (d) => d.length === 8 && d[1] === 0x5b);
+      const sub = fc.sample(fc.uint8Array({ maxLength: 40 }), { numRuns: Math.min(RUNS, 500), seed: SEED });
+      await pool(sub, CONCURRENCY, async (tail) => {
+        cases++;
+        const bytes = Buffer.concat([Buffer.from([5, 1, 2]), Buffer.from(tail)]);
+        const x = await exchange({ path: socksB }, [bytes], { end: true, waitMs: CLOSE_WITHIN_MS });
+        const verdict = judgeSocks(x.data);
+        // Only alice/wonderland gets auth status 0: random bytes must not.
+        if (verdict || (x.data.length >= 4 && x.data[2] === 1 && x.data[3] === 0)) record('auth-socks-fuzz', bytes, verdict ?? 'authenticated with fuzzed credentials');
+        if (!x.closed) record('auth-socks-fuzz', bytes, 'hang after FIN');
+      });
+      const info = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: 1, type: 5, userId: 'alice', password: 'wonderland' },
+        destination: { host: legacy.host, port: legacy.echoPort },
+        command: 'connect',
+        existing_socket: net.connect(socksB),
+        timeout: 5000,
+      });
+      info.socket.write('hi');
+      const [echo] = (await once(info.socket, 'data')) as [Buffer];
+      info.socket.destroy();
+      assert.equal(echo.toString(), 'hi', 'the right SOCKS5 credentials pass (control)');
+      t.diagnostic(`${fixed.length * 2} HTTP + 6 SOCKS fixed auth failures, ${creds.length} + ${sub.length} fuzzed; ${failures.length - before} failure(s)`);
+      assert.deepEqual(failures.slice(before), []);
+      assert.equal(authed.proc.exitCode, null, 'auth proxy alive');
+    } finally {
+      await authed.stop();
+    }
+  });
+
   test('summary', (t) => {
     t.diagnostic(`cases run: ${cases} (FUZZ_RUNS=${RUNS}, seed ${SEED}); failures: ${failures.length}`);
     assert.equal(failures.length, 0);
