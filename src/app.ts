@@ -22,6 +22,8 @@ import { DefaultUpstreamConnector } from './upstream/connector';
 import { KernelView } from './mptcp/kernel-view';
 import { sampleConnection } from './mptcp/sample';
 import { feedRegistryFromKernel } from './registry/kernel-feed';
+import { startSnifferFeed } from './registry/sniffer-feed';
+import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
 import type { ClientConnection } from './core/connection';
 
@@ -37,6 +39,7 @@ export class ProxyApp {
   private admin: http.Server | null = null;
   readonly kernel = new KernelView();
   readonly steering: SteeringEngine;
+  private sniffer: SubflowSniffer | null = null;
 
   constructor(
     config: Config,
@@ -66,6 +69,7 @@ export class ProxyApp {
   async start(): Promise<void> {
     try {
       this.startKernelView();
+      if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.subflows, this.log);
       // Steering first: subflows of the first connections must find their policies in place.
       if (this.steering.active) await this.steering.start();
       for (const l of this.config.listeners) await this.startListener(l);
@@ -157,5 +161,6 @@ export class ProxyApp {
     if (admin) await new Promise((r) => admin.close(r));
     await this.steering.stop();
     await this.kernel.stop();
+    this.sniffer?.close();
   }
 }

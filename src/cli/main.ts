@@ -110,11 +110,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof ConfigError || e instanceof ListenerError) {
-      process.stderr.write(`mptcp-proxy: ${e.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`mptcp-proxy: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
+    // Operators get one line; the stack only on request (expected failures carry a code).
+    const typed = e instanceof ConfigError || e instanceof ListenerError || typeof (e as { code?: unknown })?.code === 'string';
+    const message = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`mptcp-proxy: ${typed ? '' : 'internal error: '}${message}\n`);
+    if (process.env.MPTCP_PROXY_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exit(typed ? 2 : 1);
   },
 );

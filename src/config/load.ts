@@ -24,6 +24,7 @@ export const RUN_FLAGS = {
   'connect-timeout': { type: 'string', help: 'upstream connect timeout, ms' },
   'idle-timeout': { type: 'string', help: 'relay idle timeout, ms (0 = none)' },
   relay: { type: 'string', help: 'relay engine: auto | splice | stream' },
+  sniff: { type: 'string', multiple: true, help: 'client-facing interface to watch with the pcap subflow sniffer (repeatable)' },
   'no-mptcp': { type: 'boolean', help: 'listen with plain TCP' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -100,5 +101,6 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags['connect-timeout']) sub('upstream').connectTimeoutMs = intFlag('connect-timeout', flags['connect-timeout']);
   if (flags['idle-timeout']) sub('timeouts').idleMs = intFlag('idle-timeout', flags['idle-timeout']);
   if (flags.relay) sub('relay').engine = flags.relay;
+  if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
   return validateConfig(raw);
 }

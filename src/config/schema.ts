@@ -69,6 +69,10 @@ export interface Config {
     host: string;
     port: number;
   };
+  sniffer: {
+    /** Client-facing interfaces to capture on (pcap), feeding the subflow registry. */
+    interfaces: string[];
+  };
   steering: SteeringConfig;
 }
 
@@ -84,6 +88,7 @@ export const DEFAULTS: Config = {
   relay: { engine: 'auto' },
   log: { level: 'info', format: 'auto' },
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
+  sniffer: { interfaces: [] },
   steering: { policies: [], uplinks: [] },
 };
 
@@ -194,7 +199,7 @@ export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', ...STEERING_KEYS], root);
+  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -213,6 +218,10 @@ export function validateConfig(input: unknown): Config {
   onlyKeys(rl, ['engine'], root.at('relay'));
   const lg = section(raw, 'log', root);
   onlyKeys(lg, ['level', 'format'], root.at('log'));
+  const sn = section(raw, 'sniffer', root);
+  onlyKeys(sn, ['interfaces'], root.at('sniffer'));
+  const snIfs = sn.interfaces ?? [];
+  if (!Array.isArray(snIfs) || snIfs.some((i) => typeof i !== 'string' || !/^[\w.@:-]{1,15}$/.test(i))) throw root.at('sniffer.interfaces').error('must be a list of interface names');
   const m = section(raw, 'metrics', root);
   onlyKeys(m, ['enabled', 'listen'], root.at('metrics'));
   let metricsEp: Endpoint = { host: d.metrics.host, port: d.metrics.port };
@@ -256,6 +265,7 @@ export function validateConfig(input: unknown): Config {
       format: oneOf(lg, 'format', d.log.format, ['auto', 'json', 'text'], root.at('log')),
     },
     metrics: { enabled: bool(m, 'enabled', d.metrics.enabled, root.at('metrics')), host: metricsEp.host, port: metricsEp.port },
+    sniffer: { interfaces: snIfs as string[] },
     steering: validateSteeringConfig(raw),
   };
   checkNoOpenProxy(config);
