@@ -4,46 +4,19 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
+import { startNotifyReceiver } from './notify-receiver';
 import { notifyReady, notifyReloading, notifyStopping, notifySockaddr, sdNotify, systemdListenFds } from '../../src/sys/sdnotify';
 
-/** Bind a datagram socket, print "ready", then print each datagram (JSON string) as it arrives. */
-const RECEIVER = `
-import socket, sys, json
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-a = sys.argv[1]
-s.bind('\\0' + a[1:] if a.startswith('@') else a)
-print('ready', flush=True)
-while True:
-    print(json.dumps(s.recv(4096).decode()), flush=True)
-`;
-
 async function withReceiver(address: string, fn: (next: () => Promise<string>) => Promise<void>): Promise<void> {
-  const child = spawn('python3', ['-c', RECEIVER, address], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: string[] = [];
-  const waiting: ((l: string) => void)[] = [];
-  readline.createInterface({ input: child.stdout! }).on('line', (l) => {
-    const w = waiting.shift();
-    if (w) w(l);
-    else lines.push(l);
-  });
-  const next = (): Promise<string> =>
-    lines.length > 0
-      ? Promise.resolve(lines.shift()!)
-      : new Promise((resolve, reject) => {
-          const t = setTimeout(() => reject(new Error('no datagram within 5 s')), 5000);
-          waiting.push((l) => (clearTimeout(t), resolve(l)));
-        });
+  const rx = await startNotifyReceiver(address);
   try {
-    assert.equal(await next(), 'ready');
-    await fn(async () => JSON.parse(await next()) as string);
+    await fn(() => rx.next());
   } finally {
-    child.kill('SIGKILL');
+    rx.close();
   }
 }
 
