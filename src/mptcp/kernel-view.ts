@@ -114,6 +114,7 @@ const IFNAME_TTL_MS = 60_000;
 
 export class KernelView extends EventEmitter<KernelViewEventMap> {
   private sock: GenlSocket | null = null;
+  private starting: Promise<void> | null = null;
   private familyId = -1;
   private readonly table = new Map<number, TrackedConnection>();
   private readonly ifNames = new Map<number, { name: string | null; at: number }>();
@@ -122,9 +123,17 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
     return this.sock !== null;
   }
 
-  /** Resolve the family, join its events group, start reading. Throws KernelViewError. */
-  start(): void {
-    if (this.sock) return;
+  /**
+   * Resolve the family, join its events group, start reading. Resolves once events flow;
+   * rejects with KernelViewError. Does not keep the process alive by itself.
+   */
+  async start(): Promise<void> {
+    if (this.sock || this.starting) return this.starting ?? undefined;
+    this.starting = this.open().finally(() => (this.starting = null));
+    return this.starting;
+  }
+
+  private async open(): Promise<void> {
     let sock: GenlSocket;
     try {
       sock = GenlSocket.open();
@@ -149,17 +158,22 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
         throw new KernelViewError(KernelViewErrorCode.Netlink, `join ${MPTCP_PM_EV_GRP_NAME}: ${(e as Error).message}`, { cause: e });
       }
       this.familyId = fam.value.id;
-      sock.startReading({
-        datagram: (d) => this.onDatagram(d),
-        lost: (at) => this.emit('lost', { receivedAt: at }),
-        failed: (err) => {
-          void this.stop();
-          this.emit('failed', err);
-        },
-      });
       this.sock = sock;
+      await sock
+        .startReading({
+          datagram: (d) => this.onDatagram(d),
+          lost: (at) => this.emit('lost', { receivedAt: at }),
+          failed: (err) => {
+            void this.stop();
+            this.emit('failed', err);
+          },
+        })
+        .catch((e: unknown) => {
+          throw new KernelViewError(KernelViewErrorCode.Netlink, `netlink reader: ${(e as Error).message}`, { cause: e });
+        });
     } catch (e) {
-      void sock.close();
+      this.sock = null;
+      await sock.close();
       throw e;
     }
   }

@@ -71,6 +71,7 @@ export interface NetlinkReadHandlers {
 }
 
 type ReaderMessage =
+  | { kind: 'ready' }
   | { kind: 'data'; data: ArrayBuffer; at: bigint }
   | { kind: 'lost'; at: bigint }
   | { kind: 'error'; call: string; errno: number };
@@ -136,21 +137,34 @@ export class GenlSocket {
     check('setsockopt(NETLINK_ADD_MEMBERSHIP)', libc.setsockopt(this.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, b, 4));
   }
 
-  /** Start the reader thread. Datagrams arrive on the main thread in kernel order. */
-  startReading(h: NetlinkReadHandlers): void {
-    if (this.worker || this.closed) throw new Error('netlink reader already started or closed');
+  /**
+   * Start the reader thread. Datagrams arrive on the main thread in kernel order; the promise
+   * resolves once the reader is polling (receive times from then on are not inflated by the
+   * thread's start-up, ~50 ms), and rejects if the thread dies before that.
+   */
+  startReading(h: NetlinkReadHandlers): Promise<void> {
+    if (this.worker || this.closed) return Promise.reject(new Error('netlink reader already started or closed'));
     this.wakeFd = check('eventfd', nl.eventfd(0, EFD_CLOEXEC));
     const data: ReaderData = { mark: READER_MARK, fd: this.fd, wakeFd: this.wakeFd };
     const w = new Worker(__filename, { workerData: data });
-    w.on('message', (m: ReaderMessage) => {
-      if (m.kind === 'data') h.datagram({ data: Buffer.from(m.data), receivedAt: m.at });
-      else if (m.kind === 'lost') h.lost(m.at);
-      else h.failed(new SysError(m.call, m.errno));
-    });
-    w.on('error', (e) => h.failed(e));
-    // An event source must not keep the process alive on its own.
+    // An event source must not keep the process alive on its own. But at exit Node joins its
+    // workers and cannot interrupt one blocked in poll(): wake it from the 'exit' event.
     w.unref();
+    process.once('exit', this.wake);
     this.worker = w;
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      w.on('message', (m: ReaderMessage) => {
+        if (m.kind === 'data') h.datagram({ data: Buffer.from(m.data), receivedAt: m.at });
+        else if (m.kind === 'lost') h.lost(m.at);
+        else if (m.kind === 'ready') {
+          ready = true;
+          resolve();
+        } else h.failed(new SysError(m.call, m.errno));
+      });
+      w.on('error', (e) => (ready ? h.failed(e) : reject(e)));
+      w.once('exit', (code) => ready || reject(new Error(`netlink reader exited (${code}) before it started`)));
+    });
   }
 
   /** Stop the reader (if any) and close the socket. Idempotent. */
@@ -172,11 +186,19 @@ export class GenlSocket {
         resolve();
       });
     });
+    // Keep the process alive until the reader is gone and the fds are closed.
+    w.ref();
+    process.off('exit', this.wake);
+    this.wake();
+    return this.closed;
+  }
+
+  /** Makes the reader's poll() return and the reader end. */
+  private readonly wake = (): void => {
     const one = Buffer.alloc(8);
     one.writeBigUInt64LE(1n);
     nl.write(this.wakeFd, one, 8);
-    return this.closed;
-  }
+  };
 }
 
 /** if_indextoname(3): asks the kernel of the caller's network namespace (sysfs may be another's). */
@@ -193,6 +215,7 @@ function runReader(d: ReaderData): void {
   const port = parentPort!;
   const pfds = pollIn([d.fd, d.wakeFd]);
   const buf = Buffer.alloc(RECV_SIZE);
+  port.postMessage({ kind: 'ready' } satisfies ReaderMessage);
   for (;;) {
     pfds.writeInt16LE(0, 6);
     pfds.writeInt16LE(0, 14);
