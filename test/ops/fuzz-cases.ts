@@ -114,7 +114,17 @@ export function judgeHttp(data: Buffer): string | null {
   return null;
 }
 
-export function judgeSocks(data: Buffer): string | null {
+/**
+ * SOCKS5 command byte of a no-auth request as sent (greeting [5, n, n methods], then
+ * [5, cmd, ...]); null when the bytes do not get that far.
+ */
+export function socks5Command(bytes: Buffer): number | null {
+  if (bytes[0] !== 5 || bytes.length < 2) return null;
+  return bytes[2 + bytes[1]! + 1] ?? null;
+}
+
+/** `udpAllowed`: the request was a UDP ASSOCIATE, whose success is a legitimate answer. */
+export function judgeSocks(data: Buffer, udpAllowed = false): string | null {
   if (data.length === 0) return null;
   if (data[0] === 5) {
     // Method selection [5, m], then maybe an auth status [1, s] or a reply [5, rep, 0, atyp, ...].
@@ -125,7 +135,7 @@ export function judgeSocks(data: Buffer): string | null {
     const reply = rest[0] === 1 ? rest.subarray(2) : rest;
     if (reply.length === 0) return null;
     if (reply[0] !== 5 || reply.length < 10 || reply[2] !== 0) return `malformed SOCKS5 reply ${reply.toString('hex')}`;
-    if (reply[1] === 0) return `SOCKS5 success for hostile input: ${reply.toString('hex')}`;
+    if (reply[1] === 0 && !udpAllowed) return `SOCKS5 success for hostile input: ${reply.toString('hex')}`;
     return null;
   }
   if (data[0] === 0) {
