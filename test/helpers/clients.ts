@@ -114,6 +114,18 @@ export function connectionLogFor(px: ProxyHandle, r: CurlResult, timeoutMs = 500
   return px.waitForLog((l) => l.message === 'connection' && l.client === client, timeoutMs);
 }
 
+function drainOrClose(req: http.ClientRequest): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      req.off('drain', done);
+      req.off('close', done);
+      resolve();
+    };
+    req.on('drain', done);
+    req.on('close', done);
+  });
+}
+
 export interface HttpResult {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -156,7 +168,10 @@ export class ProxiedHttp {
     });
     const response = once(req, 'response') as Promise<[http.IncomingMessage]>;
     if (opts.body) {
-      for (const chunk of opts.body) if (!req.write(chunk)) await Promise.race([once(req, 'drain'), response]);
+      for (const chunk of opts.body) {
+        if (req.destroyed) break;
+        if (!req.write(chunk)) await drainOrClose(req);
+      }
     }
     req.end();
     const [res] = await response;
