@@ -21,7 +21,7 @@ import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
 import { KernelView } from './mptcp/kernel-view';
 import { sampleConnection } from './mptcp/sample';
-import { feedRegistryFromKernel } from './registry/kernel-feed';
+import { feedConnectionEvents, feedKernelEvents, registrySink } from './registry/kernel-feed';
 import { startSnifferFeed } from './registry/sniffer-feed';
 import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
@@ -56,8 +56,9 @@ export class ProxyApp {
     };
     logFinishedConnections(this.events, log);
     this.metrics = new ProxyMetrics(this.events, this.subflows);
-    feedRegistryFromKernel(this.kernel, this.subflows, this.events);
-    this.steering = SteeringEngine.provision(config.steering, this.subflows, log, { events: this.events, metrics: this.metrics.registry });
+    feedKernelEvents(this.kernel, this.subflows);
+    feedConnectionEvents(this.events, this.kernel, registrySink(this.subflows));
+    this.steering = SteeringEngine.provision(config.steering, this.subflows, log, { metrics: this.metrics.registry });
     const http = createHttpFrontEnd(this.ctx);
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
   }

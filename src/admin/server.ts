@@ -7,14 +7,14 @@ import http from 'node:http';
 import type { Logger } from '../log/logger';
 import type { ProxyMetrics } from '../metrics/metrics';
 import type { SubflowRegistry } from '../registry/registry';
-import type { ClientConnection } from '../core/connection';
+import type { ClientView } from '../core/connection';
 import { formatEndpoint } from '../core/address';
 
 export interface AdminSources {
   metrics: ProxyMetrics;
   subflows: SubflowRegistry;
   /** Open client connections, for /connections. */
-  connections: () => Iterable<ClientConnection>;
+  connections: () => Iterable<ClientView>;
   /** Sample kernel state of open connections before answering. */
   refresh: () => void;
   /** Extra routes other modules serve (e.g. /proxy.pac). */
@@ -49,12 +49,12 @@ export interface ConnectionStatus {
 }
 
 export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections'>): ConnectionStatus[] {
-  const byClient = new Map<ClientConnection, ConnectionStatus['subflows']>();
+  const byClient = new Map<number, ConnectionStatus['subflows']>();
   const now = Date.now();
   for (const rec of sources.subflows.connections.values()) {
     if (!rec.client) continue;
     byClient.set(
-      rec.client,
+      rec.client.id,
       [...rec.subflows.values()]
         .filter((s) => s.state === 'established')
         .map((s) => ({
@@ -84,7 +84,7 @@ export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'conne
     ageMs: now - c.startedAtMs,
     bytesIn: c.bytesFromClient,
     bytesOut: c.bytesToClient,
-    subflows: byClient.get(c) ?? [],
+    subflows: byClient.get(c.id) ?? [],
   }));
 }
 

@@ -14,9 +14,52 @@ export interface Destination {
   port: number;
 }
 
-let nextId = 1;
+/**
+ * What other modules may know of a client connection (registry, steering, status), also when
+ * it lives in another worker process and only this view crossed over.
+ */
+export interface ClientView {
+  readonly id: number;
+  readonly listener: string;
+  readonly protocol: ProxyProtocol;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly mptcp: boolean | null;
+  readonly token: number | null;
+  readonly user: string | null;
+  readonly destination: Destination | null;
+  readonly upstreamAddress: string | null;
+  readonly startedAtMs: number;
+  readonly bytesFromClient: number;
+  readonly bytesToClient: number;
+}
 
-export class ClientConnection {
+/** Worker processes number their connections in disjoint ranges (see src/cluster). */
+let nextId = 1;
+export function setConnectionIdBase(base: number): void {
+  nextId = base + 1;
+}
+
+/** A plain, serialisable copy of a connection's view. */
+export function viewOf(c: ClientView): ClientView {
+  return {
+    id: c.id,
+    listener: c.listener,
+    protocol: c.protocol,
+    clientAddress: c.clientAddress,
+    clientPort: c.clientPort,
+    mptcp: c.mptcp,
+    token: c.token,
+    user: c.user,
+    destination: c.destination,
+    upstreamAddress: c.upstreamAddress,
+    startedAtMs: c.startedAtMs,
+    bytesFromClient: c.bytesFromClient,
+    bytesToClient: c.bytesToClient,
+  };
+}
+
+export class ClientConnection implements ClientView {
   readonly id = nextId++;
   readonly acceptedAt = process.hrtime.bigint();
   readonly startedAtMs = Date.now();

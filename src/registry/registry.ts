@@ -6,7 +6,7 @@
  * totals that survive subflow close.
  */
 import { EventEmitter } from 'node:events';
-import type { ClientConnection } from '../core/connection';
+import type { ClientView } from '../core/connection';
 import { formatEndpoint, type Endpoint } from '../core/address';
 
 export type SubflowKind = 'initial' | 'join';
@@ -37,7 +37,7 @@ export interface Subflow {
 export interface MptcpConnectionRecord {
   readonly token: string;
   readonly since: number;
-  client: ClientConnection | null;
+  client: ClientView | null;
   readonly subflows: Map<string, Subflow>;
 }
 
@@ -46,6 +46,8 @@ export interface SubflowEventMap {
   'subflow-down': [subflow: Subflow, connection: MptcpConnectionRecord];
   'priority-change': [subflow: Subflow, connection: MptcpConnectionRecord];
   'connection-closed': [connection: MptcpConnectionRecord];
+  /** What is known of the client behind a connection changed (user, destination, ...). */
+  'client-changed': [connection: MptcpConnectionRecord];
 }
 
 export interface SubflowSighting {
@@ -83,9 +85,15 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     return c;
   }
 
-  /** Link the proxy's client connection to its MPTCP token (from MPTCP_INFO). */
-  attachClient(token: string, client: ClientConnection): void {
-    this.record(token).client = client;
+  /**
+   * Link the proxy's client connection to its MPTCP token (from MPTCP_INFO), or refresh what is
+   * known of it; steering re-evaluates when user or destination become known.
+   */
+  attachClient(token: string, client: ClientView): void {
+    const rec = this.record(token);
+    const before = rec.client;
+    rec.client = client;
+    if (!before || before.user !== client.user || before.destination !== client.destination || before.upstreamAddress !== client.upstreamAddress) this.emit('client-changed', rec);
   }
 
   subflowUp(s: SubflowSighting): Subflow {
