@@ -19,13 +19,17 @@ describe('Chromium through the proxy', { timeout: 5 * 60_000 }, () => {
   let proxy: ProxyHandle;
   let pagePort: number;
   let proxyPort: number;
+  let socksPort: number;
+  let mixedPort: number;
 
   before(async () => {
     if (!fs.existsSync(CHROMIUM)) return;
     tb = await createTestbed({ shapeMbit: 0 });
     const page = tb.spawnNode('server', 'dist/test/ops/page-server.js', [tb.addr.server]);
     pagePort = (JSON.parse(await firstLine(page, 10_000)) as { port: number }).port;
-    proxyPort = randomInt(20_000, 60_000);
+    const ports = new Set<number>();
+    while (ports.size < 3) ports.add(randomInt(20_000, 60_000));
+    [proxyPort, socksPort, mixedPort] = [...ports] as [number, number, number];
     const config = path.join(tb.tmpDir, 'chromium.yaml');
     fs.writeFileSync(
       config,
@@ -37,7 +41,8 @@ describe('Chromium through the proxy', { timeout: 5 * 60_000 }, () => {
         '',
       ].join('\n'),
     );
-    proxy = await tb.startProxy(['--config', config, '--http', `${tb.addr.proxy1}:${proxyPort}`, '--no-metrics', '--log-format', 'json']);
+    const p1 = tb.addr.proxy1;
+    proxy = await tb.startProxy(['--config', config, '--http', `${p1}:${proxyPort}`, '--socks', `${p1}:${socksPort}`, '--mixed', `${p1}:${mixedPort}`, '--no-metrics', '--log-format', 'json']);
   });
 
   after(async () => {
@@ -88,6 +93,22 @@ describe('Chromium through the proxy', { timeout: 5 * 60_000 }, () => {
     assert.match(dom, /<p id="via">[^<]*1\.1 mptcp-proxy<\/p>/);
     assert.match(dom, /<p id="marker">rendered-42-\d+<\/p>/);
   });
+
+  for (const [label, scheme, listener, port] of [
+    ['SOCKS5', 'socks5', 'socks', () => socksPort],
+    ['mixed port (HTTP)', 'http', 'mixed', () => mixedPort],
+    ['mixed port (SOCKS5)', 'socks5', 'mixed', () => mixedPort],
+  ] as const) {
+    test(`page through the ${label} listener`, async (t) => {
+      if (!fs.existsSync(CHROMIUM)) return t.skip(`${CHROMIUM} is not installed (apt-get install -y chromium)`);
+      const dom = await dumpDom(`http://${tb.addr.server}:${pagePort}/`, [`--proxy-server=${scheme}://${tb.addr.proxy1}:${port()}`]);
+      // SOCKS is a tunnel: no Via. The proxy's log shows the browser's connection instead.
+      assert.match(dom, /<p id="via">(none|[^<]*1\.1 mptcp-proxy)<\/p>/);
+      if (scheme === 'socks5') assert.match(dom, /<p id="via">none<\/p>/);
+      assert.match(dom, /<p id="marker">rendered-42-\d+<\/p>/);
+      await proxy.waitForLog((l) => l.message === 'connection' && l.protocol === scheme && l.listener === listener && l.destination === `${tb.addr.server}:${pagePort}`, 10_000);
+    });
+  }
 
   test('a private destination outside allowDest is refused with 403', async (t) => {
     if (!fs.existsSync(CHROMIUM)) return t.skip(`${CHROMIUM} is not installed (apt-get install -y chromium)`);
