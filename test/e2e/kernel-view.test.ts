@@ -56,7 +56,7 @@ async function startView(): Promise<KernelView> {
 }
 
 /** Resolves when the view reports `name` for `token` (or already has, per `already`). */
-function waitEvent(kv: KernelView, name: 'connection-closed' | 'subflow-established', token: number, already = false): Promise<void> {
+function waitEvent(kv: KernelView, name: 'connection-closed' | 'subflow-established' | 'subflow-closed', token: number, already = false): Promise<void> {
   if (already) return Promise.resolve();
   return new Promise((resolve) => {
     const on = (e: { token: number }): void => {
@@ -68,7 +68,8 @@ function waitEvent(kv: KernelView, name: 'connection-closed' | 'subflow-establis
   });
 }
 
-async function serverChild(host: string): Promise<void> {
+/** `hold`: no payload; keep the connection until the client ends it (path-manager test). */
+async function serverChild(host: string, hold: boolean): Promise<void> {
   const kv = await startView();
   const l = createListenSocket(host, 0, { mptcp: true, backlog: 16, options: {} });
   const srv = net.createServer((sock) => {
@@ -82,11 +83,14 @@ async function serverChild(host: string): Promise<void> {
       // takes a DSS ack from us: a greeting byte first, the payload once the join is up.
       sock.write('h');
       await waitEvent(kv, 'subflow-established', token, (kv.connection(token)?.subflows.size ?? 0) >= 2);
-      sock.write(Buffer.alloc(PAYLOAD, 0x5a));
-      sock.once('data', () => {
-        out({ kind: 'snapshot', s: kv.snapshot(fd) });
-        sock.end();
-      });
+      if (hold) sock.on('end', () => sock.end());
+      else {
+        sock.write(Buffer.alloc(PAYLOAD, 0x5a));
+        sock.once('data', () => {
+          out({ kind: 'snapshot', s: kv.snapshot(fd) });
+          sock.end();
+        });
+      }
       sock.resume();
       await closed;
       srv.close();
@@ -98,7 +102,8 @@ async function serverChild(host: string): Promise<void> {
   srv.listen({ fd: l.fd }, () => out({ kind: 'ready', port: socketName(l.fd).port }));
 }
 
-async function clientChild(host: string, port: number): Promise<void> {
+/** `hold`: read the greeting, then close once the kernel reports a subflow closed. */
+async function clientChild(host: string, port: number, hold: boolean): Promise<void> {
   const kv = await startView();
   const t0 = process.hrtime.bigint();
   const { fd, mptcp } = await connectMptcp(host, port, 5000);
@@ -109,9 +114,10 @@ async function clientChild(host: string, port: number): Promise<void> {
   const closed = waitEvent(kv, 'connection-closed', token);
   const sock = new net.Socket({ fd, readable: true, writable: true });
   let got = 0;
+  if (hold) void waitEvent(kv, 'subflow-closed', token).then(() => sock.end());
   sock.on('data', (d: Buffer) => {
     got += d.length;
-    if (got < GREETING + PAYLOAD) return;
+    if (hold || got < GREETING + PAYLOAD) return;
     sock.removeAllListeners('data');
     out({ kind: 'snapshot', s: kv.snapshot(fd) });
     sock.write('ok');
@@ -189,7 +195,8 @@ interface SnapshotLine {
 
 if (process.argv[2] === CHILD_FLAG) {
   const [mode, host, port] = process.argv.slice(3);
-  const main = mode === 'server' ? serverChild(host!) : clientChild(host!, Number(port));
+  const hold = mode!.endsWith('-hold');
+  const main = mode!.startsWith('server') ? serverChild(host!, hold) : clientChild(host!, Number(port), hold);
   main.catch((e: unknown) => {
     process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
     process.exit(2);
@@ -258,7 +265,7 @@ if (process.argv[2] === CHILD_FLAG) {
       const cJoin = cSnap.find((s) => s.local?.address === a.client2)!;
       assert.equal(cJoin.ifName, bed.ifaces.client2);
 
-      // Closed on both sides, after established; no SUB_CLOSED for a whole-connection close.
+      // Closed on both sides, after established.
       const sClosed = eventsOf(server.all, 'connection-closed', sTok);
       const cClosed = eventsOf(client.all, 'connection-closed', cTok);
       assert.equal(sClosed.length, 1);
@@ -278,6 +285,60 @@ if (process.argv[2] === CHILD_FLAG) {
       t.diagnostic(`client connect() start → its ESTABLISHED received: ${us(cEstAt - BigInt(connected.t0 as string))} us`);
       t.diagnostic(`connect() resolved → ESTABLISHED received: ${us(cEstAt - BigInt(connected.tConnected as string))} us (negative: event first)`);
       t.diagnostic(`reader → emit on main thread, max over ${dispatch.length} events: ${us(dispatch.reduce((m, x) => (x > m ? x : m), 0n))} us`);
+    });
+
+    it('reports announced, priority-changed, removed and subflow-closed from path-manager changes', async () => {
+      const bed = tb();
+      const a = bed.addr;
+      const script = 'dist/test/e2e/kernel-view.test.js';
+      const server = lines(bed.spawnNode('proxy', script, [CHILD_FLAG, 'server-hold', a.proxy1]));
+      const ready = await server.waitFor((l) => l.kind === 'ready', 10_000);
+      const client = lines(bed.spawnNode('client', script, [CHILD_FLAG, 'client-hold', a.proxy1, String(ready.port)]));
+      const isEv = (name: string) => (l: Line) => l.kind === 'event' && l.name === name;
+      const ev = async (side: typeof server, name: string): Promise<EventLine['e']> => ((await side.waitFor(isEv(name), 5000)) as unknown as EventLine).e;
+      const ip = async (role: 'client' | 'proxy', args: string[]): Promise<string> => {
+        const r = await bed.exec(role, ['ip', 'mptcp', 'endpoint', ...args]);
+        assert.equal(r.code, 0, `ip mptcp endpoint ${args.join(' ')}: ${r.stderr}`);
+        return r.stdout;
+      };
+      await ev(server, 'subflow-established');
+      await ev(client, 'subflow-established');
+      const cTok = client.all.find((l) => l.kind === 'connected')!.token as number;
+      const sTok = server.all.find((l) => l.kind === 'accepted')!.token as number;
+
+      // The server announces its second address: ADD_ADDR → ANNOUNCED at the client.
+      await ip('proxy', ['add', a.proxy2, 'dev', bed.ifaces.proxy2, 'id', '7', 'signal']);
+      const ann = await ev(client, 'announced');
+      assert.deepEqual([ann.token, ann.remId, ann.address, ann.family], [cTok, 7, a.proxy2, 4]);
+
+      // The client marks its path-2 endpoint backup: MP_PRIO → SUB_PRIORITY at the server.
+      const cId = /id (\d+)/.exec(await ip('client', ['show']))?.[1];
+      assert.ok(cId, 'client endpoint id');
+      await ip('client', ['change', 'id', cId, 'backup']);
+      const prio = await ev(server, 'priority-changed');
+      assert.equal(prio.token, sTok);
+      assert.equal(prio.backup, true);
+      assert.equal((prio.remote as { address: string }).address, a.client2);
+
+      // The server withdraws the address: RM_ADDR → REMOVED at the client.
+      await ip('proxy', ['delete', 'id', '7']);
+      const rem = await ev(client, 'removed');
+      assert.deepEqual([rem.token, rem.remId], [cTok, 7]);
+
+      // The client drops its endpoint: the join subflow closes on both sides.
+      await ip('client', ['delete', 'id', cId]);
+      const cClosed = await ev(client, 'subflow-closed');
+      assert.equal((cClosed.local as { address: string }).address, a.client2);
+      const sClosed = await ev(server, 'subflow-closed');
+      assert.equal(sClosed.token, sTok);
+      assert.equal((sClosed.remote as { address: string }).address, a.client2);
+
+      // The client then ends the connection; both views see it close.
+      await client.waitFor((l) => l.kind === 'done' || l.kind === 'exit', 10_000);
+      await server.waitFor((l) => l.kind === 'done' || l.kind === 'exit', 10_000);
+      assert.equal(eventsOf(client.all, 'connection-closed', cTok).length, 1);
+      assert.equal(eventsOf(server.all, 'connection-closed', sTok).length, 1);
+      assert.ok(client.all.some((l) => l.kind === 'done') && server.all.some((l) => l.kind === 'done'));
     });
   });
 }
