@@ -61,7 +61,8 @@ describe('systemd units', () => {
   test('service carries the hardening of the issue', () => {
     assert.equal(one(service, 'Type'), 'notify');
     assert.equal(one(service, 'ExecReload'), '/bin/kill -HUP $MAINPID');
-    assert.equal(one(service, 'DynamicUser'), 'yes');
+    assert.equal(one(service, 'User'), 'mptcp-proxy');
+    assert.equal(one(service, 'DynamicUser'), undefined, 'a dedicated user, so the 0640 config stays readable and reloadable');
     assert.equal(one(service, 'NoNewPrivileges'), 'yes');
     assert.equal(one(service, 'ProtectSystem'), 'strict');
     const caps = ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW'];
@@ -92,6 +93,32 @@ describe('systemd units', () => {
       assert.equal(r.code, 0);
     } finally {
       fs.rmSync(staged.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('sysusers and tmpfiles create the user and a config directory only its group reads', async (t) => {
+    if ((await systemdVersion()) === null) return t.skip('systemd tools are not installed');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mpx-root-'));
+    try {
+      fs.mkdirSync(path.join(root, 'etc'));
+      const users = await run(['systemd-sysusers', `--root=${root}`, path.join(UNIT_DIR, 'mptcp-proxy.sysusers')]);
+      assert.equal(users.code, 0, users.stderr);
+      const group = /^mptcp-proxy:x:(\d+):/m.exec(fs.readFileSync(path.join(root, 'etc', 'group'), 'utf8'));
+      assert.ok(group, 'group mptcp-proxy created');
+      assert.match(fs.readFileSync(path.join(root, 'etc', 'passwd'), 'utf8'), /^mptcp-proxy:x:\d+:\d+:[^:]*:[^:]*:\/usr\/sbin\/nologin$/m);
+      const tmpfiles = (): Promise<unknown> => run(['systemd-tmpfiles', `--root=${root}`, '--create', path.join(UNIT_DIR, 'mptcp-proxy.tmpfiles')]);
+      await tmpfiles();
+      const dir = fs.statSync(path.join(root, 'etc', 'mptcp-proxy'));
+      assert.equal(dir.mode & 0o777, 0o750);
+      assert.equal(dir.gid, Number(group[1]));
+      // An existing config gets its mode and group fixed.
+      fs.writeFileSync(path.join(root, 'etc', 'mptcp-proxy', 'config.yaml'), 'listeners: []\n', { mode: 0o666 });
+      await tmpfiles();
+      const cfg = fs.statSync(path.join(root, 'etc', 'mptcp-proxy', 'config.yaml'));
+      assert.equal(cfg.mode & 0o777, 0o640);
+      assert.equal(cfg.gid, Number(group[1]));
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 
