@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { patternSha256 } from '../helpers/pattern';
 import { run } from '../helpers/run';
-import { createTestbed, firstLine, useTestbed, type Testbed } from '../helpers/testbed';
+import { createTestbed, firstLine, useTestbed, withTestbed, type LinkCounters, type Testbed } from '../helpers/testbed';
 import { createHash } from 'node:crypto';
 
 const IPERF_PORT = 5201;
@@ -22,12 +22,30 @@ interface IperfRun {
   pathBytes: [number, number];
 }
 
-async function iperf(tb: Testbed, o: { mptcp: boolean; reverse: boolean }): Promise<IperfRun> {
-  const before = await tb.pathCounters();
+/** Byte counters of the two proxy-side path interfaces (router mode: the links behind the router). */
+const proxyPaths = (tb: Testbed): Promise<[LinkCounters, LinkCounters]> => Promise.all([tb.counters('proxy', tb.ifaces.proxy1), tb.counters('proxy', tb.ifaces.proxy2)]);
+
+function startIperfServer(tb: Testbed): Promise<void> {
+  // iperf3 serves one test at a time; the runs are sequential.
+  tb.spawn('proxy', ['mptcpize', 'run', 'iperf3', '-s', '-B', tb.addr.proxy1, '-p', String(IPERF_PORT)]);
+  return waitListening(tb, IPERF_PORT);
+}
+
+async function waitListening(tb: Testbed, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await tb.listening('proxy', port)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${port} in the proxy namespace`);
+}
+
+async function iperf(tb: Testbed, o: { mptcp: boolean; reverse: boolean; paths?: (tb: Testbed) => Promise<[LinkCounters, LinkCounters]> }): Promise<IperfRun> {
+  const counters = o.paths ?? ((t: Testbed) => t.pathCounters());
+  const before = await counters(tb);
   const r = await tb.exec('client', [...(o.mptcp ? ['mptcpize', 'run'] : []), 'iperf3', '-c', tb.addr.proxy1, '-p', String(IPERF_PORT), '-t', '3', '-J', ...(o.reverse ? ['-R'] : [])], { timeoutMs: 20_000 });
   assert.equal(r.code, 0, `iperf3 failed: ${r.stderr}${r.stdout.slice(0, 500)}`);
   const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
-  const afterC = await tb.pathCounters();
+  const afterC = await counters(tb);
   const moved = (i: 0 | 1): number => afterC[i].rxBytes + afterC[i].txBytes - before[i].rxBytes - before[i].txBytes;
   return { mbit: j.end.sum_received.bits_per_second / 1e6, pathBytes: [moved(0), moved(1)] };
 }
@@ -38,9 +56,7 @@ describe('testbed', { timeout: 120_000 }, () => {
 
   before(async () => {
     server = await startLegacyServer(tb());
-    // iperf3 serves one test at a time; the runs below are sequential.
-    tb().spawn('proxy', ['mptcpize', 'run', 'iperf3', '-s', '-B', tb().addr.proxy1, '-p', String(IPERF_PORT)]);
-    for (let i = 0; i < 100 && !(await tb().listening('proxy', IPERF_PORT)); i++) await new Promise((r) => setTimeout(r, 50));
+    await startIperfServer(tb());
   });
 
   for (const reverse of [false, true]) {
@@ -138,4 +154,17 @@ test('destroy removes namespaces, processes and the temp dir; parallel testbeds 
   for (const dev of ['c1', 'c2', 'p1', 'p2', 'ps', 's0', 'ifb2']) {
     assert.notEqual((await run(['ip', 'link', 'show', 'dev', dev])).code, 0, `device ${dev} leaked into the root namespace`);
   }
+});
+
+test('router mode: the two paths stay apart through the router to the proxy', { timeout: 60_000 }, async (t) => {
+  await withTestbed({ router: true }, async (tb) => {
+    await startIperfServer(tb);
+    for (const reverse of [false, true]) {
+      const r = await iperf(tb, { mptcp: true, reverse, paths: proxyPaths });
+      t.diagnostic(`router, reverse=${reverse}: ${r.mbit.toFixed(1)} Mbit/s; proxy-side path bytes ${r.pathBytes.join(' / ')}`);
+      assert.ok(r.mbit > tb.shapeMbit * 1.4, `aggregate ${r.mbit.toFixed(1)} Mbit/s`);
+      const total = r.pathBytes[0] + r.pathBytes[1];
+      for (const b of r.pathBytes) assert.ok(b > total * 0.3, `proxy-side links unbalanced: ${r.pathBytes.join(' / ')}`);
+    }
+  });
 });

@@ -15,6 +15,7 @@ const SIZE = 30_000_000;
 const SEED = 7;
 const HTTP_PORT = 3128;
 const SOCKS_PORT = 1080;
+const MIXED_PORT = 8080;
 /** Shared machines are noisy: a mode passes when one of a few downloads reaches the rate. */
 const ATTEMPTS = 3;
 
@@ -28,7 +29,7 @@ describe('core: MPTCP client → proxy → legacy TCP server, 2 × 50 Mbit/s', {
   before(async () => {
     server = await startLegacyServer(tb());
     const a = tb().addr;
-    px = await tb().startProxy(['--http', `${a.proxy1}:${HTTP_PORT}`, '--socks', `${a.proxy1}:${SOCKS_PORT}`, '--allow-client', tb().cidr, '--log-format', 'json']);
+    px = await tb().startProxy(['--http', `${a.proxy1}:${HTTP_PORT}`, '--socks', `${a.proxy1}:${SOCKS_PORT}`, '--mixed', `${a.proxy1}:${MIXED_PORT}`, '--allow-client', tb().cidr, '--log-format', 'json']);
   });
   after(async () => {
     await px?.stop();
@@ -63,6 +64,22 @@ describe('core: MPTCP client → proxy → legacy TCP server, 2 × 50 Mbit/s', {
       assert.ok(Math.max(...rates) >= minMbit, `best of ${rates.length}: ${Math.max(...rates).toFixed(1)} Mbit/s < ${minMbit}`);
     });
   }
+
+  test('the mixed port serves HTTP forward, CONNECT and SOCKS5 on one port', async () => {
+    const n = 1_000_000;
+    for (const [kind, protocol] of [
+      ['http', 'http'],
+      ['connect', 'connect'],
+      ['socks5h', 'socks5'],
+    ] as [ProxyKind, string][]) {
+      const r = await curl(tb(), { url: server.url(`/bytes/${n}?seed=4`), proxy: { kind, host: tb().addr.proxy1, port: MIXED_PORT } });
+      assert.equal(r.exitCode, 0, `${kind}: ${r.stderr}`);
+      assert.equal(r.sha256, patternSha256(4, n));
+      const line = await connectionLogFor(px, r);
+      assert.equal(line.protocol, protocol, JSON.stringify(line));
+      assert.equal(line.mptcp, true);
+    }
+  });
 
   test('plain TCP client (no mptcpize) through HTTP and SOCKS: intact, logged as mptcp false', async () => {
     const n = 2_000_000;

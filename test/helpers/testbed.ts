@@ -269,6 +269,9 @@ export class Testbed {
         `link set ${r4} up`,
       ]);
       await this.sysctl(ns.router, { 'net.ipv4.ip_forward': 1 });
+      // What arrives on client path2 leaves on proxy path2 whatever its destination address (a
+      // join to the proxy's path1 address included), so the two paths stay apart end to end.
+      await this.ipBatch(ns.router, [`route add default via ${a.proxy2} dev ${r4} table 202`, `rule add iif ${i.router![1]} table 202 pref 100`]);
       await this.ipBatch(ns.proxy, [
         `addr add ${a.proxy1}/24 dev ${i.proxy1}`,
         `addr add ${a.proxy2}/24 dev ${i.proxy2}`,
