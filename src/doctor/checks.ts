@@ -40,6 +40,8 @@ export interface DoctorFacts {
   endpoints: Endpoint[] | null;
   features: Readonly<Record<ShapingFeature, FeatureState>>;
   tools: { nft: boolean };
+  /** Result of opening an IPPROTO_MPTCP socket in this namespace. */
+  mptcpSocket: { ok: true } | { ok: false; error: string };
   /** CapEff of the doctor process. */
   capEff: bigint | null;
   /** Why a fact is missing, by fact name. */
@@ -102,6 +104,15 @@ export function checkMptcpEnabled(f: DoctorFacts): CheckResult {
     ]);
   if (v === '1') return result('mptcp-enabled', title, 'pass', 'net.mptcp.enabled = 1');
   return sysctlFix('mptcp-enabled', title, `net.mptcp.enabled = ${v}: sockets fall back to plain TCP`, { [K.enabled]: '1' });
+}
+
+export function checkMptcpSocket(f: DoctorFacts): CheckResult {
+  const title = 'MPTCP sockets';
+  if (f.mptcpSocket.ok) return result('mptcp-socket', title, 'pass', 'socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP) works');
+  const disabled = f.sysctl[K.enabled] === '0';
+  return result('mptcp-socket', title, 'fail', `cannot open an MPTCP socket: ${f.mptcpSocket.error}`, [
+    disabled ? 'sysctl -w net.mptcp.enabled=1 (see above)' : 'a seccomp filter or LSM refuses IPPROTO_MPTCP (containers: allow socket protocol 262)',
+  ]);
 }
 
 export function checkPathManager(f: DoctorFacts): CheckResult {
@@ -256,6 +267,7 @@ export function checkCapabilities(f: DoctorFacts, input: DoctorInput): CheckResu
 export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
   return [
     checkMptcpEnabled(f),
+    checkMptcpSocket(f),
     checkPathManager(f),
     checkLimits(f, input),
     checkEndpoints(f, input),

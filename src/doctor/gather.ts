@@ -3,7 +3,7 @@
  * that cannot be read is recorded with the reason instead of failing the whole run.
  */
 import { getLimits, listEndpoints } from '../sys/iproute';
-import { effectiveCapabilities, kernelFeature, readKernelConfig, toolWorks } from '../sys/kernel-features';
+import { effectiveCapabilities, kernelFeature, mptcpSocketProbe, readKernelConfig, toolWorks } from '../sys/kernel-features';
 import { readSysctl, writeSysctl } from '../sys/sysctl';
 import { SHAPING_FEATURES, sysctlKeys, type DoctorFacts, type DoctorInput, type ShapingFeature } from './checks';
 
@@ -26,7 +26,7 @@ export async function gatherFacts(config: DoctorInput['config']): Promise<Doctor
   const features = Object.fromEntries(
     (Object.keys(SHAPING_FEATURES) as ShapingFeature[]).map((k) => [k, kernelFeature(kconfig, SHAPING_FEATURES[k].symbol, SHAPING_FEATURES[k].module)]),
   ) as Record<ShapingFeature, ReturnType<typeof kernelFeature>>;
-  return { sysctl, limits, endpoints, features, tools: { nft: await toolWorks(['nft', '--version']) }, capEff: effectiveCapabilities(), errors };
+  return { sysctl, limits, endpoints, features, tools: { nft: await toolWorks(['nft', '--version']) }, mptcpSocket: mptcpSocketProbe(), capEff: effectiveCapabilities(), errors };
 }
 
 export interface AppliedSysctl {

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { ExecError, execTool } from './exec';
+import { AF_INET, errno, IPPROTO_MPTCP, libc, SOCK_CLOEXEC, SOCK_STREAM, SysError } from './libc';
 
 export type FeatureState = 'builtin' | 'module' | 'absent' | 'unknown';
 
@@ -73,4 +74,18 @@ export async function toolWorks(argv: readonly string[]): Promise<boolean> {
     if (e instanceof ExecError) return false;
     throw e;
   }
+}
+
+/**
+ * Can this process open an MPTCP socket (in its network namespace)? The sysctl can say 1 while
+ * a seccomp filter or an LSM still refuses IPPROTO_MPTCP; only trying tells.
+ */
+export function mptcpSocketProbe(): { ok: true } | { ok: false; error: string } {
+  const fd = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_MPTCP) as number;
+  if (fd < 0) {
+    const e = new SysError('socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)', errno());
+    return { ok: false, error: `${e.code}: ${e.message}` };
+  }
+  libc.close(fd);
+  return { ok: true };
 }

@@ -57,6 +57,7 @@ describe('doctor in a fresh namespace', () => {
     const first = await doctor();
     assert.equal(first.code, 1, 'a failing check exits non-zero');
     assert.equal(status(first, 'mptcp-enabled'), 'fail');
+    assert.equal(status(first, 'mptcp-socket'), 'fail', 'the kernel refuses IPPROTO_MPTCP in this namespace');
     assert.equal(status(first, 'rp-filter'), 'fail');
     assert.equal(status(first, 'endpoints'), 'fail', 'subflow endpoint with add_addr_accepted 2');
     assert.equal(status(first, 'limits'), 'pass');
@@ -67,6 +68,7 @@ describe('doctor in a fresh namespace', () => {
       ['net.ipv4.conf.d0.rp_filter=2', 'net.ipv4.conf.d1.rp_filter=2', 'net.mptcp.enabled=1'],
     );
     assert.equal(status(fixed, 'mptcp-enabled'), 'pass');
+    assert.equal(status(fixed, 'mptcp-socket'), 'pass', 'after the fix MPTCP sockets open');
     assert.equal(status(fixed, 'rp-filter'), 'pass');
     // The endpoint trap is not a sysctl: --fix leaves it and keeps failing.
     assert.equal(status(fixed, 'endpoints'), 'fail');

@@ -43,6 +43,7 @@ function healthy(over: Partial<DoctorFacts> = {}, sysctl: Record<string, string 
     endpoints: [{ id: 2, address: '192.0.2.2', dev: 'eth1', flags: ['signal'] }],
     features: { htb: 'builtin', ingress: 'builtin', ifb: 'module', u32: 'builtin', mirred: 'builtin' },
     tools: { nft: true },
+    mptcpSocket: { ok: true },
     capEff: ALL_CAPS,
     errors: {},
     ...over,
@@ -96,6 +97,14 @@ describe('doctor checks', () => {
     assert.equal(r.status, 'fail');
     assert.deepEqual(r.sysctls, {});
     assert.match(r.detail, /CONFIG_MPTCP/);
+  });
+
+  test('an MPTCP socket that cannot be opened fails, naming the likely cause', () => {
+    const off = byId(runChecks(healthy({ mptcpSocket: { ok: false, error: 'ENOPROTOOPT: Protocol not available' } }, { 'net.mptcp.enabled': '0' }), input()), 'mptcp-socket');
+    assert.equal(off.status, 'fail');
+    assert.match(off.fix[0]!, /net\.mptcp\.enabled=1/);
+    const seccomp = byId(runChecks(healthy({ mptcpSocket: { ok: false, error: 'EPERM: Operation not permitted' } }), input()), 'mptcp-socket');
+    assert.match(seccomp.fix[0]!, /seccomp/);
   });
 
   test('userspace path manager: fixed through path_manager, or pm_type on older kernels', () => {
@@ -218,7 +227,7 @@ describe('doctor checks', () => {
         fc.option(fc.bigInt({ min: 0n, max: (1n << 41n) - 1n }), { nil: null }),
         (sysctl, limits, endpoints, capEff) => {
           const rs = runChecks(healthy({ limits, endpoints: endpoints as Endpoint[] | null, capEff }, sysctl), input());
-          assert.equal(rs.length, 9);
+          assert.equal(rs.length, 10);
           for (const r of rs) if (r.status === 'fail') assert.ok(r.fix.length > 0, `${r.id} fails without a fix`);
         },
       ),
