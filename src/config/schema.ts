@@ -2,6 +2,7 @@
  * The one configuration schema: types, the defaults (in DEFAULTS, nowhere else), and validation
  * of a raw object (from YAML and flags) into a typed Config. The README's table mirrors DEFAULTS.
  */
+import os from 'node:os';
 import { CidrSet, parseCidr, parseEndpoint, type Endpoint } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
@@ -24,7 +25,26 @@ export interface UserConfig {
   password: string;
 }
 
+/** Per-connection buffer sizing and MSS clamping (src/tuning, docs/tuning.md). */
+export interface TuningConfig {
+  buffers: {
+    /** auto: size from the subflows' rate × RTT when autotuning cannot reach it; fixed: every client socket at max; off. */
+    mode: 'auto' | 'fixed' | 'off';
+    /** Kernel bytes, as SO_RCVBUF/SO_SNDBUF and tcp_rmem/tcp_wmem count them. */
+    min: number;
+    max: number;
+    /** Re-sample period of connections moving bulk data, ms; 0 = only when subflows come up. */
+    intervalMs: number;
+  };
+  /** auto: install the nft clamp when nft works here (root + nftables); true: required; false: never. */
+  mssClamp: 'auto' | boolean;
+  /** Client-facing interfaces the clamp applies to; empty = all. */
+  mssInterfaces: string[];
+}
+
 export interface Config {
+  /** Worker processes sharing the listening ports (SO_REUSEPORT); 1 = a single process. */
+  workers: number;
   listeners: ListenerConfig[];
   access: {
     /** Client CIDRs allowed to use the proxy. Empty = loopback only. */
@@ -74,9 +94,11 @@ export interface Config {
     interfaces: string[];
   };
   steering: SteeringConfig;
+  tuning: TuningConfig;
 }
 
 export const DEFAULTS: Config = {
+  workers: 1,
   listeners: [
     { name: 'http', protocol: 'http', host: '127.0.0.1', port: 3128, mptcp: true },
     { name: 'socks', protocol: 'socks', host: '127.0.0.1', port: 1080, mptcp: true },
@@ -90,6 +112,7 @@ export const DEFAULTS: Config = {
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
   sniffer: { interfaces: [] },
   steering: { policies: [], uplinks: [] },
+  tuning: { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 }, mssClamp: 'auto', mssInterfaces: [] },
 };
 
 export { ConfigError };
@@ -194,12 +217,41 @@ function users(v: unknown, r: Reader): UserConfig[] {
   });
 }
 
+const IFNAME = /^[\w.@:-]{1,15}$/;
+
+function interfaceNames(raw: Raw, key: string, r: Reader): string[] {
+  const v = raw[key] ?? [];
+  if (!Array.isArray(v) || v.some((i) => typeof i !== 'string' || !IFNAME.test(i))) throw r.at(key).error('must be a list of interface names');
+  return v as string[];
+}
+
+function tuningSection(t: Raw, r: Reader): TuningConfig {
+  const d = DEFAULTS.tuning;
+  onlyKeys(t, ['buffers', 'mssClamp', 'mssInterfaces'], r);
+  const b = section(t, 'buffers', r);
+  const br = r.at('buffers');
+  onlyKeys(b, ['mode', 'min', 'max', 'intervalMs'], br);
+  // 4 KiB is the kernel's own floor; 1 GiB is beyond any sane per-socket buffer.
+  const min = int(b, 'min', d.buffers.min, br, 4096, 1 << 30);
+  const max = int(b, 'max', d.buffers.max, br, 4096, 1 << 30);
+  const mode = oneOf(b, 'mode', d.buffers.mode, ['auto', 'fixed', 'off'], br);
+  // fixed uses max alone, so a small fixed size needs no matching min.
+  if (mode === 'auto' && min > max) throw br.error(`min (${min}) must not exceed max (${max})`);
+  const clamp = t.mssClamp ?? d.mssClamp;
+  if (clamp !== 'auto' && typeof clamp !== 'boolean') throw r.at('mssClamp').error('must be auto, true or false');
+  return {
+    buffers: { mode, min, max, intervalMs: int(b, 'intervalMs', d.buffers.intervalMs, br, 0, 3_600_000) },
+    mssClamp: clamp,
+    mssInterfaces: interfaceNames(t, 'mssInterfaces', r),
+  };
+}
+
 /** Validate a raw object (YAML document merged with flags) into a Config. Throws ConfigError. */
 export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', ...STEERING_KEYS], root);
+  onlyKeys(raw, ['workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -220,8 +272,7 @@ export function validateConfig(input: unknown): Config {
   onlyKeys(lg, ['level', 'format'], root.at('log'));
   const sn = section(raw, 'sniffer', root);
   onlyKeys(sn, ['interfaces'], root.at('sniffer'));
-  const snIfs = sn.interfaces ?? [];
-  if (!Array.isArray(snIfs) || snIfs.some((i) => typeof i !== 'string' || !/^[\w.@:-]{1,15}$/.test(i))) throw root.at('sniffer.interfaces').error('must be a list of interface names');
+  const snIfs = interfaceNames(sn, 'interfaces', root.at('sniffer'));
   const m = section(raw, 'metrics', root);
   onlyKeys(m, ['enabled', 'listen'], root.at('metrics'));
   let metricsEp: Endpoint = { host: d.metrics.host, port: d.metrics.port };
@@ -234,7 +285,13 @@ export function validateConfig(input: unknown): Config {
     }
   }
 
+  const tuning = tuningSection(section(raw, 'tuning', root), root.at('tuning'));
+
+  let workers = d.workers;
+  if (raw.workers === 'auto') workers = os.availableParallelism();
+  else if (raw.workers !== undefined) workers = int(raw, 'workers', d.workers, root, 1, 256);
   const config: Config = {
+    workers,
     listeners: listeners(raw.listeners, root.at('listeners')),
     access: {
       allowClients: cidrs(a, 'allowClients', d.access.allowClients, ar),
@@ -265,8 +322,9 @@ export function validateConfig(input: unknown): Config {
       format: oneOf(lg, 'format', d.log.format, ['auto', 'json', 'text'], root.at('log')),
     },
     metrics: { enabled: bool(m, 'enabled', d.metrics.enabled, root.at('metrics')), host: metricsEp.host, port: metricsEp.port },
-    sniffer: { interfaces: snIfs as string[] },
+    sniffer: { interfaces: snIfs },
     steering: validateSteeringConfig(raw),
+    tuning,
   };
   checkNoOpenProxy(config);
   return config;

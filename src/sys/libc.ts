@@ -20,6 +20,9 @@ export const SO_RCVBUF = 8;
 export const SO_KEEPALIVE = 9;
 export const SO_PRIORITY = 12;
 export const SO_REUSEPORT = 15;
+/** Like SO_SNDBUF/SO_RCVBUF, but past net.core.[rw]mem_max (needs CAP_NET_ADMIN). */
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
 export const SO_MARK = 36;
 
 export const IPPROTO_IP = 0;

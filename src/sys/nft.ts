@@ -85,8 +85,8 @@ export function buildElementScript(ops: readonly NftElementOp[]): string {
     .join('\n');
 }
 
-export function buildDeleteTableScript(): string {
-  return `delete table ${NFT_FAMILY} ${NFT_TABLE}`;
+export function buildDeleteTableScript(table = NFT_TABLE): string {
+  return `delete table ${NFT_FAMILY} ${table}`;
 }
 
 /** Run an nft script as one transaction. */
@@ -95,18 +95,18 @@ export async function nftApply(script: string): Promise<void> {
   await execTool(['nft', '-f', '-'], { input: script + '\n' });
 }
 
-/** Does our table exist? (after a crash it may) */
-export async function nftTableExists(): Promise<boolean> {
+/** Does our table (or another owned one, e.g. the tuning module's) exist? (after a crash it may) */
+export async function nftTableExists(table = NFT_TABLE): Promise<boolean> {
   const r = await tryExecTool(['nft', '-j', 'list', 'tables', NFT_FAMILY]);
   if (r instanceof ExecError) throw r;
   const j = parseJsonOutput<{ nftables?: { table?: { name: string } }[] }>(['nft', '-j', 'list', 'tables'], r.stdout);
-  return (j.nftables ?? []).some((e) => e.table?.name === NFT_TABLE);
+  return (j.nftables ?? []).some((e) => e.table?.name === table);
 }
 
 /** Remove our table if present; true when one was removed. */
-export async function nftDeleteTable(): Promise<boolean> {
-  if (!(await nftTableExists())) return false;
-  await nftApply(buildDeleteTableScript());
+export async function nftDeleteTable(table = NFT_TABLE): Promise<boolean> {
+  if (!(await nftTableExists(table))) return false;
+  await nftApply(buildDeleteTableScript(table));
   return true;
 }
 

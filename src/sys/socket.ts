@@ -34,6 +34,8 @@ import {
   SO_REUSEADDR,
   SO_REUSEPORT,
   SO_SNDBUF,
+  SO_RCVBUFFORCE,
+  SO_SNDBUFFORCE,
   SysError,
   TCP_CONGESTION,
   TCP_FASTOPEN,
@@ -306,4 +308,28 @@ export function mptcpSubflowAddrsRaw(fd: number, maxSubflows = 8): { num: number
 export function socketFd(socket: net.Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' ? fd : -1;
+}
+
+export type BufferDirection = 'rcv' | 'snd';
+
+/** SO_RCVBUF / SO_SNDBUF as the kernel reports them (sk_rcvbuf / sk_sndbuf, overhead included). */
+export function socketBufferSize(fd: number, dir: BufferDirection): number | null {
+  const b = getRaw(fd, SOL_SOCKET, dir === 'rcv' ? SO_RCVBUF : SO_SNDBUF, 4);
+  return b && b.length >= 4 ? b.readInt32LE(0) : null;
+}
+
+/**
+ * Lock one buffer of a socket at `bytes` as the kernel counts it (the value getsockopt and
+ * tcp_rmem/tcp_wmem use: the kernel doubles what setsockopt gets, for its bookkeeping). Tries the
+ * FORCE variant first so net.core.[rw]mem_max does not cap it, then the plain option (EPERM
+ * without CAP_NET_ADMIN). This stops the kernel's autotuning of that buffer (kernel facts).
+ * Returns the size the kernel applied.
+ */
+export function setSocketBufferSize(fd: number, dir: BufferDirection, bytes: number): number {
+  const half = Math.max(1, Math.ceil(bytes / 2));
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(Math.min(half, 0x7fffffff));
+  const [force, plain] = dir === 'rcv' ? [SO_RCVBUFFORCE, SO_RCVBUF] : [SO_SNDBUFFORCE, SO_SNDBUF];
+  if (libc.setsockopt(fd, SOL_SOCKET, force, b, 4) < 0) check(`setsockopt(${dir === 'rcv' ? 'SO_RCVBUF' : 'SO_SNDBUF'})`, libc.setsockopt(fd, SOL_SOCKET, plain, b, 4));
+  return socketBufferSize(fd, dir) ?? bytes;
 }

@@ -1,0 +1,105 @@
+/**
+ * MSS clamping to each path's MTU (seed 004 §3.3: smaller MTUs hurt MPTCP more than TCP, and a
+ * segment too big for one path is lost on it). One owned nftables table, `inet mptcp_proxy_mss`,
+ * whose single rule rewrites the MSS option of every SYN and SYN/ACK leaving on a client-facing
+ * interface to the MTU of the route it takes (`rt mtu`, minus IP and TCP headers). nft only ever
+ * lowers an MSS with this rule, never raises one.
+ *
+ * The proxy's own sockets already advertise an MSS from their route's MTU; the rule makes the
+ * same hold for traffic the host forwards (the proxy as the clients' gateway, router mode) and
+ * for any program on the host, so one lowered link MTU cannot blackhole full-size segments.
+ * The table is replaced atomically on start (a crashed run's table goes in the same transaction)
+ * and removed on stop and by `mptcp-proxy cleanup`.
+ */
+import type { Logger } from '../log/logger';
+import { ExecError, ExecErrorCode } from '../sys/exec';
+import { NFT_FAMILY, nftApply, nftDeleteTable } from '../sys/nft';
+
+/** Owned by name: cleanup removes exactly this table. */
+export const MSS_TABLE = 'mptcp_proxy_mss';
+
+/** auto: install when nft works here (root with nftables), else carry on without. */
+export type MssClampMode = 'auto' | boolean;
+
+export interface MssClampConfig {
+  mssClamp: MssClampMode;
+  /** Client-facing interfaces; empty = every interface. */
+  mssInterfaces: string[];
+}
+
+const IFNAME = /^[\w.@:-]{1,15}$/;
+
+/** The whole table as one `nft -f -` transaction. Interface names must match IFNAME. */
+export function buildMssClampScript(interfaces: readonly string[]): string {
+  for (const i of interfaces) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
+  const t = `${NFT_FAMILY} ${MSS_TABLE}`;
+  const oif = interfaces.length > 0 ? `oifname { ${interfaces.map((i) => `"${i}"`).join(', ')} } ` : '';
+  return [
+    `table ${t}`,
+    `delete table ${t}`,
+    `table ${t} {`,
+    '  comment "owned by mptcp-proxy: MSS clamp to route MTU"',
+    // postrouting sees the proxy's own SYN/ACKs and forwarded SYNs alike, with their route chosen.
+    '  chain clamp {',
+    '    type filter hook postrouting priority mangle; policy accept;',
+    `    ${oif}tcp flags & (syn | rst) == syn counter tcp option maxseg size set rt mtu`,
+    '  }',
+    '}',
+  ].join('\n');
+}
+
+export class MssClampError extends Error {
+  readonly code = 'MPX_MSS_CLAMP';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MssClampError';
+  }
+}
+
+export class MssClamp {
+  private installed = false;
+
+  constructor(
+    private config: MssClampConfig,
+    private readonly log: Logger,
+  ) {}
+
+  get active(): boolean {
+    return this.installed;
+  }
+
+  /** Install (or replace) the table. `true` makes a failure fatal; `auto` logs it and goes on. */
+  async start(): Promise<void> {
+    if (this.config.mssClamp === false) return;
+    try {
+      await nftApply(buildMssClampScript(this.config.mssInterfaces));
+      this.installed = true;
+      this.log.info('MSS clamp installed', { table: `${NFT_FAMILY} ${MSS_TABLE}`, interfaces: this.config.mssInterfaces.length ? this.config.mssInterfaces : 'all' });
+    } catch (e) {
+      const why = e instanceof ExecError && e.code === ExecErrorCode.NotFound ? 'nft is not installed' : (e as Error).message;
+      if (this.config.mssClamp === true) throw new MssClampError(`MSS clamp (tuning.mssClamp: true): ${why}`, { cause: e });
+      this.log.info('MSS clamp not installed (tuning.mssClamp: auto)', { reason: why });
+    }
+  }
+
+  /**
+   * Replace or remove the table. Always re-installs when enabled: steering's start removes every
+   * owned table (crash leftovers), so a reload that starts steering must be followed by this.
+   */
+  async reload(next: MssClampConfig): Promise<void> {
+    this.config = next;
+    if (next.mssClamp === false) await this.stop();
+    else await this.start();
+  }
+
+  /** Remove the table; never throws (shutdown path). */
+  async stop(): Promise<void> {
+    if (!this.installed) return;
+    this.installed = false;
+    try {
+      await nftDeleteTable(MSS_TABLE);
+    } catch (e) {
+      this.log.warn('MSS clamp: could not remove the nft table', { table: MSS_TABLE, error: (e as Error).message });
+    }
+  }
+}

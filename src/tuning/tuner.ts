@@ -1,0 +1,233 @@
+/**
+ * Per-connection buffer tuning (seed 004 §3.3). Sizes each client socket's receive and send
+ * buffers from what its subflows measure (delivery rate and RTT, MPTCP_TCPINFO through the
+ * kernel view), within the configured bounds; see ./buffers for when it acts at all.
+ *
+ * Event driven and bounded: a connection is sampled `SETTLE_MS` after it is first seen and after
+ * each subflow comes up (when this process has the netlink stream; bursts coalesce into one
+ * sample), and again every `intervalMs` only while it keeps moving bulk data or gaining
+ * subflows, for at most MAX_WATCHED connections at once. Nothing walks all connections on a timer.
+ */
+import client from 'prom-client';
+import type { ClientConnection } from '../core/connection';
+import type { ProxyEvents } from '../core/events';
+import type { Logger } from '../log/logger';
+import type { SubflowSnapshot } from '../mptcp/kernel-view';
+import type { BufferDirection } from '../sys/socket';
+import { decideBuffer, requiredBufferBytes, type BufferPolicy, type SubflowRate } from './buffers';
+
+/** After a subflow comes up its delivery rate needs a few RTTs of data to mean anything. */
+export const SETTLE_MS = 1_000;
+/** A connection keeps being re-sampled only while it moved at least this much since the last sample. */
+export const BULK_BYTES = 1_000_000;
+/** Upper bound on connections with a pending re-sample: bounded work whatever the load. */
+export const MAX_WATCHED = 1_024;
+
+export interface TunerPolicy extends BufferPolicy {
+  /** Re-sample period of bulk connections, ms; 0 = only when subflows come up. */
+  intervalMs: number;
+}
+
+/** The kernel and socket calls the tuner makes, injectable for tests. */
+export interface TunerPorts {
+  snapshot(fd: number): SubflowSnapshot[];
+  /** Lock one buffer; returns the size the kernel applied (kernel bytes). Throws on failure. */
+  setBuffer(fd: number, dir: BufferDirection, bytes: number): number;
+  getBuffer(fd: number, dir: BufferDirection): number | null;
+  /** tcp_rmem / tcp_wmem max (kernel bytes); null when unreadable. */
+  systemMax(dir: BufferDirection): number | null;
+  /** Subscribe to subflow establishment by MPTCP token; a no-op where there is no netlink stream (workers). */
+  onSubflowUp(fn: (token: number) => void): void;
+}
+
+/** What /connections shows per connection. Sizes are kernel bytes as getsockopt reads them. */
+export interface ConnectionBuffers {
+  mode: BufferPolicy['mode'];
+  /** Last computed need, payload bytes (2 × Σ rate × max RTT); null before the first sample. */
+  needBytes: number | null;
+  rcvBytes: number | null;
+  sndBytes: number | null;
+  /** True when this module set the size (kernel autotuning is then off for that buffer). */
+  rcvLocked: boolean;
+  sndLocked: boolean;
+  reason: string;
+  samples: number;
+}
+
+interface State {
+  conn: ClientConnection;
+  timer: NodeJS.Timeout | null;
+  /** Kernel bytes this module set; null = untouched. */
+  set: Record<BufferDirection, number | null>;
+  need: number | null;
+  reason: string;
+  samples: number;
+  /** Σ bytes acked + received over the subflows, and their count, at the last sample. */
+  lastBytes: number;
+  lastSubflows: number;
+  watched: boolean;
+}
+
+const DIRS: readonly BufferDirection[] = ['rcv', 'snd'];
+
+export class BufferTuner {
+  private readonly byId = new Map<number, State>();
+  private readonly byToken = new Map<number, State>();
+  private watched = 0;
+  private stopped = false;
+  private readonly applied: client.Histogram<'direction'>;
+  private readonly decisions: client.Counter<'direction' | 'decision'>;
+
+  constructor(
+    private policy: TunerPolicy,
+    private readonly ports: TunerPorts,
+    events: ProxyEvents,
+    private readonly log: Logger,
+    metrics: client.Registry,
+  ) {
+    this.applied = new client.Histogram({
+      name: 'mptcp_proxy_socket_buffer_bytes',
+      help: 'Receive/send buffer sizes the tuner set on client sockets (kernel bytes, as SO_RCVBUF/SO_SNDBUF read back)',
+      labelNames: ['direction'] as const,
+      buckets: [65_536, 180_000, 262_144, 524_288, 720_000, 1_048_576, 2_097_152, 4_194_304, 8_388_608, 16_777_216, 33_554_432, 67_108_864],
+      registers: [metrics],
+    });
+    this.decisions = new client.Counter({ name: 'mptcp_proxy_socket_buffer_decisions_total', help: 'Buffer tuning decisions per client socket buffer', labelNames: ['direction', 'decision'] as const, registers: [metrics] });
+    events.on('connection-open', (c) => this.onOpen(c));
+    events.on('connection-sample', (c) => this.onSample(c));
+    events.on('connection-close', (c) => this.forget(c));
+    ports.onSubflowUp((token) => {
+      const s = this.byToken.get(token);
+      if (s) this.schedule(s, SETTLE_MS);
+    });
+  }
+
+  /** New bounds and mode apply to connections from now on; locked sizes stay as they are. */
+  reload(policy: TunerPolicy): void {
+    this.policy = policy;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.byId.values()) if (s.timer) clearTimeout(s.timer);
+    this.byId.clear();
+    this.byToken.clear();
+    this.watched = 0;
+  }
+
+  status(id: number): ConnectionBuffers | null {
+    const s = this.byId.get(id);
+    if (!s) return null;
+    const fd = s.conn.closed ? -1 : s.conn.fd;
+    return {
+      mode: this.policy.mode,
+      needBytes: s.need,
+      rcvBytes: fd >= 0 ? this.ports.getBuffer(fd, 'rcv') : s.set.rcv,
+      sndBytes: fd >= 0 ? this.ports.getBuffer(fd, 'snd') : s.set.snd,
+      rcvLocked: s.set.rcv !== null,
+      sndLocked: s.set.snd !== null,
+      reason: s.reason,
+      samples: s.samples,
+    };
+  }
+
+  private state(conn: ClientConnection): State | null {
+    if (this.stopped || this.policy.mode === 'off' || conn.fd < 0 || conn.closed) return null;
+    let s = this.byId.get(conn.id);
+    if (!s) {
+      s = { conn, timer: null, set: { rcv: null, snd: null }, need: null, reason: 'not sampled yet', samples: 0, lastBytes: 0, lastSubflows: 0, watched: false };
+      this.byId.set(conn.id, s);
+    }
+    if (conn.token !== null) this.byToken.set(conn.token, s);
+    return s;
+  }
+
+  /** fixed: every client socket, MPTCP or not, at accept (joins inherit it from the msk). */
+  private onOpen(conn: ClientConnection): void {
+    if (this.policy.mode !== 'fixed') return;
+    const s = this.state(conn);
+    if (s) this.decide(s, 0);
+  }
+
+  /** The listener and front ends sample at accept and tunnel start: the first sight of a token. */
+  private onSample(conn: ClientConnection): void {
+    if (this.policy.mode !== 'auto' || conn.mptcp !== true) return;
+    const known = this.byId.has(conn.id);
+    const s = this.state(conn);
+    if (s && !known) this.schedule(s, SETTLE_MS);
+  }
+
+  private forget(conn: ClientConnection): void {
+    const s = this.byId.get(conn.id);
+    if (!s) return;
+    this.unwatch(s);
+    if (s.timer) clearTimeout(s.timer);
+    this.byId.delete(conn.id);
+    if (conn.token !== null && this.byToken.get(conn.token) === s) this.byToken.delete(conn.token);
+  }
+
+  /** One pending sample per connection; an earlier request wins over a later periodic one. */
+  private schedule(s: State, delayMs: number): void {
+    if (this.stopped || this.policy.mode !== 'auto') return;
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = setTimeout(() => {
+      s.timer = null;
+      this.sample(s);
+    }, delayMs);
+    s.timer.unref();
+  }
+
+  private sample(s: State): void {
+    if (s.conn.closed || s.conn.fd < 0) return;
+    const subs = this.ports.snapshot(s.conn.fd);
+    const rates: SubflowRate[] = [];
+    let bytes = 0;
+    for (const x of subs) {
+      if (!x.tcp) continue;
+      rates.push({ deliveryRateBps: Number(x.tcp.deliveryRate), rttUs: x.tcp.rttUs });
+      bytes += Number(x.tcp.bytesAcked) + Number(x.tcp.bytesReceived);
+    }
+    s.samples++;
+    this.decide(s, requiredBufferBytes(rates));
+    const moved = bytes - s.lastBytes;
+    const grew = rates.length > s.lastSubflows;
+    s.lastBytes = bytes;
+    s.lastSubflows = rates.length;
+    // Keep watching only connections that are busy or still gaining paths; a quiet one is sampled
+    // again when a subflow comes up (netlink) or the front end samples it.
+    if (this.policy.intervalMs > 0 && (moved >= BULK_BYTES || grew) && (s.watched || this.watched < MAX_WATCHED)) {
+      if (!s.watched) {
+        s.watched = true;
+        this.watched++;
+      }
+      this.schedule(s, this.policy.intervalMs);
+    } else this.unwatch(s);
+  }
+
+  private unwatch(s: State): void {
+    if (!s.watched) return;
+    s.watched = false;
+    this.watched--;
+  }
+
+  private decide(s: State, need: number): void {
+    s.need = this.policy.mode === 'auto' ? need : s.need;
+    const reasons: string[] = [];
+    for (const dir of DIRS) {
+      const d = decideBuffer(need, this.policy, this.ports.systemMax(dir), s.set[dir]);
+      this.decisions.inc({ direction: dir, decision: d.action === 'set' ? 'set' : d.reason });
+      reasons.push(`${dir}: ${d.reason}`);
+      if (d.action !== 'set') continue;
+      try {
+        const got = this.ports.setBuffer(s.conn.fd, dir, d.bytes);
+        // Record what we asked for: the fixed-mode check compares against it; status reads the kernel.
+        s.set[dir] = d.bytes;
+        this.applied.observe({ direction: dir }, got);
+      } catch (e) {
+        // The socket may have closed under us; nothing to tune then.
+        this.log.debug('buffer tuning: setsockopt failed', { connection: s.conn.id, direction: dir, error: (e as Error).message });
+      }
+    }
+    s.reason = reasons.join(', ');
+  }
+}
