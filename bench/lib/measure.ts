@@ -1,0 +1,48 @@
+/**
+ * Best-of-N for one subject in one workload: run the measurement `repeats` times, keep every
+ * run's headline figure, and report the best run's figures as a Row. A subject that cannot start
+ * (not installed, exits at once) is tried once and reported with the reason.
+ */
+import type { Subject } from './peers';
+import { bestOf, type Row } from './results';
+
+export interface Measured {
+  value: number;
+  extra: Record<string, number | null>;
+}
+
+export interface MeasureSpec {
+  workload: string;
+  unit: string;
+  higherIsBetter: boolean;
+  repeats: number;
+  /** One line for the progress log from the best run. */
+  describe: (best: Measured) => string;
+}
+
+export async function measure(spec: MeasureSpec, s: Pick<Subject, 'id' | 'label' | 'kind'>, once: () => Promise<Measured>, log: (line: string) => void): Promise<Row> {
+  const runs: Measured[] = [];
+  let note: string | undefined;
+  for (let i = 0; i < spec.repeats; i++) {
+    try {
+      runs.push(await once());
+    } catch (e) {
+      note = (e as Error).message.split('\n')[0].slice(0, 300);
+      if (runs.length === 0 && /not installed|exited before/.test(note)) break;
+    }
+  }
+  const best = bestOf(runs, spec.higherIsBetter);
+  log(`  ${spec.workload} ${s.id}: ${best ? spec.describe(best) : `failed: ${note}`}`);
+  return {
+    workload: spec.workload,
+    subject: s.id,
+    label: s.label,
+    kind: s.kind,
+    value: best?.value ?? null,
+    unit: spec.unit,
+    higherIsBetter: spec.higherIsBetter,
+    runs: runs.map((r) => r.value),
+    extra: best?.extra ?? {},
+    ...(note ? { note } : {}),
+  };
+}
