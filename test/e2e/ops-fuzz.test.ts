@@ -150,7 +150,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
 
   async function fuzz(t: TestContext, name: string, arb: fc.Arbitrary<FuzzCase>, ports: Port[], runs: number): Promise<void> {
     const samples = fc.sample(arb, { numRuns: runs, seed: SEED });
-    const before = failures.length;
+    const failedBefore = failures.length;
     for (const port of ports) {
       await pool(samples, CONCURRENCY, async (c) => {
         cases++;
@@ -164,8 +164,8 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       });
       assert.ok(alive(), `proxy crashed during ${name}@${port}; seed ${SEED}\n${proxy.stderr.slice(-3000)}`);
     }
-    t.diagnostic(`${name}: ${runs} cases × ${ports.join('/')} (seed ${SEED}), ${failures.length - before} failure(s)`);
-    assert.deepEqual(failures.slice(before), [], `failures in ${name}`);
+    t.diagnostic(`${name}: ${runs} cases × ${ports.join('/')} (seed ${SEED}), ${failures.length - failedBefore} failure(s)`);
+    assert.deepEqual(failures.slice(failedBefore), [], `failures in ${name}`);
     await assertHealthy(t, name);
   }
 
@@ -175,7 +175,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
 
   test('request smuggling vectors: 400 and close; oversize header blocks refused', async (t) => {
     const target = `${legacy.host}:${legacy.httpPort}`;
-    const before = failures.length;
+    const failedBefore = failures.length;
     for (const port of ['http', 'mixed'] as const) {
       for (const [name, template] of SMUGGLING) {
         const req = template.replaceAll('{T}', target);
@@ -196,13 +196,13 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       if (status !== 431 && status !== 414 && status !== 400) record('limits@http', req.slice(0, 120) + '…', `${name}: status ${status} (want 431)`);
       if (!x.closed) record('limits@http', req.slice(0, 120) + '…', `${name}: left open`);
     }
-    t.diagnostic(`${SMUGGLING.length} vectors × 2 ports + 3 oversize requests, ${failures.length - before} failure(s)`);
-    assert.deepEqual(failures.slice(before), []);
+    t.diagnostic(`${SMUGGLING.length} vectors × 2 ports + 3 oversize requests, ${failures.length - failedBefore} failure(s)`);
+    assert.deepEqual(failures.slice(failedBefore), []);
     await assertHealthy(t, 'smuggling');
   });
 
   test('SSRF spellings: HTTP 403, SOCKS5 0x02, SOCKS4 0x5B, and no connection reaches the target', async (t) => {
-    const before = failures.length;
+    const failedBefore = failures.length;
     const P = tripPort;
     let probes = 0;
     const httpProbe = async (label: string, req: string): Promise<void> => {
@@ -230,9 +230,9 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       if (lit?.length === 4) await socksProbe(`SOCKS4 ${h}`, Buffer.concat([Buffer.from([4, 1]), port, lit, Buffer.from('u\0')]), 0, 0x5b);
     }
     await sleep(300);
-    t.diagnostic(`${SSRF_HOSTS.length} spellings, ${probes} probes, ${failures.length - before} failure(s), tripwire: ${tripped.length}`);
+    t.diagnostic(`${SSRF_HOSTS.length} spellings, ${probes} probes, ${failures.length - failedBefore} failure(s), tripwire: ${tripped.length}`);
     assert.deepEqual(tripped, [], 'a connection reached the SSRF target');
-    assert.deepEqual(failures.slice(before), []);
+    assert.deepEqual(failures.slice(failedBefore), []);
     await assertHealthy(t, 'ssrf');
   });
 
@@ -336,7 +336,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     try {
       const httpB = await tb.bridge('proxy', '127.0.0.1', qHttp);
       const socksB = await tb.bridge('proxy', '127.0.0.1', qSocks);
-      const before = failures.length;
+      const failedBefore = failures.length;
       const target = `${legacy.host}:${legacy.httpPort}`;
       const b64 = (s: string): string => Buffer.from(s, 'latin1').toString('base64');
       const httpWith = async (label: string, auth: string | null, connect = false): Promise<number | null> => {
@@ -410,8 +410,8 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       const [echo] = (await once(info.socket, 'data')) as [Buffer];
       info.socket.destroy();
       assert.equal(echo.toString(), 'hi', 'the right SOCKS5 credentials pass (control)');
-      t.diagnostic(`${fixed.length * 2} HTTP + 6 SOCKS fixed auth failures, ${creds.length} + ${sub.length} fuzzed; ${failures.length - before} failure(s)`);
-      assert.deepEqual(failures.slice(before), []);
+      t.diagnostic(`${fixed.length * 2} HTTP + 6 SOCKS fixed auth failures, ${creds.length} + ${sub.length} fuzzed; ${failures.length - failedBefore} failure(s)`);
+      assert.deepEqual(failures.slice(failedBefore), []);
       assert.equal(authed.proc.exitCode, null, 'auth proxy alive');
     } finally {
       await authed.stop();

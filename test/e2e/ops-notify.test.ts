@@ -35,12 +35,12 @@ describe('systemd notify lifecycle of the CLI', { timeout: 60_000 }, () => {
 
   test('READY=1, then RELOADING=1 and READY=1 around SIGHUP, then STOPPING=1 on SIGTERM', async () => {
     assert.match(await rx.next(10_000), /^READY=1$/m, 'READY=1 after start');
-    const before = process.hrtime.bigint() / 1000n;
+    const sentAt = process.hrtime.bigint() / 1000n;
     proxy.proc.kill('SIGHUP');
     const reloading = await rx.next();
     assert.match(reloading, /^RELOADING=1$/m);
     const usec = BigInt(/^MONOTONIC_USEC=(\d+)$/m.exec(reloading)?.[1] ?? '0');
-    assert.ok(usec >= before && usec - before < 5_000_000n, `MONOTONIC_USEC ${usec} is CLOCK_MONOTONIC now (${before})`);
+    assert.ok(usec >= sentAt && usec - sentAt < 5_000_000n, `MONOTONIC_USEC ${usec} is CLOCK_MONOTONIC now (${sentAt})`);
     assert.match(await rx.next(), /^READY=1$/m, 'READY=1 after the reload');
     proxy.proc.kill('SIGTERM');
     assert.match(await rx.next(), /^STOPPING=1$/m);
