@@ -347,7 +347,8 @@ export class Testbed {
   /** Start argv inside a namespace; killed (with its process group) by destroy(). */
   spawn(ns: Role | string, argv: readonly string[], opts: SpawnOpts = {}): ChildProcess {
     if (this.destroyed) throw new Error('testbed destroyed');
-    const child = spawnChild('ip', ['netns', 'exec', this.nsOf(ns), ...argv], {
+    // pdeathsig: helpers die with the test process even when it is SIGKILLed (no exit hook runs then).
+    const child = spawnChild('ip', ['netns', 'exec', this.nsOf(ns), 'setpriv', '--pdeathsig', 'KILL', '--', ...argv], {
       cwd: opts.cwd ?? REPO_ROOT,
       env: opts.env ?? process.env,
       stdio: ['ignore', 'pipe', opts.stdio === 'inherit' ? 'inherit' : 'pipe'],
