@@ -1,49 +1,53 @@
 /**
- * Assembles a running proxy from a Config: context, listeners, observers (logs, registry,
- * metrics, admin endpoint). Lifecycle per module: provision (constructor) → start → reload
- * (SIGHUP) → stop (cleanup).
+ * The connection plane: context, listeners, protocol front ends, relay, per-connection logs and
+ * metrics. Runs alone (with a SubflowPlane beside it, see src/cli/run.ts) or as one of several
+ * worker processes sharing the listening ports (SO_REUSEPORT, see src/cluster).
+ * Lifecycle: provision (constructor) → start → reload (SIGHUP) → stop (drain, cleanup).
  */
-import type http from 'node:http';
 import { AccessControl } from './access/access';
-import { startAdminServer } from './admin/server';
 import type { Config, ListenerConfig, ListenerProtocol } from './config/schema';
+import type { ClientConnection } from './core/connection';
 import { ProxyEvents } from './core/events';
 import { ProxyListener } from './listener/listener';
 import { logFinishedConnections } from './log/connection-log';
 import type { Logger } from './log/logger';
-import { ProxyMetrics } from './metrics/metrics';
+import type { ProxyMetrics } from './metrics/metrics';
+import { KernelView } from './mptcp/kernel-view';
+import { sampleConnection } from './mptcp/sample';
 import type { FrontEnd, ProxyContext } from './proxy/context';
 import { createHttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
-import { SubflowRegistry } from './registry/registry';
+import { feedConnectionEvents, type ConnectionSink } from './registry/kernel-feed';
 import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
-import { KernelView } from './mptcp/kernel-view';
-import { sampleConnection } from './mptcp/sample';
-import { feedConnectionEvents, feedKernelEvents, registrySink } from './registry/kernel-feed';
-import { startSnifferFeed } from './registry/sniffer-feed';
-import type { SubflowSniffer } from './sniffer/capture';
-import { SteeringEngine } from './steering/engine';
-import type { ClientConnection } from './core/connection';
+import { createBufferTuner } from './tuning/tuning';
+import type { BufferTuner } from './tuning/tuner';
 
 const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}`;
 
+export interface ProxyAppOptions {
+  /** Where connection samples go: the local registry, or the supervisor of a cluster. */
+  sink: ConnectionSink;
+  /** Several processes share each listening port. */
+  reusePort: boolean;
+  /** Socket reads for samples; only getsockopt, no netlink stream, so any process can have one. */
+  kernel?: KernelView;
+}
+
 export class ProxyApp {
   readonly events = new ProxyEvents();
-  readonly subflows = new SubflowRegistry();
-  readonly metrics: ProxyMetrics;
   readonly ctx: ProxyContext;
   private listeners: ProxyListener[] = [];
   private readonly frontEnds: Record<ListenerProtocol, FrontEnd>;
-  private admin: http.Server | null = null;
-  readonly kernel = new KernelView();
-  readonly steering: SteeringEngine;
-  private sniffer: SubflowSniffer | null = null;
+  /** Per-connection buffer sizes (src/tuning); its status feeds /connections. */
+  readonly tuner: BufferTuner;
 
   constructor(
     config: Config,
     readonly log: Logger,
+    metrics: ProxyMetrics,
+    private readonly opts: ProxyAppOptions,
   ) {
     const access = new AccessControl(config.access);
     this.ctx = {
@@ -55,10 +59,10 @@ export class ProxyApp {
       relay: selectRelayEngine(config.relay.engine, log),
     };
     logFinishedConnections(this.events, log);
-    this.metrics = new ProxyMetrics(this.events, this.subflows);
-    feedKernelEvents(this.kernel, this.subflows);
-    feedConnectionEvents(this.events, this.kernel, registrySink(this.subflows));
-    this.steering = SteeringEngine.provision(config.steering, this.subflows, log, { metrics: this.metrics.registry });
+    metrics.observeConnections(this.events);
+    const kernel = opts.kernel ?? new KernelView();
+    feedConnectionEvents(this.events, kernel, opts.sink);
+    this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, log, metrics: metrics.registry });
     const http = createHttpFrontEnd(this.ctx);
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
   }
@@ -69,45 +73,15 @@ export class ProxyApp {
 
   async start(): Promise<void> {
     try {
-      this.startKernelView();
-      if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.subflows, this.log);
-      // Steering first: subflows of the first connections must find their policies in place.
-      if (this.steering.active) await this.steering.start();
       for (const l of this.config.listeners) await this.startListener(l);
-      if (this.config.metrics.enabled) {
-        this.admin = await startAdminServer(
-          this.config.metrics.host,
-          this.config.metrics.port,
-          {
-            metrics: this.metrics,
-            subflows: this.subflows,
-            connections: () => this.openConnections(),
-            refresh: () => {
-              for (const c of this.openConnections()) sampleConnection(c, this.events);
-            },
-          },
-          this.log,
-        );
-      }
     } catch (e) {
       await this.stop(0);
       throw e;
     }
   }
 
-  /** The kernel's event stream; without it subflows are still seen when connections are sampled. */
-  private startKernelView(): void {
-    try {
-      this.kernel.start();
-      this.kernel.on('failed', (e) => this.log.warn('MPTCP netlink events stopped', { error: e.message }));
-      this.kernel.on('lost', () => this.log.warn('MPTCP netlink events lost (socket buffer overflow)'));
-    } catch (e) {
-      this.log.warn('MPTCP netlink events unavailable; subflows are seen only when connections are sampled', { error: (e as Error).message });
-    }
-  }
-
   private async startListener(l: ListenerConfig): Promise<void> {
-    const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx);
+    const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx, this.opts.reusePort ? { reusePort: true } : {});
     await listener.start();
     this.listeners.push(listener);
   }
@@ -120,6 +94,11 @@ export class ProxyApp {
     return this.listeners.reduce((n, l) => n + l.active.size, 0);
   }
 
+  /** Read every open connection's kernel state now (status pages, scrapes). */
+  sampleAll(): void {
+    for (const c of this.openConnections()) sampleConnection(c, this.events);
+  }
+
   /**
    * Apply a new config without dropping established connections: access rules, upstream
    * settings and log level at once; listeners added/removed by identity (removed ones stop
@@ -130,9 +109,7 @@ export class ProxyApp {
     this.ctx.access = access;
     this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
     this.log.level = next.log.level;
-    const steeringWasActive = this.steering.active;
-    await this.steering.reload(next.steering);
-    if (!steeringWasActive && this.steering.active) await this.steering.start();
+    this.tuner.reload(next.tuning.buffers);
     const wanted = new Map(next.listeners.map((l) => [listenerIdentity(l), l]));
     const keep: ProxyListener[] = [];
     for (const l of this.listeners) {
@@ -154,14 +131,9 @@ export class ProxyApp {
   /** Stop accepting, let established connections finish for up to drainMs, then close them. */
   async stop(drainMs: number): Promise<void> {
     await Promise.all(this.listeners.map((l) => l.close()));
-    const admin = this.admin;
-    this.admin = null;
     const deadline = Date.now() + drainMs;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();
-    if (admin) await new Promise((r) => admin.close(r));
-    await this.steering.stop();
-    await this.kernel.stop();
-    this.sniffer?.close();
+    this.tuner.stop();
   }
 }

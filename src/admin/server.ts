@@ -5,18 +5,20 @@
  */
 import http from 'node:http';
 import type { Logger } from '../log/logger';
-import type { ProxyMetrics } from '../metrics/metrics';
 import type { SubflowRegistry } from '../registry/registry';
 import type { ClientView } from '../core/connection';
 import { formatEndpoint } from '../core/address';
+import type { ConnectionBuffers } from '../tuning/tuner';
 
 export interface AdminSources {
-  metrics: ProxyMetrics;
+  metrics: { render(): Promise<string>; contentType: string };
   subflows: SubflowRegistry;
   /** Open client connections, for /connections. */
   connections: () => Iterable<ClientView>;
   /** Sample kernel state of open connections before answering. */
-  refresh: () => void;
+  refresh: () => void | Promise<void>;
+  /** Socket buffer sizes the tuner chose, by connection id (src/tuning); absent = not shown. */
+  buffers?: (id: number) => ConnectionBuffers | null;
   /** Extra routes other modules serve (e.g. /proxy.pac). */
   routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void>;
 }
@@ -46,9 +48,11 @@ export interface ConnectionStatus {
     mss: number | null;
     ageMs: number;
   }[];
+  /** Receive/send buffer sizes (kernel bytes) and why; null when the tuner does not track it. */
+  buffers?: ConnectionBuffers | null;
 }
 
-export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections'>): ConnectionStatus[] {
+export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections' | 'buffers'>): ConnectionStatus[] {
   const byClient = new Map<number, ConnectionStatus['subflows']>();
   const now = Date.now();
   for (const rec of sources.subflows.connections.values()) {
@@ -85,6 +89,7 @@ export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'conne
     bytesIn: c.bytesFromClient,
     bytesOut: c.bytesToClient,
     subflows: byClient.get(c.id) ?? [],
+    ...(sources.buffers ? { buffers: sources.buffers(c.id) } : {}),
   }));
 }
 
@@ -98,8 +103,9 @@ export function startAdminServer(host: string, port: number, sources: AdminSourc
     const extra = sources.routes?.[path];
     if (extra) return extra(req, res);
     if (path === '/metrics') {
-      sources.refresh();
-      sources.metrics.render().then(
+      Promise.resolve(sources.refresh())
+        .then(() => sources.metrics.render())
+        .then(
         (text) => res.writeHead(200, { 'Content-Type': sources.metrics.contentType }).end(text),
         (e) => {
           log.error('metrics render failed', { error: (e as Error).message });
@@ -107,8 +113,13 @@ export function startAdminServer(host: string, port: number, sources: AdminSourc
         },
       );
     } else if (path === '/connections') {
-      sources.refresh();
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ connections: connectionStatus(sources) }));
+      Promise.resolve(sources.refresh()).then(
+        () => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ connections: connectionStatus(sources) })),
+        (e) => {
+          log.error('status refresh failed', { error: (e as Error).message });
+          res.writeHead(500).end();
+        },
+      );
     } else if (path === '/healthz') {
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
     } else {

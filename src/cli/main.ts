@@ -2,7 +2,6 @@
  * Command-line entry: `mptcp-proxy [run flags]` runs the proxy; subcommands for operations.
  * Every expected failure is one clear line on stderr and a non-zero exit, never a stack trace.
  */
-import { ProxyApp } from '../app';
 import { hashPassword } from '../access/passwords';
 import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
 import { ConfigError } from '../config/schema';
@@ -10,6 +9,7 @@ import { ListenerError } from '../listener/listener';
 import { createLogger } from '../log/logger';
 import { runSniffCommand } from '../sniffer/sniff-command';
 import { CLEANUP_HELP, runCleanupCommand } from '../steering/cleanup-command';
+import { runProxy } from './run';
 import { runStatusCommand } from './status';
 
 const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<number> }> = {
@@ -53,58 +53,21 @@ function usage(): string {
   ].join('\n');
 }
 
-const DRAIN_MS = 5_000;
-
-async function runProxy(argv: string[]): Promise<number> {
+async function run(argv: string[]): Promise<number> {
   const flags = parseRunFlags(argv);
   if (flags.help) {
     process.stdout.write(`${usage()}\n`);
     return 0;
   }
   const config = loadConfig(flags);
-  const log = createLogger(config.log);
-  const app = new ProxyApp(config, log);
-  await app.start();
-  return new Promise((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      log.info('stopping', { signal, active: app.activeConnections, drainMs: DRAIN_MS });
-      app.stop(DRAIN_MS).then(
-        () => resolve(0),
-        (e) => {
-          log.error('stop failed', { error: (e as Error).message });
-          resolve(1);
-        },
-      );
-    };
-    // A crash must not leave kernel state behind: remove what steering installed, then exit.
-    process.on('uncaughtException', (e) => {
-      log.error('fatal error', { error: e.stack ?? e.message });
-      app.steering.stop().finally(() => process.exit(1));
-    });
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      // Flags keep winning over the re-read file; a bad new config keeps the running one.
-      let next;
-      try {
-        next = loadConfig(flags);
-      } catch (e) {
-        log.error('reload refused, keeping the running config', { error: (e as Error).message });
-        return;
-      }
-      app.reload(next).catch((e) => log.error('reload failed', { error: (e as Error).message }));
-    });
-  });
+  return runProxy(flags, config, createLogger(config.log));
 }
 
 async function main(argv: string[]): Promise<number> {
   const sub = argv[0] && SUBCOMMANDS[argv[0]];
   if (sub) return sub.run(argv.slice(1));
   if (argv[0] === 'run') argv = argv.slice(1);
-  return runProxy(argv);
+  return run(argv);
 }
 
 main(process.argv.slice(2)).then(

@@ -26,10 +26,11 @@ export const RUN_FLAGS = {
   relay: { type: 'string', help: 'relay engine: auto | splice | stream' },
   sniff: { type: 'string', multiple: true, help: 'client-facing interface to watch with the pcap subflow sniffer (repeatable)' },
   'no-mptcp': { type: 'boolean', help: 'listen with plain TCP' },
+  workers: { type: 'string', help: 'worker processes sharing the ports: N or auto (one per core); default 1' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
 
-type FlagValues = { [K in keyof typeof RUN_FLAGS]?: (typeof RUN_FLAGS)[K] extends { multiple: true } ? string[] : (typeof RUN_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
+export type FlagValues = { [K in keyof typeof RUN_FLAGS]?: (typeof RUN_FLAGS)[K] extends { multiple: true } ? string[] : (typeof RUN_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
 export function parseRunFlags(argv: string[]): FlagValues {
   const options = Object.fromEntries(Object.entries(RUN_FLAGS).map(([k, v]) => [k, { type: v.type, multiple: 'multiple' in v ? v.multiple : false, ...('short' in v ? { short: v.short } : {}) }]));
@@ -65,7 +66,7 @@ function readYaml(file: string): Record<string, unknown> {
 }
 
 function intFlag(name: string, v: string): number {
-  if (!/^\d+$/.test(v)) throw new ConfigError(`--${name} must be a whole number of milliseconds`);
+  if (!/^\d+$/.test(v)) throw new ConfigError(`--${name} must be a whole number`);
   return Number(v);
 }
 
@@ -102,5 +103,6 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags['idle-timeout']) sub('timeouts').idleMs = intFlag('idle-timeout', flags['idle-timeout']);
   if (flags.relay) sub('relay').engine = flags.relay;
   if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
+  if (flags.workers) raw.workers = flags.workers === 'auto' ? 'auto' : intFlag('workers', flags.workers);
   return validateConfig(raw);
 }

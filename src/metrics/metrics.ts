@@ -17,17 +17,26 @@ export class ProxyMetrics {
   readonly connectionsTotal = new client.Counter({ name: 'mptcp_proxy_connections_total', help: 'Client connections finished, by outcome', labelNames: ['listener', 'mptcp', 'result'] as const, registers: [this.registry] });
   readonly subflowsActive = new client.Gauge({ name: 'mptcp_proxy_subflows_active', help: 'MPTCP subflows established now, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
   readonly subflowsTotal = new client.Counter({ name: 'mptcp_proxy_subflows_total', help: 'MPTCP subflows established, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
-  readonly pathBytes = new client.Counter({ name: 'mptcp_proxy_path_bytes_total', help: 'Bytes carried by subflows on each client-facing interface (rx/tx seen from the proxy), closed subflows included', labelNames: ['interface', 'direction'] as const, registers: [this.registry] });
+  readonly pathBytes: client.Counter<'interface' | 'direction'> = new client.Counter({
+    name: 'mptcp_proxy_path_bytes_total',
+    help: 'Bytes carried by subflows on each client-facing interface (rx/tx seen from the proxy), closed subflows included',
+    labelNames: ['interface', 'direction'] as const,
+    registers: [this.registry],
+    collect: () => this.syncPathBytes(),
+  });
   readonly relayBytes = new client.Counter({ name: 'mptcp_proxy_relay_bytes_total', help: 'Bytes relayed between clients and destinations (up = client to destination)', labelNames: ['direction'] as const, registers: [this.registry] });
   readonly conversion = new client.Histogram({ name: 'mptcp_proxy_conversion_seconds', help: 'Client accepted to upstream connected', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
   readonly subflowRtt = new client.Histogram({ name: 'mptcp_proxy_subflow_rtt_seconds', help: 'Smoothed RTT of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] });
+  /** Effective MSS (tcp_info snd_mss) per path: shows a lowered MTU or the MSS clamp (src/tuning) at work. */
+  readonly subflowMss = new client.Histogram({ name: 'mptcp_proxy_subflow_mss_bytes', help: 'Effective MSS of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [536, 960, 1200, 1380, 1448, 1460, 4000, 8948, 9000, 65483], registers: [this.registry] });
   readonly errors = new client.Counter({ name: 'mptcp_proxy_errors_total', help: 'Refusals and failures by stable error code', labelNames: ['code'] as const, registers: [this.registry] });
 
-  constructor(
-    events: ProxyEvents,
-    private readonly subflows: SubflowRegistry,
-  ) {
+  constructor() {
     client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Connection metrics from a connection plane's events. */
+  observeConnections(events: ProxyEvents): void {
     const mptcpLabel = (m: boolean | null): string => (m === null ? 'unknown' : String(m));
     events.on('connection-open', (c) => this.connectionsActive.inc({ listener: c.listener, mptcp: mptcpLabel(c.mptcp) }));
     events.on('connection-close', (c) => {
@@ -43,7 +52,10 @@ export class ProxyMetrics {
       this.relayBytes.inc({ direction: 'down' }, r.bytesDown);
     });
     events.on('proxy-error', (e) => this.errors.inc({ code: e.code }));
+  }
 
+  /** Subflow metrics from the registry; path byte totals are read from it at each collection. */
+  observeSubflows(subflows: SubflowRegistry): void {
     subflows.on('subflow-up', (s) => {
       const iface = s.interface ?? UNKNOWN_IF;
       this.subflowsActive.inc({ interface: iface });
@@ -53,12 +65,16 @@ export class ProxyMetrics {
       const iface = s.interface ?? UNKNOWN_IF;
       this.subflowsActive.dec({ interface: iface });
       if (s.rttUs !== null) this.subflowRtt.observe({ interface: iface }, s.rttUs / 1e6);
+      if (s.mss !== null) this.subflowMss.observe({ interface: iface }, s.mss);
     });
+    this.pathSource = subflows;
   }
 
-  /** Bring counters that are kept elsewhere (registry path totals) up to date, then render. */
-  async render(): Promise<string> {
-    for (const [iface, b] of this.subflows.pathBytes) {
+  private pathSource: SubflowRegistry | null = null;
+
+  /** Bring the path byte counters up to the registry's totals (they only grow). */
+  private syncPathBytes(): void {
+    for (const [iface, b] of this.pathSource?.pathBytes ?? []) {
       for (const [direction, total] of [['rx', b.rx], ['tx', b.tx]] as const) {
         const key = `${iface}|${direction}`;
         const delta = total - (this.exportedPathBytes.get(key) ?? 0);
@@ -68,6 +84,9 @@ export class ProxyMetrics {
         }
       }
     }
+  }
+
+  render(): Promise<string> {
     return this.registry.metrics();
   }
 

@@ -93,6 +93,7 @@ export function feedConnectionEvents(events: ProxyEvents, view: KernelView, sink
     if (conn.token === null || conn.fd < 0) return;
     sink.sample(viewOf(conn), readSubflowSamples(view, conn.fd));
   });
+  events.on('connection-open', (conn) => sink.client(viewOf(conn)));
   events.on('upstream-connected', (conn) => sink.client(viewOf(conn)));
   events.on('connection-close', (conn) => sink.closed(viewOf(conn)));
 }

@@ -1,0 +1,52 @@
+/**
+ * Running the proxy: one process (connection plane + subflow plane + admin endpoint), or a
+ * cluster supervisor with workers (src/cluster).
+ */
+import { ProxyApp } from '../app';
+import { startAdminServer } from '../admin/server';
+import { runSupervisor } from '../cluster/supervisor';
+import { runWorker } from '../cluster/worker';
+import { WORKER_ENV } from '../cluster/messages';
+import type { FlagValues } from '../config/load';
+import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
+import type { Config } from '../config/schema';
+import type { Logger } from '../log/logger';
+import { ProxyMetrics } from '../metrics/metrics';
+import { registrySink } from '../registry/kernel-feed';
+import { SubflowPlane } from '../subflow-plane';
+
+async function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  const metrics = new ProxyMetrics();
+  const plane = new SubflowPlane(config, log, metrics);
+  const app = new ProxyApp(config, log, metrics, { sink: registrySink(plane.registry), reusePort: false, kernel: plane.kernel });
+  let admin: import('node:http').Server | null = null;
+  const stopAll = async (drainMs: number): Promise<void> => {
+    await app.stop(drainMs);
+    if (admin) await new Promise((r) => admin!.close(r));
+    await plane.stop();
+  };
+  try {
+    await plane.start();
+    await app.start();
+    if (config.metrics.enabled) {
+      admin = await startAdminServer(config.metrics.host, config.metrics.port, { metrics, subflows: plane.registry, connections: () => app.openConnections(), refresh: () => app.sampleAll(), buffers: (id) => app.tuner.status(id) }, log);
+    }
+  } catch (e) {
+    await stopAll(0);
+    throw e;
+  }
+  return runUntilStopped(flags, log, {
+    reload: async (next) => {
+      await plane.reload(next);
+      await app.reload(next);
+    },
+    stop: () => stopAll(DRAIN_MS),
+    emergencyCleanup: () => plane.stop(),
+  });
+}
+
+export function runProxy(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  if (process.env[WORKER_ENV] && process.send) return runWorker(flags, config, log);
+  if (config.workers > 1) return runSupervisor(flags, config, log);
+  return runSingle(flags, config, log);
+}

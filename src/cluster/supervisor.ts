@@ -1,0 +1,147 @@
+/**
+ * The cluster supervisor: forks workers that share the listening ports (MPTCP listeners with
+ * SO_REUSEPORT: the kernel spreads new connections, and joins reach their connection by token
+ * whichever listener accepted it), restarts a worker that dies, owns the subflow plane and the
+ * admin endpoint, and merges the workers' metrics into one view. Workers are plain child
+ * processes, not node:cluster workers: cluster would route listen({ fd }) through the primary,
+ * which cannot use another process's fd; SO_REUSEPORT already does the balancing.
+ */
+import { fork as forkProcess, type ChildProcess } from 'node:child_process';
+import type http from 'node:http';
+import client from 'prom-client';
+import { startAdminServer } from '../admin/server';
+import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
+import type { FlagValues } from '../config/load';
+import type { Config } from '../config/schema';
+import type { ClientView } from '../core/connection';
+import { ListenerError } from '../listener/listener';
+import type { Logger } from '../log/logger';
+import { ProxyMetrics } from '../metrics/metrics';
+import { registrySink } from '../registry/kernel-feed';
+import { SubflowPlane } from '../subflow-plane';
+import { CONNECTION_ID_STRIDE, WORKER_ENV, isMessage, type ToSupervisor, type ToWorker } from './messages';
+
+const REQUEST_TIMEOUT_MS = 2_000;
+
+export async function runSupervisor(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  const metrics = new ProxyMetrics();
+  const plane = new SubflowPlane(config, log, metrics);
+  const sink = registrySink(plane.registry);
+  const views = new Map<number, ClientView>();
+  const workers = new Map<number, ChildProcess>();
+  const replies = new Map<number, (m: ToSupervisor) => void>();
+  let nextRequest = 1;
+  let stopping = false;
+
+  /** Ask every worker; resolves with the replies that came within the timeout. */
+  const ask = <T extends ToSupervisor>(make: (id: number) => ToWorker): Promise<T[]> =>
+    new Promise((resolve) => {
+      const id = nextRequest++;
+      const got: T[] = [];
+      const done = (): void => {
+        replies.delete(id);
+        clearTimeout(timer);
+        resolve(got);
+      };
+      const timer = setTimeout(done, REQUEST_TIMEOUT_MS);
+      let left = workers.size;
+      if (left === 0) return done();
+      replies.set(id, (m) => {
+        got.push(m as T);
+        if (--left === 0) done();
+      });
+      for (const w of workers.values()) w.send(make(id));
+    });
+
+  const onMessage = (m: unknown): void => {
+    if (!isMessage<ToSupervisor>(m)) return;
+    switch (m.mpx) {
+      case 'sample':
+        views.set(m.client.id, m.client);
+        sink.sample(m.client, m.samples);
+        break;
+      case 'client':
+        views.set(m.client.id, m.client);
+        sink.client(m.client);
+        break;
+      case 'closed':
+        views.delete(m.client.id);
+        sink.closed(m.client);
+        break;
+      case 'metrics':
+      case 'sampled':
+        replies.get(m.id)?.(m);
+        break;
+      default:
+        break;
+    }
+  };
+
+  const fork = (index: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const w = forkProcess(process.argv[1]!, process.argv.slice(2), { env: { ...process.env, [WORKER_ENV]: String(index) } });
+      workers.set(index, w);
+      w.on('message', (m: unknown) => {
+        if (isMessage<ToSupervisor>(m) && m.mpx === 'ready') resolve();
+        else if (isMessage<ToSupervisor>(m) && m.mpx === 'start-failed') reject(new ListenerError(m.message));
+        else onMessage(m);
+      });
+      w.on('exit', (code, signal) => {
+        workers.delete(index);
+        for (const v of views.values()) if (Math.floor(v.id / CONNECTION_ID_STRIDE) === index) views.delete(v.id);
+        if (stopping) return;
+        log.error('worker exited; starting a new one', { worker: index, code, signal });
+        fork(index).catch((e) => log.error('worker restart failed', { worker: index, error: (e as Error).message }));
+      });
+    });
+
+  let admin: http.Server | null = null;
+  const stopAll = async (drainMs: number): Promise<void> => {
+    stopping = true;
+    const exits = [...workers.values()].map((w) => new Promise((r) => w.once('exit', r)));
+    for (const w of workers.values()) w.send({ mpx: 'stop', drainMs } satisfies ToWorker);
+    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, drainMs + 3_000))]);
+    for (const w of workers.values()) w.kill('SIGKILL');
+    if (admin) await new Promise((r) => admin!.close(r));
+    await plane.stop();
+  };
+
+  try {
+    await plane.start();
+    await Promise.all(Array.from({ length: config.workers }, (_, i) => fork(i + 1)));
+    log.info('workers ready', { workers: config.workers });
+    if (config.metrics.enabled) {
+      admin = await startAdminServer(
+        config.metrics.host,
+        config.metrics.port,
+        {
+          metrics: {
+            contentType: metrics.registry.contentType,
+            render: async () => {
+              const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
+              const own = await metrics.registry.getMetricsAsJSON();
+              return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
+            },
+          },
+          subflows: plane.registry,
+          connections: () => views.values(),
+          refresh: async () => {
+            await ask((id) => ({ mpx: 'sample-req', id }));
+          },
+        },
+        log,
+      );
+    }
+  } catch (e) {
+    await stopAll(0);
+    throw e;
+  }
+  return runUntilStopped(flags, log, {
+    reload: async (next) => {
+      await plane.reload(next);
+      for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
+    },
+    stop: () => stopAll(DRAIN_MS),
+    emergencyCleanup: () => plane.stop(),
+  });
+}
