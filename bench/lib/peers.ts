@@ -68,6 +68,7 @@ const node = (script: string, ...args: string[]): string[] => [process.execPath,
 
 export class Servers {
   private readonly running = new Map<ServerName, Promise<RunningServer>>();
+  private readonly extras = new Map<number, Promise<RunningServer>>();
   readonly files: OriginFiles;
 
   constructor(
@@ -132,6 +133,7 @@ export class Servers {
   }
 
   async stopAll(): Promise<void> {
+    await this.stopExtra();
     const all = await Promise.allSettled([...this.running.values()]);
     this.running.clear();
     await Promise.all(all.map((r) => (r.status === 'fulfilled' ? r.value.daemon.stop() : undefined)));
@@ -218,7 +220,7 @@ export class Servers {
         return started(new Daemon(name, withNofile([...MPTCPIZE, 'squid', '-N', '-f', conf])), { http: port });
       }
       case 'haproxy':
-        return this.haproxyTo(await this.originPort());
+        return this.startHaproxy(await this.originPort());
       case 'microsocks': {
         const port = await freePort();
         return started(new Daemon(name, withNofile([...MPTCPIZE, 'microsocks', '-i', '127.0.0.1', '-p', String(port)])), { socks: port });
@@ -230,8 +232,26 @@ export class Servers {
     }
   }
 
-  /** HAProxy in tcp mode forwards to a fixed backend: a second one aimed at another port. */
-  async haproxyTo(targetPort: number): Promise<RunningServer> {
+  /** HAProxy in tcp mode forwards to one fixed backend: extra instances aimed at other ports. */
+  haproxyTo(targetPort: number): Promise<RunningServer> {
+    let p = this.extras.get(targetPort);
+    if (!p) {
+      p = this.startHaproxy(targetPort);
+      this.extras.set(targetPort, p);
+      p.catch(() => this.extras.delete(targetPort));
+    }
+    return p;
+  }
+
+  async stopExtra(): Promise<void> {
+    const all = await Promise.allSettled([...this.extras.values()]);
+    this.extras.clear();
+    await Promise.all(all.map((r) => (r.status === 'fulfilled' ? r.value.daemon.stop() : undefined)));
+  }
+
+  private async startHaproxy(targetPort: number): Promise<RunningServer> {
+    const why = Servers.missing('haproxy');
+    if (why) throw new Error(why);
     const port = await freePort();
     const conf = path.join(this.sub(`haproxy-${targetPort}`), 'haproxy.cfg');
     fs.writeFileSync(conf, ['global', `  maxconn ${Math.floor((NOFILE - 100) / 2)}`, 'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 120s', '  timeout server 120s', 'frontend f', `  bind 127.0.0.1:${port}`, '  default_backend b', 'backend b', `  server s 127.0.0.1:${targetPort}`, ''].join('\n'));

@@ -1,0 +1,129 @@
+/**
+ * Conversion latency from packet timestamps: tcpdump on lo (nanosecond stamps) while a client
+ * opens new tunnels at a fixed rate through a subject to an echo server. Four figures per
+ * subject: client SYN → upstream SYN, last request byte → upstream SYN, first byte in → out
+ * (client to server) and back (server to client). The prototype's 7.8 ms / 15.3 ms sit beside.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT } from '../../test/helpers/testbed';
+import { conversionLatency, p50p99, readPcap } from '../lib/capture';
+import { measure, type Measured } from '../lib/measure';
+import { SUBJECTS, type Servers, type Subject } from '../lib/peers';
+import { Daemon, have, run, sleep, withNofile } from '../lib/proc';
+import type { Row } from '../lib/results';
+
+export const PROTOTYPE_MS = { syn: 7.8, data: 15.3 };
+export const LATENCY_SUBJECTS = SUBJECTS.filter((s) => s.kind !== 'limit' && s.mode !== 'forward');
+
+const TOOL = path.join(REPO_ROOT, 'dist/bench/tools/latency-client.js');
+
+/** A helper daemon that prints one number (its port) as its first line. */
+export async function startEcho(): Promise<{ daemon: Daemon; port: number }> {
+  const daemon = new Daemon('echo', withNofile(['mptcpize', 'run', process.execPath, TOOL, 'echo']));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = /^(\d+)$/m.exec(daemon.output());
+    if (m) return { daemon, port: Number(m[1]) };
+    if (daemon.exited || Date.now() > deadline) throw new Error(`echo server did not start: ${daemon.output()}`);
+    await sleep(20);
+  }
+}
+
+async function capture<T>(dir: string, ports: number[], fn: () => Promise<T>): Promise<{ result: T; pcap: Buffer; dropped: number }> {
+  const file = path.join(dir, `lat-${ports.join('-')}.pcap`);
+  const filter = `tcp and (${ports.map((p) => `port ${p}`).join(' or ')})`;
+  const dump = new Daemon('tcpdump', ['tcpdump', '-i', 'lo', '-n', '-s', '256', '-B', '65536', '--time-stamp-precision=nano', '--immediate-mode', '-U', '-w', file, filter]);
+  const deadline = Date.now() + 10_000;
+  while (!dump.output().includes('listening on')) {
+    if (dump.exited || Date.now() > deadline) throw new Error(`tcpdump did not start: ${dump.output()}`);
+    await sleep(20);
+  }
+  try {
+    const result = await fn();
+    await sleep(200);
+    return { result, pcap: await stopDump(dump, file), dropped: Number(/(\d+) packets? dropped by kernel/.exec(dump.output())?.[1] ?? 0) };
+  } finally {
+    await dump.stop();
+    if (!process.env.BENCH_KEEP_PCAP) fs.rmSync(file, { force: true });
+  }
+}
+
+async function stopDump(dump: Daemon, file: string): Promise<Buffer> {
+  const exited = new Promise<void>((r) => (dump.exited ? r() : dump.proc.once('exit', () => r())));
+  dump.proc.kill('SIGINT');
+  await exited;
+  return fs.readFileSync(file);
+}
+
+export async function latency(servers: Servers, o: { count: number; rate: number; repeats: number; dir: string }, log: (s: string) => void): Promise<Row[]> {
+  const missing = have('tcpdump') ? null : 'tcpdump not installed';
+  const rows: Row[] = [];
+  const echo = missing ? null : await startEcho();
+  try {
+    for (const s of LATENCY_SUBJECTS) {
+      const spec = {
+        workload: 'latency-syn',
+        unit: 'ms p50',
+        higherIsBetter: false,
+        repeats: o.repeats,
+        describe: (b: Measured) =>
+          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms (${b.extra.n} conns, ${b.extra.errors} errors)`,
+      };
+      const row = await measure(
+        spec,
+        s,
+        async () => {
+          if (missing || !echo) throw new Error(missing ?? 'no echo server');
+          return once(servers, s, echo.port, o);
+        },
+        log,
+      );
+      rows.push(...splitLatencyRow(row));
+    }
+  } finally {
+    await echo?.daemon.stop();
+    await servers.stopExtra();
+  }
+  return rows;
+}
+
+async function once(servers: Servers, s: Subject, echoPort: number, o: { count: number; rate: number; dir: string }): Promise<Measured> {
+  // HAProxy relays to one fixed backend: its own instance aimed at the echo server.
+  const port = s.id === 'haproxy' ? (await servers.haproxyTo(echoPort)).ports.tcp! : await servers.port(s);
+  const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], () =>
+    run(['mptcpize', 'run', process.execPath, TOOL, 'burst', s.mode, String(port), String(echoPort), String(o.count), String(o.rate)], { timeoutMs: 120_000 }),
+  );
+  const tally = /^\{.*\}$/m.exec(result.stdout);
+  if (result.code !== 0 || !tally) throw new Error(`latency client exit ${result.code}: ${result.stderr.trim().slice(-300)}`);
+  const t = JSON.parse(tally[0]) as { ok: number; errors: number; firstError: string | null };
+  const read = readPcap(pcap);
+  const lat = conversionLatency(read.segments, port, echoPort);
+  if (lat.syn.length === 0) throw new Error(`no linked connections in the capture (${read.segments.length} segments, ${t.errors} client errors: ${t.firstError ?? read.error ?? ''})`);
+  const syn = p50p99(lat.syn);
+  const req = p50p99(lat.request);
+  const data = p50p99(lat.data);
+  const back = p50p99(lat.back);
+  return {
+    value: syn.p50!,
+    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate },
+  };
+}
+
+/** One row per latency figure, so each gets its own ratios in the table. */
+function splitLatencyRow(r: Row): Row[] {
+  const e = r.extra;
+  const derived = (workload: string, p50: number | null | undefined, p99: number | null | undefined): Row => ({
+    ...r,
+    workload,
+    value: p50 ?? null,
+    runs: [],
+    extra: { p50: p50 ?? null, p99: p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, rate: e.rate ?? null },
+  });
+  return [
+    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null } },
+    derived('latency-request', e.reqP50, e.reqP99),
+    derived('latency-data', e.dataP50, e.dataP99),
+    derived('latency-back', e.backP50, e.backP99),
+  ];
+}
