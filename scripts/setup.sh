@@ -38,7 +38,7 @@ if ! cmp -s package-lock.json node_modules/.setup-lock 2>/dev/null; then
 fi
 
 if [ -f native/binding.gyp ]; then
-  if [ ! -f native/build/Release/mptcp_splice.node ] || [ -n "$(find native -maxdepth 1 -newer native/build/Release/mptcp_splice.node -type f 2>/dev/null)" ]; then
+  if [ ! -f native/build/Release/splice_relay.node ] || [ -n "$(find native -path native/build -prune -o -type f -newer native/build/Release/splice_relay.node -print 2>/dev/null)" ]; then
     npx node-gyp rebuild --directory native --loglevel=warn >/dev/null || echo "setup: native splice addon failed to build; the JS relay will be used" >&2
   fi
 fi

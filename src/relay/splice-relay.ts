@@ -54,6 +54,17 @@ function flush(socket: net.Socket, data: Buffer): Promise<Error | null> {
   return new Promise((resolve) => socket.write(data, (err) => resolve(err ?? null)));
 }
 
+/**
+ * While native writes to the fd, a stray JS write or end() would interleave with it; make them
+ * fail (which destroys the socket and so ends the relay) instead of corrupting the stream.
+ */
+function refuseWrites(socket: net.Socket): void {
+  const owned = (cb: (err?: Error | null) => void): void => cb(Object.assign(new Error('socket is owned by the splice relay'), { code: 'ERR_SPLICE_OWNED' }));
+  socket._write = (_chunk, _enc, cb) => owned(cb);
+  socket._writev = (_chunks, cb) => owned(cb);
+  socket._final = (cb) => owned(cb);
+}
+
 function codeOf(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : 'EIO';
@@ -93,6 +104,7 @@ export class SpliceRelay implements RelayEngine {
     if (upErr) result = { bytesUp: 0, bytesDown: downErr ? 0 : early.length, end: 'upstream-error', errorCode: codeOf(upErr) };
     else if (downErr) result = { bytesUp: head.length, bytesDown: 0, end: 'client-error', errorCode: codeOf(downErr) };
     else result = await this.runNative(client, upstream, opts.idleMs, head.length, early.length);
+    opts.beforeClose?.();
     const cancelled = result.errorCode === 'ECANCELED';
     close(client, result.end === 'upstream-error' && !cancelled);
     close(upstream, result.end === 'client-error' && !cancelled);
@@ -119,6 +131,8 @@ export class SpliceRelay implements RelayEngine {
         closedFirst ??= 'upstream-error';
         this.addon.abort(id);
       };
+      refuseWrites(client);
+      refuseWrites(upstream);
       try {
         id = this.addon.start(clientFd, upstreamFd, idleMs, this.pipeSize, (bytesUp, bytesDown, end, errorCode) => {
           client.off('close', onClientClose);
