@@ -8,20 +8,18 @@
 import net from 'node:net';
 import { encodeSockaddr } from '../sys/socket';
 
-export const NLMSG_HDRLEN = 16;
-export const GENL_HDRLEN = 4;
-export const NLA_HDRLEN = 4;
-export const NLMSG_ERROR = 2;
-export const NLMSG_DONE = 3;
-export const NLM_F_REQUEST = 1;
-export const NLM_F_ACK = 4;
+const NLMSG_HDRLEN = 16;
+const GENL_HDRLEN = 4;
+const NLA_HDRLEN = 4;
+const NLMSG_ERROR = 2;
+const NLM_F_REQUEST = 1;
 /** The type bits of nla_type; the two top bits are the nested / byte-order flags. */
 const NLA_TYPE_MASK = 0x3fff;
 const NLA_F_NESTED = 0x8000;
 
-export const GENL_ID_CTRL = 16;
-export const CTRL_CMD_NEWFAMILY = 1;
-export const CTRL_CMD_GETFAMILY = 3;
+const GENL_ID_CTRL = 16;
+const CTRL_CMD_NEWFAMILY = 1;
+const CTRL_CMD_GETFAMILY = 3;
 const CTRL_ATTR_FAMILY_ID = 1;
 const CTRL_ATTR_FAMILY_NAME = 2;
 const CTRL_ATTR_VERSION = 3;
@@ -31,7 +29,7 @@ const CTRL_ATTR_MCAST_GRP_ID = 2;
 
 export const MPTCP_PM_NAME = 'mptcp_pm';
 export const MPTCP_PM_EV_GRP_NAME = 'mptcp_pm_events';
-export const MPTCP_PM_VER = 1;
+const MPTCP_PM_VER = 1;
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -197,7 +195,7 @@ function cString(b: Buffer): string {
 }
 
 export const u8 = (v: number): Buffer => Buffer.from([v & 0xff]);
-export function u16(v: number): Buffer {
+function u16(v: number): Buffer {
   const b = Buffer.alloc(2);
   b.writeUInt16LE(v & 0xffff);
   return b;
@@ -435,7 +433,7 @@ class Attrs {
   }
 }
 
-export function ipv6String(b: Buffer): string {
+function ipv6String(b: Buffer): string {
   const groups: string[] = [];
   for (let i = 0; i < 8; i++) groups.push(b.readUInt16BE(2 * i).toString(16));
   return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;

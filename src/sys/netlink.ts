@@ -85,6 +85,7 @@ interface ReaderData {
 
 export class GenlSocket {
   private worker: Worker | null = null;
+  private workerExited: Promise<void> | null = null;
   private wakeFd = -1;
   private closed: Promise<void> | null = null;
   private seq = Math.floor(Math.random() * 0x7fffffff);
@@ -147,45 +148,45 @@ export class GenlSocket {
     this.wakeFd = check('eventfd', nl.eventfd(0, EFD_CLOEXEC));
     const data: ReaderData = { mark: READER_MARK, fd: this.fd, wakeFd: this.wakeFd };
     const w = new Worker(__filename, { workerData: data });
-    // An event source must not keep the process alive on its own. But at exit Node joins its
-    // workers and cannot interrupt one blocked in poll(): wake it from the 'exit' event.
-    w.unref();
-    process.once('exit', this.wake);
     this.worker = w;
-    return new Promise((resolve, reject) => {
+    this.workerExited = new Promise((resolve) => w.once('exit', () => resolve()));
+    const started = new Promise<void>((resolve, reject) => {
       let ready = false;
       w.on('message', (m: ReaderMessage) => {
         if (m.kind === 'data') h.datagram({ data: Buffer.from(m.data), receivedAt: m.at });
         else if (m.kind === 'lost') h.lost(m.at);
         else if (m.kind === 'ready') {
           ready = true;
+          // Referenced until here, so that awaiting the start keeps the process alive.
+          w.unref();
           resolve();
         } else h.failed(new SysError(m.call, m.errno));
       });
       w.on('error', (e) => (ready ? h.failed(e) : reject(e)));
       w.once('exit', (code) => ready || reject(new Error(`netlink reader exited (${code}) before it started`)));
     });
+    // Once started, an event source must not keep the process alive on its own (see 'ready').
+    // But at exit Node joins its workers and cannot interrupt one blocked in poll(): wake it
+    // from the 'exit' event.
+    process.once('exit', this.wake);
+    return started;
   }
 
   /** Stop the reader (if any) and close the socket. Idempotent. */
   close(): Promise<void> {
     if (this.closed) return this.closed;
-    const w = this.worker;
     const finish = (): void => {
       libc.close(this.fd);
       if (this.wakeFd >= 0) libc.close(this.wakeFd);
     };
-    if (!w) {
+    const w = this.worker;
+    if (!w || !this.workerExited) {
       finish();
       this.closed = Promise.resolve();
       return this.closed;
     }
-    this.closed = new Promise<void>((resolve) => {
-      w.once('exit', () => {
-        finish();
-        resolve();
-      });
-    });
+    // The fds stay open until the reader has left poll(); it may have exited already (failed).
+    this.closed = this.workerExited.then(finish);
     // Keep the process alive until the reader is gone and the fds are closed.
     w.ref();
     process.off('exit', this.wake);
