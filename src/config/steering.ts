@@ -7,6 +7,8 @@
  *   from later policies (first match wins).
  * - `ceil`: equal to `rate` (a hard cap); `rate` without `ceil` caps, `ceil` above `rate` lets
  *   the class borrow nothing (HTB classes are siblings under the root) but documents intent.
+ * - `direction`: `both` (default) shapes the subflow's packets to the client (egress HTB) and from
+ *   the client (an owned IFB with the same classes); `download` or `upload` only one of them.
  * - `share`: none, i.e. one HTB class per subflow. Policies naming the same share must agree on
  *   rate and ceil; all their subflows on one interface then share one class.
  * - uplink `signal`: true when `source` is set (the proxy announces that address to clients).
@@ -32,12 +34,17 @@ export interface PolicyMatch {
   listener?: string;
 }
 
+export type ShapeDirection = 'both' | 'download' | 'upload';
+export const SHAPE_DIRECTIONS: readonly ShapeDirection[] = ['both', 'download', 'upload'];
+
 export interface PolicyConfig {
   name: string;
   match: PolicyMatch;
   /** HTB rate/ceil in bits per second. */
   rate?: number;
   ceil?: number;
+  /** Set whenever rate is: which way the rate applies (download = proxy → client). */
+  direction?: ShapeDirection;
   share?: string;
   uplink?: string;
   backup?: boolean;
@@ -240,7 +247,7 @@ function validateUplink(raw: unknown, path: string): UplinkConfig {
 
 function validatePolicy(raw: unknown, path: string, uplinks: ReadonlySet<string>): PolicyConfig {
   if (!isObject(raw)) return fail(path, 'must be a mapping with name, match and actions');
-  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'share', 'uplink', 'backup'], path);
+  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'direction', 'share', 'uplink', 'backup'], path);
   const name = str(raw, 'name', path) ?? fail(`${path}.name`, 'is required');
   const p: PolicyConfig = { name, match: validateMatch(raw.match, `${path}.match`) };
   const r = rate(raw, 'rate', path);
@@ -250,6 +257,12 @@ function validatePolicy(raw: unknown, path: string, uplinks: ReadonlySet<string>
     p.ceil = c ?? p.rate;
     if (p.ceil < p.rate) fail(`${path}.ceil`, 'must not be below rate');
   }
+  const dir = raw.direction;
+  if (dir !== undefined) {
+    if (!SHAPE_DIRECTIONS.includes(dir as ShapeDirection)) fail(`${path}.direction`, `must be one of: ${SHAPE_DIRECTIONS.join(', ')}`);
+    if (p.rate === undefined) fail(`${path}.direction`, 'needs a rate');
+  }
+  if (p.rate !== undefined) p.direction = (dir as ShapeDirection | undefined) ?? 'both';
   const share = str(raw, 'share', path);
   if (share !== undefined) {
     if (p.rate === undefined) fail(`${path}.share`, 'needs a rate');

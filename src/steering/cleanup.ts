@@ -5,10 +5,10 @@
  */
 import type { Logger } from '../log/logger';
 import { ExecError } from '../sys/exec';
-import { buildEndpointDelete, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listOwnedTables, listRules } from '../sys/iproute';
+import { buildEndpointDelete, buildLinkDelete, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listIfbLinks, listOwnedTables, listRules } from '../sys/iproute';
 import { nftDeleteTable } from '../sys/nft';
 import { MSS_TABLE } from '../tuning/mss';
-import { listRootQdiscs, removeOwnedRoot, rootOwner } from '../sys/tc';
+import { IFB_PREFIX, buildIngressDelete, listOwnedIngress, listRootQdiscs, removeOwnedRoot, rootOwner, tcBatch } from '../sys/tc';
 
 /** Remove all owned state; returns what was removed, one short label each. Never throws. */
 export async function cleanupOwnedState(log: Logger): Promise<string[]> {
@@ -30,7 +30,21 @@ export async function cleanupOwnedState(log: Logger): Promise<string[]> {
     if (await nftDeleteTable(MSS_TABLE)) removed.push(`nft table inet ${MSS_TABLE}`);
   });
   await step('qdiscs', async () => {
-    for (const q of await listRootQdiscs()) if (rootOwner(q) === 'ours' && (await removeOwnedRoot(q.dev))) removed.push(`qdisc ${q.dev}`);
+    for (const q of await listRootQdiscs()) if (rootOwner(q) === 'ours' && !q.dev.startsWith(IFB_PREFIX) && (await removeOwnedRoot(q.dev))) removed.push(`qdisc ${q.dev}`);
+  });
+  // Redirects first: a redirect to a deleted IFB would drop everything arriving on the interface.
+  await step('ingress', async () => {
+    for (const dev of await listOwnedIngress()) {
+      await tcBatch([buildIngressDelete(dev)]);
+      removed.push(`ingress ${dev}`);
+    }
+  });
+  await step('ifb', async () => {
+    for (const name of await listIfbLinks()) {
+      if (!name.startsWith(IFB_PREFIX)) continue;
+      await ipBatch([buildLinkDelete(name)]);
+      removed.push(`ifb ${name}`);
+    }
   });
   for (const v6 of [false, true]) {
     const f = v6 ? '-6 ' : '';

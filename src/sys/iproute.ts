@@ -111,6 +111,22 @@ export function parseRules(json: unknown): RuleEntry[] {
     .map((r) => ({ priority: r.priority as number, table: String(r.table), ...(typeof r.fwmark === 'string' ? { fwmark: r.fwmark } : {}) }));
 }
 
+export function buildIfbAdd(name: string): string[] {
+  return [`link add ${name} type ifb`, `link set ${name} up`];
+}
+
+export function buildLinkDelete(name: string): string {
+  return `link del ${name}`;
+}
+
+/** Interface names from `ip -j link show` (pure). */
+export function parseLinkNames(json: unknown): string[] {
+  if (!Array.isArray(json)) return [];
+  return json.map((l) => (l as { ifname?: unknown } | null)?.ifname).filter((n): n is string => typeof n === 'string');
+}
+
+export const listIfbLinks = async (): Promise<string[]> => parseLinkNames(await ipJson(['link', 'show', 'type', 'ifb']));
+
 export async function ipBatch(lines: readonly string[]): Promise<void> {
   if (lines.length === 0) return;
   await execTool(['ip', '-batch', '-'], { input: lines.join('\n') + '\n' });
@@ -128,9 +144,9 @@ export async function getLimits(): Promise<MptcpLimits | null> {
   return parseLimits((await execTool(['ip', 'mptcp', 'limits', 'show'])).stdout);
 }
 
-/** The interface the kernel would send from `from` to `to` by (no marks). */
-export async function routeDevice(to: string, from: string): Promise<string | null> {
-  const j = await ipJson(['route', 'get', to, 'from', from]);
+/** The interface the kernel would send to `to` (from `from`) by (no marks). */
+export async function routeDevice(to: string, from?: string): Promise<string | null> {
+  const j = await ipJson(['route', 'get', to, ...(from ? ['from', from] : [])]);
   const dev = Array.isArray(j) ? (j[0] as { dev?: unknown } | undefined)?.dev : undefined;
   return typeof dev === 'string' ? dev : null;
 }

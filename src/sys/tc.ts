@@ -4,6 +4,13 @@
  * (handle 0:): an operator's own qdisc is reported, never replaced. The root has no default
  * class, so unclassified traffic goes out HTB's direct queue unshaped; nftables puts subflow
  * packets into their class with `meta priority`. Builders are pure text for `tc -batch -`.
+ *
+ * The client→proxy direction (uploads) is shaped on an owned IFB, `mpx-ifb<N>`: the interface
+ * gets an ingress qdisc whose one filter (preference 0x4d50, our mark of ownership) redirects
+ * everything to the IFB, and the IFB gets the same HTB root and classes. nftables never sees
+ * packets on an IFB's egress, so there each subflow's packets are classified by a u32 filter on
+ * its 4-tuple (the `fw`/`flower` classifiers and skbedit are absent on these kernels; u32's mark
+ * match is compiled out).
  */
 import { ExecError, execTool, parseJsonOutput, tryExecTool } from './exec';
 
@@ -50,6 +57,89 @@ export function buildClassDelete(dev: string, minor: number): string {
   return `class del dev ${dev} parent ${TC_HANDLE} classid ${classId(minor)}`;
 }
 
+/** Preference of every filter the proxy installs: how cleanup knows an ingress qdisc is ours. */
+export const TC_FILTER_PREF = 0x4d50;
+export const IFB_PREFIX = 'mpx-ifb';
+/** u32 filter handles on an IFB: 800::1 .. 800::fff (IPv4), 801::N (IPv6): the root hash tables. */
+export const U32_MAX_ITEM = 0xfff;
+
+/** An IFB's HTB root plus its two empty u32 filters, so their hash tables are 800: (IPv4) and 801: (IPv6) whatever comes first. */
+export function buildIfbRoot(ifb: string): string[] {
+  return [
+    buildRootAdd(ifb),
+    `filter add dev ${ifb} parent ${TC_HANDLE} pref ${TC_FILTER_PREF} protocol ip u32`,
+    `filter add dev ${ifb} parent ${TC_HANDLE} pref ${TC_FILTER_PREF + 1} protocol ipv6 u32`,
+  ];
+}
+
+export function buildIngressAdd(dev: string): string {
+  return `qdisc add dev ${dev} handle ffff: ingress`;
+}
+
+export function buildIngressDelete(dev: string): string {
+  return `qdisc del dev ${dev} handle ffff: ingress`;
+}
+
+export function buildIngressRedirect(dev: string, ifb: string): string {
+  return `filter add dev ${dev} parent ffff: pref ${TC_FILTER_PREF} protocol all u32 match u32 0 0 action mirred egress redirect dev ${ifb}`;
+}
+
+/** A subflow's packets as they arrive from the client: from `src` to `dst` (its 4-tuple reversed). */
+export interface IngressTuple {
+  src: string;
+  srcPort: number;
+  dst: string;
+  dstPort: number;
+  ipv6: boolean;
+}
+
+const u32Handle = (item: number, ipv6: boolean): string => `${ipv6 ? '801' : '800'}::${item.toString(16)}`;
+
+function u32Head(ifb: string, item: number, ipv6: boolean): string {
+  return `filter %s dev ${ifb} parent ${TC_HANDLE} pref ${TC_FILTER_PREF + (ipv6 ? 1 : 0)} protocol ${ipv6 ? 'ipv6' : 'ip'} handle ${u32Handle(item, ipv6)} u32`;
+}
+
+/** One subflow's upload packets into class `minor` of the IFB's HTB. TCP only; no IPv6 extension headers. */
+export function buildU32Add(ifb: string, item: number, t: IngressTuple, minor: number): string {
+  const f = t.ipv6 ? 'ip6' : 'ip';
+  const len = t.ipv6 ? 128 : 32;
+  const m = [`match ${f} protocol 6 0xff`, `match ${f} src ${t.src}/${len}`, `match ${f} dst ${t.dst}/${len}`, `match ${f} sport ${t.srcPort} 0xffff`, `match ${f} dport ${t.dstPort} 0xffff`];
+  return `${u32Head(ifb, item, t.ipv6).replace('%s', 'add')} ${m.join(' ')} flowid ${classId(minor)}`;
+}
+
+export function buildU32Delete(ifb: string, item: number, ipv6: boolean): string {
+  return u32Head(ifb, item, ipv6).replace('%s', 'del');
+}
+
+/** Devices with an ingress qdisc (pure over `tc -j qdisc show`). */
+export function parseIngressDevs(json: unknown): string[] {
+  if (!Array.isArray(json)) return [];
+  return json
+    .filter((q): q is { dev: string; kind: string } => typeof q === 'object' && q !== null && q.kind === 'ingress' && typeof q.dev === 'string')
+    .map((q) => q.dev);
+}
+
+/** Filter preferences from `tc -j filter show dev X ingress` (pure). */
+export function parseFilterPrefs(json: unknown): number[] {
+  if (!Array.isArray(json)) return [];
+  const prefs = json.map((f) => (f as { pref?: unknown } | null)?.pref).filter((p): p is number => typeof p === 'number');
+  return [...new Set(prefs)];
+}
+
+/** An ingress qdisc is ours when it carries our redirect filter: the proxy only adds it to ingress qdiscs it created. */
+export async function listOwnedIngress(): Promise<string[]> {
+  const argv = ['tc', '-j', 'qdisc', 'show'];
+  const devs = parseIngressDevs(parseJsonOutput(argv, (await execTool(argv)).stdout));
+  const out: string[] = [];
+  for (const dev of devs) {
+    const fa = ['tc', '-j', 'filter', 'show', 'dev', dev, 'ingress'];
+    const r = await tryExecTool(fa);
+    if (r instanceof ExecError) continue;
+    if (parseFilterPrefs(parseJsonOutput(fa, r.stdout)).includes(TC_FILTER_PREF)) out.push(dev);
+  }
+  return out;
+}
+
 export async function tcBatch(lines: readonly string[]): Promise<void> {
   if (lines.length === 0) return;
   await execTool(['tc', '-batch', '-'], { input: lines.join('\n') + '\n' });
@@ -76,6 +166,16 @@ export function parseRootQdiscs(json: unknown, dev?: string): RootQdisc[] {
     .filter((q): q is { dev?: unknown; kind: unknown; handle: unknown; root: true } => typeof q === 'object' && q !== null && q.root === true)
     .map((q) => ({ dev: typeof q.dev === 'string' ? q.dev : (dev ?? ''), kind: String(q.kind), handle: String(q.handle) }))
     .filter((q) => q.dev !== '');
+}
+
+/** Does dev have an ingress (or clsact) qdisc? */
+export async function hasIngress(dev: string): Promise<boolean> {
+  const argv = ['tc', '-j', 'qdisc', 'show', 'dev', dev];
+  const r = await execTool(argv);
+  return (parseJsonOutput(argv, r.stdout) as unknown[]).some((q) => {
+    const k = (q as { kind?: unknown } | null)?.kind;
+    return k === 'ingress' || k === 'clsact';
+  });
 }
 
 /** Root qdiscs of one interface, or of all when dev is omitted. */

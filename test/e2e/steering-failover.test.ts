@@ -7,15 +7,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
-import readline from 'node:readline';
-import YAML from 'yaml';
 import { curl } from '../helpers/clients';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { createTestbed, type Testbed } from '../helpers/testbed';
+import { createTestbed, type ProxyLogLine, type Testbed } from '../helpers/testbed';
+import { sleep, startSteeredProxy, steered, writeConfig } from '../steering/proxy';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** The engine's log line for an uplink state change, with its time in ms since the epoch. */
+const uplinkChange = (name: string, state: 'down' | 'up') => (l: ProxyLogLine): boolean =>
+  l.uplink === name && l.message === (state === 'down' ? 'uplink down: moving its subflows' : 'uplink up: moving subflows back');
 
 describe('steering: uplink failover and failback (testbed, real kernel)', () => {
   let tb: Testbed;
@@ -29,21 +28,13 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
   it('moves a subflow off a cut uplink within about a second, back on restore, download completes', async () => {
     const a = tb.addr;
     const probe = (host: string): Record<string, unknown> => ({ target: `${host}:9`, intervalMs: 100, timeoutMs: 200, downAfter: 3, upAfter: 3 });
-    const cfg = path.join(tb.tmpDir, 'uplinks.yaml');
-    writeFileSync(
-      cfg,
-      YAML.stringify({
-        listeners: [{ protocol: 'http', listen: `${a.proxy1}:3128` }],
-        access: { allowClients: [a.path1Subnet, a.path2Subnet] },
-        metrics: { enabled: false },
-        log: { level: 'info', format: 'json' },
-        uplinks: [
-          { name: 'up1', interface: tb.ifaces.proxy1, source: a.proxy1, gateway: a.client1, signal: false, probe: probe(a.client1) },
-          { name: 'up2', interface: tb.ifaces.proxy2, source: a.proxy2, gateway: a.client2, signal: false, probe: probe(a.client2) },
-        ],
-        policies: [{ name: 'path1-on-up1', match: { client: a.path1Subnet }, uplink: 'up1' }],
-      }),
-    );
+    const cfg = writeConfig(tb, 'uplinks.yaml', {
+      uplinks: [
+        { name: 'up1', interface: tb.ifaces.proxy1, source: a.proxy1, gateway: a.client1, signal: false, probe: probe(a.client1) },
+        { name: 'up2', interface: tb.ifaces.proxy2, source: a.proxy2, gateway: a.client2, signal: false, probe: probe(a.client2) },
+      ],
+      policies: [{ name: 'path1-on-up1', match: { client: a.path1Subnet }, uplink: 'up1' }],
+    });
     // Counts packets for the client's path-1 address that arrive over path 2: rerouted ones.
     await tb.exec('client', ['nft', '-f', '-'], {
       input: `table inet tb_watch { chain pre { type filter hook prerouting priority -300; iifname "${tb.ifaces.client2}" ip daddr ${a.client1} counter; }; }\n`,
@@ -52,33 +43,17 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
       const out = (await tb.exec('client', ['nft', 'list', 'table', 'inet', 'tb_watch'])).stdout;
       return Number(/counter packets (\d+)/.exec(out)?.[1] ?? -1);
     };
-    const h = tb.spawnNode('proxy', 'dist/test/steering/harness.js', [cfg]);
-    const logs: Record<string, unknown>[] = [];
-    let stderr = '';
-    readline.createInterface({ input: h.stderr! }).on('line', (l) => {
-      stderr += l + '\n';
-      if (l.startsWith('{')) logs.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const waitLog = async (pred: (l: Record<string, unknown>) => boolean, ms: number): Promise<Record<string, unknown>> => {
-      const end = Date.now() + ms;
-      while (Date.now() < end) {
-        const f = logs.find(pred);
-        if (f) return f;
-        await sleep(10);
-      }
-      throw new Error(`log not seen:\n${stderr.slice(-3000)}`);
-    };
+    const h = await startSteeredProxy(tb, cfg);
+    const at = (l: ProxyLogLine): number => Date.parse(String(l.timestamp));
     try {
-      await waitLog((l) => l.message === 'harness ready', 10_000);
       const dl = curl(tb, { url: srv.url('/bytes/104857600'), proxy: { kind: 'http', host: a.proxy1, port: 3128 }, timeoutMs: 90_000 });
-      const steered = await waitLog((l) => l.message === 'steering applied' && l.policy === 'path1-on-up1', 10_000);
-      assert.equal(steered.mark, 0x4d500001);
+      const first = await h.waitForLog(steered('path1-on-up1'), 10_000);
+      assert.equal(first.mark, 0x4d500001);
       await sleep(1500);
       assert.equal(await rerouted(), 0, 'nothing rerouted while both uplinks are up');
       const cutAt = Date.now();
       await tb.exec('proxy', ['nft', '-f', '-'], { input: `table inet tb_cut { chain post { type filter hook postrouting priority 100; oifname "${tb.ifaces.proxy1}" drop; }; }\n` });
-      const down = await waitLog((l) => l.message === 'uplink change' && l.uplink === 'up1' && l.state === 'down', 3000);
-      const detectMs = (down.at as number) - cutAt;
+      const detectMs = at(await h.waitForLog(uplinkChange('up1', 'down'), 3000)) - cutAt;
       await sleep(1000);
       const r1 = await rerouted();
       // After the cut the subflow is in loss recovery and MPTCP has moved data to subflow 2; what matters
@@ -86,8 +61,7 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
       assert.ok(r1 > 0, `path-1 subflow rerouted over uplink 2 (${r1} packets)`);
       const restoreAt = Date.now();
       await tb.exec('proxy', ['nft', 'delete', 'table', 'inet', 'tb_cut']);
-      const up = await waitLog((l) => l.message === 'uplink change' && l.uplink === 'up1' && l.state === 'up', 3000);
-      const failbackMs = (up.at as number) - restoreAt;
+      const failbackMs = at(await h.waitForLog(uplinkChange('up1', 'up'), 3000)) - restoreAt;
       await sleep(300);
       const r2 = await rerouted();
       await sleep(1000);
@@ -104,8 +78,7 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.sizeDownload, 104857600);
     } finally {
-      h.kill('SIGTERM');
-      await new Promise((r) => h.once('close', r));
+      assert.equal((await h.stop(8000)).code, 0);
     }
     const rules = (await tb.exec('proxy', ['ip', 'rule', 'show'])).stdout;
     assert.doesNotMatch(rules, /fwmark 0x4d5/);

@@ -59,7 +59,8 @@ describe('steering config validation', () => {
   };
   it('accepts the contract example and fills rate/ceil', () => {
     const c = ok({ policies: [{ name: 'slow-path1', match: { client: '10.20.1.0/24' }, rate: '5mbit' }] });
-    assert.deepEqual(c.policies[0], { name: 'slow-path1', match: { client: '10.20.1.0/24' }, rate: 5e6, ceil: 5e6 });
+    assert.deepEqual(c.policies[0], { name: 'slow-path1', match: { client: '10.20.1.0/24' }, rate: 5e6, ceil: 5e6, direction: 'both' });
+    assert.equal(ok({ policies: [{ name: 'up', rate: '1mbit', direction: 'upload' }] }).policies[0]!.direction, 'upload');
     assert.deepEqual(c.uplinks, []);
   });
   it('defaults: no sections, empty lists', () => assert.deepEqual(ok({}), { policies: [], uplinks: [] }));
@@ -81,6 +82,8 @@ describe('steering config validation', () => {
     bad({ uplinks: [{ name: 'a' }] }, /uplinks\[0\]\.interface: is required/);
     bad({ uplinks: [{ name: 'a', interface: 'eth0', probe: 'example.com' }] }, /probe\.target: "example.com" is not IP/);
     bad({ policies: 'x' }, /^policies: must be a list/);
+    bad({ policies: [{ name: 'p', rate: '1mbit', direction: 'sideways' }] }, /direction: must be one of: both, download, upload/);
+    bad({ policies: [{ name: 'p', direction: 'upload' }] }, /direction: needs a rate/);
   });
   it('property: any validation failure is a ConfigError, never another exception', () => {
     fc.assert(fc.property(fc.anything(), fc.anything(), (policies, uplinks) => {
