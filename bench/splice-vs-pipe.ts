@@ -9,18 +9,24 @@ import net from 'node:net';
 import { loadSpliceRelay, spliceUnavailableReason } from '../src/relay/splice-relay';
 import { connect, listen, sendAll } from '../test/relay/splice-harness';
 
-type Msg = { port?: number; bytes?: number; done?: boolean; error?: string };
+type Msg = { port?: number; bytes?: number; done?: boolean; error?: string; cpuSec?: number };
+
+function cpuSince(c0: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1e6;
+}
 
 const CHUNK = Buffer.alloc(1 << 20, 0x5a);
 
 /** Child role "sink": a TCP server that counts bytes and reports each finished connection. */
 async function sink(): Promise<void> {
   const l = await listen('tcp', (s) => {
+    const cpu0 = process.cpuUsage();
     let bytes = 0;
     s.on('data', (c: Buffer) => (bytes += c.length));
     s.once('end', () => {
       s.end();
-      process.send!({ bytes, done: true } satisfies Msg);
+      process.send!({ bytes, done: true, cpuSec: cpuSince(cpu0) } satisfies Msg);
     });
     s.resume();
   });
@@ -31,9 +37,11 @@ async function sink(): Promise<void> {
 function source(): void {
   process.on('message', async (m: Msg) => {
     try {
+      const cpu0 = process.cpuUsage();
       const s = await connect('mptcp', m.port!);
       s.resume();
       await sendAll(s, CHUNK, { repeat: Math.ceil(m.bytes! / CHUNK.length), end: true, chunk: CHUNK.length });
+      process.send!({ done: true, cpuSec: cpuSince(cpu0) } satisfies Msg);
     } catch (e) {
       process.send!({ error: String(e) } satisfies Msg);
     }
@@ -81,39 +89,45 @@ async function main(): Promise<void> {
     ['pipe()', pipeRelay],
     ['splice', (c, u) => splice.relay(c, u, { idleMs: 0 })],
   ];
-  const rows: string[] = [];
-  for (const [name, relay] of engines) {
-    let proxyPort = sinkPort;
-    let proxy: Awaited<ReturnType<typeof listen>> | null = null;
-    if (relay) {
-      proxy = await listen('mptcp', (client) => {
-        void connect('tcp', sinkPort).then((upstream) => {
-          upstream.pause();
-          return relay(client, upstream);
-        });
-      });
-      proxyPort = proxy.port;
-    }
-    const rates: number[] = [];
-    const cpuPerGB: number[] = [];
-    for (let i = 0; i < runs; i++) {
+  // Engines take turns run by run, so background load hits them alike.
+  const setups = await Promise.all(
+    engines.map(async ([name, relay]) => {
+      const proxy = relay
+        ? await listen('mptcp', (client) => {
+            void connect('tcp', sinkPort).then((upstream) => {
+              upstream.pause();
+              return relay(client, upstream);
+            });
+          })
+        : null;
+      return { name, proxy, port: proxy?.port ?? sinkPort, rates: [] as number[], cpuPerGB: [] as number[], endpointsPerGB: [] as number[] };
+    }),
+  );
+  for (let i = 0; i < runs; i++) {
+    for (const e of setups) {
       const cpu0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
       const finished = next(sinkProc);
-      sourceProc.send({ port: proxyPort, bytes } satisfies Msg);
+      const sent = next(sourceProc);
+      sourceProc.send({ port: e.port, bytes } satisfies Msg);
       const m = await finished;
       const secs = Number(process.hrtime.bigint() - t0) / 1e9;
       const cpu = process.cpuUsage(cpu0);
-      if (m.bytes !== bytes) throw new Error(`${name}: sink got ${m.bytes} of ${bytes} bytes`);
-      rates.push(bytes / 1e9 / secs);
-      cpuPerGB.push((cpu.user + cpu.system) / 1e6 / (bytes / 1e9));
+      const s = await sent;
+      if (s.error) throw new Error(`${e.name}: source failed: ${s.error}`);
+      e.endpointsPerGB.push(((m.cpuSec ?? 0) + (s.cpuSec ?? 0)) / (bytes / 1e9));
+      if (m.bytes !== bytes) throw new Error(`${e.name}: sink got ${m.bytes} of ${bytes} bytes`);
+      e.rates.push(bytes / 1e9 / secs);
+      e.cpuPerGB.push((cpu.user + cpu.system) / 1e6 / (bytes / 1e9));
     }
-    await proxy?.close();
-    const best = Math.max(...rates);
-    const median = [...rates].sort((a, b) => a - b)[Math.floor(rates.length / 2)]!;
-    const cpuMedian = [...cpuPerGB].sort((a, b) => a - b)[Math.floor(cpuPerGB.length / 2)]!;
-    rows.push(`${name.padEnd(18)} best ${best.toFixed(2)} GB/s  median ${median.toFixed(2)} GB/s  relay-process CPU ${cpuMedian.toFixed(3)} s/GB  (runs: ${rates.map((r) => r.toFixed(2)).join(', ')})`);
   }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const rows = setups.map(
+    (e) =>
+      `${e.name.padEnd(18)} best ${Math.max(...e.rates).toFixed(2)} GB/s  median ${median(e.rates).toFixed(2)} GB/s  ` +
+      `CPU s/GB: relay ${median(e.cpuPerGB).toFixed(3)}, client+server ${median(e.endpointsPerGB).toFixed(3)}  (GB/s per run: ${e.rates.map((r) => r.toFixed(2)).join(', ')})`,
+  );
+  await Promise.all(setups.map((e) => e.proxy?.close()));
   sinkProc.kill();
   sourceProc.kill();
   console.log(`${sizeMiB} MiB per run, MPTCP client → relay → TCP server on loopback, ${runs} runs each`);

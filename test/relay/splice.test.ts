@@ -330,6 +330,42 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
     }
   });
 
+  it('refuses a stray JS write during the relay instead of interleaving it', async () => {
+    const serverGot = deferred<Buffer>();
+    const writeErr = deferred<string>();
+    const r = await rig(
+      mode,
+      (s) => {
+        const chunks: Buffer[] = [];
+        s.on('data', (c: Buffer) => chunks.push(c));
+        s.once('end', () => {
+          serverGot.resolve(Buffer.concat(chunks));
+          s.end();
+        });
+        s.on('error', () => {});
+        s.resume();
+      },
+      {
+        beforeRelay: async (_client, upstream) => {
+          setTimeout(() => upstream.write('STRAY', (e) => writeErr.resolve((e as NodeJS.ErrnoException | null)?.code ?? 'none')), 150);
+        },
+      },
+    );
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      client.on('error', () => {});
+      client.write('relayed;');
+      assert.equal(await writeErr.promise, 'ERR_SPLICE_OWNED');
+      const run = await r.proxy.nextResult();
+      assert.equal(run.result.end, 'upstream-error');
+      assert.equal(run.result.errorCode, 'ECANCELED');
+      assert.equal((await serverGot.promise).toString(), 'relayed;', 'the stray bytes never reached the wire');
+      client.destroy();
+    } finally {
+      await r.close();
+    }
+  });
+
   it('serves 200 concurrent pairs on the one thread, each intact and counted, leaking no fds', async () => {
     const fdsBefore = fs.readdirSync('/proc/self/fd').length;
     const r = await rig(mode, (s) => s.pipe(s));
