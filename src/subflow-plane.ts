@@ -36,7 +36,7 @@ export class SubflowPlane {
 
   /** Before any listener: subflows of the first connections must find their policies in place. */
   async start(): Promise<void> {
-    this.startKernelView();
+    await this.startKernelView();
     if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.registry, this.log);
     if (this.steering.active) await this.steering.start();
     // After steering: its start removes every owned table a crashed run left, this one included.
@@ -44,9 +44,9 @@ export class SubflowPlane {
   }
 
   /** The kernel's event stream; without it subflows are still seen when connections are sampled. */
-  private startKernelView(): void {
+  private async startKernelView(): Promise<void> {
     try {
-      this.kernel.start();
+      await this.kernel.start();
       this.kernel.on('failed', (e) => this.log.warn('MPTCP netlink events stopped', { error: e.message }));
       this.kernel.on('lost', () => this.log.warn('MPTCP netlink events lost (socket buffer overflow)'));
     } catch (e) {
