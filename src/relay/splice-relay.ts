@@ -104,7 +104,11 @@ export class SpliceRelay implements RelayEngine {
     if (upErr) result = { bytesUp: 0, bytesDown: downErr ? 0 : early.length, end: 'upstream-error', errorCode: codeOf(upErr) };
     else if (downErr) result = { bytesUp: head.length, bytesDown: 0, end: 'client-error', errorCode: codeOf(downErr) };
     else result = await this.runNative(client, upstream, opts.idleMs, head.length, early.length);
-    opts.beforeClose?.();
+    try {
+      opts.beforeClose?.();
+    } catch {
+      // the caller's sampling hook must not turn a finished relay into a rejection
+    }
     const cancelled = result.errorCode === 'ECANCELED';
     close(client, result.end === 'upstream-error' && !cancelled);
     close(upstream, result.end === 'client-error' && !cancelled);

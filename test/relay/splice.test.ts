@@ -299,6 +299,30 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
     }
   });
 
+  it('calls beforeClose once, while both sockets are still open, and survives it throwing', async () => {
+    const seen: { client: number; upstream: number }[] = [];
+    const r = await rig(mode, (s) => s.pipe(s), {
+      beforeRelay: async (client, upstream) => ({
+        idleMs: 0,
+        beforeClose: () => {
+          seen.push({ client: socketFd(client), upstream: socketFd(upstream) });
+          throw new Error('sampling failed');
+        },
+      }),
+    });
+    try {
+      const client = await connect(mode.client, r.proxy.port);
+      const got = receiveAll(client);
+      client.end('ping');
+      assert.equal((await got).bytes, 4);
+      assert.deepEqual((await r.proxy.nextResult()).result, { bytesUp: 4, bytesDown: 4, end: 'done' });
+      assert.equal(seen.length, 1);
+      assert.ok(seen[0]!.client >= 0 && seen[0]!.upstream >= 0, 'fds were open when sampled');
+    } finally {
+      await r.close();
+    }
+  });
+
   it('keeps data intact through a small pipe and a receiver that stalls', async () => {
     const small = loadSpliceRelay({ pipeSize: 65536 });
     assert.ok(small);
