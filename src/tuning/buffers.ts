@@ -15,6 +15,26 @@ export interface SubflowRate {
   rttUs: number;
 }
 
+/** What tcp_info says about one subflow, as far as the sizing needs it. */
+export interface SubflowMeasure {
+  /** Bytes per second (tcpi_delivery_rate). */
+  deliveryRate: number;
+  sndCwnd: number;
+  sndMss: number;
+  rttUs: number;
+}
+
+/**
+ * A subflow's bandwidth for the sizing: its delivery rate, but never more than one congestion
+ * window per RTT. delivery_rate is the latest single sample and can spike far above the path's
+ * rate (ACK compression; on the testbed one auto run computed a 95 MB need for 2 × 50 Mbit/s);
+ * the window bound is what the subflow can actually keep in flight.
+ */
+export function subflowRate(m: SubflowMeasure): SubflowRate {
+  const windowRate = m.rttUs > 0 ? (m.sndCwnd * m.sndMss * 1e6) / m.rttUs : 0;
+  return { deliveryRateBps: Math.min(m.deliveryRate, windowRate), rttUs: m.rttUs };
+}
+
 /** Kernel bytes per payload byte (see the header). */
 export const KERNEL_OVERHEAD = 2;
 

@@ -14,7 +14,7 @@ import type { ProxyEvents } from '../core/events';
 import type { Logger } from '../log/logger';
 import type { SubflowSnapshot } from '../mptcp/kernel-view';
 import type { BufferDirection } from '../sys/socket';
-import { decideBuffer, requiredBufferBytes, type BufferPolicy, type SubflowRate } from './buffers';
+import { decideBuffer, requiredBufferBytes, subflowRate, type BufferPolicy, type SubflowRate } from './buffers';
 
 /** After a subflow comes up its delivery rate needs a few RTTs of data to mean anything. */
 export const SETTLE_MS = 1_000;
@@ -184,7 +184,7 @@ export class BufferTuner {
     let bytes = 0;
     for (const x of subs) {
       if (!x.tcp) continue;
-      rates.push({ deliveryRateBps: Number(x.tcp.deliveryRate), rttUs: x.tcp.rttUs });
+      rates.push(subflowRate({ deliveryRate: Number(x.tcp.deliveryRate), sndCwnd: x.tcp.sndCwnd, sndMss: x.tcp.sndMss, rttUs: x.tcp.rttUs }));
       bytes += Number(x.tcp.bytesAcked) + Number(x.tcp.bytesReceived);
     }
     s.samples++;

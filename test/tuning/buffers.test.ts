@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { KERNEL_OVERHEAD, REGROW_FACTOR, decideBuffer, kernelBufferBytes, parseTcpMem, requiredBufferBytes, targetBytes, type BufferPolicy, type SubflowRate } from '../../src/tuning/buffers';
+import { KERNEL_OVERHEAD, REGROW_FACTOR, decideBuffer, kernelBufferBytes, parseTcpMem, requiredBufferBytes, subflowRate, targetBytes, type BufferPolicy, type SubflowRate } from '../../src/tuning/buffers';
 
 const rate = fc.record({ deliveryRateBps: fc.integer({ min: 0, max: 5e9 }), rttUs: fc.integer({ min: 0, max: 5_000_000 }) });
 const rates = fc.array(rate, { minLength: 1, maxLength: 8 });
@@ -40,6 +40,24 @@ describe('requiredBufferBytes', () => {
 
   test('property: order of subflows does not matter', () => {
     fc.assert(fc.property(rates, (rs) => requiredBufferBytes([...rs].reverse()) === requiredBufferBytes(rs)));
+  });
+});
+
+describe('subflowRate', () => {
+  test('a delivery-rate spike is capped at one window per RTT', () => {
+    // cwnd 100 × 1448 B per 10 ms = 14.48 MB/s; the sample says 200 MB/s.
+    assert.deepEqual(subflowRate({ deliveryRate: 200e6, sndCwnd: 100, sndMss: 1448, rttUs: 10_000 }), { deliveryRateBps: 14_480_000, rttUs: 10_000 });
+    assert.deepEqual(subflowRate({ deliveryRate: 6e6, sndCwnd: 100, sndMss: 1448, rttUs: 10_000 }), { deliveryRateBps: 6e6, rttUs: 10_000 });
+    assert.equal(subflowRate({ deliveryRate: 6e6, sndCwnd: 100, sndMss: 1448, rttUs: 0 }).deliveryRateBps, 0, 'no RTT yet: no rate');
+  });
+
+  test('property: never above either bound', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 1e10 }), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 65535 }), fc.integer({ min: 0, max: 1e7 }), (rate, cwnd, mss, rtt) => {
+        const r = subflowRate({ deliveryRate: rate, sndCwnd: cwnd, sndMss: mss, rttUs: rtt }).deliveryRateBps;
+        return r <= rate && (rtt === 0 ? r === 0 : r <= (cwnd * mss * 1e6) / rtt + 1e-6);
+      }),
+    );
   });
 });
 
