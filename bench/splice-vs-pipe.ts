@@ -2,14 +2,14 @@
  * Throughput and relay CPU per GB: MPTCP client → relay → TCP server on loopback, for the splice
  * engine against a plain socket.pipe() relay, with a no-relay baseline for the endpoints' limit.
  * The client and the server run in their own processes, so process.cpuUsage() here is the relay's
- * own cost. Usage: node dist/bench/splice-vs-pipe.js [sizeMiB=1024] [runs=3]
+ * own cost. Usage: [PIPE_SIZE=bytes] node dist/bench/splice-vs-pipe.js [sizeMiB=1024] [runs=3] [client=mptcp|tcp]
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { loadSpliceRelay, spliceUnavailableReason } from '../src/relay/splice-relay';
-import { connect, listen, sendAll } from '../test/relay/splice-harness';
+import { connect, type Kind, listen, sendAll } from '../test/relay/splice-harness';
 
-type Msg = { port?: number; bytes?: number; done?: boolean; error?: string; cpuSec?: number };
+type Msg = { kind?: Kind; port?: number; bytes?: number; done?: boolean; error?: string; cpuSec?: number };
 
 function cpuSince(c0: NodeJS.CpuUsage): number {
   const c = process.cpuUsage(c0);
@@ -33,12 +33,12 @@ async function sink(): Promise<void> {
   process.send!({ port: l.port } satisfies Msg);
 }
 
-/** Child role "source": on each {port, bytes} connect over MPTCP and send that many bytes. */
+/** Child role "source": on each {kind, port, bytes} connect and send that many bytes. */
 function source(): void {
   process.on('message', async (m: Msg) => {
     try {
       const cpu0 = process.cpuUsage();
-      const s = await connect('mptcp', m.port!);
+      const s = await connect(m.kind!, m.port!);
       s.resume();
       await sendAll(s, CHUNK, { repeat: Math.ceil(m.bytes! / CHUNK.length), end: true, chunk: CHUNK.length });
       process.send!({ done: true, cpuSec: cpuSince(cpu0) } satisfies Msg);
@@ -76,7 +76,8 @@ async function main(): Promise<void> {
   const sizeMiB = Number(process.argv[2] ?? 1024);
   const runs = Number(process.argv[3] ?? 3);
   const bytes = sizeMiB * (1 << 20);
-  const splice = loadSpliceRelay();
+  const kind: Kind = process.argv[4] === 'tcp' ? 'tcp' : 'mptcp';
+  const splice = loadSpliceRelay(process.env.PIPE_SIZE ? { pipeSize: Number(process.env.PIPE_SIZE) } : {});
   if (!splice) throw new Error(`splice relay unavailable: ${spliceUnavailableReason()}`);
 
   const sinkProc = fork(__filename, ['--role=sink']);
@@ -93,7 +94,7 @@ async function main(): Promise<void> {
   const setups = await Promise.all(
     engines.map(async ([name, relay]) => {
       const proxy = relay
-        ? await listen('mptcp', (client) => {
+        ? await listen(kind, (client) => {
             void connect('tcp', sinkPort).then((upstream) => {
               upstream.pause();
               return relay(client, upstream);
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
       const t0 = process.hrtime.bigint();
       const finished = next(sinkProc);
       const sent = next(sourceProc);
-      sourceProc.send({ port: e.port, bytes } satisfies Msg);
+      sourceProc.send({ kind, port: e.port, bytes } satisfies Msg);
       const m = await finished;
       const secs = Number(process.hrtime.bigint() - t0) / 1e9;
       const cpu = process.cpuUsage(cpu0);
@@ -130,7 +131,7 @@ async function main(): Promise<void> {
   await Promise.all(setups.map((e) => e.proxy?.close()));
   sinkProc.kill();
   sourceProc.kill();
-  console.log(`${sizeMiB} MiB per run, MPTCP client → relay → TCP server on loopback, ${runs} runs each`);
+  console.log(`${sizeMiB} MiB per run, ${kind.toUpperCase()} client → relay → TCP server on loopback, ${runs} runs each, pipe size ${splice.pipeSize} B`);
   for (const r of rows) console.log(r);
 }
 

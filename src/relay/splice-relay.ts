@@ -88,7 +88,7 @@ export class SpliceRelay implements RelayEngine {
 
   constructor(
     private readonly addon: SpliceAddon,
-    private readonly pipeSize: number = DEFAULT_PIPE_SIZE,
+    readonly pipeSize: number = DEFAULT_PIPE_SIZE,
   ) {}
 
   /** Relays currently owned by the native thread (all SpliceRelay instances share it). */
