@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomInt } from 'node:crypto';
 import { generatePac } from '../../src/admin/pac';
+import { pickPorts } from '../ops/ports';
 import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../helpers/testbed';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -27,9 +27,7 @@ describe('Chromium through the proxy', { timeout: 5 * 60_000 }, () => {
     tb = await createTestbed({ shapeMbit: 0 });
     const page = tb.spawnNode('server', 'dist/test/ops/page-server.js', [tb.addr.server]);
     pagePort = (JSON.parse(await firstLine(page, 10_000)) as { port: number }).port;
-    const ports = new Set<number>();
-    while (ports.size < 3) ports.add(randomInt(20_000, 60_000));
-    [proxyPort, socksPort, mixedPort] = [...ports] as [number, number, number];
+    [proxyPort, socksPort, mixedPort] = pickPorts(3) as [number, number, number];
     const config = path.join(tb.tmpDir, 'chromium.yaml');
     fs.writeFileSync(
       config,

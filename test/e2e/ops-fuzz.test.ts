@@ -20,6 +20,7 @@ import { SocksClient } from 'socks';
 import { expandIPv6 } from '../../src/core/address';
 import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../helpers/testbed';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { pickPorts } from '../ops/ports';
 import { exchange, httpStatus, splitAt, type Exchange } from '../ops/wire-client';
 import { httpCase, judgeHttp, judgeSocks, randomBytesCase, socks5Command, socksCase, SMUGGLING, SSRF_HOSTS, type FuzzCase } from '../ops/fuzz-cases';
 
@@ -70,12 +71,28 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
   let pid: number;
   const bridges = {} as Record<Port, string>;
   let tripPort: number;
+  const usedPorts: number[] = [];
   const tripped: string[] = [];
   let baselineFds = 0;
   const failures: Failure[] = [];
   let cases = 0;
 
   const fdCount = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+  /** What the open fds are ("socket" ×12, "pipe" ×4, ...), for failure messages. */
+  const fdKinds = (): string => {
+    const kinds = new Map<string, number>();
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      let target: string;
+      try {
+        target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/:\[\d+\]$/, '').replace(/^\/.*/, 'file');
+      } catch {
+        continue;
+      }
+      kinds.set(target, (kinds.get(target) ?? 0) + 1);
+    }
+    return [...kinds].map(([k, n]) => `${k} ×${n}`).join(', ');
+  };
+  let baselineKinds = '';
   const alive = (): boolean => proxy.proc.exitCode === null && proxy.proc.signalCode === null;
 
   /** Wait for the proxy's fds to come back to the baseline; returns the last count. */
@@ -93,7 +110,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     assert.ok(alive(), `proxy died during ${label}: ${proxy.stderr.slice(-3000)}`);
     const n = await settleFds();
     t.diagnostic(`${label}: fds ${n} (baseline ${baselineFds})`);
-    assert.ok(n <= baselineFds, `fd count ${n} did not return to baseline ${baselineFds} after ${label}`);
+    assert.ok(n <= baselineFds, `fd count ${n} did not return to baseline ${baselineFds} after ${label}: now ${fdKinds()}; baseline ${baselineKinds}`);
     const t0 = Date.now();
     const r = await normalGet();
     assert.equal(r, 200, `normal request after ${label}`);
@@ -117,9 +134,8 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     // The metadata address is local in the proxy's namespace, so a connect to it would reach
     // the tripwire instead of leaving the machine.
     await tb.exec('proxy', ['ip', 'addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
-    const ports = new Set<number>();
-    while (ports.size < 4) ports.add(randomInt(20_000, 60_000));
-    const [pHttp, pSocks, pMixed, pTrip] = [...ports] as [number, number, number, number];
+    const [pHttp, pSocks, pMixed, pTrip] = pickPorts(4) as [number, number, number, number];
+    usedPorts.push(pHttp, pSocks, pMixed, pTrip);
     const trip = tb.spawnNode('proxy', 'dist/test/ops/tripwire.js', [String(pTrip)]);
     assert.deepEqual(JSON.parse(await firstLine(trip, 10_000)), { port: pTrip });
     readline.createInterface({ input: trip.stdout! }).on('line', (l) => tripped.push(l));
@@ -132,11 +148,16 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     bridges.http = await tb.bridge('proxy', '127.0.0.1', pHttp);
     bridges.socks = await tb.bridge('proxy', '127.0.0.1', pSocks);
     bridges.mixed = await tb.bridge('proxy', '127.0.0.1', pMixed);
-    // Warm up every path once (agent pool, lazy modules) before taking the baseline.
+    // Warm up every path once (agent pool, lazy modules, the relay engine's event loop) before
+    // taking the baseline: those are opened once, not per connection.
     assert.equal(await normalGet('http'), 200);
     assert.equal(await normalGet('mixed'), 200);
+    const target = `${legacy.host}:${legacy.httpPort}`;
+    const tunnel = await exchange({ path: bridges.http }, [Buffer.from(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`), Buffer.from(`GET /bytes/10 HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`)], { delayMs: 200, waitMs: 5000 });
+    assert.match(tunnel.data.toString('latin1'), /^HTTP\/1\.1 200 [^\r]*\r\n\r\nHTTP\/1\.1 200 /, 'CONNECT tunnel warm-up');
     await sleep(500);
     baselineFds = fdCount();
+    baselineKinds = fdKinds();
   });
 
   after(async () => {
@@ -329,9 +350,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
   });
 
   test('auth failures: 407 with Proxy-Authenticate, SOCKS5 0xFF / auth status, SOCKS4 0x5B; fuzzed credentials never pass', async (t) => {
-    const ports = new Set<number>();
-    while (ports.size < 2) ports.add(randomInt(20_000, 60_000));
-    const [qHttp, qSocks] = [...ports] as [number, number];
+    const [qHttp, qSocks] = pickPorts(2, usedPorts) as [number, number];
     const authed = await tb.startProxy(['--http', `127.0.0.1:${qHttp}`, '--socks', `127.0.0.1:${qSocks}`, '--user', 'alice:plain$wonderland', '--no-metrics', '--log-level', 'error']);
     try {
       const httpB = await tb.bridge('proxy', '127.0.0.1', qHttp);

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomInt } from 'node:crypto';
+import { pickPorts } from '../ops/ports';
 import { createTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
 import { startNotifyReceiver, type NotifyReceiver } from '../ops/notify-receiver';
 
@@ -21,7 +21,7 @@ describe('systemd notify lifecycle of the CLI', { timeout: 60_000 }, () => {
     tb = await createTestbed({ shapeMbit: 0 });
     const sock = path.join(tb.tmpDir, 'notify');
     rx = await startNotifyReceiver(sock);
-    const port = randomInt(20_000, 60_000);
+    const [port] = pickPorts(1);
     const config = path.join(tb.tmpDir, 'proxy.yaml');
     fs.writeFileSync(config, `listeners:\n  - protocol: http\n    listen: "127.0.0.1:${port}"\n`);
     proxy = await tb.startProxy(['--config', config, '--no-metrics', '--log-format', 'json'], { env: { ...process.env, NOTIFY_SOCKET: sock }, waitReady: false });
