@@ -6,6 +6,10 @@
 // number that JS closes (socket.destroy()) can never be reused under the thread, and native
 // never closes a fd libuv owns. Every pair leaves the epoll set before its result is posted,
 // and the thread does not touch a pair after posting (it is freed at the end of that loop pass).
+//
+// Kernels without an MPTCP splice_read (6.18 has none) serve splice from an MPTCP socket with
+// copy_splice_read, i.e. one copy into fresh pages; reads from TCP sockets and all writes stay
+// zero-copy.
 #include <napi.h>
 
 #include <errno.h>
@@ -172,7 +176,7 @@ class Engine {
     for (;;) {
       int timeout = ready_.empty() ? IdleTimeout() : 0;
       int n = epoll_wait(ep_, evs.data(), int(evs.size()), timeout);
-      if (n < 0 && errno != EINTR) n = 0;
+      if (n < 0) n = 0;  // EINTR: just go round again
       for (int i = 0; i < n; i++) {
         auto* tag = static_cast<SideTag*>(evs[i].data.ptr);
         if (!tag) {
