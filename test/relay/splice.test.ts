@@ -231,6 +231,35 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
     }
   });
 
+  it('honours a different idleMs per pair on the one thread', async () => {
+    const idles = Array.from({ length: 40 }, (_, i) => 100 + ((i * 37) % 500));
+    let accepted = 0;
+    const r = await rig(mode, (s) => void closeOutcome(s), {
+      // Pairs are accepted in connect order (connections are made one at a time below).
+      beforeRelay: async () => ({ idleMs: idles[accepted++]! }),
+    });
+    try {
+      const took: number[] = [];
+      const runs: Promise<void>[] = [];
+      for (let i = 0; i < idles.length; i++) {
+        const client = await connect(mode.client, r.proxy.port);
+        const t0 = Date.now();
+        const result = r.proxy.nextResult();
+        runs.push(
+          closeOutcome(client).then(async () => {
+            took[i] = Date.now() - t0;
+            assert.equal((await result).result.end, 'idle');
+          }),
+        );
+        await new Promise((res) => setTimeout(res, 5));
+      }
+      await Promise.all(runs);
+      idles.forEach((idle, i) => assert.ok(took[i]! >= idle - 20 && took[i]! < idle + 400, `pair ${i}: idle ${idle} ms, closed after ${took[i]} ms`));
+    } finally {
+      await r.close();
+    }
+  });
+
   it('does not time out while bytes keep flowing', async () => {
     const r = await rig(mode, (s) => s.pipe(s), { relayOptions: { idleMs: 300 } });
     try {
