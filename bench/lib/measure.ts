@@ -3,7 +3,6 @@
  * run's headline figure, and report the best run's figures as a Row. A subject that cannot start
  * (not installed, exits at once) is tried once and reported with the reason.
  */
-import type { Subject } from './peers';
 import { bestOf, type Row } from './results';
 
 export interface Measured {
@@ -20,7 +19,7 @@ export interface MeasureSpec {
   describe: (best: Measured) => string;
 }
 
-export async function measure(spec: MeasureSpec, s: Pick<Subject, 'id' | 'label' | 'kind'>, once: () => Promise<Measured>, log: (line: string) => void): Promise<Row> {
+export async function measure(spec: MeasureSpec, s: Pick<Row, 'label' | 'kind'> & { id: string }, once: () => Promise<Measured>, log: (line: string) => void): Promise<Row> {
   const runs: Measured[] = [];
   let note: string | undefined;
   for (let i = 0; i < spec.repeats; i++) {

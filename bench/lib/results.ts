@@ -36,6 +36,12 @@ export interface Target {
   detail: string;
 }
 
+/** A time series for a chart: seconds, and one named line per path or total. */
+export interface Series {
+  t: number[];
+  lines: Record<string, number[]>;
+}
+
 export interface Machine {
   date: string;
   hostname: string;
@@ -55,7 +61,7 @@ export interface BenchResults {
   targets: Target[];
   charts: string[];
   /** Time series behind the testbed charts. */
-  series: Record<string, { t: number[]; lines: Record<string, number[]> }>;
+  series: Record<string, Series>;
   /** Workloads skipped entirely, with the reason. */
   skipped: Record<string, string>;
 }

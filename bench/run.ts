@@ -1,0 +1,153 @@
+/**
+ * `npm run bench`: every figure of issue 6 side by side, in one run on one machine.
+ *
+ *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--repeats N] [--publish]
+ *
+ * --quick     seconds-long sizes, one run each, for CI (no thresholds enforced)
+ * --out       where results-<date>.json and the SVG charts go (default bench/out)
+ * --only      workloads: bulk, parallel, keepalive, latency, idle, twopath, external
+ * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
+ *
+ * Needs root (tcpdump, namespaces). Peers missing on the machine are reported, not fatal;
+ * `scripts/setup.sh bench` installs them.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { REPO_ROOT } from '../test/helpers/testbed';
+import { CLASSIC_PEERS, Servers, SUBJECTS } from './lib/peers';
+import { have } from './lib/proc';
+import { charts, consoleTable, markdown } from './lib/report';
+import { addRatios, evaluateTargets, type BenchResults, type Machine, type Row } from './lib/results';
+import { concurrency } from './workloads/concurrency';
+import { external } from './workloads/external';
+import { keepalive } from './workloads/keepalive';
+import { latency } from './workloads/latency';
+import { bulk } from './workloads/throughput';
+import { twoPath } from './workloads/two-path';
+
+const WORKLOAD_NAMES = ['bulk', 'parallel', 'keepalive', 'latency', 'idle', 'twopath', 'external'] as const;
+type WorkloadName = (typeof WORKLOAD_NAMES)[number];
+
+interface Plan {
+  mode: 'quick' | 'full';
+  repeats: number;
+  bigBytes: number;
+  mediumBytes: number;
+  parallel: number;
+  requests: number;
+  latencyCount: number;
+  latencyRate: number;
+  idleCount: number;
+  twoPathBytes: number;
+}
+
+const FULL: Plan = { mode: 'full', repeats: 3, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 10_000, latencyCount: 3000, latencyRate: 1000, idleCount: 10_000, twoPathBytes: 40e6 };
+const QUICK: Plan = { mode: 'quick', repeats: 1, bigBytes: 64 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 1000, idleCount: 200, twoPathBytes: 1.5e6 };
+
+function machine(): Machine {
+  return {
+    date: new Date().toISOString(),
+    hostname: os.hostname(),
+    nproc: os.cpus().length,
+    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+  };
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, publish: { type: 'boolean' } },
+  });
+  const plan = { ...(values.quick ? QUICK : FULL) };
+  if (values.repeats) plan.repeats = Math.max(1, Number(values.repeats));
+  const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES) as WorkloadName[]);
+  for (const w of only) if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (expected ${WORKLOAD_NAMES.join(', ')})`);
+  const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out'));
+  fs.mkdirSync(outDir, { recursive: true });
+  if (process.getuid?.() !== 0) process.stderr.write('bench: not root: tcpdump and the namespace testbed will fail\n');
+  if (!have('mptcpize')) throw new Error('mptcpize not found (apt-get install mptcpd, or npm run bench which runs scripts/setup.sh bench)');
+
+  const started = Date.now();
+  const log = (s: string): void => void process.stderr.write(`${s}\n`);
+  const res: BenchResults = { mode: plan.mode, machine: machine(), seconds: 0, bestOf: plan.repeats, rows: [], targets: [], charts: [], series: {}, skipped: {} };
+  // tmpfs: the origin's documents cost no disk reads.
+  const tmp = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'mpx-bench-'));
+  const servers = new Servers(tmp, { big: plan.bigBytes, medium: plan.mediumBytes });
+  const step = async (name: WorkloadName, fn: () => Promise<Row[]>): Promise<void> => {
+    if (!only.has(name)) return;
+    log(`bench: ${name}`);
+    try {
+      res.rows.push(...(await fn()));
+    } catch (e) {
+      res.skipped[name] = (e as Error).message.split('\n')[0].slice(0, 300);
+      log(`  ${name} failed: ${res.skipped[name]}`);
+    }
+  };
+  try {
+    await step('bulk', () => bulk(servers, { workload: 'download-1x', file: 'big', parallel: 1, repeats: plan.repeats }, log));
+    await step('parallel', () =>
+      bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.repeats, subjects: SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward') }, log),
+    );
+    await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp }, log));
+    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp }, log));
+    // Memory is steady from run to run: one run each keeps the suite inside its time budget.
+    await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1 }, log));
+    await servers.stopAll();
+    await step('twopath', async () => {
+      const r = await twoPath({ bytes: plan.twoPathBytes, repeats: plan.repeats }, log);
+      Object.assign(res.series, r.series);
+      return r.rows;
+    });
+    await step('external', async () => {
+      const r = await external(plan.mode, log);
+      res.targets.push(...r.targets);
+      Object.assign(res.skipped, Object.fromEntries(Object.entries(r.skipped).map(([k, v]) => [`external ${k}`, v])));
+      return r.rows;
+    });
+  } finally {
+    await servers.stopAll();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+
+  addRatios(res.rows);
+  res.targets.unshift(...evaluateTargets(res.rows, CLASSIC_PEERS));
+  res.seconds = (Date.now() - started) / 1000;
+  const svgs = charts(res);
+  res.charts = Object.keys(svgs);
+  const stamp = res.machine.date.replace(/[:.]/g, '-');
+  const jsonFile = path.join(outDir, `results-${stamp}.json`);
+  fs.writeFileSync(jsonFile, JSON.stringify(res, null, 2) + '\n');
+  for (const [name, svg] of Object.entries(svgs)) fs.writeFileSync(path.join(outDir, name), svg);
+  fs.writeFileSync(path.join(outDir, 'RESULTS.md'), markdown(res, '.', readNotes()));
+  if (values.publish) {
+    const pub = path.join(REPO_ROOT, 'bench', 'results');
+    fs.mkdirSync(pub, { recursive: true });
+    for (const [name, svg] of Object.entries(svgs)) fs.writeFileSync(path.join(pub, name), svg);
+    fs.writeFileSync(path.join(pub, 'results.json'), JSON.stringify(res, null, 2) + '\n');
+    fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), markdown(res, 'results', readNotes()));
+  }
+  process.stdout.write(consoleTable(res) + '\n');
+  process.stdout.write(`\nbench: ${res.mode} run took ${res.seconds.toFixed(0)} s; ${jsonFile}, charts in ${outDir}\n`);
+  return 0;
+}
+
+/** Hand-written commentary kept beside the published figures. */
+function readNotes(): string {
+  try {
+    return fs.readFileSync(path.join(REPO_ROOT, 'bench', 'results', 'notes.md'), 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);
