@@ -12,8 +12,23 @@ import { compilePolicies, domainMatches, firstMatch, type SubflowSubject } from 
 import { HealthCounter } from '../../src/steering/health';
 import { desiredSubflowLimit } from '../../src/steering/paths';
 import { buildElementScript, buildTableScript } from '../../src/sys/nft';
-import { buildClass, buildLeaf, buildRootAdd, classId, htbQuantum, leafLimit, parseRootQdiscs, rootOwner } from '../../src/sys/tc';
-import { buildEndpointAdd, buildEndpointBackup, buildUplinkRouting, isOwnedPref, parseEndpoints, parseLimits, parseOwnedTables, parseRules, slotMark, slotTable } from '../../src/sys/iproute';
+import {
+  buildClass,
+  buildIfbRoot,
+  buildIngressRedirect,
+  buildLeaf,
+  buildRootAdd,
+  buildU32Add,
+  buildU32Delete,
+  classId,
+  htbQuantum,
+  leafLimit,
+  parseFilterPrefs,
+  parseIngressDevs,
+  parseRootQdiscs,
+  rootOwner,
+} from '../../src/sys/tc';
+import { buildEndpointAdd, buildEndpointBackup, buildIfbAdd, buildUplinkRouting, parseLinkNames, isOwnedPref, parseEndpoints, parseLimits, parseOwnedTables, parseRules, slotMark, slotTable } from '../../src/sys/iproute';
 
 const subject = (o: Partial<SubflowSubject> = {}): SubflowSubject => ({
   client: '10.20.1.7',
@@ -200,6 +215,25 @@ describe('command builders', () => {
     assert.equal(htbQuantum(1e3), 1514);
     assert.equal(htbQuantum(1e11), 200_000);
     fc.assert(fc.property(fc.integer({ min: 1000, max: 4e11 }), (r) => htbQuantum(r) >= 1514 && htbQuantum(r) <= 200_000 && leafLimit(r) >= 8));
+  });
+  it('tc: uploads on an owned IFB, redirect marked by our filter preference, u32 on the reversed 4-tuple', () => {
+    assert.deepEqual(buildIfbRoot('mpx-ifb0'), [
+      'qdisc add dev mpx-ifb0 root handle 4d50: htb default 0',
+      'filter add dev mpx-ifb0 parent 4d50: pref 19792 protocol ip u32',
+      'filter add dev mpx-ifb0 parent 4d50: pref 19793 protocol ipv6 u32',
+    ]);
+    assert.equal(buildIngressRedirect('p1', 'mpx-ifb0'), 'filter add dev p1 parent ffff: pref 19792 protocol all u32 match u32 0 0 action mirred egress redirect dev mpx-ifb0');
+    const t = { src: '10.20.1.2', srcPort: 40000, dst: '10.0.0.1', dstPort: 3128, ipv6: false };
+    assert.equal(
+      buildU32Add('mpx-ifb0', 26, t, 3),
+      'filter add dev mpx-ifb0 parent 4d50: pref 19792 protocol ip handle 800::1a u32 match ip protocol 6 0xff match ip src 10.20.1.2/32 match ip dst 10.0.0.1/32 match ip sport 40000 0xffff match ip dport 3128 0xffff flowid 4d50:3',
+    );
+    assert.match(buildU32Add('mpx-ifb0', 1, { ...t, src: '2001:db8::2', dst: '2001:db8::1', ipv6: true }, 3), /pref 19793 protocol ipv6 handle 801::1 u32 match ip6 protocol 6 0xff match ip6 src 2001:db8::2\/128 /);
+    assert.equal(buildU32Delete('mpx-ifb0', 26, false), 'filter del dev mpx-ifb0 parent 4d50: pref 19792 protocol ip handle 800::1a u32');
+    assert.deepEqual(parseIngressDevs([{ kind: 'ingress', dev: 'p1', handle: 'ffff:' }, { kind: 'htb', dev: 'p2', root: true }, null]), ['p1']);
+    assert.deepEqual(parseFilterPrefs([{ pref: 19792 }, { pref: 19792, options: {} }, { pref: 49152 }, 'x']), [19792, 49152]);
+    assert.deepEqual(parseLinkNames([{ ifname: 'mpx-ifb0' }, { ifname: 7 }, null]), ['mpx-ifb0']);
+    assert.deepEqual(buildIfbAdd('mpx-ifb1'), ['link add mpx-ifb1 type ifb', 'link set mpx-ifb1 up']);
   });
   it('tc: root ownership from `tc -j qdisc show`', () => {
     const all = parseRootQdiscs([
