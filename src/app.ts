@@ -118,7 +118,7 @@ export class ProxyApp {
         wanted.delete(id);
         keep.push(l);
       } else {
-        await l.close();
+        l.close();
         this.log.info('listener removed by reload', { listener: l.name });
       }
     }
@@ -130,7 +130,7 @@ export class ProxyApp {
 
   /** Stop accepting, let established connections finish for up to drainMs, then close them. */
   async stop(drainMs: number): Promise<void> {
-    await Promise.all(this.listeners.map((l) => l.close()));
+    for (const l of this.listeners) l.close();
     const deadline = Date.now() + drainMs;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();

@@ -135,3 +135,11 @@ export function startAdminServer(host: string, port: number, sources: AdminSourc
     });
   });
 }
+
+/** Stop the admin endpoint without waiting for scrapers' keep-alive connections. */
+export function closeAdminServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

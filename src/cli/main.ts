@@ -7,6 +7,7 @@ import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
 import { ConfigError } from '../config/schema';
 import { ListenerError } from '../listener/listener';
 import { createLogger } from '../log/logger';
+import { runDoctorCommand } from '../doctor/doctor-command';
 import { runSniffCommand } from '../sniffer/sniff-command';
 import { CLEANUP_HELP, runCleanupCommand } from '../steering/cleanup-command';
 import { runProxy } from './run';
@@ -16,6 +17,10 @@ const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promi
   cleanup: {
     help: CLEANUP_HELP,
     run: runCleanupCommand,
+  },
+  doctor: {
+    help: 'doctor [--fix] [--config FILE]   check the host for what MPTCP proxying needs; --fix applies safe fixes',
+    run: runDoctorCommand,
   },
   sniff: {
     help: 'sniff --interface IF [--interface IF]... [--json]   print MPTCP subflow events seen on the wire',

@@ -3,7 +3,8 @@
  * cluster supervisor with workers (src/cluster).
  */
 import { ProxyApp } from '../app';
-import { startAdminServer } from '../admin/server';
+import { pacRoute } from '../admin/pac';
+import { closeAdminServer, startAdminServer } from '../admin/server';
 import { runSupervisor } from '../cluster/supervisor';
 import { runWorker } from '../cluster/worker';
 import { WORKER_ENV } from '../cluster/messages';
@@ -22,26 +23,40 @@ async function runSingle(flags: FlagValues, config: Config, log: Logger): Promis
   let admin: import('node:http').Server | null = null;
   const stopAll = async (drainMs: number): Promise<void> => {
     await app.stop(drainMs);
-    if (admin) await new Promise((r) => admin!.close(r));
+    if (admin) await closeAdminServer(admin);
     await plane.stop();
   };
-  try {
-    await plane.start();
-    await app.start();
-    if (config.metrics.enabled) {
-      admin = await startAdminServer(config.metrics.host, config.metrics.port, { metrics, subflows: plane.registry, connections: () => app.openConnections(), refresh: () => app.sampleAll(), buffers: (id) => app.tuner.status(id) }, log);
+  return runUntilStopped(flags, log, async () => {
+    try {
+      await plane.start();
+      await app.start();
+      if (config.metrics.enabled) {
+        admin = await startAdminServer(
+          config.metrics.host,
+          config.metrics.port,
+          {
+            metrics,
+            subflows: plane.registry,
+            connections: () => app.openConnections(),
+            refresh: () => app.sampleAll(),
+            buffers: (id) => app.tuner.status(id),
+            routes: { '/proxy.pac': pacRoute(() => app.config.listeners) },
+          },
+          log,
+        );
+      }
+    } catch (e) {
+      await stopAll(0);
+      throw e;
     }
-  } catch (e) {
-    await stopAll(0);
-    throw e;
-  }
-  return runUntilStopped(flags, log, {
-    reload: async (next) => {
-      await plane.reload(next);
-      await app.reload(next);
-    },
-    stop: () => stopAll(DRAIN_MS),
-    emergencyCleanup: () => plane.stop(),
+    return {
+      reload: async (next) => {
+        await plane.reload(next);
+        await app.reload(next);
+      },
+      stop: () => stopAll(DRAIN_MS),
+      emergencyCleanup: () => plane.stop(),
+    };
   });
 }
 

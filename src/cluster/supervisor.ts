@@ -9,7 +9,8 @@
 import { fork as forkProcess, type ChildProcess } from 'node:child_process';
 import type http from 'node:http';
 import client from 'prom-client';
-import { startAdminServer } from '../admin/server';
+import { pacRoute } from '../admin/pac';
+import { closeAdminServer, startAdminServer } from '../admin/server';
 import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
 import type { FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
@@ -102,46 +103,49 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
     for (const w of workers.values()) w.send({ mpx: 'stop', drainMs } satisfies ToWorker);
     await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, drainMs + 3_000))]);
     for (const w of workers.values()) w.kill('SIGKILL');
-    if (admin) await new Promise((r) => admin!.close(r));
+    if (admin) await closeAdminServer(admin);
     await plane.stop();
   };
 
-  try {
-    await plane.start();
-    await Promise.all(Array.from({ length: config.workers }, (_, i) => fork(i + 1)));
-    log.info('workers ready', { workers: config.workers });
-    if (config.metrics.enabled) {
-      admin = await startAdminServer(
-        config.metrics.host,
-        config.metrics.port,
-        {
-          metrics: {
-            contentType: metrics.registry.contentType,
-            render: async () => {
-              const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
-              const own = await metrics.registry.getMetricsAsJSON();
-              return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
+  return runUntilStopped(flags, log, async () => {
+    try {
+      await plane.start();
+      await Promise.all(Array.from({ length: config.workers }, (_, i) => fork(i + 1)));
+      log.info('workers ready', { workers: config.workers });
+      if (config.metrics.enabled) {
+        admin = await startAdminServer(
+          config.metrics.host,
+          config.metrics.port,
+          {
+            metrics: {
+              contentType: metrics.registry.contentType,
+              render: async () => {
+                const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
+                const own = await metrics.registry.getMetricsAsJSON();
+                return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
+              },
+            },
+            subflows: plane.registry,
+            connections: () => views.values(),
+            routes: { '/proxy.pac': pacRoute(() => config.listeners) },
+            refresh: async () => {
+              await ask((id) => ({ mpx: 'sample-req', id }));
             },
           },
-          subflows: plane.registry,
-          connections: () => views.values(),
-          refresh: async () => {
-            await ask((id) => ({ mpx: 'sample-req', id }));
-          },
-        },
-        log,
-      );
+          log,
+        );
+      }
+    } catch (e) {
+      await stopAll(0);
+      throw e;
     }
-  } catch (e) {
-    await stopAll(0);
-    throw e;
-  }
-  return runUntilStopped(flags, log, {
-    reload: async (next) => {
-      await plane.reload(next);
-      for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
-    },
-    stop: () => stopAll(DRAIN_MS),
-    emergencyCleanup: () => plane.stop(),
+    return {
+      reload: async (next) => {
+        await plane.reload(next);
+        for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
+      },
+      stop: () => stopAll(DRAIN_MS),
+      emergencyCleanup: () => plane.stop(),
+    };
   });
 }

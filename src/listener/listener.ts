@@ -110,11 +110,10 @@ export class ProxyListener {
   }
 
   /** Stop accepting; established connections continue. */
-  close(): Promise<void> {
-    const server = this.server;
+  close(): void {
+    // server.close()'s callback waits for every connection; draining is the caller's business.
+    this.server?.close();
     this.server = null;
-    if (!server) return Promise.resolve();
-    return new Promise((resolve) => server.close(() => resolve()));
   }
 
   /** Destroy every established connection (after a drain). */

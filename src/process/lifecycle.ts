@@ -5,6 +5,7 @@
 import { loadConfig, type FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
+import { notifyReady, notifyReloading, notifyStopping } from '../sys/sdnotify';
 
 export const DRAIN_MS = 5_000;
 
@@ -15,13 +16,24 @@ export interface Lifecycle {
   emergencyCleanup(): Promise<void>;
 }
 
-/** Wire process signals to a running proxy; resolves with the exit code once stopped. */
-export function runUntilStopped(flags: FlagValues, log: Logger, life: Lifecycle): Promise<number> {
-  return new Promise((resolve) => {
+/**
+ * Wire process signals, then start the proxy: a signal that arrives while it is still starting
+ * is acted on once it has started, so kernel state is never left behind. Tells systemd
+ * (Type=notify) READY, RELOADING and STOPPING. Resolves with the exit code once stopped.
+ */
+export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Promise<Lifecycle>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let life: Lifecycle | null = null;
+    let stopRequested: string | null = null;
     let stopping = false;
     const stop = (signal: string): void => {
+      if (!life) {
+        stopRequested ??= signal;
+        return;
+      }
       if (stopping) return;
       stopping = true;
+      notifyStopping();
       log.info('stopping', { signal, drainMs: DRAIN_MS });
       life.stop().then(
         () => resolve(0),
@@ -33,20 +45,33 @@ export function runUntilStopped(flags: FlagValues, log: Logger, life: Lifecycle)
     };
     process.on('uncaughtException', (e) => {
       log.error('fatal error', { error: e.stack ?? e.message });
-      life.emergencyCleanup().finally(() => process.exit(1));
+      (life?.emergencyCleanup() ?? Promise.resolve()).finally(() => process.exit(1));
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
+      if (!life) return;
+      notifyReloading();
       let next: Config;
       try {
         next = loadConfig(flags);
       } catch (e) {
         log.error('reload refused, keeping the running config', { error: (e as Error).message });
+        notifyReady();
         return;
       }
-      life.reload(next).catch((e) => log.error('reload failed', { error: (e as Error).message }));
+      life
+        .reload(next)
+        .catch((e) => log.error('reload failed', { error: (e as Error).message }))
+        .finally(() => notifyReady());
     });
+    start().then(
+      (started) => {
+        life = started;
+        notifyReady();
+        if (stopRequested) stop(stopRequested);
+      },
+      reject,
+    );
   });
 }
-

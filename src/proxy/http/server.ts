@@ -40,6 +40,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
   const server = http.createServer({
     maxHeaderSize: ctx.config.limits.maxHeaderBytes,
     headersTimeout: ctx.config.timeouts.handshakeMs,
+    connectionsCheckingInterval: 1_000,
     requestTimeout: 0,
     keepAliveTimeout: 30_000,
     requireHostHeader: false,
@@ -169,6 +170,10 @@ export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nX-Mptcp-Proxy-Error: ${err.code}\r\nConnection: close\r\n\r\n${body}`);
     setTimeout(() => socket.destroy(), 2_000).unref();
   });
+
+  // Connections are handed over with emit('connection'), never listen(); Node arms its
+  // headersTimeout/requestTimeout checks only on 'listening' (slowloris defence), so say so.
+  server.emit('listening');
 
   return (conn: ClientConnection) => {
     connections.set(conn.socket, conn);
