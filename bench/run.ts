@@ -3,10 +3,11 @@
  *
  *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--repeats N] [--publish]
  *
- * --quick     seconds-long sizes, one run each, for CI (no thresholds enforced)
+ * --quick     seconds-long sizes, one run each, no external scripts: for CI (no thresholds enforced)
  * --out       where results-<date>.json and the SVG charts go (default bench/out)
  * --only      workloads: bulk, parallel, keepalive, latency, idle, twopath, external
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
+ * --render F  no measuring: redraw charts and bench/RESULTS.md from a results JSON file F
  *
  * Needs root (tcpdump, namespaces). Peers missing on the machine are reported, not fatal;
  * `scripts/setup.sh bench` installs them.
@@ -16,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../test/helpers/testbed';
-import { CLASSIC_PEERS, Servers, SUBJECTS } from './lib/peers';
+import { CLASSIC_PEERS, Servers, subject, SUBJECTS } from './lib/peers';
 import { have } from './lib/proc';
 import { charts, consoleTable, markdown } from './lib/report';
 import { addRatios, evaluateTargets, type BenchResults, type Machine, type Row } from './lib/results';
@@ -41,10 +42,13 @@ interface Plan {
   latencyRate: number;
   idleCount: number;
   twoPathBytes: number;
+  /** Quick mode: fewer subjects where each costs seconds (latency captures, tunnel batches). */
+  latencySubjects?: string[];
+  idleSubjects?: string[];
 }
 
 const FULL: Plan = { mode: 'full', repeats: 3, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 10_000, latencyCount: 3000, latencyRate: 1000, idleCount: 10_000, twoPathBytes: 40e6 };
-const QUICK: Plan = { mode: 'quick', repeats: 1, bigBytes: 64 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 1000, idleCount: 200, twoPathBytes: 1.5e6 };
+const QUICK: Plan = { mode: 'quick', repeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 1000, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-splice', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
 
 function machine(): Machine {
   return {
@@ -60,11 +64,20 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, publish: { type: 'boolean' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
+  if (values.render) {
+    const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
+    // Targets are recomputed (their rules may have changed); external scripts' targets are kept.
+    res.targets = [...evaluateTargets(res.rows, CLASSIC_PEERS), ...res.targets.filter((t) => t.name.includes('(bench/'))];
+    publish(res);
+    return 0;
+  }
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = Math.max(1, Number(values.repeats));
-  const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES) as WorkloadName[]);
+  // Quick mode leaves out other engineers' scripts (each builds its own testbed; they have their
+  // own tests) unless asked for with --only.
+  const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES.filter((w) => !(values.quick && w === 'external'))) as WorkloadName[]);
   for (const w of only) if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (expected ${WORKLOAD_NAMES.join(', ')})`);
   const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out'));
   fs.mkdirSync(outDir, { recursive: true });
@@ -93,9 +106,9 @@ async function main(): Promise<number> {
       bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.repeats, subjects: SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward') }, log),
     );
     await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp }, log));
-    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp }, log));
+    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp, subjects: plan.latencySubjects?.map(subject) }, log));
     // Memory is steady from run to run: one run each keeps the suite inside its time budget.
-    await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1 }, log));
+    await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1, subjects: plan.idleSubjects?.map(subject) }, log));
     await servers.stopAll();
     await step('twopath', async () => {
       const r = await twoPath({ bytes: plan.twoPathBytes, repeats: plan.repeats }, log);
@@ -123,16 +136,19 @@ async function main(): Promise<number> {
   fs.writeFileSync(jsonFile, JSON.stringify(res, null, 2) + '\n');
   for (const [name, svg] of Object.entries(svgs)) fs.writeFileSync(path.join(outDir, name), svg);
   fs.writeFileSync(path.join(outDir, 'RESULTS.md'), markdown(res, '.', readNotes()));
-  if (values.publish) {
-    const pub = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(pub, { recursive: true });
-    for (const [name, svg] of Object.entries(svgs)) fs.writeFileSync(path.join(pub, name), svg);
-    fs.writeFileSync(path.join(pub, 'results.json'), JSON.stringify(res, null, 2) + '\n');
-    fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), markdown(res, 'results', readNotes()));
-  }
+  if (values.publish) publish(res);
   process.stdout.write(consoleTable(res) + '\n');
   process.stdout.write(`\nbench: ${res.mode} run took ${res.seconds.toFixed(0)} s; ${jsonFile}, charts in ${outDir}\n`);
   return 0;
+}
+
+/** Charts and the run's JSON to bench/results/, and bench/RESULTS.md around them. */
+function publish(res: BenchResults): void {
+  const pub = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(pub, { recursive: true });
+  for (const [name, svg] of Object.entries(charts(res))) fs.writeFileSync(path.join(pub, name), svg);
+  fs.writeFileSync(path.join(pub, 'results.json'), JSON.stringify(res, null, 2) + '\n');
+  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), markdown(res, 'results', readNotes()));
 }
 
 /** Hand-written commentary kept beside the published figures. */

@@ -30,6 +30,11 @@ export async function measure(spec: MeasureSpec, s: Pick<Row, 'label' | 'kind'> 
       if (runs.length === 0 && /not installed|exited before/.test(note)) break;
     }
   }
+  return rowFrom(spec, s, runs, note, log);
+}
+
+/** The Row for a subject's runs (figures of the best run), logged. */
+export function rowFrom(spec: MeasureSpec, s: Pick<Row, 'label' | 'kind'> & { id: string }, runs: readonly Measured[], note: string | undefined, log: (line: string) => void): Row {
   const best = bestOf(runs, spec.higherIsBetter);
   log(`  ${spec.workload} ${s.id}: ${best ? spec.describe(best) : `failed: ${note}`}`);
   return {

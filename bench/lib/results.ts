@@ -141,7 +141,10 @@ export function evaluateTargets(rows: readonly Row[], classicPeers: ReadonlySet<
   out.push(target('first byte in → out p50 < 0.3 ms', data?.extra.p50 ?? null, 'ms', '<', 0.3, ''));
   out.push(target('first byte in → out p99 < 2 ms', data?.extra.p99 ?? null, 'ms', '<', 2, ''));
   const conc = findRow(rows, 'idle-10k', 'ours-connect-splice');
-  out.push(target('10,000 concurrent tunnels: RSS ≤ 250 MB', conc?.extra.rssMB ?? null, 'MB', '<=', 250, `${fmt(conc?.extra.open ?? null)} open, ${fmt(conc?.extra.errors ?? null)} errors`));
+  const rss = target('10,000 concurrent tunnels: RSS ≤ 250 MB', conc?.extra.rssMB ?? null, 'MB', '<=', 250, `${fmt(conc?.extra.open ?? null)} open, ${fmt(conc?.extra.errors ?? null)} errors (CONNECT splice)`);
+  // Memory held by a fraction of the tunnels says nothing about the target.
+  if (rss.met && (conc?.extra.errors ?? 0) > 0) rss.met = false;
+  out.push(rss);
   out.push(target('10,000 concurrent tunnels: no errors', conc ? (conc.extra.errors ?? null) : null, 'errors', '<=', 0, ''));
   const agg = findRow(rows, 'two-path', 'mptcp-via-proxy');
   out.push(target('two 50 Mbit/s paths: ≥ 92 Mbit/s through the proxy', agg?.value ?? null, 'Mbit/s', '>=', 92, ''));

@@ -42,7 +42,7 @@ export function barChart(title: string, rows: readonly Row[], opts: { ratioLabel
     parts.push(`<line x1="${x}" y1="${top - 6}" x2="${x}" y2="${top + rows.length * rowH}" stroke="#e6e6e6"/>`);
     parts.push(text(x, h - 12, fmt((max * i) / 4), 'text-anchor="middle" fill="#555"'));
   }
-  parts.push(text(labelW + barW + 10, h - 12, unit, 'fill="#555"'));
+  parts.push(text(labelW + barW + 28, h - 12, unit, 'fill="#555"'));
   rows.forEach((r, i) => {
     const y = top + i * rowH;
     parts.push(text(labelW - 8, y + 15, r.label, 'text-anchor="end"'));

@@ -19,12 +19,12 @@ export const CONCURRENCY_SUBJECTS: readonly Subject[] = ['ours-connect-splice', 
 /** Tunnels one process can carry under this machine's descriptor limit (two per tunnel, plus slack). */
 export const maxTunnels = (): number => Math.floor((NOFILE - 200) / 2);
 
-export async function concurrency(servers: Servers, o: { count: number; repeats: number }, log: (s: string) => void): Promise<Row[]> {
+export async function concurrency(servers: Servers, o: { count: number; repeats: number; subjects?: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
   const count = Math.min(o.count, maxTunnels());
   const rows: Row[] = [];
   const echo = await startEcho();
   try {
-    for (const s of CONCURRENCY_SUBJECTS) {
+    for (const s of o.subjects ?? CONCURRENCY_SUBJECTS) {
       const spec = {
         workload: 'idle-10k',
         unit: 'kB/conn',

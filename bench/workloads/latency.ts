@@ -56,12 +56,12 @@ async function stopDump(dump: Daemon, file: string): Promise<Buffer> {
   return fs.readFileSync(file);
 }
 
-export async function latency(servers: Servers, o: { count: number; rate: number; repeats: number; dir: string }, log: (s: string) => void): Promise<Row[]> {
+export async function latency(servers: Servers, o: { count: number; rate: number; repeats: number; dir: string; subjects?: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
   const missing = have('tcpdump') ? null : 'tcpdump not installed';
   const rows: Row[] = [];
   const echo = missing ? null : await startEcho();
   try {
-    for (const s of LATENCY_SUBJECTS) {
+    for (const s of o.subjects ?? LATENCY_SUBJECTS) {
       const spec = {
         workload: 'latency-syn',
         unit: 'ms p50',

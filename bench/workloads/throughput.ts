@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { run, treeCpuSeconds } from '../lib/proc';
 import { SUBJECTS, type Servers, type Subject } from '../lib/peers';
-import { measure, type Measured } from '../lib/measure';
+import { rowFrom, type Measured } from '../lib/measure';
 import type { Row } from '../lib/results';
 
 export interface BulkOptions {
@@ -58,7 +58,20 @@ async function once(servers: Servers, s: Subject, o: BulkOptions): Promise<Measu
 
 export async function bulk(servers: Servers, o: BulkOptions, log: (s: string) => void): Promise<Row[]> {
   const spec = { workload: o.workload, unit: 'GB/s', higherIsBetter: true, repeats: o.repeats, describe: (b: Measured) => `${b.value.toFixed(3)} GB/s, ${b.extra.cpuPerGB?.toFixed(2) ?? '–'} CPU s/GB` };
-  const rows: Row[] = [];
-  for (const s of o.subjects ?? SUBJECTS) rows.push(await measure(spec, s, () => once(servers, s, o), log));
-  return rows;
+  // Rounds over all subjects rather than N in a row: a burst of load from elsewhere on the machine
+  // then costs every subject one run, not one subject all of its runs.
+  const subjects = o.subjects ?? SUBJECTS;
+  const runs = new Map<string, Measured[]>(subjects.map((s) => [s.id, []]));
+  const notes = new Map<string, string>();
+  for (let i = 0; i < o.repeats; i++) {
+    for (const s of subjects) {
+      if (i > 0 && runs.get(s.id)!.length === 0) continue;
+      try {
+        runs.get(s.id)!.push(await once(servers, s, o));
+      } catch (e) {
+        notes.set(s.id, (e as Error).message.split('\n')[0].slice(0, 300));
+      }
+    }
+  }
+  return subjects.map((s) => rowFrom(spec, s, runs.get(s.id)!, notes.get(s.id), log));
 }

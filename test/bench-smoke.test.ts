@@ -1,0 +1,159 @@
+/**
+ * The bench cannot rot: its pure parts (pcap reader, latency linking, percentiles, ratios, SVG)
+ * are checked with hand-built inputs, and the whole suite runs in --quick mode (seconds, no
+ * thresholds) and must leave a JSON file whose mptcp-proxy and limit figures are real numbers,
+ * plus well-formed SVG charts.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { conversionLatency, readPcap, type CapturedSegment } from '../bench/lib/capture';
+import { parseStat } from '../bench/lib/proc';
+import { addRatios, percentile, type BenchResults, type Row } from '../bench/lib/results';
+import { barChart, niceMax } from '../bench/lib/svg';
+import { REPO_ROOT } from './helpers/testbed';
+
+/** A pcap file (nanosecond magic, little-endian, Ethernet) holding IPv4/TCP frames. */
+function pcap(frames: { ns: number; src: number; dst: number; flags: number; payload?: string }[]): Buffer {
+  const head = Buffer.alloc(24);
+  head.writeUInt32LE(0xa1b23c4d, 0);
+  head.writeUInt16LE(2, 4);
+  head.writeUInt16LE(4, 6);
+  head.writeUInt32LE(65535, 16);
+  head.writeUInt32LE(1, 20);
+  const recs = frames.map((f) => {
+    const payload = Buffer.from(f.payload ?? '', 'latin1');
+    const frame = Buffer.alloc(14 + 20 + 20 + payload.length);
+    frame.writeUInt16BE(0x0800, 12);
+    const ip = 14;
+    frame[ip] = 0x45;
+    frame.writeUInt16BE(40 + payload.length, ip + 2);
+    frame[ip + 8] = 64;
+    frame[ip + 9] = 6;
+    Buffer.from([127, 0, 0, 1]).copy(frame, ip + 12);
+    Buffer.from([127, 0, 0, 1]).copy(frame, ip + 16);
+    const tcp = ip + 20;
+    frame.writeUInt16BE(f.src, tcp);
+    frame.writeUInt16BE(f.dst, tcp + 2);
+    frame[tcp + 12] = 5 << 4;
+    frame[tcp + 13] = f.flags;
+    payload.copy(frame, tcp + 20);
+    const rec = Buffer.alloc(16);
+    rec.writeUInt32LE(1000 + Math.floor(f.ns / 1e9), 0);
+    rec.writeUInt32LE(f.ns % 1e9, 4);
+    rec.writeUInt32LE(frame.length, 8);
+    rec.writeUInt32LE(frame.length, 12);
+    return Buffer.concat([rec, frame]);
+  });
+  return Buffer.concat([head, ...recs]);
+}
+
+const SYN = 0x02;
+const ACK = 0x10;
+const PSH = 0x08;
+
+describe('bench: pure parts', () => {
+  test('readPcap reads nanosecond stamps and payloads; truncation is reported, not thrown', () => {
+    const file = pcap([
+      { ns: 0, src: 40000, dst: 3128, flags: SYN },
+      { ns: 1500, src: 40000, dst: 3128, flags: PSH | ACK, payload: 'hello' },
+    ]);
+    const r = readPcap(file);
+    assert.equal(r.error, undefined);
+    assert.equal(r.segments.length, 2);
+    assert.equal(r.segments[1].ns, 1500);
+    assert.equal(r.segments[1].payload.toString(), 'hello');
+    const cut = readPcap(file.subarray(0, file.length - 3));
+    assert.equal(cut.segments.length, 1);
+    assert.match(cut.error ?? '', /truncated/);
+    assert.match(readPcap(Buffer.from('not a capture file at all....')).error ?? '', /not a pcap/);
+  });
+
+  test('conversionLatency links client and upstream connections by the ID line', () => {
+    const P = 3128;
+    const E = 7000;
+    const segs: CapturedSegment[] = readPcap(
+      pcap([
+        { ns: 0, src: 40001, dst: P, flags: SYN },
+        { ns: 100_000, src: 40001, dst: P, flags: PSH | ACK, payload: 'CONNECT x HTTP/1.1\r\n\r\n' },
+        { ns: 400_000, src: 50001, dst: E, flags: SYN },
+        { ns: 1_000_000, src: 40001, dst: P, flags: PSH | ACK, payload: 'ID00000007\n' },
+        { ns: 1_250_000, src: 50001, dst: E, flags: PSH | ACK, payload: 'ID00000007\n' },
+        { ns: 1_300_000, src: E, dst: 50001, flags: PSH | ACK, payload: 'ID00000007\n' },
+        { ns: 1_320_000, src: P, dst: 40001, flags: PSH | ACK, payload: 'ID00000007\n' },
+        // A client connection whose tunnel never reached the server.
+        { ns: 2_000_000, src: 40002, dst: P, flags: SYN },
+        { ns: 2_100_000, src: 40002, dst: P, flags: PSH | ACK, payload: 'ID00000008\n' },
+      ]),
+    ).segments;
+    const lat = conversionLatency(segs, P, E);
+    assert.deepEqual(lat.syn, [0.4]);
+    assert.deepEqual(lat.request, [0.3]);
+    assert.deepEqual(lat.data, [0.25]);
+    assert.equal(lat.back.length, 1);
+    assert.ok(Math.abs(lat.back[0] - 0.02) < 1e-9);
+    assert.equal(lat.unmatched, 1);
+  });
+
+  test('percentile, ratios and /proc/PID/stat parsing', () => {
+    assert.equal(percentile([5, 1, 4, 2, 3], 50), 3);
+    assert.equal(percentile([5, 1, 4, 2, 3], 99), 5);
+    assert.equal(percentile([], 50), null);
+    const row = (subject: string, kind: Row['kind'], value: number | null): Row => ({ workload: 'w', subject, label: subject, kind, value, unit: 'GB/s', higherIsBetter: true, runs: [], extra: {} });
+    const rows = [row('limit', 'limit', 2), row('ours', 'ours', 1.5), row('a', 'peer', 0.5), row('b', 'peer', 0.75), row('gone', 'peer', null)];
+    addRatios(rows);
+    assert.equal(rows[1].vsLimit, 0.75);
+    assert.equal(rows[1].vsBestPeer, 2);
+    assert.equal(rows[4].vsLimit, null);
+    const st = parseStat('1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 100 50 7 3 20 0 1 0 99 0 0');
+    assert.deepEqual(st, { pid: 1234, ppid: 1, ticks: 160 });
+  });
+
+  test('SVG bar chart escapes labels and marks missing figures', () => {
+    assert.equal(niceMax(0.83), 1);
+    assert.equal(niceMax(1.3), 2);
+    const svg = barChart('t <&>', [
+      { workload: 'w', subject: 'x', label: 'A & B', kind: 'ours', value: 1, unit: 'GB/s', higherIsBetter: true, runs: [1], extra: {} },
+      { workload: 'w', subject: 'y', label: 'C', kind: 'peer', value: null, unit: 'GB/s', higherIsBetter: true, runs: [], extra: {}, note: 'not installed' },
+    ]);
+    assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.match(svg, /A &amp; B/);
+    assert.match(svg, /t &lt;&amp;&gt;/);
+    assert.match(svg, /not measured: not installed/);
+    assert.match(svg, /<\/svg>$/);
+  });
+});
+
+describe('bench: --quick end to end', () => {
+  const root = process.getuid?.() === 0;
+  const tools = ['mptcpize', 'curl', 'tcpdump'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
+  test('produces the JSON and the SVG charts within 60 s', { skip: !root || !tools ? 'needs root, mptcpize, curl and tcpdump' : false, timeout: 120_000 }, () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mpx-bench-smoke-'));
+    try {
+      const t0 = Date.now();
+      const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist/bench/run.js'), '--quick', '--out', out], { encoding: 'utf8', timeout: 110_000 });
+      const seconds = (Date.now() - t0) / 1000;
+      assert.equal(r.status, 0, r.stderr.slice(-2000));
+      assert.ok(seconds < 60, `quick bench took ${seconds.toFixed(1)} s`);
+      const json = fs.readdirSync(out).filter((f) => /^results-.*\.json$/.test(f));
+      assert.equal(json.length, 1);
+      const res = JSON.parse(fs.readFileSync(path.join(out, json[0]), 'utf8')) as BenchResults;
+      assert.equal(res.mode, 'quick');
+      const fig = (w: string, s: string): number | null => res.rows.find((x) => x.workload === w && x.subject === s)?.value ?? null;
+      for (const s of ['limit', 'ours-connect-stream', 'ours-socks-stream']) assert.ok((fig('download-1x', s) ?? 0) > 0, `download-1x ${s} measured`);
+      assert.ok((fig('latency-syn', 'ours-connect-stream') ?? -1) >= 0, 'conversion latency measured');
+      assert.ok(res.targets.length >= 10, 'targets evaluated');
+      assert.ok(res.charts.includes('download-1x.svg'));
+      for (const c of res.charts) {
+        const svg = fs.readFileSync(path.join(out, c), 'utf8');
+        assert.match(svg, /^<svg [\s\S]*<\/svg>$/, c);
+      }
+      assert.match(r.stdout, /Targets \(issue 6\)/);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
