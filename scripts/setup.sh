@@ -8,7 +8,7 @@ mode=${1:-run}
 # What each mode needs from Debian (checked with dpkg, installed only when missing).
 pkgs_run="libpcap-dev nftables mptcpd"
 pkgs_test="$pkgs_run curl iperf3 tcpdump python3 chromium systemd"
-pkgs_bench="$pkgs_test nginx dante-server squid haproxy microsocks"
+pkgs_bench="$pkgs_test nginx dante-server squid haproxy microsocks wrk"
 case "$mode" in
   run) want=$pkgs_run ;;
   test) want=$pkgs_test ;;
