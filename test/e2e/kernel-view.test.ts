@@ -303,8 +303,9 @@ if (process.argv[2] === CHILD_FLAG) {
       };
       await ev(server, 'subflow-established');
       await ev(client, 'subflow-established');
-      const cTok = client.all.find((l) => l.kind === 'connected')!.token as number;
-      const sTok = server.all.find((l) => l.kind === 'accepted')!.token as number;
+      // The join can be reported before the child logs its accept/connect: wait for those lines.
+      const cTok = (await client.waitFor((l) => l.kind === 'connected', 5000)).token as number;
+      const sTok = (await server.waitFor((l) => l.kind === 'accepted', 5000)).token as number;
 
       // The server announces its second address: ADD_ADDR → ANNOUNCED at the client.
       await ip('proxy', ['add', a.proxy2, 'dev', bed.ifaces.proxy2, 'id', '7', 'signal']);
