@@ -40,7 +40,6 @@ export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
   const server = http.createServer({
     maxHeaderSize: ctx.config.limits.maxHeaderBytes,
     headersTimeout: ctx.config.timeouts.handshakeMs,
-    connectionsCheckingInterval: 1_000,
     requestTimeout: 0,
     keepAliveTimeout: 30_000,
     requireHostHeader: false,
@@ -171,12 +170,27 @@ export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
     setTimeout(() => socket.destroy(), 2_000).unref();
   });
 
-  // Connections are handed over with emit('connection'), never listen(); Node arms its
-  // headersTimeout/requestTimeout checks only on 'listening' (slowloris defence), so say so.
-  server.emit('listening');
+  // Slowloris: Node enforces headersTimeout only on servers that listen() themselves (its
+  // connection checks start on 'listening', and arming them that way cut long chunked uploads),
+  // so the first request head gets its own deadline here; keepAliveTimeout bounds later gaps.
+  const headDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
+  const headArrived = (socket: net.Socket): void => {
+    clearTimeout(headDeadlines.get(socket));
+    headDeadlines.delete(socket);
+  };
+  server.prependListener('request', (req: http.IncomingMessage) => headArrived(req.socket));
+  server.prependListener('connect', (req: http.IncomingMessage) => headArrived(req.socket));
 
   return (conn: ClientConnection) => {
     connections.set(conn.socket, conn);
+    const socket = conn.socket;
+    const timer = setTimeout(() => {
+      headDeadlines.delete(socket);
+      server.emit('clientError', Object.assign(new Error('request head not received in time'), { code: 'ERR_HTTP_HEADERS_TIMEOUT' }), socket);
+    }, ctx.config.timeouts.handshakeMs);
+    timer.unref();
+    headDeadlines.set(socket, timer);
+    socket.once('close', () => headArrived(socket));
     server.emit('connection', conn.socket);
     conn.socket.resume();
   };
