@@ -25,6 +25,8 @@ import { CONNECTION_ID_STRIDE, WORKER_ENV, isMessage, type ToSupervisor, type To
 const REQUEST_TIMEOUT_MS = 2_000;
 
 export async function runSupervisor(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  /** The config in force (reloads replace it); the PAC file follows its listeners. */
+  let current = config;
   const metrics = new ProxyMetrics();
   const plane = new SubflowPlane(config, log, metrics);
   const sink = registrySink(plane.registry);
@@ -127,7 +129,7 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
             },
             subflows: plane.registry,
             connections: () => views.values(),
-            routes: { '/proxy.pac': pacRoute(() => config.listeners) },
+            routes: { '/proxy.pac': pacRoute(() => current.listeners) },
             refresh: async () => {
               await ask((id) => ({ mpx: 'sample-req', id }));
             },
@@ -141,6 +143,7 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
     }
     return {
       reload: async (next) => {
+        current = next;
         await plane.reload(next);
         for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
       },

@@ -86,6 +86,15 @@ export function expandIPv6(addr: string): string {
   return [...h, ...fill, ...t].map((g) => g.padStart(4, '0')).join(':');
 }
 
+/** The 16 bytes of an IPv6 address (any textual form, embedded IPv4 included). */
+export function ipv6ToBytes(ip: string): Buffer {
+  const out = Buffer.alloc(16);
+  expandIPv6(new net.SocketAddress({ address: ip, family: 'ipv6' }).address)
+    .split(':')
+    .forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
 /** A set of CIDR ranges over both families, backed by Node's BlockList. */
 export class CidrSet {
   private readonly list = new net.BlockList();

@@ -4,6 +4,7 @@
  * only module that creates sockets outside Node's own net module.
  */
 import net from 'node:net';
+import { ipv6ToBytes } from '../core/address';
 import {
   AF_INET,
   AF_INET6,
@@ -121,7 +122,7 @@ export function encodeSockaddr(address: string, port: number): Buffer {
     const b = Buffer.alloc(28);
     b.writeUInt16LE(AF_INET6, 0);
     b.writeUInt16BE(port, 2);
-    ipv6Bytes(address).copy(b, 8);
+    ipv6ToBytes(address).copy(b, 8);
     return b;
   }
   throw new Error(`not a numeric address: ${address}`);
@@ -138,23 +139,6 @@ export function decodeSockaddr(b: Buffer): { address: string; port: number; fami
     return { family: 6, port: b.readUInt16BE(2), address: new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address };
   }
   return null;
-}
-
-function ipv6Bytes(address: string): Buffer {
-  const sa = new net.SocketAddress({ address, family: 'ipv6' });
-  // SocketAddress normalises; expand "::" by hand to 8 groups.
-  const [head, tail] = sa.address.includes('::') ? sa.address.split('::') : [sa.address, ''];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = [...h, ...new Array(8 - h.length - t.length).fill('0'), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => {
-    if (g.includes('.')) {
-      const v4 = g.split('.').map(Number);
-      out.set(v4, 12);
-    } else out.writeUInt16BE(parseInt(g, 16), 2 * i);
-  });
-  return out;
 }
 
 export interface ListenSocket {

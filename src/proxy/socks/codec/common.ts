@@ -4,7 +4,7 @@
  * Everything here is pure: Buffers in, values out, never throws on input bytes.
  */
 import net from 'node:net';
-import { expandIPv6 } from '../../../core/address';
+import { ipv6ToBytes } from '../../../core/address';
 import { ErrorCode } from '../../../core/errors';
 
 /** What every parse function returns for the bytes buffered so far. */
@@ -58,14 +58,6 @@ export function ipv6FromBytes(b: Buffer, at: number): string {
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(at + i).toString(16));
   // SocketAddress formats with inet_ntop: the canonical (RFC 5952) text.
   return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
-}
-
-export function ipv6ToBytes(ip: string): Buffer {
-  const out = Buffer.alloc(16);
-  expandIPv6(ip)
-    .split(':')
-    .forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
 }
 
 /** Parse ATYP, address and port starting at `at`. `consumed` counts from `at`. */
