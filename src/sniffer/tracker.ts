@@ -327,11 +327,7 @@ export class MptcpTracker {
     this.emit({
       event: 'subflow',
       time,
-      connection: tokenHex(conn.serverToken),
-      kind: sf.kind,
-      src: sf.src,
-      dst: sf.dst,
-      interface: sf.iface,
+      ...subflowIdentity(sf, conn),
       backup: sf.backup,
       ...(sf.addressId !== undefined ? { addressId: sf.addressId } : {}),
     });
@@ -448,11 +444,7 @@ export class MptcpTracker {
     this.emit({
       event: 'subflow-closed',
       time,
-      connection: tokenHex(conn.serverToken),
-      kind: sf.kind,
-      src: sf.src,
-      dst: sf.dst,
-      interface: sf.iface,
+      ...subflowIdentity(sf, conn),
       reason,
       ...(resetReason !== undefined ? { resetReason } : {}),
       bytesSent: sf.bytes[0],
@@ -473,4 +465,9 @@ export class MptcpTracker {
     if (this.conns.get(conn.serverToken) === conn) this.conns.delete(conn.serverToken);
     if (conn.clientToken !== null && this.conns.get(conn.clientToken) === conn) this.conns.delete(conn.clientToken);
   }
+}
+
+/** The fields that name a subflow in both its up and its closed event. */
+function subflowIdentity(sf: Subflow, conn: Conn) {
+  return { connection: tokenHex(conn.serverToken), kind: sf.kind, src: sf.src, dst: sf.dst, interface: sf.iface };
 }
