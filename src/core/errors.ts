@@ -99,3 +99,18 @@ export function toProxyError(err: unknown): ProxyError {
   const code = (errno && ERRNO_TO_CODE[errno]) || ErrorCode.Internal;
   return new ProxyError(code, message, { cause: err });
 }
+
+/**
+ * An error of a subsystem that never reaches a client (kernel view, sniffer, MSS clamp, config):
+ * a stable code for logs and tests, the subclass's name for the reader.
+ */
+export class CodedError<C extends string> extends Error {
+  constructor(
+    readonly code: C,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}

@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { unmapIPv6 } from '../core/address';
+import { CodedError } from '../core/errors';
 import { GenlSocket, interfaceName, type NetlinkDatagram } from '../sys/netlink';
 import { SUBFLOW_ADDRS_SIZE, TCP_INFO_SIZE, mptcpInfoRaw, mptcpSubflowAddrsRaw, mptcpSubflowTcpInfoRaw } from '../sys/socket';
 import { decodeMptcpInfo } from './info';
@@ -39,16 +40,7 @@ export const KernelViewErrorCode = {
 } as const;
 export type KernelViewErrorCode = (typeof KernelViewErrorCode)[keyof typeof KernelViewErrorCode];
 
-export class KernelViewError extends Error {
-  constructor(
-    readonly code: KernelViewErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'KernelViewError';
-  }
-}
+export class KernelViewError extends CodedError<KernelViewErrorCode> {}
 
 /** process.hrtime.bigint() when the reader took the datagram, and when it was emitted here. */
 export interface Timing {

@@ -4,6 +4,7 @@
  * is copied) and fed to the tracker. The kernel filter keeps only what the tracker needs.
  */
 import type * as Pcap from 'pcap';
+import { CodedError } from '../core/errors';
 import { LinkType, newTcpPacket, parseFrame } from '../mptcp/packet';
 import type { SniffEvent } from './events';
 import { MptcpTracker, type TrackerOptions } from './tracker';
@@ -15,16 +16,7 @@ export const SniffErrorCode = {
 } as const;
 export type SniffErrorCode = (typeof SniffErrorCode)[keyof typeof SniffErrorCode];
 
-export class SniffError extends Error {
-  constructor(
-    readonly code: SniffErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'SniffError';
-  }
-}
+export class SniffError extends CodedError<SniffErrorCode> {}
 
 /**
  * Enough for the link header (SLL2 20, or Ethernet with two VLAN tags 22), IPv6 (40) and a full

@@ -4,6 +4,7 @@
  * `tc -batch -`, `ip -batch -`) so one change is one process, not one per rule.
  */
 import { spawn } from 'node:child_process';
+import { CodedError } from '../core/errors';
 
 export const ExecErrorCode = {
   /** The tool is not installed (ENOENT on spawn). */
@@ -17,15 +18,14 @@ export const ExecErrorCode = {
 } as const;
 export type ExecErrorCode = (typeof ExecErrorCode)[keyof typeof ExecErrorCode];
 
-export class ExecError extends Error {
+export class ExecError extends CodedError<ExecErrorCode> {
   constructor(
-    readonly code: ExecErrorCode,
+    code: ExecErrorCode,
     readonly argv: readonly string[],
     readonly stderr: string,
     readonly exitCode: number | null,
   ) {
-    super(`${argv.join(' ')}: ${describe(code, exitCode, stderr)}`);
-    this.name = 'ExecError';
+    super(code, `${argv.join(' ')}: ${describe(code, exitCode, stderr)}`);
   }
 }
 

@@ -11,6 +11,7 @@
  * The table is replaced atomically on start (a crashed run's table goes in the same transaction)
  * and removed on stop and by `mptcp-proxy cleanup`.
  */
+import { CodedError } from '../core/errors';
 import type { Logger } from '../log/logger';
 import { ExecError, ExecErrorCode } from '../sys/exec';
 import { NFT_FAMILY, nftApply, nftDeleteTable } from '../sys/nft';
@@ -48,11 +49,9 @@ export function buildMssClampScript(interfaces: readonly string[]): string {
   ].join('\n');
 }
 
-export class MssClampError extends Error {
-  readonly code = 'MPX_MSS_CLAMP';
+export class MssClampError extends CodedError<'MPX_MSS_CLAMP'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'MssClampError';
+    super('MPX_MSS_CLAMP', message, options);
   }
 }
 
