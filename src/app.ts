@@ -6,6 +6,7 @@
  */
 import { AccessControl } from './access/access';
 import type { Config, ListenerConfig, ListenerProtocol } from './config/schema';
+import type { Endpoint } from './core/address';
 import type { ClientConnection } from './core/connection';
 import { ProxyEvents } from './core/events';
 import { ProxyListener } from './listener/listener';
@@ -18,6 +19,7 @@ import type { FrontEnd, ProxyContext } from './proxy/context';
 import { createHttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
+import { createTransparentFrontEnd } from './proxy/transparent';
 import { feedConnectionEvents, type ConnectionSink } from './registry/kernel-feed';
 import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
@@ -64,7 +66,7 @@ export class ProxyApp {
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, log, metrics: metrics.registry });
     const http = createHttpFrontEnd(this.ctx);
-    this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks) };
+    this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()) };
   }
 
   get config(): Config {
@@ -81,9 +83,20 @@ export class ProxyApp {
   }
 
   private async startListener(l: ListenerConfig): Promise<void> {
-    const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx, this.opts.reusePort ? { reusePort: true } : {});
+    const listener = new ProxyListener(l, this.frontEnds[l.protocol], this.ctx, {
+      ...(this.opts.reusePort ? { reusePort: true } : {}),
+      // TPROXY hands a listener foreign-addressed connections only when it is transparent.
+      ...(l.protocol === 'transparent' ? { transparent: true } : {}),
+    });
     await listener.start();
     this.listeners.push(listener);
+  }
+
+  /** Where this proxy listens now: what a transparent connection must never be sent back to. */
+  private ownEndpoints(): Endpoint[] {
+    const own = this.listeners.map((l) => ({ host: l.config.host, port: l.boundPort }));
+    const m = this.config.metrics;
+    return m.enabled ? [...own, { host: m.host, port: m.port }] : own;
   }
 
   *openConnections(): Iterable<ClientConnection> {

@@ -14,6 +14,7 @@ import { startSnifferFeed } from './registry/sniffer-feed';
 import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
 import { MssClamp } from './tuning/mss';
+import { TransparentRules } from './proxy/transparent';
 
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
@@ -21,6 +22,8 @@ export class SubflowPlane {
   readonly steering: SteeringEngine;
   /** Kernel-wide like steering's state, so owned here (src/tuning/mss.ts). */
   readonly mss: MssClamp;
+  /** Transparent mode's TPROXY table and local route: kernel-wide, so owned here too. */
+  readonly transparent: TransparentRules;
   private sniffer: SubflowSniffer | null = null;
 
   constructor(
@@ -32,6 +35,7 @@ export class SubflowPlane {
     feedKernelEvents(this.kernel, this.registry);
     this.steering = SteeringEngine.provision(config.steering, this.registry, log, { metrics: metrics.registry });
     this.mss = new MssClamp(config.tuning, log);
+    this.transparent = new TransparentRules(config, log);
   }
 
   /** Before any listener: subflows of the first connections must find their policies in place. */
@@ -41,6 +45,7 @@ export class SubflowPlane {
     if (this.steering.active) await this.steering.start();
     // After steering: its start removes every owned table a crashed run left, this one included.
     await this.mss.start();
+    await this.transparent.start();
   }
 
   /** The kernel's event stream; without it subflows are still seen when connections are sampled. */
@@ -59,12 +64,14 @@ export class SubflowPlane {
     await this.steering.reload(next.steering);
     if (!wasActive && this.steering.active) await this.steering.start();
     await this.mss.reload(next.tuning);
+    await this.transparent.reload(next);
     this.config = next;
   }
 
   /** Remove everything installed in the kernel; never throws. */
   async stop(): Promise<void> {
     await this.mss.stop();
+    await this.transparent.stop();
     await this.steering.stop();
     await this.kernel.stop();
     this.sniffer?.close();

@@ -41,7 +41,9 @@ function advertisedHost(l: ListenerConfig, opts: PacOptions): string {
 /** PAC proxy directives, HTTP-capable listeners first (browsers resolve names on the proxy then). */
 export function pacDirectives(listeners: readonly ListenerConfig[], opts: PacOptions = {}): string[] {
   const rank = { http: 0, mixed: 1, socks: 2 } as const;
-  return [...listeners]
+  // Transparent listeners take only redirected traffic: never a proxy to advertise.
+  return listeners
+    .filter((l): l is ListenerConfig & { protocol: keyof typeof rank } => l.protocol !== 'transparent')
     .sort((a, b) => rank[a.protocol] - rank[b.protocol])
     .map((l) => `${l.protocol === 'socks' ? 'SOCKS5' : 'PROXY'} ${advertisedHost(l, opts)}:${l.port}`);
 }

@@ -12,6 +12,8 @@ export const RUN_FLAGS = {
   http: { type: 'string', multiple: true, help: 'HTTP proxy listener HOST:PORT (default 127.0.0.1:3128)' },
   socks: { type: 'string', multiple: true, help: 'SOCKS 4/4a/5 listener HOST:PORT (default 127.0.0.1:1080)' },
   mixed: { type: 'string', multiple: true, help: 'HTTP+SOCKS listener on one port HOST:PORT' },
+  transparent: { type: 'string', multiple: true, help: 'transparent (TPROXY) listener IP:PORT, takes redirected traffic to PORT (repeatable)' },
+  'transparent-interface': { type: 'string', multiple: true, help: 'interface whose TCP the transparent listeners intercept (repeatable; default all)' },
   'allow-client': { type: 'string', multiple: true, help: 'client CIDR allowed to use the proxy (repeatable)' },
   'allow-dest': { type: 'string', multiple: true, help: 'destination CIDR opened although denied by default (repeatable)' },
   'deny-dest': { type: 'string', multiple: true, help: 'extra destination CIDR to deny (repeatable)' },
@@ -79,6 +81,7 @@ export function loadConfig(flags: FlagValues): Config {
     ...(flags.http ?? []).map((listen) => ({ protocol: 'http', listen })),
     ...(flags.socks ?? []).map((listen) => ({ protocol: 'socks', listen })),
     ...(flags.mixed ?? []).map((listen) => ({ protocol: 'mixed', listen })),
+    ...(flags.transparent ?? []).map((listen) => ({ protocol: 'transparent', listen })),
   ];
   if (cliListeners.length > 0) raw.listeners = cliListeners;
   if (flags['no-mptcp'] && Array.isArray(raw.listeners)) raw.listeners = raw.listeners.map((l: object) => ({ ...l, mptcp: false }));
@@ -103,6 +106,7 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags['idle-timeout']) sub('timeouts').idleMs = intFlag('idle-timeout', flags['idle-timeout']);
   if (flags.relay) sub('relay').engine = flags.relay;
   if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
+  if (flags['transparent-interface']) sub('transparent').interfaces = flags['transparent-interface'];
   if (flags.workers) raw.workers = flags.workers === 'auto' ? 'auto' : intFlag('workers', flags.workers);
   return validateConfig(raw);
 }

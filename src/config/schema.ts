@@ -2,12 +2,14 @@
  * The one configuration schema: types, the defaults (in DEFAULTS, nowhere else), and validation
  * of a raw object (from YAML and flags) into a typed Config. The README's table mirrors DEFAULTS.
  */
+import net from 'node:net';
 import os from 'node:os';
 import { CidrSet, parseCidr, parseEndpoint, type Endpoint } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
 
-export type ListenerProtocol = 'http' | 'socks' | 'mixed';
+/** transparent: takes only traffic redirected by TPROXY (see TransparentConfig); never a proxy port. */
+export type ListenerProtocol = 'http' | 'socks' | 'mixed' | 'transparent';
 
 export interface ListenerConfig {
   /** Stable name used in logs, metrics labels and steering matches. */
@@ -17,6 +19,20 @@ export interface ListenerConfig {
   port: number;
   /** Accept with IPPROTO_MPTCP (falls back to TCP with a warning when the kernel refuses). */
   mptcp: boolean;
+  /**
+   * transparent only: destination ports redirected to this listener (default: its own port).
+   * MPTCP joins reach a redirected connection only when its destination port equals the
+   * listener's port (the kernel refuses a join on another port: MismatchPortSynRx).
+   */
+  ports?: number[];
+}
+
+/** How redirected traffic reaches the transparent listeners (src/proxy/transparent.ts). */
+export interface TransparentConfig {
+  /** Interfaces whose incoming TCP is intercepted; empty = every interface. */
+  interfaces: string[];
+  /** Install the nft TPROXY table and the policy route; false = the operator's own rules. */
+  rules: boolean;
 }
 
 export interface UserConfig {
@@ -95,6 +111,7 @@ export interface Config {
   };
   steering: SteeringConfig;
   tuning: TuningConfig;
+  transparent: TransparentConfig;
 }
 
 export const DEFAULTS: Config = {
@@ -113,6 +130,7 @@ export const DEFAULTS: Config = {
   sniffer: { interfaces: [] },
   steering: { policies: [], uplinks: [] },
   tuning: { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 }, mssClamp: 'auto', mssInterfaces: [] },
+  transparent: { interfaces: [], rules: true },
 };
 
 export { ConfigError };
@@ -187,8 +205,8 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
   return v.map((item, i) => {
     const ri = r.at(`[${i}]`);
     if (!isObject(item)) throw ri.error('must be a mapping');
-    onlyKeys(item, ['name', 'protocol', 'listen', 'mptcp'], ri);
-    const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed'], ri);
+    const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed', 'transparent'], ri);
+    onlyKeys(item, protocol === 'transparent' ? ['name', 'protocol', 'listen', 'mptcp', 'ports'] : ['name', 'protocol', 'listen', 'mptcp'], ri);
     if (typeof item.listen !== 'string') throw ri.at('listen').error('must be "HOST:PORT"');
     let ep: Endpoint;
     try {
@@ -200,8 +218,36 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
     if (typeof name !== 'string' || !/^[a-z0-9_-]{1,32}$/i.test(name)) throw ri.at('name').error('must match [a-zA-Z0-9_-]{1,32}');
     const uniqueName = seen.has(name) ? `${name}-${i}` : name;
     seen.add(uniqueName);
-    return { name: uniqueName, protocol, host: ep.host, port: ep.port, mptcp: bool(item, 'mptcp', true, ri) };
+    const l: ListenerConfig = { name: uniqueName, protocol, host: ep.host, port: ep.port, mptcp: bool(item, 'mptcp', true, ri) };
+    if (protocol === 'transparent') l.ports = transparentPorts(item, l, ri);
+    return l;
   });
+}
+
+/** The redirect target of the nft rule: an IP literal and a fixed port. */
+function transparentPorts(item: Raw, l: ListenerConfig, r: Reader): number[] {
+  if (!net.isIP(l.host)) throw r.at('listen').error('a transparent listener needs an IP address (the TPROXY rule redirects to it)');
+  if (l.port === 0) throw r.at('listen').error('a transparent listener needs a fixed port');
+  const v = item.ports ?? [l.port];
+  if (!Array.isArray(v) || v.length === 0 || v.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw r.at('ports').error('must be a non-empty list of ports');
+  return [...new Set(v as number[])];
+}
+
+/** One listener per destination port and address family, and clients it may serve. */
+function checkTransparent(c: Config): void {
+  const owner = new Map<string, string>();
+  for (const l of c.listeners) {
+    if (l.protocol !== 'transparent') continue;
+    if (c.access.allowClients.length === 0) {
+      throw new ConfigError(`listener ${l.name} is transparent but access.allowClients is empty: redirected clients are never loopback, list their networks (--allow-client CIDR)`);
+    }
+    const family = net.isIPv6(l.host) ? 6 : 4;
+    for (const p of l.ports ?? []) {
+      const other = owner.get(`${family}/${p}`);
+      if (other) throw new ConfigError(`listeners ${other} and ${l.name} both take redirected IPv${family} port ${p}`);
+      owner.set(`${family}/${p}`, l.name);
+    }
+  }
 }
 
 function users(v: unknown, r: Reader): UserConfig[] {
@@ -223,6 +269,11 @@ function interfaceNames(raw: Raw, key: string, r: Reader): string[] {
   const v = raw[key] ?? [];
   if (!Array.isArray(v) || v.some((i) => typeof i !== 'string' || !IFNAME.test(i))) throw r.at(key).error('must be a list of interface names');
   return v as string[];
+}
+
+function transparentSection(t: Raw, r: Reader): TransparentConfig {
+  onlyKeys(t, ['interfaces', 'rules'], r);
+  return { interfaces: interfaceNames(t, 'interfaces', r), rules: bool(t, 'rules', DEFAULTS.transparent.rules, r) };
 }
 
 function tuningSection(t: Raw, r: Reader): TuningConfig {
@@ -251,7 +302,7 @@ export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', ...STEERING_KEYS], root);
+  onlyKeys(raw, ['workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', 'transparent', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -325,7 +376,9 @@ export function validateConfig(input: unknown): Config {
     sniffer: { interfaces: snIfs },
     steering: validateSteeringConfig(raw),
     tuning,
+    transparent: transparentSection(section(raw, 'transparent', root), root.at('transparent')),
   };
+  checkTransparent(config);
   checkNoOpenProxy(config);
   return config;
 }

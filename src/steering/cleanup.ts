@@ -6,7 +6,7 @@
 import type { Logger } from '../log/logger';
 import { ExecError } from '../sys/exec';
 import { buildEndpointDelete, buildLinkDelete, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listIfbLinks, listOwnedTables, listRules } from '../sys/iproute';
-import { nftDeleteTable } from '../sys/nft';
+import { TPROXY_TABLE, nftDeleteTable } from '../sys/nft';
 import { MSS_TABLE } from '../tuning/mss';
 import { IFB_PREFIX, buildIngressDelete, listOwnedIngress, listRootQdiscs, removeOwnedRoot, rootOwner, tcBatch } from '../sys/tc';
 
@@ -28,6 +28,10 @@ export async function cleanupOwnedState(log: Logger): Promise<string[]> {
   // The tuning module's MSS clamp (src/tuning/mss.ts) is owned state too.
   await step('mss nft table', async () => {
     if (await nftDeleteTable(MSS_TABLE)) removed.push(`nft table inet ${MSS_TABLE}`);
+  });
+  // Transparent mode's TPROXY table (src/proxy/transparent.ts); its rule and table are in the owned range below.
+  await step('tproxy nft table', async () => {
+    if (await nftDeleteTable(TPROXY_TABLE)) removed.push(`nft table inet ${TPROXY_TABLE}`);
   });
   await step('qdiscs', async () => {
     for (const q of await listRootQdiscs()) if (rootOwner(q) === 'ours' && !q.dev.startsWith(IFB_PREFIX) && (await removeOwnedRoot(q.dev))) removed.push(`qdisc ${q.dev}`);

@@ -31,6 +31,21 @@ export interface UplinkRoute {
 export const slotMark = (slot: number): number => OWN_MARK_BASE + slot + 1;
 export const slotTable = (slot: number): number => OWN_BASE + slot + 1;
 
+/**
+ * Transparent mode's slot: the last of the owned range (steering's uplinks use at most the first
+ * 32), so its rule and table are found and removed by ownership like the rest.
+ */
+export const TPROXY_SLOT = OWN_SPAN - 1;
+export const TPROXY_MARK = slotMark(TPROXY_SLOT);
+
+/** Packets TPROXY marked are delivered locally (to the transparent socket), whatever their address. */
+export function buildTproxyRouting(ipv6: boolean): string[] {
+  const f = ipv6 ? '-6 ' : '';
+  const t = slotTable(TPROXY_SLOT);
+  // The route first, so the rule never points at an empty table.
+  return [`${f}route replace local ${ipv6 ? '::/0' : '0.0.0.0/0'} dev lo table ${t}`, `${f}rule add fwmark 0x${TPROXY_MARK.toString(16)} table ${t} pref ${t}`];
+}
+
 export function buildUplinkRouting(u: UplinkRoute): string[] {
   const f = u.ipv6 ? '-6 ' : '';
   const via = u.gateway ? ` via ${u.gateway}` : '';
@@ -126,6 +141,24 @@ export function parseLinkNames(json: unknown): string[] {
 }
 
 export const listIfbLinks = async (): Promise<string[]> => parseLinkNames(await ipJson(['link', 'show', 'type', 'ifb']));
+
+/** Remove transparent mode's rule and table if present (idempotent: also a crashed run's). */
+export async function removeTproxyRouting(ipv6: boolean): Promise<boolean> {
+  const t = slotTable(TPROXY_SLOT);
+  const f = ipv6 ? '-6 ' : '';
+  const rules = (await listRules(ipv6)).filter((r) => r.priority === t);
+  const tables = (await listOwnedTables(ipv6)).filter((x) => x === t);
+  await ipBatch([...rules.map(() => `${f}rule del pref ${t}`), ...tables.map(() => `${f}route flush table ${t}`)]);
+  return rules.length + tables.length > 0;
+}
+
+/** Idempotent and gap-free: an existing rule stays (removing it, even briefly, would let redirected packets be forwarded). */
+export async function installTproxyRouting(ipv6: boolean): Promise<void> {
+  const t = slotTable(TPROXY_SLOT);
+  const hasRule = (await listRules(ipv6)).some((r) => r.priority === t);
+  const [route, rule] = buildTproxyRouting(ipv6);
+  await ipBatch(hasRule ? [route!] : [route!, rule!]);
+}
 
 export async function ipBatch(lines: readonly string[]): Promise<void> {
   if (lines.length === 0) return;

@@ -30,6 +30,7 @@ export const IP_TOS = 1;
 export const IP_TRANSPARENT = 19;
 export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
+export const IPV6_TRANSPARENT = 75;
 export const IPV6_TCLASS = 67;
 
 export const SOL_TCP = 6;

@@ -91,6 +91,50 @@ export function buildElementScript(ops: readonly NftElementOp[]): string {
     .join('\n');
 }
 
+/** Transparent mode's own table (a separate one: steering replaces `inet mptcp_proxy` whole). */
+export const TPROXY_TABLE = 'mptcp_proxy_tproxy';
+
+/** One TPROXY redirect: TCP to any of `dports` goes to the listener at address:port. */
+export interface TproxyTarget {
+  /** The listener's address; 0.0.0.0 or :: = whichever local address it is bound on. */
+  address: string;
+  port: number;
+  dports: readonly number[];
+}
+
+const IFNAME = /^[\w.@:-]{1,15}$/;
+
+/**
+ * The transparent table as one transaction (a crashed run's table is replaced in it). Packets
+ * for the host's own addresses are left alone, so its listeners and services stay reachable and
+ * a transparent listener never sees a connection that was not redirected to it. `mark` routes
+ * the diverted packets to the local table (see buildTproxyRouting).
+ */
+export function buildTproxyScript(targets: readonly TproxyTarget[], interfaces: readonly string[], mark: number): string {
+  for (const i of interfaces) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
+  const t = `${NFT_FAMILY} ${TPROXY_TABLE}`;
+  const iif = interfaces.length > 0 ? `iifname { ${interfaces.map((i) => `"${i}"`).join(', ')} } ` : '';
+  const rules = targets.map((x) => {
+    const v6 = net.isIPv6(x.address);
+    const any = x.address === '0.0.0.0' || x.address === '::';
+    const to = any ? `:${x.port}` : v6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`;
+    const ports = x.dports.length === 1 ? `${x.dports[0]}` : `{ ${x.dports.join(', ')} }`;
+    return `    ${iif}meta nfproto ${v6 ? 'ipv6' : 'ipv4'} tcp dport ${ports} tproxy ${v6 ? 'ip6' : 'ip'} to ${to} meta mark set 0x${mark.toString(16)} accept`;
+  });
+  return [
+    `table ${t}`,
+    `delete table ${t}`,
+    `table ${t} {`,
+    '  comment "owned by mptcp-proxy: transparent mode (TPROXY)"',
+    '  chain divert {',
+    '    type filter hook prerouting priority mangle; policy accept;',
+    '    fib daddr type local return',
+    ...rules,
+    '  }',
+    '}',
+  ].join('\n');
+}
+
 export function buildDeleteTableScript(table = NFT_TABLE): string {
   return `delete table ${NFT_FAMILY} ${table}`;
 }

@@ -14,6 +14,7 @@ import {
   IPPROTO_MPTCP,
   IPPROTO_TCP,
   IPV6_TCLASS,
+  IPV6_TRANSPARENT,
   IPV6_V6ONLY,
   IP_TOS,
   IP_TRANSPARENT,
@@ -68,6 +69,11 @@ export interface SocketOptions {
   congestion?: string;
   /** Listener only: TFO queue length. */
   fastOpen?: number;
+  /**
+   * IP_TRANSPARENT (IPV6_TRANSPARENT on IPv6): a listener TPROXY may hand foreign-addressed
+   * connections to; needs CAP_NET_ADMIN. Measured: MPTCP listeners take it, the accepted socket
+   * inherits it, joins work; on an accepted MPTCP socket the kernel answers EINVAL.
+   */
   transparent?: boolean;
   /** Fixing these stops kernel autotuning (kernel facts): only the tuning module sets them. */
   rcvBuf?: number;
@@ -102,7 +108,10 @@ export function applySocketOptions(fd: number, family: 4 | 6, o: SocketOptions):
     check('setsockopt(TCP_CONGESTION)', libc.setsockopt(fd, SOL_TCP, TCP_CONGESTION, b, b.length));
   }
   if (o.fastOpen !== undefined) setInt(fd, SOL_TCP, TCP_FASTOPEN, o.fastOpen, 'TCP_FASTOPEN');
-  if (o.transparent !== undefined) setInt(fd, IPPROTO_IP, IP_TRANSPARENT, +o.transparent, 'IP_TRANSPARENT');
+  if (o.transparent !== undefined) {
+    if (family === 6) setInt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, +o.transparent, 'IPV6_TRANSPARENT');
+    else setInt(fd, IPPROTO_IP, IP_TRANSPARENT, +o.transparent, 'IP_TRANSPARENT');
+  }
   if (o.rcvBuf !== undefined) setInt(fd, SOL_SOCKET, SO_RCVBUF, o.rcvBuf, 'SO_RCVBUF');
   if (o.sndBuf !== undefined) setInt(fd, SOL_SOCKET, SO_SNDBUF, o.sndBuf, 'SO_SNDBUF');
   if (o.maxSeg !== undefined) setInt(fd, SOL_TCP, TCP_MAXSEG, o.maxSeg, 'TCP_MAXSEG');

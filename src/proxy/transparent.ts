@@ -1,0 +1,153 @@
+/**
+ * Transparent mode: clients configure nothing; their TCP to chosen ports is redirected to a
+ * `transparent` listener by an nftables TPROXY rule, so the accepted socket's local address IS
+ * the destination the client asked for. The front end checks it like a CONNECT target (client
+ * allow-list, destination policy, ports, through the same upstream connector), refuses its own
+ * listeners (a loop), and tunnels. A refusal resets the client, as an unreachable server would.
+ *
+ * TransparentRules owns the kernel side: the nft table and the fwmark rule + local route that
+ * deliver diverted packets to the listener, installed on start, replaced on reload, removed on
+ * stop and by `mptcp-proxy cleanup` (both by ownership: table name, owned rule/table slot).
+ */
+import net from 'node:net';
+import os from 'node:os';
+import type { Config, ListenerConfig } from '../config/schema';
+import { normalizeIpLiteral, unmapIPv6, type Endpoint } from '../core/address';
+import type { ClientConnection } from '../core/connection';
+import { ErrorCode, ProxyError, toProxyError } from '../core/errors';
+import type { Logger } from '../log/logger';
+import { TPROXY_MARK, installTproxyRouting, removeTproxyRouting } from '../sys/iproute';
+import { NFT_FAMILY, TPROXY_TABLE, buildTproxyScript, nftApply, nftDeleteTable, type TproxyTarget } from '../sys/nft';
+import type { FrontEnd, ProxyContext } from './context';
+import { tunnel } from './tunnel';
+
+const WILDCARD = new Set(['0.0.0.0', '::']);
+
+/** The host's own addresses (every interface, loopback included), normalised. */
+export function localAddresses(): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) out.add(unmapIPv6(a.address));
+  return out;
+}
+
+/**
+ * Is `dest` one of the proxy's own listening endpoints? A wildcard listener owns its port on
+ * every local address. Pure: the caller supplies the local addresses.
+ */
+export function isOwnEndpoint(dest: Endpoint, own: readonly Endpoint[], local: () => ReadonlySet<string>): boolean {
+  const host = normalizeIpLiteral(dest.host) ?? dest.host;
+  let addrs: ReadonlySet<string> | null = null;
+  for (const e of own) {
+    if (e.port !== dest.port) continue;
+    if (WILDCARD.has(e.host)) {
+      addrs ??= local();
+      if (addrs.has(host) || WILDCARD.has(host)) return true;
+    } else if ((normalizeIpLiteral(e.host) ?? e.host) === host) return true;
+  }
+  return false;
+}
+
+/**
+ * FrontEnd for transparent listeners. `own` lists every endpoint the proxy listens on now (proxy
+ * listeners with their bound ports, the admin endpoint).
+ */
+export function createTransparentFrontEnd(own: () => readonly Endpoint[]): FrontEnd {
+  return (conn: ClientConnection, ctx: ProxyContext) => {
+    conn.protocol = 'transparent';
+    const dest = { host: unmapIPv6(conn.localAddress), port: conn.localPort };
+    conn.destination = dest;
+    const refuse = (err: ProxyError): void => {
+      conn.fail(err);
+      ctx.events.emit('proxy-error', err, conn);
+      ctx.log.log(err.mapping.log, 'transparent refused', { id: conn.id, client: conn.clientAddress, destination: `${dest.host}:${dest.port}`, code: err.code, detail: err.message });
+      // A reset is what the client would have seen from a destination that refused it.
+      if (!conn.socket.destroyed) conn.socket.resetAndDestroy();
+    };
+    if (!ctx.access.clientAllowed(conn.clientAddress)) return refuse(new ProxyError(ErrorCode.ClientDenied, conn.clientAddress));
+    // Not redirected (a client dialled the listener itself) or redirected back at us: a loop.
+    if (isOwnEndpoint(dest, own(), localAddresses)) return refuse(new ProxyError(ErrorCode.DestDenied, `${dest.host}:${dest.port} is the proxy itself`));
+    ctx.upstream.connect(dest, conn).then(
+      (upstream) => {
+        if (conn.socket.destroyed) return void upstream.destroy();
+        return tunnel(conn, upstream, ctx);
+      },
+      (e: unknown) => refuse(toProxyError(e)),
+    );
+  };
+}
+
+/** The TPROXY redirects the config asks for, one per transparent listener. */
+export function tproxyTargets(listeners: readonly ListenerConfig[]): TproxyTarget[] {
+  return listeners.filter((l) => l.protocol === 'transparent').map((l) => ({ address: l.host, port: l.port, dports: l.ports ?? [l.port] }));
+}
+
+export class TransparentRulesError extends Error {
+  readonly code = 'MPX_TPROXY_RULES';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TransparentRulesError';
+  }
+}
+
+/** Kernel state for transparent mode. One per network namespace (the subflow plane's owner). */
+export class TransparentRules {
+  private installed = false;
+  private families = new Set<4 | 6>();
+
+  constructor(
+    private config: Pick<Config, 'listeners' | 'transparent'>,
+    private readonly log: Logger,
+  ) {}
+
+  get active(): boolean {
+    return this.installed;
+  }
+
+  /** Install (or replace) the table and routes; a failure is fatal: the listeners would get nothing. */
+  async start(): Promise<void> {
+    const targets = tproxyTargets(this.config.listeners);
+    if (targets.length === 0 || !this.config.transparent.rules) return this.stop();
+    const families = new Set(targets.map((t) => (net.isIPv6(t.address) ? 6 : 4) as 4 | 6));
+    this.installed = true;
+    try {
+      await nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK));
+      for (const f of [4, 6] as const) {
+        if (families.has(f)) await installTproxyRouting(f === 6);
+        else if (this.families.has(f)) await removeTproxyRouting(f === 6);
+      }
+    } catch (e) {
+      this.families = new Set([...this.families, ...families]);
+      await this.stop();
+      throw new TransparentRulesError(`transparent mode: cannot install the TPROXY rules: ${(e as Error).message}`, { cause: e });
+    }
+    this.families = families;
+    this.log.info('transparent mode: TPROXY rules installed', {
+      table: `${NFT_FAMILY} ${TPROXY_TABLE}`,
+      interfaces: this.config.transparent.interfaces.length ? this.config.transparent.interfaces : 'all',
+      redirects: targets.map((t) => `${t.dports.join(',')} → ${net.isIPv6(t.address) ? `[${t.address}]` : t.address}:${t.port}`),
+    });
+  }
+
+  /** Follow a reloaded config (also after steering's start removed every owned piece). */
+  async reload(next: Pick<Config, 'listeners' | 'transparent'>): Promise<void> {
+    this.config = next;
+    await this.start();
+  }
+
+  /** Remove what is installed; never throws (shutdown path). */
+  async stop(): Promise<void> {
+    if (!this.installed) return;
+    this.installed = false;
+    const families = this.families;
+    this.families = new Set();
+    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (e) {
+        this.log.warn('transparent mode: could not remove kernel state', { what, error: (e as Error).message });
+      }
+    };
+    await step('nft table', () => nftDeleteTable(TPROXY_TABLE));
+    for (const f of families) await step(`IPv${f} rule`, () => removeTproxyRouting(f === 6));
+  }
+}
