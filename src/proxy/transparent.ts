@@ -14,7 +14,7 @@ import os from 'node:os';
 import type { Config, ListenerConfig } from '../config/schema';
 import { normalizeIpLiteral, unmapIPv6, type Endpoint } from '../core/address';
 import type { ClientConnection } from '../core/connection';
-import { ErrorCode, ProxyError, toProxyError } from '../core/errors';
+import { CodedError, ErrorCode, ProxyError, toProxyError } from '../core/errors';
 import type { Logger } from '../log/logger';
 import { TPROXY_MARK, installTproxyRouting, removeTproxyRouting } from '../sys/iproute';
 import { NFT_FAMILY, TPROXY_TABLE, buildTproxyScript, nftApply, nftDeleteTable, type TproxyTarget } from '../sys/nft';
@@ -81,11 +81,9 @@ export function tproxyTargets(listeners: readonly ListenerConfig[]): TproxyTarge
   return listeners.filter((l) => l.protocol === 'transparent').map((l) => ({ address: l.host, port: l.port, dports: l.ports ?? [l.port] }));
 }
 
-export class TransparentRulesError extends Error {
-  readonly code = 'MPX_TPROXY_RULES';
+export class TransparentRulesError extends CodedError<'MPX_TPROXY_RULES'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TransparentRulesError';
+    super('MPX_TPROXY_RULES', message, options);
   }
 }
 

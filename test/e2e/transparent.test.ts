@@ -1,0 +1,231 @@
+/**
+ * Transparent mode end to end on the real kernel: the client (curl under mptcpize, no proxy
+ * configured) only has the proxy namespace as its gateway on both paths; the proxy's TPROXY rule
+ * diverts its TCP to the legacy server into a `transparent` listener, which converts to plain TCP.
+ * Checked: byte-identical download over two subflows (the join to the server's address is
+ * diverted too), the server sees only the proxy, /connections shows the MPTCP client, refusals
+ * reset the client with stable codes, the kernel state exists while running and is gone after
+ * SIGTERM, and `mptcp-proxy cleanup` removes it after a SIGKILL.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { ConnectionStatus } from '../../src/admin/server';
+import { curl } from '../helpers/clients';
+import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { patternChunks, patternSha256 } from '../helpers/pattern';
+import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+
+const METRICS = '127.0.0.1:9464';
+/** A wildcard transparent listener for ports other than its own; also dialled directly (loop). */
+const ANY_PORT = 15001;
+/** Redirected but not in access.connectPorts. */
+const DENIED_PORT = 15002;
+const BYTES = 20_000_000;
+const TPROXY_TABLE = 'mptcp_proxy_tproxy';
+const TPROXY_PREF = 19856;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function inProxy(tb: Testbed, argv: string[]): Promise<string> {
+  const r = await tb.exec('proxy', argv);
+  assert.equal(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** One MPTCP/TCP counter of a namespace (nstat -a: absolute, no history file side effects). */
+async function nstat(tb: Testbed, ns: 'client' | 'proxy' | 'server', name: string): Promise<number> {
+  const r = await tb.exec(ns, ['nstat', '-asz', name]);
+  const m = new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(r.stdout);
+  return m ? Number(m[1]) : 0;
+}
+
+function metricSum(text: string, name: string, label: string): number {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`) && l.includes(label))
+    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+/** What the kernel holds for transparent mode in the proxy namespace. */
+async function kernelState(tb: Testbed): Promise<{ table: string | null; rule: boolean; route: boolean }> {
+  const t = await tb.exec('proxy', ['nft', 'list', 'table', 'inet', TPROXY_TABLE]);
+  const rules = await inProxy(tb, ['ip', 'rule', 'show']);
+  const routes = await inProxy(tb, ['ip', 'route', 'show', 'table', 'all']);
+  return {
+    table: t.code === 0 ? t.stdout : null,
+    rule: new RegExp(`^${TPROXY_PREF}:.*fwmark 0x4d500040 lookup ${TPROXY_PREF}`, 'm').test(rules),
+    route: new RegExp(`^local default dev lo table ${TPROXY_PREF}`, 'm').test(routes),
+  };
+}
+
+describe('transparent mode: TPROXY to an MPTCP listener, no client configuration', { timeout: 180_000 }, () => {
+  let server: LegacyServer;
+  let px: ProxyHandle;
+  let configFile: string;
+
+  // Registered before the testbed's own after hook, which deletes the namespaces.
+  after(async () => {
+    if (!px) return;
+    const exit = await px.stop();
+    assert.equal(exit.code, 0, 'proxy exits cleanly on SIGTERM');
+    const s = await kernelState(tb());
+    assert.deepEqual(s, { table: null, rule: false, route: false }, 'SIGTERM removes the TPROXY table, the fwmark rule and the local route');
+  });
+  const tb = useTestbed({ before, after }, { shapeMbit: 50 });
+
+  before(async () => {
+    server = await startLegacyServer(tb());
+    configFile = path.join(tb().tmpDir, 'transparent.yaml');
+    writeFileSync(
+      configFile,
+      [
+        'listeners:',
+        // The server's own port: joins to the server's address reach this listener too.
+        `  - { name: tp, protocol: transparent, listen: "127.0.0.1:${server.httpPort}" }`,
+        `  - { name: tp-any, protocol: transparent, listen: "0.0.0.0:${ANY_PORT}", ports: [${ANY_PORT}, ${server.echoPort}, ${DENIED_PORT}] }`,
+        'access:',
+        `  allowClients: ["${tb().cidr}"]`,
+        `  connectPorts: [${server.httpPort}, ${server.echoPort}, ${ANY_PORT}]`,
+        'transparent:',
+        `  interfaces: [${tb().ifaces.proxy1}, ${tb().ifaces.proxy2}]`,
+        'metrics:',
+        `  listen: ${METRICS}`,
+        'log:',
+        '  format: json',
+      ].join('\n'),
+    );
+    px = await tb().startProxy(['--config', configFile]);
+    await px.waitForLog((l) => l.message === 'admin listening', 10_000);
+  });
+
+
+  test('the TPROXY table, fwmark rule and local route exist while it runs', async () => {
+    const s = await kernelState(tb());
+    assert.ok(s.table, 'nft table present');
+    assert.match(s.table, new RegExp(`iifname \\{ "${tb().ifaces.proxy1}", "${tb().ifaces.proxy2}" \\}`));
+    assert.match(s.table, new RegExp(`tcp dport ${server.httpPort} tproxy ip to 127\\.0\\.0\\.1:${server.httpPort} meta mark set 0x4d500040`));
+    assert.match(s.table, new RegExp(`tproxy ip to :${ANY_PORT} `));
+    assert.match(s.table, /fib daddr type local return/);
+    assert.equal(s.rule, true, 'fwmark rule in the owned slot');
+    assert.equal(s.route, true, 'local default route in the owned table');
+  });
+
+  test('a plain curl (no proxy) downloads byte-identical over two subflows; the server sees only the proxy', async (t) => {
+    const before = await tb().pathCounters();
+    const synRx = await nstat(tb(), 'proxy', 'MPTcpExtMPJoinAckRx');
+    const download = curl(tb(), { url: server.url(`/bytes/${BYTES}?seed=11`), timeoutMs: 60_000 });
+    let live: ConnectionStatus | undefined;
+    const serverPeers = new Set<string>();
+    let serverMptcp = '';
+    for (let i = 0; i < 80 && !(live && live.subflows.length >= 2 && serverPeers.size > 0); i++) {
+      await sleep(100);
+      const body = JSON.parse(await inProxy(tb(), ['curl', '-sS', '--noproxy', '*', `http://${METRICS}/connections`])) as { connections: ConnectionStatus[] };
+      live = body.connections.find((c) => c.protocol === 'transparent') ?? live;
+      const ss = await tb().exec('server', ['ss', '-Htn', 'state', 'established', `( sport = :${server.httpPort} )`]);
+      for (const line of ss.stdout.trim().split('\n').filter(Boolean)) serverPeers.add(line.trim().split(/\s+/).at(-1)!.replace(/:\d+$/, ''));
+      serverMptcp += (await tb().exec('server', ['ss', '-HM'])).stdout;
+    }
+    const r = await download;
+    assert.equal(r.exitCode, 0, `${r.errorMessage} ${r.stderr}\n${px.stderr.slice(-2000)}`);
+    assert.equal(r.httpCode, 200);
+    assert.equal(r.sha256, patternSha256(11, BYTES), 'byte-identical');
+
+    // The proxy: an MPTCP client connection, to the server's own address, on the transparent listener.
+    assert.ok(live, 'the connection is listed in /connections');
+    assert.equal(live.mptcp, true, JSON.stringify(live));
+    assert.equal(live.listener, 'tp');
+    assert.equal(live.client.replace(/:\d+$/, ''), tb().addr.client1);
+    assert.equal(live.destination, `${server.host}:${server.httpPort}`);
+    assert.equal(live.subflows.length, 2, `two subflows: ${JSON.stringify(live.subflows)}`);
+    assert.ok((await nstat(tb(), 'proxy', 'MPTcpExtMPJoinAckRx')) > synRx, 'a join was accepted');
+
+    // The legacy server: plain TCP, from the proxy's address, never from the client.
+    assert.deepEqual([...serverPeers], [tb().addr.proxyServerSide], 'the server sees the proxy only');
+    assert.equal(serverMptcp.trim(), '', 'no MPTCP socket on the server');
+    assert.equal(await nstat(tb(), 'server', 'MPTcpExtMPCapableSYNRX'), 0, 'no MPTCP SYN reached the server');
+
+    const line = await px.waitForLog((l) => l.message === 'connection' && l.protocol === 'transparent' && l.listener === 'tp' && (l.bytesOut as number) >= BYTES);
+    assert.equal(line.result, 'ok');
+    assert.equal(line.mptcp, true);
+    assert.equal(line.subflows, 2);
+    assert.equal(line.upstream, server.host);
+
+    // Both client paths carried a real share of the download.
+    const afterCounters = await tb().pathCounters();
+    const rx = afterCounters.map((c, i) => c.rxBytes - before[i]!.rxBytes);
+    t.diagnostic(`download ${BYTES} B in ${r.timeTotal.toFixed(2)} s = ${r.mbitPerSec.toFixed(1)} Mbit/s; client path rx bytes ${rx.join(' / ')}`);
+    for (const [i, bytes] of rx.entries()) assert.ok(bytes > BYTES * 0.2, `path${i + 1} carried ${bytes} of ${BYTES} bytes`);
+  });
+
+  test('another redirected port works single-path: the kernel refuses a join on a port other than the listener’s', async () => {
+    const mismatch = await nstat(tb(), 'proxy', 'MPTcpExtMismatchPortSynRx');
+    const sock = await tb().bridge('client', server.host, server.echoPort, { mptcp: true });
+    const c = net.connect(sock);
+    const got: Buffer[] = [];
+    c.on('data', (d: Buffer) => got.push(d));
+    for (const chunk of patternChunks(5, 2_000_000)) if (!c.write(chunk)) await once(c, 'drain');
+    // Keep the connection up long enough for the client's join attempt.
+    await sleep(500);
+    c.end();
+    await once(c, 'close');
+    assert.equal(Buffer.concat(got).length, 2_000_000);
+    assert.equal(createHash('sha256').update(Buffer.concat(got)).digest('hex'), patternSha256(5, 2_000_000), 'echo byte-identical');
+    const line = await px.waitForLog((l) => l.message === 'connection' && l.listener === 'tp-any' && l.destination === `${server.host}:${server.echoPort}`);
+    assert.equal(line.result, 'ok');
+    assert.equal(line.mptcp, true);
+    assert.equal(line.subflows, 1, 'no second subflow on a foreign port');
+    assert.ok((await nstat(tb(), 'proxy', 'MPTcpExtMismatchPortSynRx')) > mismatch, 'the join was refused for its port');
+  });
+
+  test('refusals reset the client with stable codes; the listener is not a proxy port; the proxy stays up', async () => {
+    // Redirected, but the port is not in access.connectPorts.
+    const denied = await curl(tb(), { url: `http://${server.host}:${DENIED_PORT}/`, timeoutMs: 10_000 });
+    assert.notEqual(denied.exitCode, 0);
+    assert.match(denied.errorMessage, /reset|Recv failure|Empty reply/i, denied.errorMessage);
+    const portLine = await px.waitForLog((l) => l.message === 'transparent refused' && l.code === 'MPX_PORT_DENIED');
+    assert.equal(portLine.destination, `${server.host}:${DENIED_PORT}`);
+
+    // Dialled directly (not redirected: the proxy's own addresses are never diverted), as a
+    // plain connection and as an HTTP proxy: the destination is the listener itself, a loop.
+    const direct = await curl(tb(), { url: `http://${tb().addr.proxy1}:${ANY_PORT}/`, timeoutMs: 10_000 });
+    assert.notEqual(direct.exitCode, 0);
+    const asProxy = await curl(tb(), { url: server.url('/bytes/10'), proxy: { kind: 'http', host: tb().addr.proxy1, port: ANY_PORT }, timeoutMs: 10_000 });
+    assert.notEqual(asProxy.exitCode, 0);
+    assert.notEqual(asProxy.httpCode, 200);
+    const loops = (): typeof px.logs => px.logs.filter((l) => l.message === 'transparent refused' && l.code === 'MPX_DEST_DENIED');
+    for (let i = 0; i < 50 && loops().length < 2; i++) await sleep(100);
+    assert.equal(loops().length, 2, 'both direct connections refused as loops');
+    for (const l of loops()) assert.match(String(l.detail), /proxy itself/);
+
+    const metrics = await inProxy(tb(), ['curl', '-sS', '--noproxy', '*', `http://${METRICS}/metrics`]);
+    assert.ok(metricSum(metrics, 'mptcp_proxy_errors_total', 'code="MPX_PORT_DENIED"') >= 1);
+    assert.ok(metricSum(metrics, 'mptcp_proxy_errors_total', 'code="MPX_DEST_DENIED"') >= 2);
+    assert.equal(px.proc.exitCode, null, 'still running');
+
+    // And it still converts.
+    const ok = await curl(tb(), { url: server.url('/bytes/1000?seed=3') });
+    assert.equal(ok.exitCode, 0, ok.errorMessage);
+    assert.equal(ok.sha256, patternSha256(3, 1000));
+  });
+});
+
+describe('transparent mode: kernel state after a crash', { timeout: 60_000 }, () => {
+  const tb = useTestbed({ before, after }, { shapeMbit: 0 });
+
+  test('SIGKILL leaves the state; `mptcp-proxy cleanup` removes it', async () => {
+    const px = await tb().startProxy(['--transparent', '0.0.0.0:15080', '--allow-client', tb().cidr, '--no-metrics', '--log-format', 'json']);
+    await px.waitForLog((l) => l.message === 'transparent mode: TPROXY rules installed');
+    px.proc.kill('SIGKILL');
+    await px.exited;
+    const left = await kernelState(tb());
+    assert.ok(left.table && left.rule && left.route, `state left after SIGKILL: ${JSON.stringify(left)}`);
+    const out = await inProxy(tb(), [process.execPath, CLI_ENTRY, 'cleanup']);
+    assert.match(out, new RegExp(`nft table inet ${TPROXY_TABLE}`));
+    assert.deepEqual(await kernelState(tb()), { table: null, rule: false, route: false });
+  });
+});
