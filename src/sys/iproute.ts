@@ -160,9 +160,19 @@ export async function installTproxyRouting(ipv6: boolean): Promise<void> {
   await ipBatch(hasRule ? [route!] : [route!, rule!]);
 }
 
+/**
+ * Run lines through `ip -batch -`, in order. Batch lines take no options of their own, so lines
+ * the builders write as "-6 ..." go, run by run, through `ip -6 -batch -`.
+ */
 export async function ipBatch(lines: readonly string[]): Promise<void> {
-  if (lines.length === 0) return;
-  await execTool(['ip', '-batch', '-'], { input: lines.join('\n') + '\n' });
+  for (let i = 0; i < lines.length; ) {
+    const v6 = lines[i]!.startsWith('-6 ');
+    let j = i;
+    while (j < lines.length && lines[j]!.startsWith('-6 ') === v6) j++;
+    const run = lines.slice(i, j).map((l) => (v6 ? l.slice(3) : l));
+    await execTool(['ip', ...(v6 ? ['-6'] : []), '-batch', '-'], { input: run.join('\n') + '\n' });
+    i = j;
+  }
 }
 
 async function ipJson(args: string[]): Promise<unknown> {
