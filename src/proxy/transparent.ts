@@ -104,7 +104,7 @@ export class TransparentRules {
   /** Install (or replace) the table and routes; a failure is fatal: the listeners would get nothing. */
   async start(): Promise<void> {
     const targets = tproxyTargets(this.config.listeners);
-    if (targets.length === 0 || !this.config.transparent.rules) return this.stop();
+    if (targets.length === 0 || !this.config.transparent.rules) return this.installed ? this.stop() : this.removeLeftovers();
     const families = new Set(targets.map((t) => (net.isIPv6(t.address) ? 6 : 4) as 4 | 6));
     this.installed = true;
     try {
@@ -124,6 +124,18 @@ export class TransparentRules {
       interfaces: this.config.transparent.interfaces.length ? this.config.transparent.interfaces : 'all',
       redirects: targets.map((t) => `${t.dports.join(',')} → ${net.isIPv6(t.address) ? `[${t.address}]` : t.address}:${t.port}`),
     });
+  }
+
+  /** A crashed run's table would go on diverting traffic into nothing: remove it even with the mode off. */
+  private async removeLeftovers(): Promise<void> {
+    try {
+      if (!(await nftDeleteTable(TPROXY_TABLE))) return;
+      for (const v6 of [false, true]) await removeTproxyRouting(v6);
+      this.log.warn('transparent mode: removed TPROXY rules left by an earlier run', { table: `${NFT_FAMILY} ${TPROXY_TABLE}` });
+    } catch (e) {
+      // No nft here or no rights to read it: then this process cannot have installed any either.
+      this.log.debug('transparent mode: no leftover check', { error: (e as Error).message });
+    }
   }
 
   /** Follow a reloaded config (also after steering's start removed every owned piece). */
