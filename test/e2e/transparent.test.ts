@@ -63,7 +63,7 @@ async function kernelState(tb: Testbed): Promise<{ table: string | null; rule: b
   };
 }
 
-describe('transparent mode: TPROXY to an MPTCP listener, no client configuration', { timeout: 180_000 }, () => {
+for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP listener, no client configuration (workers=${workers})`, { timeout: 180_000 }, () => {
   let server: LegacyServer;
   let px: ProxyHandle;
   let configFile: string;
@@ -97,6 +97,7 @@ describe('transparent mode: TPROXY to an MPTCP listener, no client configuration
         `  listen: ${METRICS}`,
         'log:',
         '  format: json',
+        `workers: ${workers}`,
       ].join('\n'),
     );
     px = await tb().startProxy(['--config', configFile]);
