@@ -8,7 +8,9 @@
  * - HTB root 4d50: on each interface a rate policy shapes (only over the kernel's default qdisc),
  *   one class per subflow or per `share`; uploads on an owned IFB with u32 filters (shaper.ts);
  * - per uplink: `ip rule fwmark` → its own table with its default route;
- * - MPTCP signal endpoints for uplink source addresses, backup flags, raised subflow limit.
+ * - MPTCP signal endpoints for uplink source addresses, backup flags, raised subflow limit;
+ * - for download caps on `client` ranges: a route copy with `congctl lock cubic` (congestion.ts:
+ *   under BBR a capped subflow misleads MPTCP's scheduler and the whole transfer collapses).
  *
  * Reaction time (subflow up → under its policy) is kept off process spawns: roots, IFBs, shared
  * classes and spare per-subflow classes are made at start for the interfaces the policies can
@@ -32,6 +34,7 @@ import { classId, tcBatch } from '../sys/tc';
 import { routeDevice, slotMark } from '../sys/iproute';
 import { parseCidr } from '../core/address';
 import { cleanupOwnedState } from './cleanup';
+import { CongestionRoutes } from './congestion';
 import { UplinkHealth, type ProbeFn, type UplinkState } from './health';
 import { PathManager } from './paths';
 import { compilePolicies, firstMatch, type CompiledPolicy, type SubflowSubject } from './policy';
@@ -95,6 +98,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   private readonly routeCache = new Map<string, { dev: string | null; at: number }>();
   private readonly health: UplinkHealth;
   private readonly paths: PathManager;
+  private readonly congestion: CongestionRoutes;
   private queue: Promise<void> = Promise.resolve();
   private running = false;
   private readonly detach: (() => void)[] = [];
@@ -117,6 +121,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     this.health = new UplinkHealth(opts.probe);
     this.paths = new PathManager(log);
     this.shaper = new Shaper(log);
+    this.congestion = new CongestionRoutes(log);
     const r = opts.metrics ? [opts.metrics] : null;
     this.m = r && {
       uplinkUp: new Gauge({ name: 'mptcp_proxy_uplink_up', help: 'Uplink health from its probes (1 up, 0 down)', labelNames: ['uplink'] as const, registers: r }),
@@ -146,6 +151,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       if (!this.active) return;
       await nftApply(buildTableScript());
       await this.provisionUplinks();
+      await this.congestion.apply(this.config.policies);
       await this.warm();
     });
     const onUp = (s: Subflow, c: MptcpConnectionRecord): void => this.onSubflowUp(s, c);
@@ -174,6 +180,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
         await this.teardownUplinks();
         await this.provisionUplinks();
       } else await this.paths.applyBackupPolicies(next.policies, this.uplinks);
+      await this.congestion.apply(next.policies);
       await this.reconcile(this.registry.activeSubflows());
       // After reconcile, so classes still in use are re-rated in place rather than pruned.
       await this.shaper.prune();

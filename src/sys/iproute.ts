@@ -194,6 +194,24 @@ export async function routeDevice(to: string, from?: string): Promise<string | n
   return typeof dev === 'string' ? dev : null;
 }
 
+export interface RouteHop {
+  dev: string;
+  gateway?: string;
+  prefsrc?: string;
+}
+
+/** The first hop of `ip -j route get` output (pure); null when it names no device. */
+export function parseRouteGet(json: unknown): RouteHop | null {
+  const r = Array.isArray(json) ? (json[0] as Record<string, unknown> | undefined) : undefined;
+  if (!r || typeof r.dev !== 'string') return null;
+  return { dev: r.dev, ...(typeof r.gateway === 'string' ? { gateway: r.gateway } : {}), ...(typeof r.prefsrc === 'string' ? { prefsrc: r.prefsrc } : {}) };
+}
+
+/** How the kernel would send to `to` now (no marks): device, gateway, preferred source. */
+export async function routeGet(to: string): Promise<RouteHop | null> {
+  return parseRouteGet(await ipJson(['route', 'get', to]));
+}
+
 /** Tables in the owned range that hold routes now (pure over `ip -j route show table all`). */
 export function parseOwnedTables(json: unknown): number[] {
   if (!Array.isArray(json)) return [];

@@ -42,16 +42,19 @@ export function buildClass(op: 'add' | 'change', dev: string, minor: number, rat
 }
 
 /**
- * A short leaf queue: HTB's default leaf queues txqueuelen (1000) packets, seconds at a low
- * rate, and MPTCP's receiver then waits on that path (head-of-line blocking) instead of letting
- * the scheduler shift data to the other path. About 50 ms of the class's ceil, at least 8 packets.
+ * A short leaf queue, bounded in bytes: HTB's default leaf queues txqueuelen (1000) packets,
+ * seconds at a low rate, and MPTCP's receiver then waits on that path (head-of-line blocking)
+ * instead of the scheduler shifting data to the other path. A packet limit is not enough: with
+ * GSO one queued packet can be a 64 KB burst, so 21 "packets" held ~1.3 MB (2 s at 5 Mbit/s).
+ * bfifo counts bytes: about 50 ms of the class's ceil, at least 8 full-size frames; its drops
+ * are what keep the capped subflow's loss-based congestion control near the cap.
  */
-export function leafLimit(ceilBits: number): number {
-  return Math.max(8, Math.ceil((ceilBits / 8) * 0.05 / 1514));
+export function leafLimitBytes(ceilBits: number): number {
+  return Math.max(8 * 1514, Math.ceil((ceilBits / 8) * 0.05));
 }
 
 export function buildLeaf(op: 'add' | 'replace', dev: string, minor: number, ceilBits: number): string {
-  return `qdisc ${op} dev ${dev} parent ${classId(minor)} pfifo limit ${leafLimit(ceilBits)}`;
+  return `qdisc ${op} dev ${dev} parent ${classId(minor)} bfifo limit ${leafLimitBytes(ceilBits)}`;
 }
 
 export function buildClassDelete(dev: string, minor: number): string {

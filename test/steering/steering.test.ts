@@ -6,6 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import net from 'node:net';
 import { parseRate, validateSteeringConfig, type PolicyConfig } from '../../src/config/steering';
 import { ConfigError } from '../../src/config/config-error';
 import { compilePolicies, domainMatches, firstMatch, type SubflowSubject } from '../../src/steering/policy';
@@ -22,12 +23,14 @@ import {
   buildU32Delete,
   classId,
   htbQuantum,
-  leafLimit,
+  leafLimitBytes,
   parseFilterPrefs,
   parseIngressDevs,
   parseRootQdiscs,
   rootOwner,
 } from '../../src/sys/tc';
+import { CC_TABLE, buildCcRouting, buildCcRoutingDelete, cappedClientCidrs, networkOf, pickCongestion } from '../../src/steering/congestion';
+import { parseRouteGet } from '../../src/sys/iproute';
 import { buildEndpointAdd, buildEndpointBackup, buildIfbAdd, buildUplinkRouting, parseLinkNames, isOwnedPref, parseEndpoints, parseLimits, parseOwnedTables, parseRules, slotMark, slotTable } from '../../src/sys/iproute';
 
 const subject = (o: Partial<SubflowSubject> = {}): SubflowSubject => ({
@@ -211,10 +214,11 @@ describe('command builders', () => {
   it('tc: owned HTB root, classes with explicit quantum, short leaves', () => {
     assert.equal(buildRootAdd('eth1'), 'qdisc add dev eth1 root handle 4d50: htb default 0');
     assert.equal(buildClass('add', 'eth1', 1, 5e6, 5e6), 'class add dev eth1 parent 4d50: classid 4d50:1 htb rate 5000000bit ceil 5000000bit quantum 62500');
-    assert.equal(buildLeaf('replace', 'eth1', 16, 5e6), 'qdisc replace dev eth1 parent 4d50:10 pfifo limit 21');
+    assert.equal(buildLeaf('replace', 'eth1', 16, 5e6), 'qdisc replace dev eth1 parent 4d50:10 bfifo limit 31250');
+    assert.equal(leafLimitBytes(500e3), 8 * 1514, 'at least 8 full-size frames at low rates');
     assert.equal(htbQuantum(1e3), 1514);
     assert.equal(htbQuantum(1e11), 200_000);
-    fc.assert(fc.property(fc.integer({ min: 1000, max: 4e11 }), (r) => htbQuantum(r) >= 1514 && htbQuantum(r) <= 200_000 && leafLimit(r) >= 8));
+    fc.assert(fc.property(fc.integer({ min: 1000, max: 4e11 }), (r) => htbQuantum(r) >= 1514 && htbQuantum(r) <= 200_000 && leafLimitBytes(r) >= 8 * 1514 && leafLimitBytes(r) >= r / 8 / 20));
   });
   it('tc: uploads on an owned IFB, redirect marked by our filter preference, u32 on the reversed 4-tuple', () => {
     assert.deepEqual(buildIfbRoot('mpx-ifb0'), [
@@ -263,5 +267,55 @@ describe('command builders', () => {
     assert.equal(desiredSubflowLimit(2), 3);
     assert.equal(desiredSubflowLimit(0), 1);
     assert.equal(desiredSubflowLimit(10), 8);
+  });
+  it('congestion routes: capped client ranges, network address, cubic else reno, owned slot', () => {
+    const pol = (o: Record<string, unknown>): PolicyConfig => ({ name: 'p', match: {}, ...o }) as PolicyConfig;
+    assert.deepEqual(
+      cappedClientCidrs([
+        pol({ match: { client: '10.20.1.7/24' }, rate: 5e6, direction: 'both' }),
+        pol({ match: { client: '10.20.2.0/24' }, rate: 5e6, direction: 'upload' }),
+        pol({ match: { client: '0.0.0.0/0' }, rate: 5e6, direction: 'download' }),
+        pol({ match: { client: '10.20.3.0/24' }, uplink: 'wan1' }),
+        pol({ match: { client: '2001:db8:0:1::9/64' }, rate: 1e6, direction: 'download' }),
+        pol({ match: { client: '10.20.1.0/24' }, rate: 9e6, direction: 'download' }),
+      ]),
+      ['10.20.1.0/24', '2001:db8:0:1:0:0:0:0/64'],
+    );
+    assert.equal(networkOf('10.20.1.255/23'), '10.20.0.0/23');
+    assert.equal(networkOf('192.0.2.9/32'), '192.0.2.9/32');
+    fc.assert(
+      fc.property(fc.ipV4(), fc.integer({ min: 0, max: 32 }), (ip, len) => {
+        const n = networkOf(`${ip}/${len}`);
+        const b = new net.BlockList();
+        b.addSubnet(n.split('/')[0]!, len);
+        // Idempotent, and the range still holds the address it came from.
+        return networkOf(n) === n && b.check(ip);
+      }),
+    );
+    assert.equal(pickCongestion('reno bbr cubic'), 'cubic');
+    assert.equal(pickCongestion('reno bbr'), 'reno');
+    assert.equal(pickCongestion(null), 'reno');
+    assert.equal(CC_TABLE, slotTable(32));
+    assert.ok(isOwnedPref(CC_TABLE));
+    assert.deepEqual(
+      buildCcRouting(
+        [
+          { cidr: '10.20.1.0/24', hop: { dev: 'p1', prefsrc: '10.20.1.1' }, ipv6: false },
+          { cidr: '2001:db8::/64', hop: { dev: 'p2', gateway: 'fe80::1' }, ipv6: true },
+        ],
+        'cubic',
+      ),
+      [
+        `route replace 10.20.1.0/24 dev p1 src 10.20.1.1 congctl lock cubic table ${CC_TABLE}`,
+        `-6 route replace 2001:db8::/64 via fe80::1 dev p2 congctl lock cubic table ${CC_TABLE}`,
+        `rule add to 10.20.1.0/24 table ${CC_TABLE} pref ${CC_TABLE}`,
+        `-6 rule add to 2001:db8::/64 table ${CC_TABLE} pref ${CC_TABLE}`,
+      ],
+    );
+    assert.deepEqual(buildCcRoutingDelete(2, 0), [`rule del pref ${CC_TABLE}`, `rule del pref ${CC_TABLE}`, `route flush table ${CC_TABLE}`, `-6 route flush table ${CC_TABLE}`]);
+    assert.deepEqual(parseRouteGet([{ dst: '10.20.1.0', dev: 'p1', prefsrc: '10.20.1.1', flags: [] }]), { dev: 'p1', prefsrc: '10.20.1.1' });
+    assert.deepEqual(parseRouteGet([{ dst: '10.9.0.1', gateway: '10.9.0.254', dev: 'wan' }]), { dev: 'wan', gateway: '10.9.0.254' });
+    assert.equal(parseRouteGet([]), null);
+    assert.equal(parseRouteGet('x'), null);
   });
 });
