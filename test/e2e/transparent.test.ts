@@ -78,16 +78,15 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
   });
   const tb = useTestbed({ before, after }, { shapeMbit: 50 });
 
-  before(async () => {
-    server = await startLegacyServer(tb());
-    configFile = path.join(tb().tmpDir, 'transparent.yaml');
+  /** The proxy's config; `extraPorts` go to the wildcard listener too (reload test). */
+  const writeConfig = (extraPorts: number[] = []): void =>
     writeFileSync(
       configFile,
       [
         'listeners:',
         // The server's own port: joins to the server's address reach this listener too.
         `  - { name: tp, protocol: transparent, listen: "127.0.0.1:${server.httpPort}" }`,
-        `  - { name: tp-any, protocol: transparent, listen: "0.0.0.0:${ANY_PORT}", ports: [${ANY_PORT}, ${server.echoPort}, ${DENIED_PORT}] }`,
+        `  - { name: tp-any, protocol: transparent, listen: "0.0.0.0:${ANY_PORT}", ports: [${[ANY_PORT, server.echoPort, DENIED_PORT, ...extraPorts].join(', ')}] }`,
         'access:',
         `  allowClients: ["${tb().cidr}"]`,
         `  connectPorts: [${server.httpPort}, ${server.echoPort}, ${ANY_PORT}]`,
@@ -100,6 +99,11 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
         `workers: ${workers}`,
       ].join('\n'),
     );
+
+  before(async () => {
+    server = await startLegacyServer(tb());
+    configFile = path.join(tb().tmpDir, 'transparent.yaml');
+    writeConfig();
     px = await tb().startProxy(['--config', configFile]);
     await px.waitForLog((l) => l.message === 'admin listening', 10_000);
   });
@@ -213,6 +217,23 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
     const ok = await curl(tb(), { url: server.url('/bytes/1000?seed=3') });
     assert.equal(ok.exitCode, 0, ok.errorMessage);
     assert.equal(ok.sha256, patternSha256(3, 1000));
+  });
+
+  test('SIGHUP replaces the rules in one transaction; a download running through them survives', async () => {
+    const installs = (): number => px.logs.filter((l) => l.message === 'transparent mode: TPROXY rules installed').length;
+    const download = curl(tb(), { url: server.url('/bytes/6000000?seed=21'), extraArgs: ['--limit-rate', '3M'], timeoutMs: 30_000 });
+    await sleep(700);
+    const n = installs();
+    writeConfig([15003]);
+    px.proc.kill('SIGHUP');
+    for (let i = 0; i < 50 && installs() === n; i++) await sleep(100);
+    assert.equal(installs(), n + 1, 'rules re-installed once');
+    const s = await kernelState(tb());
+    assert.match(s.table ?? '', /tcp dport \{[^}]*\b15003\b[^}]*\} tproxy ip to :15001 /, 'the new port is diverted');
+    assert.equal(s.rule && s.route, true);
+    const r = await download;
+    assert.equal(r.exitCode, 0, r.errorMessage);
+    assert.equal(r.sha256, patternSha256(21, 6_000_000), 'byte-identical across the reload');
   });
 });
 
