@@ -66,13 +66,10 @@ export function createTransparentFrontEnd(own: () => readonly Endpoint[]): Front
     if (!ctx.access.clientAllowed(conn.clientAddress)) return refuse(new ProxyError(ErrorCode.ClientDenied, conn.clientAddress));
     // Not redirected (a client dialled the listener itself) or redirected back at us: a loop.
     if (isOwnEndpoint(dest, own(), localAddresses)) return refuse(new ProxyError(ErrorCode.DestDenied, `${dest.host}:${dest.port} is the proxy itself`));
-    ctx.upstream.connect(dest, conn).then(
-      (upstream) => {
-        if (conn.socket.destroyed) return void upstream.destroy();
-        return tunnel(conn, upstream, ctx);
-      },
-      (e: unknown) => refuse(toProxyError(e)),
-    );
+    ctx.upstream
+      .connect(dest, conn)
+      .then((upstream) => (conn.socket.destroyed ? void upstream.destroy() : tunnel(conn, upstream, ctx)))
+      .catch((e: unknown) => refuse(toProxyError(e)));
   };
 }
 
@@ -101,11 +98,15 @@ export class TransparentRules {
     return this.installed;
   }
 
-  /** Install (or replace) the table and routes; a failure is fatal: the listeners would get nothing. */
+  /**
+   * Install (or replace) the table and routes. A failure at start is fatal (the listeners would
+   * get nothing) and leaves nothing behind; on reload the running rules stay (nft is atomic).
+   */
   async start(): Promise<void> {
     const targets = tproxyTargets(this.config.listeners);
     if (targets.length === 0 || !this.config.transparent.rules) return this.installed ? this.stop() : this.removeLeftovers();
     const families = new Set(targets.map((t) => (net.isIPv6(t.address) ? 6 : 4) as 4 | 6));
+    const replacing = this.installed;
     this.installed = true;
     try {
       await nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK));
@@ -114,8 +115,9 @@ export class TransparentRules {
         else if (this.families.has(f)) await removeTproxyRouting(f === 6);
       }
     } catch (e) {
+      // Whatever may exist now is removed by stop().
       this.families = new Set([...this.families, ...families]);
-      await this.stop();
+      if (!replacing) await this.stop();
       throw new TransparentRulesError(`transparent mode: cannot install the TPROXY rules: ${(e as Error).message}`, { cause: e });
     }
     this.families = families;
