@@ -18,7 +18,7 @@ import type { ConnectionStatus } from '../../src/admin/server';
 import { curl } from '../helpers/clients';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { patternChunks, patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { CLI_ENTRY, firstLine, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
 
 const METRICS = '127.0.0.1:9464';
 /** A wildcard transparent listener for ports other than its own; also dialled directly (loop). */
@@ -264,6 +264,59 @@ describe('transparent mode: kernel state after a crash', { timeout: 60_000 }, ()
       assert.deepEqual(await kernelState(tb()), { table: null, rule: false, route: false });
     } finally {
       assert.equal((await px.stop()).code, 0);
+    }
+  });
+});
+
+/** IPv6 beside the testbed's IPv4: the same topology and per-source routing, ULA addresses. */
+async function addIpv6(tb: Testbed): Promise<{ client1: string; server: string; cidr: string }> {
+  const p = `fd00:${tb.octet.toString(16)}`;
+  const a = { c1: `${p}:1::2`, c2: `${p}:2::2`, p1: `${p}:1::1`, p2: `${p}:2::1`, ps: `${p}:3::1`, s: `${p}:3::2` };
+  const batch: [Parameters<Testbed['exec']>[0], string[]][] = [
+    ['client', [`addr add ${a.c1}/64 dev ${tb.ifaces.client1} nodad`, `addr add ${a.c2}/64 dev ${tb.ifaces.client2} nodad`]],
+    ['client', [`route add default via ${a.p1} dev ${tb.ifaces.client1}`, `route add default via ${a.p2} dev ${tb.ifaces.client2} table 102`, `rule add from ${a.c2} table 102 pref 100`]],
+    ['proxy', [`addr add ${a.p1}/64 dev ${tb.ifaces.proxy1} nodad`, `addr add ${a.p2}/64 dev ${tb.ifaces.proxy2} nodad`, `addr add ${a.ps}/64 dev ${tb.ifaces.proxyServerSide} nodad`]],
+    ['server', [`addr add ${a.s}/64 dev ${tb.ifaces.server} nodad`, `route add default via ${a.ps}`]],
+  ];
+  for (const [ns, lines] of batch) {
+    const r = await tb.exec(ns, ['ip', '-6', '-batch', '-'], { input: lines.join('\n') + '\n' });
+    assert.equal(r.code, 0, r.stderr);
+  }
+  // The client's path2 endpoint for IPv6 joins (the testbed's own is IPv4).
+  assert.equal((await tb.exec('client', ['ip', 'mptcp', 'endpoint', 'add', a.c2, 'dev', tb.ifaces.client2, 'subflow'])).code, 0);
+  return { client1: a.c1, server: a.s, cidr: `${p}::/32` };
+}
+
+describe('transparent mode over IPv6 (IPV6_TRANSPARENT, tproxy ip6, ip -6 rules)', { timeout: 60_000 }, () => {
+  const tb = useTestbed({ before, after }, { shapeMbit: 50 });
+
+  test('a plain curl over IPv6 downloads byte-identical over two subflows; the -6 rule goes with SIGTERM', async (t) => {
+    const v6 = await addIpv6(tb());
+    const srv = tb().spawnNode('server', 'dist/test/helpers/legacy-server.js', [v6.server]);
+    const port = (JSON.parse(await firstLine(srv, 10_000)) as { http: number }).http;
+    const px = await tb().startProxy(['--transparent', `[::1]:${port}`, '--allow-client', v6.cidr, '--no-metrics', '--log-format', 'json']);
+    let exited = false;
+    try {
+      await px.waitForLog((l) => l.message === 'transparent mode: TPROXY rules installed');
+      const table = (await tb().exec('proxy', ['nft', 'list', 'table', 'inet', TPROXY_TABLE])).stdout;
+      assert.match(table, new RegExp(`meta nfproto ipv6 tcp dport ${port} tproxy ip6 to \\[::1\\]:${port} `));
+      assert.match(await inProxy(tb(), ['ip', '-6', 'rule', 'show']), new RegExp(`^${TPROXY_PREF}:.*fwmark 0x4d500040`, 'm'));
+      const bytes = 10_000_000;
+      const r = await curl(tb(), { url: `http://[${v6.server}]:${port}/bytes/${bytes}?seed=6`, timeoutMs: 30_000 });
+      assert.equal(r.exitCode, 0, r.errorMessage);
+      assert.equal(r.sha256, patternSha256(6, bytes));
+      t.diagnostic(`IPv6: ${bytes} B at ${r.mbitPerSec.toFixed(1)} Mbit/s`);
+      const line = await px.waitForLog((l) => l.message === 'connection' && l.protocol === 'transparent');
+      assert.equal(line.client, `[${v6.client1}]:${String(r.writeOut.local_port)}`);
+      assert.equal(line.destination, `[${v6.server}]:${port}`);
+      assert.equal(line.mptcp, true);
+      assert.equal(line.subflows, 2);
+      assert.equal((await px.stop()).code, 0);
+      exited = true;
+      assert.doesNotMatch(await inProxy(tb(), ['ip', '-6', 'rule', 'show']), new RegExp(`^${TPROXY_PREF}:`, 'm'));
+      assert.doesNotMatch(await inProxy(tb(), ['ip', '-6', 'route', 'show', 'table', 'all']), new RegExp(`table ${TPROXY_PREF}`));
+    } finally {
+      if (!exited) await px.stop();
     }
   });
 });
