@@ -11,6 +11,7 @@ import { loadConfig, parseRunFlags } from '../../src/config/load';
 import { MAX_UPLINKS } from '../../src/config/steering';
 import { ConfigError, DEFAULTS, validateConfig } from '../../src/config/schema';
 import { isOwnEndpoint, tproxyTargets } from '../../src/proxy/transparent';
+import { CC_SLOT } from '../../src/steering/congestion';
 import { OWN_BASE, TPROXY_MARK, TPROXY_SLOT, buildTproxyRouting, isOwnedPref, slotTable } from '../../src/sys/iproute';
 import { buildTproxyScript } from '../../src/sys/nft';
 
@@ -100,6 +101,7 @@ test('the policy route: the owned slot steering never uses, route before rule', 
   const t = slotTable(TPROXY_SLOT);
   assert.ok(isOwnedPref(t), 'cleanup finds it by ownership');
   assert.ok(TPROXY_SLOT >= MAX_UPLINKS, 'no uplink slot collides');
+  assert.notEqual(TPROXY_SLOT, CC_SLOT, 'nor steering’s congestion-control route');
   assert.equal(t, OWN_BASE + 64);
   assert.deepEqual(buildTproxyRouting(false), [`route replace local 0.0.0.0/0 dev lo table ${t}`, `rule add fwmark 0x4d500040 table ${t} pref ${t}`]);
   assert.deepEqual(buildTproxyRouting(true), [`-6 route replace local ::/0 dev lo table ${t}`, `-6 rule add fwmark 0x4d500040 table ${t} pref ${t}`]);
