@@ -1,11 +1,13 @@
 /**
  * `npm run bench`: every figure of issue 6 side by side, in one run on one machine.
  *
- *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--repeats N] [--publish]
+ *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--subjects s1,s2] [--repeats N] [--publish]
  *
  * --quick     seconds-long sizes, one run each, no external scripts: for CI (no thresholds enforced)
  * --out       where results-<date>.json and the SVG charts go (default bench/out)
  * --only      workloads: bulk, parallel, keepalive, latency, idle, twopath, external
+ * --subjects  only these subjects (ids from bench/lib/peers.ts, e.g. ours-connect-splice,dante);
+ *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
  * --render F  no measuring: redraw charts and bench/RESULTS.md from a results JSON file F
  *
@@ -17,14 +19,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../test/helpers/testbed';
-import { CLASSIC_PEERS, Servers, subject, SUBJECTS } from './lib/peers';
+import { CLASSIC_PEERS, Servers, subject, SUBJECTS, type Subject } from './lib/peers';
 import { have } from './lib/proc';
 import { charts, consoleTable, markdown } from './lib/report';
 import { addRatios, evaluateTargets, type BenchResults, type Machine, type Row } from './lib/results';
-import { concurrency } from './workloads/concurrency';
+import { CONCURRENCY_SUBJECTS, concurrency } from './workloads/concurrency';
 import { external } from './workloads/external';
-import { keepalive } from './workloads/keepalive';
-import { latency } from './workloads/latency';
+import { KEEPALIVE_SUBJECTS, keepalive } from './workloads/keepalive';
+import { LATENCY_SUBJECTS, latency } from './workloads/latency';
 import { bulk } from './workloads/throughput';
 import { twoPath } from './workloads/two-path';
 
@@ -64,7 +66,7 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
   if (values.render) {
     const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
@@ -79,6 +81,9 @@ async function main(): Promise<number> {
   // own tests) unless asked for with --only.
   const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES.filter((w) => !(values.quick && w === 'external'))) as WorkloadName[]);
   for (const w of only) if (!WORKLOAD_NAMES.includes(w)) throw new Error(`unknown workload ${w} (expected ${WORKLOAD_NAMES.join(', ')})`);
+  // Subjects asked for, in the suite's order; each workload keeps those it measures at all.
+  const picked = values.subjects ? new Set(values.subjects.split(',').map((id) => subject(id).id)) : null;
+  const pick = (all: readonly Subject[], quickIds?: string[]): readonly Subject[] => (picked ? all.filter((s) => picked.has(s.id) || s.kind === 'limit') : (quickIds?.map(subject) ?? all));
   const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out'));
   fs.mkdirSync(outDir, { recursive: true });
   if (process.getuid?.() !== 0) process.stderr.write('bench: not root: tcpdump and the namespace testbed will fail\n');
@@ -101,14 +106,14 @@ async function main(): Promise<number> {
     }
   };
   try {
-    await step('bulk', () => bulk(servers, { workload: 'download-1x', file: 'big', parallel: 1, repeats: plan.repeats }, log));
+    await step('bulk', () => bulk(servers, { workload: 'download-1x', file: 'big', parallel: 1, repeats: plan.repeats, subjects: pick(SUBJECTS) }, log));
     await step('parallel', () =>
-      bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.repeats, subjects: SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward') }, log),
+      bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.repeats, subjects: pick(SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward')) }, log),
     );
-    await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp }, log));
-    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp, subjects: plan.latencySubjects?.map(subject) }, log));
+    await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp, subjects: pick(KEEPALIVE_SUBJECTS) }, log));
+    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp, subjects: pick(LATENCY_SUBJECTS, plan.latencySubjects) }, log));
     // Memory is steady from run to run: one run each keeps the suite inside its time budget.
-    await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1, subjects: plan.idleSubjects?.map(subject) }, log));
+    await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1, subjects: pick(CONCURRENCY_SUBJECTS, plan.idleSubjects) }, log));
     await servers.stopAll();
     await step('twopath', async () => {
       const r = await twoPath({ bytes: plan.twoPathBytes, repeats: plan.repeats }, log);

@@ -37,16 +37,16 @@ end
 /** Who can carry plain HTTP requests: forward proxies, a TCP relay, and the limit. */
 export const KEEPALIVE_SUBJECTS = SUBJECTS.filter((s) => s.mode === 'forward' || s.mode === 'direct');
 
-export async function keepalive(servers: Servers, o: { requests: number; connections: number; repeats: number; dir: string }, log: (s: string) => void): Promise<Row[]> {
+export async function keepalive(servers: Servers, o: { requests: number; connections: number; repeats: number; dir: string; subjects?: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
   const workload = 'keepalive-small';
   if (!have('wrk')) {
-    return KEEPALIVE_SUBJECTS.map((s) => ({ workload, subject: s.id, label: s.label, kind: s.kind, value: null, unit: 'req/s', higherIsBetter: true, runs: [], extra: {}, note: 'wrk not installed' }));
+    return (o.subjects ?? KEEPALIVE_SUBJECTS).map((s) => ({ workload, subject: s.id, label: s.label, kind: s.kind, value: null, unit: 'req/s', higherIsBetter: true, runs: [], extra: {}, note: 'wrk not installed' }));
   }
   const script = path.join(o.dir, 'keepalive.lua');
   fs.writeFileSync(script, WRK_SCRIPT);
   const spec = { workload, unit: 'req/s', higherIsBetter: true, repeats: o.repeats, describe: (b: Measured) => `${b.value.toFixed(0)} req/s, p50 ${b.extra.p50?.toFixed(3)} ms, p99 ${b.extra.p99?.toFixed(3)} ms, ${b.extra.errors} errors` };
   const rows: Row[] = [];
-  for (const s of KEEPALIVE_SUBJECTS) rows.push(await measure(spec, s, () => wrkOnce(servers, s, o, script), log));
+  for (const s of o.subjects ?? KEEPALIVE_SUBJECTS) rows.push(await measure(spec, s, () => wrkOnce(servers, s, o, script), log));
   return rows;
 }
 

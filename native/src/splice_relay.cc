@@ -1,11 +1,17 @@
 // Zero-copy relay: one shared epoll thread moves bytes between the two sockets of every relayed
-// connection with splice(2) through one pipe per direction, so payload never enters user space.
+// connection with splice(2) through pipes, so payload never enters user space.
 //
-// Ownership: JavaScript (libuv) owns the sockets' fds. start() dup()s them, and the thread works
-// only on its own duplicates, which it closes when the pair ends, *before* reporting. So a fd
-// number that JS closes (socket.destroy()) can never be reused under the thread, and native
-// never closes a fd libuv owns. Every pair leaves the epoll set before its result is posted,
-// and the thread does not touch a pair after posting (it is freed at the end of that loop pass).
+// Descriptors: the thread works on the fds JavaScript (libuv) owns, without duplicates, so an
+// idle relay costs no descriptor beyond its two sockets. JS guarantees it closes neither fd until
+// this pair has been reported done (splice-relay.ts defers the socket's destroy until then), and
+// every pair leaves the epoll set before it is reported, after which the thread never touches its
+// fds again. Native never closes a socket fd.
+//
+// Pipes: a direction holds a pipe only while it has bytes in flight. It takes one from a shared
+// pool when its socket turns readable and gives it back as soon as the pipe is empty again, so
+// thousands of idle relays share a handful of pipes. A pipe that still holds bytes stays with its
+// direction until they are written. Out of descriptors, a direction waits for a pipe instead of
+// failing.
 //
 // Kernels without an MPTCP splice_read (6.18 has none) serve splice from an MPTCP socket with
 // copy_splice_read, i.e. one copy into fresh pages; reads from TCP sockets and all writes stay
@@ -61,6 +67,19 @@ int64_t NowMs() {
 constexpr int kClient = 0;
 constexpr int kUpstream = 1;
 
+// Idle pipes kept per size for reuse; more are closed when returned.
+constexpr size_t kPoolMax = 32;
+// How long a direction that could not get a pipe waits before trying pipe2() again.
+constexpr int kPipeRetryMs = 50;
+// Per pump call: bound the work one busy pair gets before others are served.
+constexpr size_t kPumpBudgetBytes = 8u << 20;
+
+struct Pipe {
+  int r = -1;
+  int w = -1;
+  size_t capacity = 0;
+};
+
 struct Pair;
 
 // epoll_event.data.ptr points at one of these, so an event says which socket it is about.
@@ -70,18 +89,17 @@ struct SideTag {
 };
 
 struct Direction {
-  int from;       // side index read from
-  int to;         // side index written to
-  int pipeR = -1;
-  int pipeW = -1;
-  size_t capacity = 0;
-  size_t inPipe = 0;  // bytes read from `from` not yet written to `to`
-  bool eof = false;   // `from` sent FIN
-  bool shut = false;  // FIN passed on to `to`
-  uint64_t bytes = 0; // written to `to`
+  int from;  // side index read from
+  int to;    // side index written to
+  Pipe pipe; // r < 0: no pipe held
+  size_t inPipe = 0;   // bytes read from `from` not yet written to `to`
+  bool eof = false;    // `from` sent FIN
+  bool shut = false;   // FIN passed on to `to`
+  uint64_t bytes = 0;  // written to `to`
 };
 
 struct Result {
+  uint64_t id;
   uint64_t bytesUp;
   uint64_t bytesDown;
   End end;
@@ -90,22 +108,78 @@ struct Result {
 
 struct Pair {
   uint64_t id;
-  int fd[2];  // our duplicates of client and upstream fds
+  int fd[2];  // client and upstream fds, owned by JS
   SideTag tag[2];
   // Edge-triggered readiness: set by an event, cleared by EAGAIN, so a stalled socket costs no
   // syscall until its next edge.
   bool canRead[2] = {true, true};
   bool canWrite[2] = {true, true};
   Direction dir[2];  // [0] client → upstream, [1] upstream → client
+  size_t pipeSize;
   int64_t idleMs;
   int64_t lastActivity;
   bool dead = false;
   bool queuedReady = false;
-  Napi::ThreadSafeFunction done;
+  bool waitingPipe = false;
 };
 
-// Per pump call: bound the work one busy pair gets before others are served.
-constexpr size_t kPumpBudgetBytes = 8u << 20;
+// A pipe of up to `want` bytes; the kernel may refuse large sizes (pipe-max-size, per-user
+// limits), so fall back to smaller ones and finally to the default. Returns 0 or an errno.
+int MakePipe(Pipe& p, size_t want) {
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
+  p.r = fds[0];
+  p.w = fds[1];
+  for (size_t size = want; size >= 65536; size /= 2) {
+    if (fcntl(p.w, F_SETPIPE_SZ, int(size)) >= 0) break;
+  }
+  int cap = fcntl(p.w, F_GETPIPE_SZ);
+  p.capacity = cap > 0 ? size_t(cap) : 65536;
+  return 0;
+}
+
+void ClosePipe(Pipe& p) {
+  if (p.r >= 0) close(p.r);
+  if (p.w >= 0) close(p.w);
+  p = Pipe{};
+}
+
+// Empty pipes by requested size. Only the relay thread uses it.
+class PipePool {
+ public:
+  // Returns 0 or an errno (EMFILE/ENFILE when out of descriptors).
+  int Take(size_t want, Pipe& out) {
+    auto& free = free_[want];
+    if (!free.empty()) {
+      out = free.back();
+      free.pop_back();
+    } else if (int err = MakePipe(out, want)) {
+      return err;
+    } else {
+      created_++;
+    }
+    inUse_++;
+    return 0;
+  }
+  // `empty`: the pipe holds no bytes and can serve another direction.
+  void Give(size_t want, Pipe& p, bool empty) {
+    inUse_--;
+    auto& free = free_[want];
+    if (empty && free.size() < kPoolMax) free.push_back(p);
+    else {
+      ClosePipe(p);
+      created_--;
+    }
+    p = Pipe{};
+  }
+  size_t Open() const { return created_; }
+  size_t InUse() const { return inUse_; }
+
+ private:
+  std::unordered_map<size_t, std::vector<Pipe>> free_;
+  size_t created_ = 0;
+  size_t inUse_ = 0;
+};
 
 class Engine {
  public:
@@ -142,12 +216,17 @@ class Engine {
     return 0;
   }
 
+  // The one callback all results go to (set once, from the JS thread).
+  void SetReporter(Napi::ThreadSafeFunction tsfn) { report_ = tsfn; }
+
   void Submit(Pair* p) {
     active_++;
     Post({p, 0});
   }
   void Abort(uint64_t id) { Post({nullptr, id}); }
   int Active() const { return active_.load(); }
+  size_t PipesOpen() const { return pipesOpen_.load(); }
+  size_t PipesInUse() const { return pipesInUse_.load(); }
   uint64_t NextId() { return ++lastId_; }
 
  private:
@@ -174,7 +253,7 @@ class Engine {
   void Loop() {
     std::vector<epoll_event> evs(256);
     for (;;) {
-      int timeout = ready_.empty() ? IdleTimeout() : 0;
+      int timeout = ready_.empty() ? Timeout() : 0;
       int n = epoll_wait(ep_, evs.data(), int(evs.size()), timeout);
       if (n < 0) n = 0;  // EINTR: just go round again
       for (int i = 0; i < n; i++) {
@@ -197,6 +276,7 @@ class Engine {
         }
         Pump(p);
       }
+      RetryPipeWaiters();
       std::vector<Pair*> again;
       again.swap(ready_);
       for (Pair* p : again) {
@@ -206,8 +286,11 @@ class Engine {
       CheckIdle();
       // A pair that ended after being queued must not outlive its memory in ready_.
       ready_.erase(std::remove_if(ready_.begin(), ready_.end(), [](Pair* p) { return p->dead; }), ready_.end());
+      Report();
       for (Pair* p : graveyard_) delete p;
       graveyard_.clear();
+      pipesOpen_ = pool_.Open();
+      pipesInUse_ = pool_.InUse();
     }
   }
 
@@ -277,12 +360,31 @@ class Engine {
     }
   }
 
+  // A pipe for `d`, taken from the pool. False when none can be had now: the pair then waits
+  // (its socket's readiness is kept) and is pumped again once a pipe is back or after a while.
+  bool Acquire(Pair* p, Direction& d) {
+    if (d.pipe.r >= 0) return true;
+    if (pool_.Take(p->pipeSize, d.pipe) == 0) return true;
+    if (!p->waitingPipe) {
+      p->waitingPipe = true;
+      pipeWaiters_.push_back(p);
+    }
+    return false;
+  }
+
+  void Release(Pair* p, Direction& d) {
+    if (d.pipe.r < 0) return;
+    pool_.Give(p->pipeSize, d.pipe, d.inPipe == 0);
+    d.inPipe = 0;
+    pipeReturned_ = true;
+  }
+
   // One read and one write on a direction. Returns 1 on progress, 0 when stalled, -1 if the
   // pair was finished.
   int Step(Pair* p, Direction& d, size_t& budget) {
     bool progress = false;
-    if (!d.eof && d.inPipe < d.capacity && p->canRead[d.from]) {
-      ssize_t n = splice(p->fd[d.from], nullptr, d.pipeW, nullptr, d.capacity - d.inPipe,
+    if (!d.eof && p->canRead[d.from] && (d.pipe.r < 0 || d.inPipe < d.pipe.capacity) && Acquire(p, d)) {
+      ssize_t n = splice(p->fd[d.from], nullptr, d.pipe.w, nullptr, d.pipe.capacity - d.inPipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d.inPipe += size_t(n);
@@ -299,7 +401,7 @@ class Engine {
       }
     }
     if (d.inPipe > 0 && p->canWrite[d.to]) {
-      ssize_t n = splice(d.pipeR, nullptr, p->fd[d.to], nullptr, d.inPipe,
+      ssize_t n = splice(d.pipe.r, nullptr, p->fd[d.to], nullptr, d.inPipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d.inPipe -= size_t(n);
@@ -313,6 +415,8 @@ class Engine {
         return Fail(p, d.to, errno);
       }
     }
+    // Empty again: the pipe goes back to the pool until the socket has more.
+    if (d.inPipe == 0) Release(p, d);
     if (d.eof && d.inPipe == 0 && !d.shut) {
       if (shutdown(p->fd[d.to], SHUT_WR) < 0 && errno != ENOTCONN) return Fail(p, d.to, errno);
       d.shut = true;
@@ -321,41 +425,63 @@ class Engine {
     return progress ? 1 : 0;
   }
 
+  // Pairs that waited for a pipe get another go when one came back, or every kPipeRetryMs.
+  void RetryPipeWaiters() {
+    if (pipeWaiters_.empty()) return;
+    int64_t now = NowMs();
+    if (!pipeReturned_ && now < pipeRetryAt_) return;
+    pipeReturned_ = false;
+    pipeRetryAt_ = now + kPipeRetryMs;
+    std::deque<Pair*> waiting;
+    waiting.swap(pipeWaiters_);
+    for (Pair* p : waiting) {
+      p->waitingPipe = false;
+      if (!p->dead) Pump(p);
+    }
+  }
+
   int Fail(Pair* p, int side, int err) {
     Finish(p, side == kClient ? End::ClientError : End::UpstreamError, err);
     return -1;
   }
 
+  // Ends a pair: out of the epoll set, pipes back (bytes still in one are dropped with it), and
+  // the result queued for JavaScript. The fds stay open: JS closes them once it has the result.
   void Finish(Pair* p, End end, int err) {
-    for (int s = 0; s < 2; s++) {
-      epoll_ctl(ep_, EPOLL_CTL_DEL, p->fd[s], nullptr);  // fails harmlessly if never added
-      close(p->fd[s]);
-    }
-    for (Direction& d : p->dir) {
-      close(d.pipeR);
-      close(d.pipeW);
-    }
+    for (int s = 0; s < 2; s++) epoll_ctl(ep_, EPOLL_CTL_DEL, p->fd[s], nullptr);  // harmless if never added
+    for (Direction& d : p->dir) Release(p, d);
     p->dead = true;
+    if (p->waitingPipe) pipeWaiters_.erase(std::remove(pipeWaiters_.begin(), pipeWaiters_.end(), p), pipeWaiters_.end());
     pairs_.erase(p->id);
     graveyard_.push_back(p);  // events of this pass may still point at it
     active_--;
-    auto* r = new Result{p->dir[0].bytes, p->dir[1].bytes, end, err};
-    napi_status st = p->done.NonBlockingCall(r, [](Napi::Env env, Napi::Function cb, Result* res) {
-      if (env != nullptr && cb != nullptr) {
-        std::string code = ErrnoName(res->err);
-        cb.Call({Napi::Number::New(env, double(res->bytesUp)), Napi::Number::New(env, double(res->bytesDown)),
-                 Napi::String::New(env, EndName(res->end)),
-                 code.empty() ? env.Undefined() : Napi::String::New(env, code)});
-      }
-      delete res;
-    });
-    if (st != napi_ok) delete r;  // environment shutting down: nobody left to tell
-    p->done.Release();
+    results_.push_back(Result{p->id, p->dir[0].bytes, p->dir[1].bytes, end, err});
   }
 
-  int IdleTimeout() {
-    if (nextIdleCheck_ == INT64_MAX) return -1;
-    int64_t wait = nextIdleCheck_ - NowMs();
+  // One call into JavaScript per loop pass, carrying every pair that ended in it.
+  void Report() {
+    if (results_.empty()) return;
+    auto* batch = new std::vector<Result>();
+    batch->swap(results_);
+    napi_status st = report_.NonBlockingCall(batch, [](Napi::Env env, Napi::Function cb, std::vector<Result>* rs) {
+      if (env != nullptr && cb != nullptr) {
+        for (const Result& r : *rs) {
+          std::string code = ErrnoName(r.err);
+          cb.Call({Napi::Number::New(env, double(r.id)), Napi::Number::New(env, double(r.bytesUp)),
+                   Napi::Number::New(env, double(r.bytesDown)), Napi::String::New(env, EndName(r.end)),
+                   code.empty() ? env.Undefined() : Napi::String::New(env, code)});
+        }
+      }
+      delete rs;
+    });
+    if (st != napi_ok) delete batch;  // environment shutting down: nobody left to tell
+  }
+
+  int Timeout() {
+    int64_t at = nextIdleCheck_;
+    if (!pipeWaiters_.empty()) at = std::min(at, pipeRetryAt_);
+    if (at == INT64_MAX) return -1;
+    int64_t wait = at - NowMs();
     return wait < 0 ? 0 : int(std::min<int64_t>(wait, 60000));
   }
 
@@ -375,43 +501,28 @@ class Engine {
     for (Pair* p : expired) Finish(p, End::Idle, 0);
     nextIdleCheck_ = next;
   }
+
   std::mutex mu_;
   bool started_ = false;
   int ep_ = -1;
   int wake_ = -1;
   std::deque<Cmd> cmds_;
+  Napi::ThreadSafeFunction report_;
   std::atomic<int> active_{0};
   std::atomic<uint64_t> lastId_{0};
+  std::atomic<size_t> pipesOpen_{0};
+  std::atomic<size_t> pipesInUse_{0};
   // Owned by the thread:
   std::unordered_map<uint64_t, Pair*> pairs_;
   std::vector<Pair*> ready_;
   std::vector<Pair*> graveyard_;
+  std::vector<Result> results_;
+  std::deque<Pair*> pipeWaiters_;
+  PipePool pool_;
+  bool pipeReturned_ = false;
+  int64_t pipeRetryAt_ = 0;
   int64_t nextIdleCheck_ = INT64_MAX;
 };
-
-// A pipe of up to `want` bytes; the kernel may refuse large sizes (pipe-max-size, per-user
-// limits), so fall back to smaller ones and finally to the default.
-int MakePipe(Direction& d, size_t want) {
-  int fds[2];
-  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
-  d.pipeR = fds[0];
-  d.pipeW = fds[1];
-  for (size_t size = want; size >= 65536; size /= 2) {
-    if (fcntl(d.pipeW, F_SETPIPE_SZ, int(size)) >= 0) break;
-  }
-  int cap = fcntl(d.pipeW, F_GETPIPE_SZ);
-  d.capacity = cap > 0 ? size_t(cap) : 65536;
-  return 0;
-}
-
-void CloseAll(Pair* p) {
-  for (int s = 0; s < 2; s++)
-    if (p->fd[s] >= 0) close(p->fd[s]);
-  for (Direction& d : p->dir) {
-    if (d.pipeR >= 0) close(d.pipeR);
-    if (d.pipeW >= 0) close(d.pipeW);
-  }
-}
 
 Napi::Value ThrowErrno(Napi::Env env, const char* what, int err) {
   Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
@@ -420,13 +531,55 @@ Napi::Value ThrowErrno(Napi::Env env, const char* what, int err) {
   return env.Undefined();
 }
 
-// start(clientFd, upstreamFd, idleMs, pipeSize, done) → id
-// done(bytesUp, bytesDown, end, errorCode?) is called once, on the JS thread.
+// Pairs started and not yet reported, counted on the JS thread: the reporter keeps the event
+// loop alive only while there are some.
+int jsPending = 0;
+bool reporterSet = false;
+Napi::ThreadSafeFunction reporter;
+
+// init(done): done(id, bytesUp, bytesDown, end, errorCode?) is called once per pair, on the JS
+// thread. Call once, before start().
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    Napi::TypeError::New(env, "init(done)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (reporterSet) {
+    Napi::Error::New(env, "splice relay already initialised").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Engine& eng = Engine::Get();
+  if (int err = eng.EnsureStarted()) return ThrowErrno(env, "splice relay thread", err);
+  Napi::Function user = info[0].As<Napi::Function>();
+  auto* userRef = new Napi::FunctionReference(Napi::Persistent(user));
+  // Counts down jsPending before the user callback sees the result.
+  Napi::Function wrapper = Napi::Function::New(
+      env,
+      [](const Napi::CallbackInfo& ci) -> Napi::Value {
+        auto* ref = static_cast<Napi::FunctionReference*>(ci.Data());
+        if (--jsPending == 0) reporter.Unref(ci.Env());
+        std::vector<napi_value> args(ci.Length());
+        for (size_t i = 0; i < ci.Length(); i++) args[i] = ci[i];
+        return ref->Call(args);
+      },
+      "spliceRelayDone", userRef);
+  reporter = Napi::ThreadSafeFunction::New(env, wrapper, "splice-relay", 0, 1);
+  reporter.Unref(env);
+  eng.SetReporter(reporter);
+  reporterSet = true;
+  return env.Undefined();
+}
+
+// start(clientFd, upstreamFd, idleMs, pipeSize) → id. The fds must stay open until done(id).
 Napi::Value Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber() || !info[4].IsFunction()) {
-    Napi::TypeError::New(env, "start(clientFd, upstreamFd, idleMs, pipeSize, done)").ThrowAsJavaScriptException();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "start(clientFd, upstreamFd, idleMs, pipeSize)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!reporterSet) {
+    Napi::Error::New(env, "splice relay: init(done) first").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
@@ -437,34 +590,19 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Engine& eng = Engine::Get();
-  if (int err = eng.EnsureStarted()) return ThrowErrno(env, "splice relay thread", err);
-
   auto* p = new Pair();
-  p->fd[0] = p->fd[1] = -1;
   for (int s = 0; s < 2; s++) {
+    p->fd[s] = fds[s];
     p->tag[s] = {p, s};
-    p->fd[s] = fcntl(fds[s], F_DUPFD_CLOEXEC, 0);
-    if (p->fd[s] < 0) {
-      int err = errno;
-      CloseAll(p);
-      delete p;
-      return ThrowErrno(env, "dup", err);
-    }
   }
   p->dir[0].from = kClient;
   p->dir[0].to = kUpstream;
   p->dir[1].from = kUpstream;
   p->dir[1].to = kClient;
-  for (Direction& d : p->dir) {
-    if (int err = MakePipe(d, size_t(pipeSize))) {
-      CloseAll(p);
-      delete p;
-      return ThrowErrno(env, "pipe", err);
-    }
-  }
+  p->pipeSize = size_t(pipeSize);
   p->idleMs = idleMs;
   p->id = eng.NextId();
-  p->done = Napi::ThreadSafeFunction::New(env, info[4].As<Napi::Function>(), "splice-relay", 0, 1);
+  if (jsPending++ == 0) reporter.Ref(env);
   eng.Submit(p);
   return Napi::Number::New(env, double(p->id));
 }
@@ -476,13 +614,19 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// stats(): pairs running natively, pipes open (in use + pooled) and pipes holding a direction's bytes.
 Napi::Value Stats(const Napi::CallbackInfo& info) {
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("active", Napi::Number::New(info.Env(), Engine::Get().Active()));
+  Napi::Env env = info.Env();
+  Engine& eng = Engine::Get();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("active", Napi::Number::New(env, eng.Active()));
+  o.Set("pipesOpen", Napi::Number::New(env, double(eng.PipesOpen())));
+  o.Set("pipesInUse", Napi::Number::New(env, double(eng.PipesInUse())));
   return o;
 }
 
-Napi::Object Init(Napi::Env env, Napi::Object exports) {
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("init", Napi::Function::New(env, Init, "init"));
   exports.Set("start", Napi::Function::New(env, Start, "start"));
   exports.Set("abort", Napi::Function::New(env, Abort, "abort"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
@@ -491,4 +635,4 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace
 
-NODE_API_MODULE(splice_relay, Init)
+NODE_API_MODULE(splice_relay, InitModule)

@@ -8,20 +8,20 @@ import path from 'node:path';
 /** The addon's exports (native/src/splice_relay.cc). */
 export interface SpliceAddon {
   /**
-   * Relay between two connected socket fds on the shared epoll thread. The addon works on its
-   * own duplicates of the fds and never closes the originals. `done` runs once on the JS thread.
-   * Throws (with an errno `code`) when the pipes or duplicates cannot be made.
+   * Set the one callback every relay's result goes to, on the JS thread; once per process,
+   * before start(). Throws when already set (loadSpliceAddon caches the module, so it is set once).
    */
-  start(
-    clientFd: number,
-    upstreamFd: number,
-    idleMs: number,
-    pipeSize: number,
-    done: (bytesUp: number, bytesDown: number, end: string, errorCode: string | undefined) => void,
-  ): number;
+  init(done: (id: number, bytesUp: number, bytesDown: number, end: string, errorCode: string | undefined) => void): void;
+  /**
+   * Relay between two connected socket fds on the shared epoll thread; returns the relay's id.
+   * The addon uses the fds themselves and never closes them: the caller must keep both open
+   * until done(id) has run.
+   */
+  start(clientFd: number, upstreamFd: number, idleMs: number, pipeSize: number): number;
   /** End a running relay early; it then reports 'client-error' with ECANCELED. */
   abort(id: number): void;
-  stats(): { active: number };
+  /** Relays running natively; pipes open (in use or pooled) and in use by a direction. */
+  stats(): { active: number; pipesOpen: number; pipesInUse: number };
 }
 
 /** Points the loader at another .node file (tests use a missing one to force the fallback). */
@@ -39,7 +39,7 @@ const loaded = new Map<string, AddonLoad>();
 
 function isSpliceAddon(x: unknown): x is SpliceAddon {
   const o = x as Partial<Record<keyof SpliceAddon, unknown>> | null;
-  return !!o && typeof o.start === 'function' && typeof o.abort === 'function' && typeof o.stats === 'function';
+  return !!o && typeof o.init === 'function' && typeof o.start === 'function' && typeof o.abort === 'function' && typeof o.stats === 'function';
 }
 
 export function loadSpliceAddon(file: string = process.env[SPLICE_ADDON_ENV] || defaultAddonPath()): AddonLoad {

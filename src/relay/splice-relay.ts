@@ -1,15 +1,16 @@
 /**
- * The splice relay engine: the native addon moves bytes kernel to kernel (splice through a pipe
- * per direction) on one shared epoll thread. This side hands the sockets over safely: libuv
- * stops reading, whatever Node already buffered or was told to write is flushed first (so byte
- * order holds), and afterwards the sockets are destroyed here, which closes the fds.
+ * The splice relay engine: the native addon moves bytes kernel to kernel (splice through pooled
+ * pipes) on one shared epoll thread. This side hands the sockets over safely: libuv stops
+ * reading, whatever Node already buffered or was told to write is flushed first (so byte order
+ * holds), the fds stay open (a destroy() waits) until native reports, and afterwards the sockets
+ * are destroyed here, which closes the fds.
  */
 import type net from 'node:net';
 import { socketFd } from '../sys/socket';
 import { loadSpliceAddon, type SpliceAddon } from './native';
 import type { RelayEnd, RelayEngine, RelayOptions, RelayResult } from './relay';
 
-/** Bytes each direction's pipe may hold; the kernel may grant less (pipe-max-size). */
+/** Bytes a direction's pipe may hold while it has data in flight; the kernel may grant less (pipe-max-size). */
 export const DEFAULT_PIPE_SIZE = 1 << 20;
 
 export interface SpliceRelayOptions {
@@ -83,23 +84,82 @@ function close(socket: net.Socket, reset: boolean): void {
   socket.destroy();
 }
 
+type DoneFn = (bytesUp: number, bytesDown: number, end: string, errorCode: string | undefined) => void;
+
+/** Routes the addon's single result callback to each relay's own; one per loaded addon. */
+class Dispatcher {
+  private readonly pending = new Map<number, DoneFn>();
+  constructor(readonly addon: SpliceAddon) {
+    addon.init((id, up, down, end, code) => {
+      const done = this.pending.get(id);
+      this.pending.delete(id);
+      done?.(up, down, end, code);
+    });
+  }
+  /** Throws (errno `code`) when the relay cannot start. */
+  start(clientFd: number, upstreamFd: number, idleMs: number, pipeSize: number, done: DoneFn): number {
+    const id = this.addon.start(clientFd, upstreamFd, idleMs, pipeSize);
+    this.pending.set(id, done);
+    return id;
+  }
+}
+
+const dispatchers = new WeakMap<SpliceAddon, Dispatcher>();
+function dispatcherFor(addon: SpliceAddon): Dispatcher {
+  let d = dispatchers.get(addon);
+  if (!d) {
+    d = new Dispatcher(addon);
+    dispatchers.set(addon, d);
+  }
+  return d;
+}
+
+type DestroyFn = (err: Error | null, cb: (err?: Error | null) => void) => void;
+
+/**
+ * Native works on the socket's own fd, so it must not be closed under it: a destroy() while
+ * native owns the fd asks native to stop and closes the handle only once native has let go.
+ * Returns the function that hands the socket back (and runs a deferred close).
+ */
+function holdClose(socket: net.Socket, onDestroy: () => void): () => void {
+  const real = socket._destroy as DestroyFn;
+  let deferred: (() => void) | null = null;
+  socket._destroy = (err, cb) => {
+    deferred = () => real.call(socket, err, cb);
+    onDestroy();
+  };
+  return () => {
+    socket._destroy = real;
+    deferred?.();
+  };
+}
+
 export class SpliceRelay implements RelayEngine {
   readonly name = 'splice' as const;
+  private readonly native: Dispatcher;
 
   constructor(
     private readonly addon: SpliceAddon,
     readonly pipeSize: number = DEFAULT_PIPE_SIZE,
-  ) {}
+  ) {
+    this.native = dispatcherFor(addon);
+  }
 
   /** Relays currently owned by the native thread (all SpliceRelay instances share it). */
   active(): number {
     return this.addon.stats().active;
   }
 
+  /** The native thread's counters: relays, and pipes open (pooled or in use) and in use. */
+  stats(): { active: number; pipesOpen: number; pipesInUse: number } {
+    return this.addon.stats();
+  }
+
   async relay(client: net.Socket, upstream: net.Socket, opts: RelayOptions): Promise<RelayResult> {
     const head = Buffer.concat([...(opts.clientHead ? [opts.clientHead] : []), ...takeOver(client)]);
     const early = Buffer.concat(takeOver(upstream));
-    const [upErr, downErr] = await Promise.all([flush(upstream, head), flush(client, early)]);
+    // Nothing to flush (the usual case): no promise round, straight to native.
+    const [upErr, downErr] = head.length === 0 && early.length === 0 && client.writableLength === 0 && upstream.writableLength === 0 ? [null, null] : await Promise.all([flush(upstream, head), flush(client, early)]);
     let result: RelayResult;
     if (upErr) result = { bytesUp: 0, bytesDown: downErr ? 0 : early.length, end: 'upstream-error', errorCode: codeOf(upErr) };
     else if (downErr) result = { bytesUp: head.length, bytesDown: 0, end: 'client-error', errorCode: codeOf(downErr) };
@@ -119,38 +179,36 @@ export class SpliceRelay implements RelayEngine {
     return new Promise((resolve) => {
       const clientFd = socketFd(client);
       const upstreamFd = socketFd(upstream);
-      if (clientFd < 0 || upstreamFd < 0) {
-        resolve({ bytesUp: upBefore, bytesDown: downBefore, end: clientFd < 0 ? 'client-error' : 'upstream-error', errorCode: 'EBADF' });
+      if (clientFd < 0 || upstreamFd < 0 || client.destroyed || upstream.destroyed) {
+        resolve({ bytesUp: upBefore, bytesDown: downBefore, end: clientFd < 0 || client.destroyed ? 'client-error' : 'upstream-error', errorCode: 'EBADF' });
         return;
       }
-      // Someone else destroying a socket mid-relay (e.g. shutdown) ends the native side too;
-      // native holds duplicates, so the connection stays valid until it has let go.
-      let id = 0;
-      let closedFirst: RelayEnd | null = null;
-      const onClientClose = (): void => {
-        closedFirst ??= 'client-error';
-        this.addon.abort(id);
-      };
-      const onUpstreamClose = (): void => {
-        closedFirst ??= 'upstream-error';
-        this.addon.abort(id);
-      };
       refuseWrites(client);
       refuseWrites(upstream);
+      let id = 0;
+      // Someone else destroying a socket mid-relay (e.g. shutdown) ends the native side; the
+      // fd closes once native has let go of it.
+      let destroyedFirst: RelayEnd | null = null;
+      const releaseClient = holdClose(client, () => {
+        destroyedFirst ??= 'client-error';
+        this.addon.abort(id);
+      });
+      const releaseUpstream = holdClose(upstream, () => {
+        destroyedFirst ??= 'upstream-error';
+        this.addon.abort(id);
+      });
       try {
-        id = this.addon.start(clientFd, upstreamFd, idleMs, this.pipeSize, (bytesUp, bytesDown, end, errorCode) => {
-          client.off('close', onClientClose);
-          upstream.off('close', onUpstreamClose);
-          const e = errorCode === 'ECANCELED' && closedFirst ? closedFirst : (end as RelayEnd);
+        id = this.native.start(clientFd, upstreamFd, idleMs, this.pipeSize, (bytesUp, bytesDown, end, errorCode) => {
+          releaseClient();
+          releaseUpstream();
+          const e = errorCode === 'ECANCELED' && destroyedFirst ? destroyedFirst : (end as RelayEnd);
           resolve({ bytesUp: upBefore + bytesUp, bytesDown: downBefore + bytesDown, end: e, ...(errorCode ? { errorCode } : {}) });
         });
       } catch (err) {
-        // Out of fds or pipes: a local failure, reported on the client side.
+        releaseClient();
+        releaseUpstream();
         resolve({ bytesUp: upBefore, bytesDown: downBefore, end: 'client-error', errorCode: codeOf(err) });
-        return;
       }
-      client.once('close', onClientClose);
-      upstream.once('close', onUpstreamClose);
     });
   }
 }
