@@ -8,13 +8,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { curl } from '../helpers/clients';
+import { PINNED_POLICY, cutUplink1, logTime, restoreUplink1, uplinkChange, watchRerouted, writeUplinkConfig } from '../helpers/failover';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { createTestbed, type ProxyLogLine, type Testbed } from '../helpers/testbed';
-import { sleep, startSteeredProxy, steered, writeConfig } from '../steering/proxy';
-
-/** The engine's log line for an uplink state change, with its time in ms since the epoch. */
-const uplinkChange = (name: string, state: 'down' | 'up') => (l: ProxyLogLine): boolean =>
-  l.uplink === name && l.message === (state === 'down' ? 'uplink down: moving its subflows' : 'uplink up: moving subflows back');
+import { createTestbed, type Testbed } from '../helpers/testbed';
+import { sleep, startSteeredProxy, steered } from '../steering/proxy';
 
 describe('steering: uplink failover and failback (testbed, real kernel)', () => {
   let tb: Testbed;
@@ -27,41 +24,26 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
 
   it('moves a subflow off a cut uplink within about a second, back on restore, download completes', async () => {
     const a = tb.addr;
-    const probe = (host: string): Record<string, unknown> => ({ target: `${host}:9`, intervalMs: 100, timeoutMs: 200, downAfter: 3, upAfter: 3 });
-    const cfg = writeConfig(tb, 'uplinks.yaml', {
-      uplinks: [
-        { name: 'up1', interface: tb.ifaces.proxy1, source: a.proxy1, gateway: a.client1, signal: false, probe: probe(a.client1) },
-        { name: 'up2', interface: tb.ifaces.proxy2, source: a.proxy2, gateway: a.client2, signal: false, probe: probe(a.client2) },
-      ],
-      policies: [{ name: 'path1-on-up1', match: { client: a.path1Subnet }, uplink: 'up1' }],
-    });
-    // Counts packets for the client's path-1 address that arrive over path 2: rerouted ones.
-    await tb.exec('client', ['nft', '-f', '-'], {
-      input: `table inet tb_watch { chain pre { type filter hook prerouting priority -300; iifname "${tb.ifaces.client2}" ip daddr ${a.client1} counter; }; }\n`,
-    });
-    const rerouted = async (): Promise<number> => {
-      const out = (await tb.exec('client', ['nft', 'list', 'table', 'inet', 'tb_watch'])).stdout;
-      return Number(/counter packets (\d+)/.exec(out)?.[1] ?? -1);
-    };
+    const cfg = writeUplinkConfig(tb, 'uplinks.yaml');
+    const rerouted = await watchRerouted(tb);
     const h = await startSteeredProxy(tb, cfg);
-    const at = (l: ProxyLogLine): number => Date.parse(String(l.timestamp));
     try {
       const dl = curl(tb, { url: srv.url('/bytes/104857600'), proxy: { kind: 'http', host: a.proxy1, port: 3128 }, timeoutMs: 90_000 });
-      const first = await h.waitForLog(steered('path1-on-up1'), 10_000);
+      const first = await h.waitForLog(steered(PINNED_POLICY), 10_000);
       assert.equal(first.mark, 0x4d500001);
       await sleep(1500);
       assert.equal(await rerouted(), 0, 'nothing rerouted while both uplinks are up');
       const cutAt = Date.now();
-      await tb.exec('proxy', ['nft', '-f', '-'], { input: `table inet tb_cut { chain post { type filter hook postrouting priority 100; oifname "${tb.ifaces.proxy1}" drop; }; }\n` });
-      const detectMs = at(await h.waitForLog(uplinkChange('up1', 'down'), 3000)) - cutAt;
+      await cutUplink1(tb);
+      const detectMs = logTime(await h.waitForLog(uplinkChange('up1', 'down'), 3000)) - cutAt;
       await sleep(1000);
       const r1 = await rerouted();
       // After the cut the subflow is in loss recovery and MPTCP has moved data to subflow 2; what matters
       // is that its packets now get through over uplink 2 instead of backing off into a stall.
       assert.ok(r1 > 0, `path-1 subflow rerouted over uplink 2 (${r1} packets)`);
       const restoreAt = Date.now();
-      await tb.exec('proxy', ['nft', 'delete', 'table', 'inet', 'tb_cut']);
-      const failbackMs = at(await h.waitForLog(uplinkChange('up1', 'up'), 3000)) - restoreAt;
+      await restoreUplink1(tb);
+      const failbackMs = logTime(await h.waitForLog(uplinkChange('up1', 'up'), 3000)) - restoreAt;
       await sleep(300);
       const r2 = await rerouted();
       await sleep(1000);
