@@ -9,12 +9,12 @@
  * received byte is timestamped here as the application sees it:
  * - bulk: a long download through the forward proxy; T-throughput-failure = cut → goodput back to
  *   ≥ `fraction` × one path's rate (what the surviving uplink can carry), T-throughput-recovery =
- *   restore → goodput back to ≥ `fraction` × the rate before the cut; both held for 500 ms;
+ *   restore → goodput back to ≥ `fraction` × the rate before the cut; goodput as a mean over 500 ms;
  * - echo: a 16-byte request every 10 ms through a CONNECT tunnel to an echo server;
  *   T-latency-failure = cut → the first request sent after the cut answered within the bound.
  * Each is the p50 over `repetitions` cuts; detection and failback times come from the proxy log.
  *
- *   node dist/bench/failover.js [--quick] [--repetitions N] [--outage MS] [--no-save]
+ *   node dist/bench/failover.js [--quick] [--repetitions N] [--outage MS] [--trace] [--no-save]
  *     → one JSON object on stdout, also saved as bench/results/failover.json unless --no-save
  */
 import fs from 'node:fs';
@@ -39,6 +39,8 @@ export interface FailoverOptions {
   fraction?: number;
   /** T-latency bound on an exchange's round trip, ms (default 20). */
   latencyBoundMs?: number;
+  /** Also return each download's goodput in 100 ms slots from 1 s before the cut (default false). */
+  trace?: boolean;
 }
 
 interface Timing {
@@ -84,6 +86,8 @@ export interface FailoverResult {
   /** Worst exchange round trip after the cut (p50 over runs), ms. */
   worstRttFrMs: number | null;
   worstRttNoFrMs: number | null;
+  /** With `trace`: Mbit/s per 100 ms slot, from 1 s before the cut to the end, per run. */
+  timelines?: { fr: number[][]; nofr: number[][] };
 }
 
 function figure(runs: (number | null)[]): Figure {
@@ -142,6 +146,7 @@ async function cutAndRestore(tb: Testbed, h: ProxyHandle, probes: boolean, outag
 
 interface BulkRun extends Cut {
   beforeMbit: number;
+  timeline: number[];
   tFail: number | null;
   tRec: number | null;
 }
@@ -168,6 +173,7 @@ async function bulk(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string
     return {
       ...cut,
       beforeMbit,
+      timeline: Array.from({ length: Math.floor((endAt - cut.cutAt + 1000) / 100) }, (_, i) => Math.round(rateMbit(series, cut.cutAt - 1000 + i * 100, cut.cutAt - 900 + i * 100) * 10) / 10),
       tFail: timeToThroughput(series, cut.cutAt, o.fraction * tb.shapeMbit),
       tRec: timeToThroughput(series, cut.restoreAt, o.fraction * beforeMbit),
     };
@@ -240,11 +246,13 @@ export async function run(opts: FailoverOptions = {}): Promise<FailoverResult> {
     outageMs: opts.outageMs ?? (quick ? 1000 : 3000),
     fraction: opts.fraction ?? 0.8,
     latencyBoundMs: opts.latencyBoundMs ?? 20,
+    trace: opts.trace ?? false,
   };
   return withTestbed({}, async (tb) => {
     const srv = await startLegacyServer(tb);
     const sock = await tb.bridge('client', tb.addr.proxy1, 3128, { mptcp: true });
-    const per = { fr: { fail: [] as (number | null)[], rec: [] as (number | null)[], lat: [] as (number | null)[], worst: [] as number[] }, nofr: { fail: [] as (number | null)[], rec: [] as (number | null)[], lat: [] as (number | null)[], worst: [] as number[] } };
+    const mk = (): { fail: (number | null)[]; rec: (number | null)[]; lat: (number | null)[]; worst: number[]; timelines: number[][] } => ({ fail: [], rec: [], lat: [], worst: [], timelines: [] });
+    const per = { fr: mk(), nofr: mk() };
     const detect: (number | null)[] = [];
     const failback: (number | null)[] = [];
     const before: number[] = [];
@@ -256,6 +264,7 @@ export async function run(opts: FailoverOptions = {}): Promise<FailoverResult> {
           const b = await bulk(tb, srv, h, sock, probes, o, tm);
           k.fail.push(b.tFail);
           k.rec.push(b.tRec);
+          k.timelines.push(b.timeline);
           before.push(b.beforeMbit);
           const e = await echo(tb, srv, h, sock, probes, o, tm);
           k.lat.push(e.tLat);
@@ -294,6 +303,7 @@ export async function run(opts: FailoverOptions = {}): Promise<FailoverResult> {
       failbackMs: figure(failback),
       worstRttFrMs: p50(per.fr.worst),
       worstRttNoFrMs: p50(per.nofr.worst),
+      ...(o.trace ? { timelines: { fr: per.fr.timelines, nofr: per.nofr.timelines } } : {}),
     };
   });
 }
@@ -310,9 +320,10 @@ function summary(r: FailoverResult): string {
 }
 
 if (require.main === module) {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, repetitions: { type: 'string' }, outage: { type: 'string' }, 'no-save': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, repetitions: { type: 'string' }, outage: { type: 'string' }, trace: { type: 'boolean' }, 'no-save': { type: 'boolean' } } });
   run({
     quick: values.quick ?? false,
+    trace: values.trace ?? false,
     ...(values.repetitions ? { repetitions: Number(values.repetitions) } : {}),
     ...(values.outage ? { outageMs: Number(values.outage) } : {}),
   }).then(

@@ -3,10 +3,14 @@
  * `uplink` steering, then the path-1 uplink is cut mid-download with an nftables drop on its
  * egress; the engine's probes declare it down and move the path-1 subflow's packets to uplink 2
  * (seen as packets for the client's path-1 address arriving on its path-2 interface); restoring
- * the uplink moves them back. The download completes.
+ * the uplink moves them back. The download completes. Also: the failover bench's handoff metrics
+ * (pure) and its quick mode end to end, so the bench cannot rot.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { run as failoverBench } from '../../bench/failover';
+import { bytesAt, rateMbit, timeToLatency, timeToThroughput, worstRtt, type ByteSample } from '../../bench/lib/handoff';
 import { curl } from '../helpers/clients';
 import { PINNED_POLICY, cutUplink1, logTime, restoreUplink1, uplinkChange, watchRerouted, writeUplinkConfig } from '../helpers/failover';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
@@ -64,5 +68,67 @@ describe('steering: uplink failover and failback (testbed, real kernel)', () => 
     }
     const rules = (await tb.exec('proxy', ['ip', 'rule', 'show'])).stdout;
     assert.doesNotMatch(rules, /fwmark 0x4d5/);
+  });
+});
+
+describe('failover bench: handoff metrics (pure)', () => {
+  /** 1 Mbit/s is 125 bytes per ms: a series at `mbit` from t0 to t1, sampled every 10 ms. */
+  const steady = (t0: number, t1: number, mbit: number, from = 0): ByteSample[] => {
+    const out: ByteSample[] = [];
+    for (let t = t0; t <= t1; t += 10) out.push({ t, bytes: from + (t - t0) * 125 * mbit });
+    return out;
+  };
+  it('goodput, T-throughput after a stall, never when the target is not held', () => {
+    // 100 Mbit/s until 1000 ms, nothing until 1300 ms, then 45 Mbit/s.
+    const a = steady(0, 1000, 100);
+    const series = [...a, ...steady(1300, 3000, 45, a[a.length - 1]!.bytes)];
+    assert.equal(bytesAt(series, -1), 0);
+    assert.ok(Math.abs(rateMbit(series, 0, 1000) - 100) < 0.01);
+    assert.equal(rateMbit(series, 1010, 1290), 0);
+    // Back when the 500 ms mean reaches 40: the window may start while 500 × (1 - 40/45) ms of it is still stalled.
+    const t = timeToThroughput(series, 1000, 40)!;
+    assert.ok(t >= 240 && t <= 260, `T-throughput ${t}`);
+    assert.equal(timeToThroughput(series, 1000, 50), null, '45 Mbit/s never reaches 50');
+    assert.equal(timeToThroughput(series, 2700, 40), null, 'not enough data left to hold for 500 ms');
+  });
+  it('property: T-throughput after a stall of G ms then 50 Mbit/s, target 40, is G - 100 ms (one step)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 150 }), (gapSteps) => {
+        const gap = gapSteps * 10;
+        const a = steady(0, 500, 50);
+        const series = [...a, ...steady(500 + gap, 2000 + gap, 50, a[a.length - 1]!.bytes)];
+        const t = timeToThroughput(series, 500, 40);
+        // 20% of the 500 ms window may fall in the stall.
+        return t !== null && t >= Math.max(0, gap - 110) && t <= Math.max(0, gap - 90);
+      }),
+    );
+  });
+  it('T-latency: the first exchange sent after the cut that is back within the bound', () => {
+    const ex = [
+      { sent: 0, answered: 1 },
+      { sent: 10, answered: 400 },
+      { sent: 20, answered: 400 },
+      { sent: 30, answered: 401 },
+      { sent: 400, answered: 401 },
+      { sent: 410, answered: null },
+    ];
+    assert.equal(timeToLatency(ex, 5, 20), 396);
+    assert.equal(timeToLatency(ex, 500, 20), null);
+    assert.equal(worstRtt(ex, 5), 390);
+    assert.equal(timeToLatency([], 0, 20), null);
+  });
+});
+
+describe('failover bench --quick (testbed, real kernel)', () => {
+  it('measures T-throughput, T-latency, detection and failback with and without fast recovery', { timeout: 120_000 }, async () => {
+    const r = await failoverBench({ quick: true });
+    console.log(`# failover bench quick: ${JSON.stringify({ fr: [r.tThroughputFailureFrMs.p50, r.tThroughputRecoveryFrMs.p50, r.tLatencyFailureFrMs.p50], nofr: [r.tThroughputFailureNoFrMs.p50, r.tThroughputRecoveryNoFrMs.p50, r.tLatencyFailureNoFrMs.p50], detect: r.detectMs.runs, failback: r.failbackMs.runs })}`);
+    assert.equal(r.repetitions, 1);
+    assert.ok((r.beforeMbit ?? 0) > 30, `goodput before the cut ${r.beforeMbit} Mbit/s`);
+    // One path survives: goodput gets back to 80% of it within the run, with or without the proxy's help.
+    for (const f of [r.tThroughputFailureFrMs, r.tThroughputFailureNoFrMs]) assert.equal(typeof f.p50, 'number', JSON.stringify(f));
+    for (const f of [r.tLatencyFailureFrMs, r.tLatencyFailureNoFrMs]) assert.equal(typeof f.p50, 'number', JSON.stringify(f));
+    assert.equal(r.detectMs.runs.length, 2);
+    for (const d of [...r.detectMs.runs, ...r.failbackMs.runs]) assert.ok(d !== null && d < 1500, `engine reacted after ${d} ms`);
   });
 });
