@@ -13,6 +13,7 @@ import { fmt, type Row, type Target } from '../lib/results';
 /** Options known for scripts in this repository, per mode (others get {}). */
 const OPTIONS: Record<string, { quick: object; full: object }> = {
   'steering-reaction': { quick: { connections: 8 }, full: { connections: 50 } },
+  failover: { quick: { quick: true }, full: { repetitions: 3 } },
   'registry-latency': { quick: { count: 50 }, full: { count: 200 } },
 };
 
