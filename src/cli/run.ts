@@ -15,6 +15,7 @@ import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
 import { SubflowPlane } from '../subflow-plane';
+import { raiseOpenFileLimit } from '../sys/libc';
 
 async function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
   const metrics = new ProxyMetrics();
@@ -61,6 +62,14 @@ async function runSingle(flags: FlagValues, config: Config, log: Logger): Promis
 }
 
 export function runProxy(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  // Two descriptors per relayed connection: never stop at a low default soft limit (Node raises
+  // it too on start-up; this makes it explicit, and logged, for every worker alike).
+  try {
+    const nofile = raiseOpenFileLimit();
+    log.info('open files limit', { soft: nofile.soft, hard: nofile.hard, was: nofile.before });
+  } catch (e) {
+    log.warn('could not raise the open files limit', { error: (e as Error).message });
+  }
   if (process.env[WORKER_ENV] && process.send) return runWorker(flags, config, log);
   if (config.workers > 1) return runSupervisor(flags, config, log);
   return runSingle(flags, config, log);

@@ -52,9 +52,12 @@ export const MPTCP_SUBFLOW_ADDRS = 3;
 export const MPTCP_FULL_INFO = 4;
 
 export const POLLOUT = 4;
+export const RLIMIT_NOFILE = 7;
 export const EINPROGRESS = 115;
 
 const lib = koffi.load('libc.so.6');
+// Declares the struct type the getrlimit/setrlimit signatures below name.
+koffi.struct('rlimit', { cur: 'uint64_t', max: 'uint64_t' });
 
 export const libc = {
   socket: lib.func('int socket(int domain, int type, int protocol)'),
@@ -68,6 +71,8 @@ export const libc = {
   /** Blocking; always called with .async so it runs on a worker thread. */
   poll: lib.func('int poll(_Inout_ void *fds, uint64_t nfds, int timeout)'),
   strerror: lib.func('const char *strerror(int errnum)'),
+  getrlimit: lib.func('int getrlimit(int resource, _Out_ rlimit *rlim)'),
+  setrlimit: lib.func('int setrlimit(int resource, const rlimit *rlim)'),
 };
 
 export function errno(): number {
@@ -94,4 +99,26 @@ export class SysError extends Error {
 export function check(call: string, rc: number): number {
   if (rc < 0) throw new SysError(call, errno());
   return rc;
+}
+
+export interface OpenFileLimit {
+  /** The soft limit before and after, and the hard limit (Infinity when unlimited). */
+  before: number;
+  soft: number;
+  hard: number;
+}
+
+/**
+ * Raise this process's open-file soft limit to its hard limit: every relayed connection holds
+ * two descriptors, and the usual soft default (1024) would cap the proxy far below what the
+ * system allows. Going past the hard limit would need CAP_SYS_RESOURCE; this never tries.
+ */
+export function raiseOpenFileLimit(): OpenFileLimit {
+  const lim = { cur: 0 as number | bigint, max: 0 as number | bigint };
+  check('getrlimit(RLIMIT_NOFILE)', libc.getrlimit(RLIMIT_NOFILE, lim) as number);
+  const asNumber = (v: number | bigint): number => (BigInt(v) >= 2n ** 63n ? Infinity : Number(v));
+  const before = asNumber(lim.cur);
+  const hard = asNumber(lim.max);
+  if (before < hard) check('setrlimit(RLIMIT_NOFILE)', libc.setrlimit(RLIMIT_NOFILE, { cur: lim.max, max: lim.max }) as number);
+  return { before, soft: hard, hard };
 }
