@@ -81,11 +81,13 @@ export function buildCcRoutingDelete(rulesV4: number, rulesV6: number): string[]
 }
 
 export class CongestionRoutes {
+  /** The lines last installed (null: unknown, e.g. at start). */
+  private installed: string[] | null = null;
+
   constructor(private readonly log: Logger) {}
 
-  /** Replace what is installed with what `policies` need. */
+  /** Make what is installed what `policies` need; unchanged needs leave the rules in place (no gap on SIGHUP). */
   async apply(policies: readonly PolicyConfig[]): Promise<void> {
-    await this.remove();
     const routes: CcRoute[] = [];
     for (const cidr of cappedClientCidrs(policies)) {
       const { address } = parseCidr(cidr);
@@ -93,10 +95,19 @@ export class CongestionRoutes {
       if (hop) routes.push({ cidr, hop, ipv6: net.isIPv6(address) });
       else this.log.warn('steering: no route to a capped client range; its subflows keep the default congestion control', { client: cidr });
     }
-    if (routes.length === 0) return;
     const cc = pickCongestion(readSysctl('net.ipv4.tcp_available_congestion_control'));
-    await ipBatch(buildCcRouting(routes, cc));
+    const lines = routes.length > 0 ? buildCcRouting(routes, cc) : [];
+    if (this.installed && this.installed.join('\n') === lines.join('\n')) return;
+    await this.remove();
+    if (lines.length === 0) return;
+    await ipBatch(lines);
+    this.installed = lines;
     this.log.info('steering: capped client ranges use loss-based congestion control', { congestion: cc, clients: routes.map((r) => r.cidr) });
+  }
+
+  /** Owned state was removed wholesale (cleanupOwnedState): nothing of ours is installed now. */
+  forget(): void {
+    this.installed = [];
   }
 
   /** Remove our rules and table (cleanup also finds them by the owned range after a crash). */
@@ -105,5 +116,6 @@ export class CongestionRoutes {
     const lines = buildCcRoutingDelete(await count(false), await count(true));
     // Flushing an empty table is an error for ip: run line by line, ignoring those.
     for (const l of lines) await ipBatch([l]).catch(() => undefined);
+    this.installed = [];
   }
 }

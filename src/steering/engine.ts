@@ -148,6 +148,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     await this.enqueue(async () => {
       const removed = await cleanupOwnedState(this.log);
       if (removed.length > 0) this.log.warn('steering: removed state left by an earlier run', { removed });
+      this.congestion.forget();
       if (!this.active) return;
       await nftApply(buildTableScript());
       await this.provisionUplinks();

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { curl } from '../helpers/clients';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { createTestbed, type Testbed } from '../helpers/testbed';
+import { CC_TABLE } from '../../src/steering/congestion';
 import { NONE, mbit, ownedState, pathBytes, sleep, startSteeredProxy, steered, writeConfig } from '../steering/proxy';
 
 /** State a proxy must never touch: an operator table, rule, endpoint, root qdisc and ingress qdisc. */
@@ -138,6 +139,9 @@ describe('steering engine (testbed, real kernel)', () => {
       h.proc.kill('SIGHUP');
       for (let i = 0; i < 250 && h.logs.filter((l) => l.message === 'steering reloaded').length === reloads; i++) await sleep(20);
       assert.match((await tb.exec('proxy', ['tc', 'class', 'show', 'dev', tb.ifaces.proxy1])).stdout, classRe('30Mbit'));
+      // The capped range's congestion-control rule and route survive the reload (cubic for new subflows).
+      assert.match((await tb.exec('proxy', ['ip', 'rule', 'show'])).stdout, new RegExp(`^${CC_TABLE}:\\s+from all to ${tb.addr.path1Subnet.replace(/\./g, '\\.')} lookup ${CC_TABLE}`, 'm'));
+      assert.match((await tb.exec('proxy', ['ip', 'route', 'show', 'table', String(CC_TABLE)])).stdout, /congctl lock cubic/);
       await sleep(500);
       const fast = await window();
       console.log(`# SIGHUP 5mbit -> 30mbit: path-1 rate ${slow.toFixed(1)} -> ${fast.toFixed(1)} Mbit/s`);
