@@ -15,7 +15,8 @@
  * with: `congctl lock` on it sets the subflow's congestion control (MP_JOIN subflows included),
  * and `lock` stops MPTCP's socket-option sync from putting the default back. So for each policy
  * that caps downloads of `client` CIDRs, an owned table holds a copy of the kernel's route to the
- * CIDR with `congctl lock`, and an owned rule sends lookups for it there. This reaches subflows
+ * CIDR with `congctl lock`, and an owned rule sends lookups for it there (only where one route
+ * covers the whole range: never shadow a more specific route). This reaches subflows
  * created after the policy is in place; the policy's other match keys cannot be seen at route
  * lookup, so every new subflow to that CIDR gets it.
  */
@@ -23,7 +24,7 @@ import net from 'node:net';
 import { ipv6ToBytes, parseCidr } from '../core/address';
 import type { PolicyConfig } from '../config/steering';
 import type { Logger } from '../log/logger';
-import { ipBatch, listRules, slotTable, routeGet, type RouteHop } from '../sys/iproute';
+import { ipBatch, listRules, routeGet, routesWithin, slotTable, type RouteHop } from '../sys/iproute';
 import { readSysctl } from '../sys/sysctl';
 
 /** The owned slot after the 32 uplink slots: rule priority and table id 0x4d71. */
@@ -60,6 +61,15 @@ export function cappedClientCidrs(policies: readonly PolicyConfig[]): string[] {
   return [...out];
 }
 
+/**
+ * Routes inside the range other than its own: copying one route for the whole range would send
+ * traffic for those elsewhere, so such a range is left alone (pure; `within` from `ip route show root`).
+ */
+export function splitRange(cidr: string, within: readonly string[]): boolean {
+  const bits = net.isIPv6(parseCidr(cidr).address) ? 128 : 32;
+  return within.some((d) => networkOf(d.includes('/') ? d : `${d}/${bits}`) !== cidr);
+}
+
 /** cubic when the kernel has it, else reno (always built in). */
 export function pickCongestion(available: string | null): 'cubic' | 'reno' {
   return (available ?? '').split(/\s+/).includes('cubic') ? 'cubic' : 'reno';
@@ -91,6 +101,10 @@ export class CongestionRoutes {
     const routes: CcRoute[] = [];
     for (const cidr of cappedClientCidrs(policies)) {
       const { address } = parseCidr(cidr);
+      if (splitRange(cidr, await routesWithin(cidr).catch(() => []))) {
+        this.log.warn('steering: a capped client range holds routes of its own; its subflows keep the default congestion control', { client: cidr });
+        continue;
+      }
       const hop = await routeGet(address).catch(() => null);
       if (hop) routes.push({ cidr, hop, ipv6: net.isIPv6(address) });
       else this.log.warn('steering: no route to a capped client range; its subflows keep the default congestion control', { client: cidr });

@@ -212,6 +212,12 @@ export async function routeGet(to: string): Promise<RouteHop | null> {
   return parseRouteGet(await ipJson(['route', 'get', to]));
 }
 
+/** Destinations of the main table's routes inside `cidr` (`ip route show root`), the range's own route included. */
+export async function routesWithin(cidr: string): Promise<string[]> {
+  const j = await ipJson([cidr.includes(':') ? '-6' : '-4', 'route', 'show', 'root', cidr]);
+  return Array.isArray(j) ? j.map((r) => (r as { dst?: unknown } | null)?.dst).filter((d): d is string => typeof d === 'string') : [];
+}
+
 /** Tables in the owned range that hold routes now (pure over `ip -j route show table all`). */
 export function parseOwnedTables(json: unknown): number[] {
   if (!Array.isArray(json)) return [];

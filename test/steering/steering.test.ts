@@ -29,7 +29,7 @@ import {
   parseRootQdiscs,
   rootOwner,
 } from '../../src/sys/tc';
-import { CC_TABLE, buildCcRouting, buildCcRoutingDelete, cappedClientCidrs, networkOf, pickCongestion } from '../../src/steering/congestion';
+import { CC_TABLE, buildCcRouting, buildCcRoutingDelete, cappedClientCidrs, networkOf, pickCongestion, splitRange } from '../../src/steering/congestion';
 import { parseRouteGet } from '../../src/sys/iproute';
 import { buildEndpointAdd, buildEndpointBackup, buildIfbAdd, buildUplinkRouting, parseLinkNames, isOwnedPref, parseEndpoints, parseLimits, parseOwnedTables, parseRules, slotMark, slotTable } from '../../src/sys/iproute';
 
@@ -292,6 +292,11 @@ describe('command builders', () => {
         return networkOf(n) === n && b.check(ip);
       }),
     );
+    assert.equal(splitRange('10.20.1.0/24', ['10.20.1.0/24']), false, 'the range\'s own route');
+    assert.equal(splitRange('10.20.0.0/16', []), false, 'covered by a wider route (default)');
+    assert.equal(splitRange('10.0.0.0/8', ['10.1.0.0/16', '10.2.0.0/16']), true);
+    assert.equal(splitRange('10.20.1.7/32', ['10.20.1.7']), false, 'host route without a prefix');
+    assert.equal(splitRange('10.20.1.0/24', ['10.20.1.0/24', '10.20.1.9']), true);
     assert.equal(pickCongestion('reno bbr cubic'), 'cubic');
     assert.equal(pickCongestion('reno bbr'), 'reno');
     assert.equal(pickCongestion(null), 'reno');
