@@ -51,7 +51,7 @@ interface Timing {
 }
 
 const FULL: Timing = { warmMs: 1500, afterMs: 6000, echoWarmMs: 1000, echoAfterMs: 1000 };
-const QUICK: Timing = { warmMs: 800, afterMs: 2500, echoWarmMs: 400, echoAfterMs: 400 };
+const QUICK: Timing = { warmMs: 800, afterMs: 2500, echoWarmMs: 400, echoAfterMs: 800 };
 const ECHO_INTERVAL_MS = 10;
 const MSG = 16;
 

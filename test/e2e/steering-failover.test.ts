@@ -127,7 +127,9 @@ describe('failover bench --quick (testbed, real kernel)', () => {
     assert.ok((r.beforeMbit ?? 0) > 30, `goodput before the cut ${r.beforeMbit} Mbit/s`);
     // One path survives: goodput gets back to 80% of it within the run, with or without the proxy's help.
     for (const f of [r.tThroughputFailureFrMs, r.tThroughputFailureNoFrMs]) assert.equal(typeof f.p50, 'number', JSON.stringify(f));
-    for (const f of [r.tLatencyFailureFrMs, r.tLatencyFailureNoFrMs]) assert.equal(typeof f.p50, 'number', JSON.stringify(f));
+    // With fast recovery a stuck reply waits at most for the detection; MPTCP alone may leave it
+    // until the link is back and its subflow's backoff timer fires, past this short window (null).
+    assert.equal(typeof r.tLatencyFailureFrMs.p50, 'number', JSON.stringify(r.tLatencyFailureFrMs));
     assert.equal(r.detectMs.runs.length, 2);
     for (const d of [...r.detectMs.runs, ...r.failbackMs.runs]) assert.ok(d !== null && d < 1500, `engine reacted after ${d} ms`);
   });
