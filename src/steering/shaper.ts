@@ -3,10 +3,10 @@
  * for shaped uploads an owned IFB with the same root and the same class minors; classes per
  * subflow or per share; u32 filters that put a subflow's upload packets into its class on the IFB.
  *
- * Reaction time is the point of the spare pool: a per-subflow class (HTB class + short pfifo
- * leaf, on the interface and its IFB) is created ahead of use, so a new subflow only needs its
- * nftables map element, which is ~0.1 ms, instead of a `tc` process (5-10 ms) on the critical
- * path. A taken spare is replaced in the background; a released class goes back to the pool.
+ * Reaction time is the point of the spare pool: a per-subflow class (HTB class + bfifo leaf
+ * bounded in bytes, on the interface and its IFB) is created ahead of use, so a new subflow only
+ * needs its nftables map element, which is ~0.1 ms, instead of a `tc` process (5-10 ms) on the
+ * critical path. A taken spare is replaced in the background; a released class goes back to the pool.
  *
  * acquire/release/filter* are synchronous and only append `tc -batch` lines: the caller runs
  * them in one batch with its nftables transaction. prepare/warm/prune reach the kernel themselves.
