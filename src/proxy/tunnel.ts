@@ -9,7 +9,9 @@ import { sampleConnection } from '../mptcp/sample';
 import type { ProxyContext } from './context';
 
 export async function tunnel(conn: ClientConnection, upstream: net.Socket, ctx: ProxyContext, head?: Buffer): Promise<void> {
-  sampleConnection(conn, ctx.events);
+  // No sample here: the listener sampled at accept, moments ago (a sample costs a few
+  // getsockopts and a registry update, a large share of a short tunnel's cost); joins that come
+  // later reach the registry from the kernel's events, and the relay samples once before close.
   // Bytes the client pipelined behind its handshake, still in Node's buffer, go first.
   const buffered = conn.socket.readableLength > 0 ? (conn.socket.read() as Buffer | null) : null;
   const clientHead = buffered ? (head && head.length > 0 ? Buffer.concat([head, buffered]) : buffered) : head;
