@@ -59,11 +59,15 @@ function flush(socket: net.Socket, data: Buffer): Promise<Error | null> {
  * While native writes to the fd, a stray JS write or end() would interleave with it; make them
  * fail (which destroys the socket and so ends the relay) instead of corrupting the stream.
  */
+type WriteCb = (err?: Error | null) => void;
+const owned = (cb: WriteCb): void => cb(Object.assign(new Error('socket is owned by the splice relay'), { code: 'ERR_SPLICE_OWNED' }));
+// Shared, not per socket: thousands of idle relays each keep these.
+const refusedWrite = (_chunk: unknown, _enc: BufferEncoding, cb: WriteCb): void => owned(cb);
+const refusedWritev = (_chunks: unknown, cb: WriteCb): void => owned(cb);
 function refuseWrites(socket: net.Socket): void {
-  const owned = (cb: (err?: Error | null) => void): void => cb(Object.assign(new Error('socket is owned by the splice relay'), { code: 'ERR_SPLICE_OWNED' }));
-  socket._write = (_chunk, _enc, cb) => owned(cb);
-  socket._writev = (_chunks, cb) => owned(cb);
-  socket._final = (cb) => owned(cb);
+  socket._write = refusedWrite;
+  socket._writev = refusedWritev;
+  socket._final = owned;
 }
 
 function codeOf(err: unknown): string {
