@@ -16,7 +16,7 @@ import type { ProxyMetrics } from './metrics/metrics';
 import { KernelView } from './mptcp/kernel-view';
 import { sampleConnection } from './mptcp/sample';
 import type { FrontEnd, ProxyContext } from './proxy/context';
-import { createHttpFrontEnd } from './proxy/http/server';
+import { createHttpFrontEnd, type HttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
 import { createTransparentFrontEnd } from './proxy/transparent';
@@ -42,6 +42,7 @@ export class ProxyApp {
   readonly ctx: ProxyContext;
   private listeners: ProxyListener[] = [];
   private readonly frontEnds: Record<ListenerProtocol, FrontEnd>;
+  private readonly http: HttpFrontEnd;
   /** Per-connection buffer sizes (src/tuning); its status feeds /connections. */
   readonly tuner: BufferTuner;
 
@@ -65,7 +66,7 @@ export class ProxyApp {
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, log, metrics: metrics.registry });
-    const http = createHttpFrontEnd(this.ctx);
+    const http = (this.http = createHttpFrontEnd(this.ctx));
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()) };
   }
 
@@ -144,6 +145,8 @@ export class ProxyApp {
   /** Stop accepting, let established connections finish for up to drainMs, then close them. */
   async stop(drainMs: number): Promise<void> {
     for (const l of this.listeners) l.close();
+    // Idle keep-alive connections would hold the drain to its end for nothing.
+    this.http.drain();
     const deadline = Date.now() + drainMs;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();

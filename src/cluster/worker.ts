@@ -4,7 +4,8 @@
  * the supervisor's metric and sample requests, reloads and drains on its word.
  */
 import { ProxyApp } from '../app';
-import { loadConfig, type FlagValues } from '../config/load';
+import type { FlagValues } from '../config/load';
+import { coalescing, reloadFromFlags } from '../process/lifecycle';
 import type { Config } from '../config/schema';
 import { setConnectionIdBase, viewOf } from '../core/connection';
 import type { Logger } from '../log/logger';
@@ -40,6 +41,7 @@ export async function runWorker(flags: FlagValues, config: Config, log: Logger):
       stopping = true;
       app.stop(drainMs).then(() => resolve(0));
     };
+    const reload = coalescing(() => (stopping ? Promise.resolve() : reloadFromFlags(flags, log, (next) => app.reload(next))));
     process.on('message', (m: unknown) => {
       if (!isMessage<ToWorker>(m)) return;
       switch (m.mpx) {
@@ -52,11 +54,7 @@ export async function runWorker(flags: FlagValues, config: Config, log: Logger):
           send({ mpx: 'sampled', id: m.id });
           break;
         case 'reload':
-          try {
-            void app.reload(loadConfig(flags));
-          } catch (e) {
-            log.error('reload refused, keeping the running config', { error: (e as Error).message });
-          }
+          reload();
           break;
         case 'stop':
           stop(m.drainMs);

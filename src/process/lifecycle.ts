@@ -9,6 +9,42 @@ import { notifyReady, notifyReloading, notifyStopping } from '../sys/sdnotify';
 
 export const DRAIN_MS = 5_000;
 
+/**
+ * Run `job` now, or, when a run is under way, once more after it: reloads never overlap (two at
+ * once would both try to bind a new listener), and a burst of requests costs at most one extra run.
+ */
+export function coalescing(job: () => Promise<void>): () => void {
+  let running = false;
+  let again = false;
+  const go = (): void => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    job().finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        go();
+      }
+    });
+  };
+  return go;
+}
+
+/** Re-read the config and apply it; a bad config is refused (the running one stays), a failure logged. */
+export async function reloadFromFlags(flags: FlagValues, log: Logger, apply: (next: Config) => Promise<void>): Promise<void> {
+  let next: Config;
+  try {
+    next = loadConfig(flags);
+  } catch (e) {
+    log.error('reload refused, keeping the running config', { error: (e as Error).message });
+    return;
+  }
+  await apply(next).catch((e) => log.error('reload failed', { error: (e as Error).message }));
+}
+
 export interface Lifecycle {
   reload(next: Config): Promise<void>;
   stop(): Promise<void>;
@@ -49,22 +85,13 @@ export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Pro
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      if (!life) return;
+    const reload = coalescing(async () => {
+      if (!life || stopping) return;
       notifyReloading();
-      let next: Config;
-      try {
-        next = loadConfig(flags);
-      } catch (e) {
-        log.error('reload refused, keeping the running config', { error: (e as Error).message });
-        notifyReady();
-        return;
-      }
-      life
-        .reload(next)
-        .catch((e) => log.error('reload failed', { error: (e as Error).message }))
-        .finally(() => notifyReady());
+      await reloadFromFlags(flags, log, (next) => life!.reload(next));
+      notifyReady();
     });
+    process.on('SIGHUP', reload);
     start().then(
       (started) => {
         life = started;

@@ -3,7 +3,7 @@
  *
  * SIGHUP: keep-alive loops of Node's http client through the forward proxy (one on a listener
  * the reload removes), curl runs of several requests over one CONNECT tunnel or SOCKS5
- * connection, and three rate-limited 16 MB downloads (curl under mptcpize, HTTP/CONNECT/SOCKS5)
+ * connection, and three 16 MB downloads over 2 × 20 Mbit/s paths (curl under mptcpize, HTTP/CONNECT/SOCKS5)
  * run while the proxy gets SIGHUP five times: unchanged, changed (a listener added, one removed,
  * a different client allow-list that still admits the testbed, a changed steering policy) twice
  * in a row, then changed again. Zero failed requests, every body byte-identical, no keep-alive
@@ -28,8 +28,9 @@ import { pickPorts } from '../ops/ports';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const DOWNLOAD_BYTES = 16_000_000;
-/** curl --limit-rate: long transfers without burning the shared cores. */
-const DOWNLOAD_RATE = '2M';
+/** Each client path is shaped to this: long transfers without burning the shared cores (curl's
+ *  --limit-rate does not hold when it writes to a pipe). */
+const PATH_MBIT = 20;
 
 /** A keep-alive agent that counts the connections it opens (each is one proxy connection). */
 class CountingAgent extends http.Agent {
@@ -157,7 +158,7 @@ async function startWithConfig(tb: Testbed, config: string, workers: number, por
 
 for (const workers of [1, 2]) {
   describe(`ops: SIGHUP under load and SIGTERM drain (workers=${workers})`, { timeout: 180_000 }, () => {
-    const tb = useTestbed({ before, after }, { shapeMbit: 0 });
+    const tb = useTestbed({ before, after }, { shapeMbit: PATH_MBIT });
     let server: LegacyServer;
     before(async () => {
       server = await startLegacyServer(tb());
@@ -214,7 +215,8 @@ for (const workers of [1, 2]) {
         const tunnels = Promise.all([tunnelLoop('connect', pHttp, 7), tunnelLoop('socks5h', pSocks, 8)]);
 
         const download = (kind: ProxyKind, port: number, seed: number): Promise<CurlResult> =>
-          curl(t, { url: server.url(`/bytes/${DOWNLOAD_BYTES}?seed=${seed}`), proxy: { kind, host, port }, extraArgs: ['--limit-rate', DOWNLOAD_RATE], timeoutMs: 60_000 });
+          curl(t, { url: server.url(`/bytes/${DOWNLOAD_BYTES}?seed=${seed}`), proxy: { kind, host, port }, timeoutMs: 60_000 });
+        const downloadsAt = Date.now();
         const downloads = Promise.all([download('http', pHttp, 101), download('connect', pHttp, 102), download('socks5h', pSocks, 103)]);
 
         const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
@@ -237,6 +239,7 @@ for (const workers of [1, 2]) {
         writeConfig(file, host, v3);
         await hup();
         await sleep(1_000);
+        const lastHupAt = Date.now();
         await hup();
 
         // The added listener (mixed) answers both protocols; the removed one refuses.
@@ -259,6 +262,7 @@ for (const workers of [1, 2]) {
         got.forEach((r, i) => {
           assert.equal(r.exitCode, 0, `download ${i}: ${r.errorMessage} ${r.stderr}`);
           assert.equal(r.sha256, patternSha256(101 + i, DOWNLOAD_BYTES), `download ${i} differs (${r.sizeDownload} bytes)`);
+          assert.ok(downloadsAt + r.timeTotal * 1000 > lastHupAt, `download ${i} (${r.timeTotal} s) ended before the last SIGHUP`);
         });
         assert.deepEqual(mainStats.failures, [], 'keep-alive requests failed');
         assert.deepEqual(oldStats.failures, [], "requests on the removed listener's open connection failed");
@@ -293,14 +297,15 @@ for (const workers of [1, 2]) {
       const px = await startWithConfig(t, file, workers, [pHttp, pSocks]);
       let exited = false;
       try {
-        // ~2.5 s at 2 MB/s: well inside the 5 s drain.
+        // Three at once over 2 × 20 Mbit/s: about 3 s, inside the 5 s drain.
         const size = 5_000_000;
         const download = (kind: ProxyKind, port: number, seed: number): Promise<CurlResult> =>
-          curl(t, { url: server.url(`/bytes/${size}?seed=${seed}`), proxy: { kind, host, port }, extraArgs: ['--limit-rate', DOWNLOAD_RATE], timeoutMs: 30_000 });
+          curl(t, { url: server.url(`/bytes/${size}?seed=${seed}`), proxy: { kind, host, port }, timeoutMs: 30_000 });
         // An idle keep-alive client connection must not hold the drain.
         const idle = new CountingAgent(await t.bridge('client', host, pHttp, { mptcp: true }), 1);
         const first = await get(idle, server.url('/bytes/100?seed=1'));
         assert.equal(first.status, 200);
+        const startAt = Date.now();
         const downloads = Promise.all([download('http', pHttp, 201), download('connect', pHttp, 202), download('socks5h', pSocks, 203)]);
         await sleep(700);
         const termAt = Date.now();
@@ -318,12 +323,13 @@ for (const workers of [1, 2]) {
         got.forEach((r, i) => {
           assert.equal(r.exitCode, 0, `download ${i} cut by the drain: ${r.errorMessage} ${r.stderr}`);
           assert.equal(r.sha256, patternSha256(201 + i, size), `download ${i} differs (${r.sizeDownload} bytes)`);
+          assert.ok(startAt + r.timeTotal * 1000 > termAt + 300, `download ${i} (${r.timeTotal} s) was not in flight at SIGTERM`);
         });
         const exit = await exitP;
         exited = true;
         idle.destroy();
         assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}`);
-        console.log(`# workers=${workers}: exit ${exit.at - termAt} ms after SIGTERM, ${exit.at - lastDone} ms after the last download`);
+        console.log(`# workers=${workers}: downloads ${got.map((r) => r.timeTotal.toFixed(2)).join('/')} s, SIGTERM after ${termAt - startAt} ms; exit ${exit.at - termAt} ms after SIGTERM, ${exit.at - lastDone} ms after the last download`);
         assert.ok(exit.at - lastDone < 1_500, `exit ${exit.at - lastDone} ms after the last download ended: the drain waited for idle connections`);
       } finally {
         if (!exited) await px.stop(8_000);

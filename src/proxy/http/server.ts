@@ -33,7 +33,10 @@ class UpstreamAgent extends http.Agent {
   }
 }
 
-export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
+/** The HTTP front end, plus drain(): close idle keep-alive connections, and busy ones once answered. */
+export type HttpFrontEnd = FrontEnd & { drain(): void };
+
+export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   const connections = new WeakMap<net.Socket, ClientConnection>();
   const authCache = new WeakMap<ClientConnection, string>();
   const agent = new UpstreamAgent(ctx);
@@ -172,26 +175,78 @@ export function createHttpFrontEnd(ctx: ProxyContext): FrontEnd {
 
   // Slowloris: Node enforces headersTimeout only on servers that listen() themselves (its
   // connection checks start on 'listening', and arming them that way cut long chunked uploads),
-  // so the first request head gets its own deadline here; keepAliveTimeout bounds later gaps.
-  const headDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
-  const headArrived = (socket: net.Socket): void => {
-    clearTimeout(headDeadlines.get(socket));
-    headDeadlines.delete(socket);
-  };
-  server.prependListener('request', (req: http.IncomingMessage) => headArrived(req.socket));
-  server.prependListener('connect', (req: http.IncomingMessage) => headArrived(req.socket));
+  // so every request head gets its own deadline here: the first from accept, each later one from
+  // the moment the connection went idle (previous request read and its response sent) until the
+  // head is complete. Bodies are never timed by it, however long an upload runs.
+  const sockets = new Map<net.Socket, SocketState>();
+  let draining = false;
+  const handshakeMs = (): number => ctx.config.timeouts.handshakeMs;
 
-  return (conn: ClientConnection) => {
+  const armHeadDeadline = (socket: net.Socket, st: SocketState): void => {
+    clearTimeout(st.deadline);
+    const readAtIdle = socket.bytesRead;
+    st.deadline = setTimeout(() => {
+      st.deadline = undefined;
+      // An idle keep-alive connection with no byte of a new head is closed quietly (a 408
+      // there could be read as the answer to a request the client is sending right now).
+      if (st.served > 0 && socket.bytesRead === readAtIdle) return void socket.destroy();
+      server.emit('clientError', Object.assign(new Error('request head not received in time'), { code: 'ERR_HTTP_HEADERS_TIMEOUT' }), socket);
+    }, handshakeMs());
+    st.deadline.unref();
+  };
+
+  /** A request's head is complete: no deadline until it is fully read and answered. */
+  const headArrived = (req: http.IncomingMessage, res: http.ServerResponse | null): void => {
+    const socket = req.socket;
+    const st = sockets.get(socket);
+    if (!st) return;
+    clearTimeout(st.deadline);
+    st.deadline = undefined;
+    st.pending++;
+    if (!res) return; // CONNECT: the socket becomes a tunnel and is never idle again
+    if (draining && !res.headersSent) res.setHeader('Connection', 'close');
+    let parts = 2;
+    const partDone = (): void => {
+      if (--parts > 0) return;
+      st.pending--;
+      st.served++;
+      if (st.pending > 0 || socket.destroyed) return;
+      if (draining) socket.destroySoon();
+      else armHeadDeadline(socket, st);
+    };
+    if (req.complete) partDone();
+    else req.once('end', partDone);
+    res.once('finish', partDone);
+  };
+  server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => headArrived(req, res));
+  server.prependListener('connect', (req: http.IncomingMessage) => headArrived(req, null));
+
+  const serve = (conn: ClientConnection): void => {
     connections.set(conn.socket, conn);
     const socket = conn.socket;
-    const timer = setTimeout(() => {
-      headDeadlines.delete(socket);
-      server.emit('clientError', Object.assign(new Error('request head not received in time'), { code: 'ERR_HTTP_HEADERS_TIMEOUT' }), socket);
-    }, ctx.config.timeouts.handshakeMs);
-    timer.unref();
-    headDeadlines.set(socket, timer);
-    socket.once('close', () => headArrived(socket));
+    const st: SocketState = { pending: 0, served: 0, deadline: undefined };
+    sockets.set(socket, st);
+    socket.once('close', () => {
+      clearTimeout(st.deadline);
+      sockets.delete(socket);
+    });
+    if (draining) return void socket.destroy();
+    armHeadDeadline(socket, st);
     server.emit('connection', conn.socket);
     conn.socket.resume();
   };
+  return Object.assign(serve, {
+    drain(): void {
+      draining = true;
+      for (const [socket, st] of sockets) if (st.pending === 0) socket.destroySoon();
+    },
+  });
+}
+
+interface SocketState {
+  /** Requests whose head arrived and that are not yet both fully read and answered. */
+  pending: number;
+  /** Requests fully answered on this connection. */
+  served: number;
+  deadline: NodeJS.Timeout | undefined;
 }
