@@ -9,11 +9,15 @@
  * --subjects  only these subjects (ids from bench/lib/peers.ts, e.g. ours-connect-splice,dante);
  *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
+ * --netns      run everything inside a private network namespace (loopback only, its own
+ *             MPTCP state): the host's MPTCP blackhole detection, once tripped by SYN losses
+ *             anywhere on the host, silently turns every "MPTCP" client into plain TCP
  * --render F  no measuring: redraw charts and bench/RESULTS.md from a results JSON file F
  *
  * Needs root (tcpdump, namespaces). Peers missing on the machine are reported, not fatal;
  * `scripts/setup.sh bench` installs them.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,7 +70,7 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
   if (values.render) {
     const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
@@ -75,6 +79,7 @@ async function main(): Promise<number> {
     publish(res);
     return 0;
   }
+  if (values.netns && !process.env[NETNS_ENV]) return inPrivateNetns();
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = Math.max(1, Number(values.repeats));
   // Quick mode leaves out other engineers' scripts (each builds its own testbed; they have their
@@ -145,6 +150,22 @@ async function main(): Promise<number> {
   process.stdout.write(consoleTable(res) + '\n');
   process.stdout.write(`\nbench: ${res.mode} run took ${res.seconds.toFixed(0)} s; ${jsonFile}, charts in ${outDir}\n`);
   return 0;
+}
+
+const NETNS_ENV = 'MPX_BENCH_NETNS';
+
+/** This same command again, inside a fresh namespace with loopback up; the namespace goes after. */
+function inPrivateNetns(): number {
+  const ns = `mpx-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const ip = (...args: string[]): number => spawnSync('ip', args, { stdio: 'inherit' }).status ?? 1;
+  if (ip('netns', 'add', ns) !== 0) throw new Error(`ip netns add ${ns} failed`);
+  try {
+    if (ip('-n', ns, 'link', 'set', 'lo', 'up') !== 0) throw new Error(`lo up in ${ns} failed`);
+    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, [NETNS_ENV]: ns } });
+    return r.status ?? 1;
+  } finally {
+    ip('netns', 'del', ns);
+  }
 }
 
 /** Charts and the run's JSON to bench/results/, and bench/RESULTS.md around them. */
