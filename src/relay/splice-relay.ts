@@ -88,23 +88,76 @@ function close(socket: net.Socket, reset: boolean): void {
   socket.destroy();
 }
 
-type DoneFn = (bytesUp: number, bytesDown: number, end: string, errorCode: string | undefined) => void;
+type DestroyFn = (err: Error | null, cb: (err?: Error | null) => void) => void;
+const kRun = Symbol('splice-run');
+type Owned = net.Socket & { [kRun]?: NativeRun };
 
-/** Routes the addon's single result callback to each relay's own; one per loaded addon. */
+/**
+ * Native works on the socket's own fd, so it must not be closed under it: a destroy() while
+ * native owns the fd asks native to stop, and the handle closes once native has let go. Shared
+ * by every owned socket (idle relays keep no closures of their own).
+ */
+function deferredDestroy(this: Owned, err: Error | null, cb: (err?: Error | null) => void): void {
+  this[kRun]?.destroyedDuring(this, err, cb);
+}
+
+/** One relay while the native thread owns its two fds: one object, no per-relay closures. */
+class NativeRun {
+  id = 0;
+  /** Who was destroyed first from outside, if anyone: that side is blamed for the cancel. */
+  private destroyedFirst: RelayEnd | null = null;
+  private readonly deferred: (() => void)[] = [];
+  private readonly realDestroy: [DestroyFn, DestroyFn];
+
+  constructor(
+    private readonly addon: SpliceAddon,
+    private readonly client: Owned,
+    private readonly upstream: Owned,
+    private readonly upBefore: number,
+    private readonly downBefore: number,
+    private readonly resolve: (r: RelayResult) => void,
+  ) {
+    this.realDestroy = [client._destroy as DestroyFn, upstream._destroy as DestroyFn];
+    for (const s of [client, upstream]) {
+      refuseWrites(s);
+      s[kRun] = this;
+      s._destroy = deferredDestroy;
+    }
+  }
+
+  destroyedDuring(socket: Owned, err: Error | null, cb: (err?: Error | null) => void): void {
+    const side = socket === this.client ? 0 : 1;
+    this.destroyedFirst ??= side === 0 ? 'client-error' : 'upstream-error';
+    this.deferred.push(() => this.realDestroy[side].call(socket, err, cb));
+    this.addon.abort(this.id);
+  }
+
+  /** Native let go (or never took them): sockets back to JS, deferred closes run, result out. */
+  finish(bytesUp: number, bytesDown: number, end: string, errorCode: string | undefined): void {
+    this.client._destroy = this.realDestroy[0];
+    this.upstream._destroy = this.realDestroy[1];
+    delete this.client[kRun];
+    delete this.upstream[kRun];
+    for (const d of this.deferred.splice(0)) d();
+    const e = errorCode === 'ECANCELED' && this.destroyedFirst ? this.destroyedFirst : (end as RelayEnd);
+    this.resolve({ bytesUp: this.upBefore + bytesUp, bytesDown: this.downBefore + bytesDown, end: e, ...(errorCode ? { errorCode } : {}) });
+  }
+}
+
+/** Routes the addon's single result callback to each relay; one per loaded addon. */
 class Dispatcher {
-  private readonly pending = new Map<number, DoneFn>();
+  private readonly running = new Map<number, NativeRun>();
   constructor(readonly addon: SpliceAddon) {
     addon.init((id, up, down, end, code) => {
-      const done = this.pending.get(id);
-      this.pending.delete(id);
-      done?.(up, down, end, code);
+      const run = this.running.get(id);
+      this.running.delete(id);
+      run?.finish(up, down, end, code);
     });
   }
   /** Throws (errno `code`) when the relay cannot start. */
-  start(clientFd: number, upstreamFd: number, idleMs: number, pipeSize: number, done: DoneFn): number {
-    const id = this.addon.start(clientFd, upstreamFd, idleMs, pipeSize);
-    this.pending.set(id, done);
-    return id;
+  start(run: NativeRun, clientFd: number, upstreamFd: number, idleMs: number, pipeSize: number): void {
+    run.id = this.addon.start(clientFd, upstreamFd, idleMs, pipeSize);
+    this.running.set(run.id, run);
   }
 }
 
@@ -116,26 +169,6 @@ function dispatcherFor(addon: SpliceAddon): Dispatcher {
     dispatchers.set(addon, d);
   }
   return d;
-}
-
-type DestroyFn = (err: Error | null, cb: (err?: Error | null) => void) => void;
-
-/**
- * Native works on the socket's own fd, so it must not be closed under it: a destroy() while
- * native owns the fd asks native to stop and closes the handle only once native has let go.
- * Returns the function that hands the socket back (and runs a deferred close).
- */
-function holdClose(socket: net.Socket, onDestroy: () => void): () => void {
-  const real = socket._destroy as DestroyFn;
-  let deferred: (() => void) | null = null;
-  socket._destroy = (err, cb) => {
-    deferred = () => real.call(socket, err, cb);
-    onDestroy();
-  };
-  return () => {
-    socket._destroy = real;
-    deferred?.();
-  };
 }
 
 export class SpliceRelay implements RelayEngine {
@@ -187,31 +220,12 @@ export class SpliceRelay implements RelayEngine {
         resolve({ bytesUp: upBefore, bytesDown: downBefore, end: clientFd < 0 || client.destroyed ? 'client-error' : 'upstream-error', errorCode: 'EBADF' });
         return;
       }
-      refuseWrites(client);
-      refuseWrites(upstream);
-      let id = 0;
-      // Someone else destroying a socket mid-relay (e.g. shutdown) ends the native side; the
-      // fd closes once native has let go of it.
-      let destroyedFirst: RelayEnd | null = null;
-      const releaseClient = holdClose(client, () => {
-        destroyedFirst ??= 'client-error';
-        this.addon.abort(id);
-      });
-      const releaseUpstream = holdClose(upstream, () => {
-        destroyedFirst ??= 'upstream-error';
-        this.addon.abort(id);
-      });
+      const run = new NativeRun(this.addon, client, upstream, upBefore, downBefore, resolve);
       try {
-        id = this.native.start(clientFd, upstreamFd, idleMs, this.pipeSize, (bytesUp, bytesDown, end, errorCode) => {
-          releaseClient();
-          releaseUpstream();
-          const e = errorCode === 'ECANCELED' && destroyedFirst ? destroyedFirst : (end as RelayEnd);
-          resolve({ bytesUp: upBefore + bytesUp, bytesDown: downBefore + bytesDown, end: e, ...(errorCode ? { errorCode } : {}) });
-        });
+        this.native.start(run, clientFd, upstreamFd, idleMs, this.pipeSize);
       } catch (err) {
-        releaseClient();
-        releaseUpstream();
-        resolve({ bytesUp: upBefore, bytesDown: downBefore, end: 'client-error', errorCode: codeOf(err) });
+        // Out of memory or not initialised: a local failure, reported on the client side.
+        run.finish(0, 0, 'client-error', codeOf(err));
       }
     });
   }
