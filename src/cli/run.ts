@@ -8,6 +8,7 @@ import { closeAdminServer, startAdminServer } from '../admin/server';
 import { runSupervisor } from '../cluster/supervisor';
 import { runWorker } from '../cluster/worker';
 import { WORKER_ENV } from '../cluster/messages';
+import { claimActivatedSockets } from '../listener/activation';
 import type { FlagValues } from '../config/load';
 import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
 import type { Config } from '../config/schema';
@@ -70,7 +71,11 @@ export function runProxy(flags: FlagValues, config: Config, log: Logger): Promis
   } catch (e) {
     log.warn('could not raise the open files limit', { error: (e as Error).message });
   }
+  const passed = claimActivatedSockets();
   if (process.env[WORKER_ENV] && process.send) return runWorker(flags, config, log);
+  for (const s of passed.unmatched(config.listeners)) {
+    log.warn('socket activation: a passed socket matches no listener by name or protocol; not used', { fdName: s.name, address: `${s.address}:${s.port}` });
+  }
   if (config.workers > 1) return runSupervisor(flags, config, log);
   return runSingle(flags, config, log);
 }

@@ -15,6 +15,7 @@ import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
 import type { FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
 import type { ClientView } from '../core/connection';
+import { activatedSockets, WORKER_LISTEN_FDS_ENV } from '../listener/activation';
 import { ListenerError } from '../listener/listener';
 import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
@@ -82,7 +83,13 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
 
   const fork = (index: number): Promise<void> =>
     new Promise((resolve, reject) => {
-      const w = forkProcess(process.argv[1]!, process.argv.slice(2), { env: { ...process.env, [WORKER_ENV]: String(index) } });
+      // Socket-activated listening sockets go to every worker as extra fds (from 4, after IPC on
+      // 3); the workers share each one's accept queue.
+      const passed = activatedSockets().all;
+      const w = forkProcess(process.argv[1]!, process.argv.slice(2), {
+        env: { ...process.env, [WORKER_ENV]: String(index), [WORKER_LISTEN_FDS_ENV]: passed.map((s, i) => `${4 + i}=${s.name}`).join(':') },
+        stdio: ['inherit', 'inherit', 'inherit', 'ipc', ...passed.map((s) => s.fd)],
+      });
       workers.set(index, w);
       w.on('message', (m: unknown) => {
         if (isMessage<ToSupervisor>(m) && m.mpx === 'ready') resolve();

@@ -11,7 +11,8 @@ import { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
 import { sampleConnection } from '../mptcp/sample';
-import { createListenSocket, isMptcp, socketFd, socketName, type SocketOptions } from '../sys/socket';
+import { createListenSocket, isMptcp, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
+import { activatedSockets, type ActivatedSocket } from './activation';
 
 const BACKLOG = 4096;
 
@@ -27,6 +28,8 @@ export class ProxyListener {
   boundPort = 0;
   readonly active = new Set<ClientConnection>();
   private readonly perClient = new Map<string, number>();
+  /** Gives a passed (socket-activated) socket back when this listener closes. */
+  private releasePassed: (() => void) | null = null;
 
   constructor(
     readonly config: ListenerConfig,
@@ -40,26 +43,12 @@ export class ProxyListener {
   }
 
   async start(): Promise<void> {
-    const { host, port } = this.config;
-    let address = host;
-    if (!net.isIP(host)) {
-      try {
-        address = (await dns.promises.lookup(host)).address;
-      } catch {
-        throw new ListenerError(`listener ${this.name}: cannot resolve ${host}`);
-      }
-    }
-    let ls;
-    try {
-      ls = createListenSocket(address, port, { mptcp: this.config.mptcp, backlog: BACKLOG, options: this.socketOptions });
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      const why = code === 'EADDRINUSE' ? 'address already in use' : code === 'EADDRNOTAVAIL' ? 'address not available on this host' : code === 'EACCES' ? 'permission denied (ports < 1024 need CAP_NET_BIND_SERVICE)' : (e as Error).message;
-      throw new ListenerError(`listener ${this.name}: cannot listen on ${host}:${port}: ${why}`);
-    }
+    const passed = activatedSockets().take(this.config);
+    const ls = passed ? this.adopt(passed) : await this.bind();
     this.mptcp = ls.mptcp;
     if (this.config.mptcp && !ls.mptcp) {
-      this.ctx.log.warn('MPTCP refused by the kernel, listening with plain TCP', { listener: this.name, reason: ls.fallbackReason, hint: 'sysctl -w net.mptcp.enabled=1' });
+      const why = passed ? { reason: 'the passed socket is TCP', hint: 'SocketProtocol=mptcp in the .socket unit (systemd >= 257)' } : { reason: ls.fallbackReason, hint: 'sysctl -w net.mptcp.enabled=1' };
+      this.ctx.log.warn('listening with plain TCP, not MPTCP', { listener: this.name, ...why });
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
     server.maxConnections = this.ctx.config.limits.maxConnections;
@@ -76,6 +65,32 @@ export class ProxyListener {
     const bound = socketName(ls.fd);
     this.boundPort = bound.port;
     this.ctx.log.info('listening', { listener: this.name, protocol: this.config.protocol, address: `${bound.address}:${bound.port}`, mptcp: this.mptcp });
+  }
+
+  /** A socket passed by socket activation (see ./activation), served whatever `listen:` says. */
+  private adopt(passed: ActivatedSocket & { release(): void }): ListenSocket {
+    this.releasePassed = passed.release;
+    this.ctx.log.info('socket activation: using a passed socket', { listener: this.name, fdName: passed.name, address: `${passed.address}:${passed.port}`, protocol: passed.protocol });
+    return { fd: passed.fd, mptcp: passed.protocol === 'mptcp' };
+  }
+
+  private async bind(): Promise<ListenSocket> {
+    const { host, port } = this.config;
+    let address = host;
+    if (!net.isIP(host)) {
+      try {
+        address = (await dns.promises.lookup(host)).address;
+      } catch {
+        throw new ListenerError(`listener ${this.name}: cannot resolve ${host}`);
+      }
+    }
+    try {
+      return createListenSocket(address, port, { mptcp: this.config.mptcp, backlog: BACKLOG, options: this.socketOptions });
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      const why = code === 'EADDRINUSE' ? 'address already in use' : code === 'EADDRNOTAVAIL' ? 'address not available on this host' : code === 'EACCES' ? 'permission denied (ports < 1024 need CAP_NET_BIND_SERVICE)' : (e as Error).message;
+      throw new ListenerError(`listener ${this.name}: cannot listen on ${host}:${port}: ${why}`);
+    }
   }
 
   private accept(socket: net.Socket): void {
@@ -114,6 +129,8 @@ export class ProxyListener {
     // server.close()'s callback waits for every connection; draining is the caller's business.
     this.server?.close();
     this.server = null;
+    this.releasePassed?.();
+    this.releasePassed = null;
   }
 
   /** Destroy every established connection (after a drain). */

@@ -3,7 +3,8 @@
  * socket, which Node cannot send to, hence FFI) and sd_listen_fds(3) for socket activation.
  */
 import koffi from 'koffi';
-import { check, libc, SysError } from './libc';
+import { check, IPPROTO_MPTCP, IPPROTO_TCP, libc, SOCK_STREAM, SOL_SOCKET, SysError } from './libc';
+import { socketName } from './socket';
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
@@ -15,6 +16,13 @@ const SUN_PATH_MAX = 108;
 const SD_LISTEN_FDS_START = 3;
 
 const lib = koffi.load('libc.so.6');
+const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
+const F_DUPFD_CLOEXEC = 1030;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+const SO_TYPE = 3;
+const SO_ACCEPTCONN = 30;
+const SO_PROTOCOL = 38;
 const sendto = lib.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)');
 
 export type NotifyResult = { ok: true; sent: boolean } | { ok: false; error: SysError | Error };
@@ -80,4 +88,48 @@ export function systemdListenFds(env: NodeJS.ProcessEnv = process.env, pid: numb
   if (!Number.isInteger(count) || count <= 0) return [];
   const names = (env.LISTEN_FDNAMES ?? '').split(':');
   return Array.from({ length: count }, (_, i) => ({ fd: SD_LISTEN_FDS_START + i, name: names[i] || 'unknown' }));
+}
+
+/** Forget the activation variables, so no child (worker, tool) and no later read claims the fds. */
+export function clearListenEnv(env: NodeJS.ProcessEnv = process.env): void {
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDNAMES;
+}
+
+export type InheritedSocket = { ok: true; protocol: 'mptcp' | 'tcp'; address: string; port: number } | { ok: false; reason: string };
+
+function intOption(fd: number, name: number): number | null {
+  const b = Buffer.alloc(4);
+  return libc.getsockopt(fd, SOL_SOCKET, name, b, [4]) < 0 ? null : b.readInt32LE(0);
+}
+
+/**
+ * What a passed descriptor is: only a listening SOCK_STREAM socket of protocol MPTCP or TCP
+ * (SO_PROTOCOL) can serve a proxy listener. Anything else gets the reason it cannot.
+ */
+export function inspectListenFd(fd: number): InheritedSocket {
+  const type = intOption(fd, SO_TYPE);
+  if (type === null) return { ok: false, reason: 'not a socket' };
+  if (type !== SOCK_STREAM) return { ok: false, reason: `socket type ${type}, not SOCK_STREAM` };
+  if (intOption(fd, SO_ACCEPTCONN) !== 1) return { ok: false, reason: 'not listening' };
+  const proto = intOption(fd, SO_PROTOCOL);
+  if (proto !== IPPROTO_MPTCP && proto !== IPPROTO_TCP) return { ok: false, reason: `protocol ${proto}, neither MPTCP nor TCP` };
+  let name;
+  try {
+    name = socketName(fd);
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+  return { ok: true, protocol: proto === IPPROTO_MPTCP ? 'mptcp' : 'tcp', address: name.address, port: name.port };
+}
+
+/** Keep an inherited descriptor from leaking into children spawned later. */
+export function setCloseOnExec(fd: number): void {
+  check('fcntl(F_SETFD)', fcntl(fd, F_SETFD, 'int', FD_CLOEXEC) as number);
+}
+
+/** A close-on-exec duplicate (net.Server owns and closes it; the original stays for later use). */
+export function dupCloseOnExec(fd: number): number {
+  return check('fcntl(F_DUPFD_CLOEXEC)', fcntl(fd, F_DUPFD_CLOEXEC, 'int', 3) as number);
 }
