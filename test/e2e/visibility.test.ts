@@ -5,6 +5,7 @@
  * counters. The same holds with two worker processes sharing the ports (metrics merged).
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionStatus } from '../../src/admin/server';
 import { curl } from '../helpers/clients';
@@ -27,6 +28,30 @@ function sample(text: string, name: string, labels: Record<string, string>): num
   return sum;
 }
 
+/** pid and every descendant of it that runs the CLI (pid namespaces are shared with the host). */
+async function proxyProcesses(pid: number | undefined): Promise<number[]> {
+  const found: number[] = [];
+  const queue = pid === undefined ? [] : [pid];
+  while (queue.length) {
+    const p = queue.shift() as number;
+    // A process that exits while we walk has no /proc entry: it is simply not one of ours.
+    const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(CLI_ENTRY)) found.push(p);
+    const children = await readFile(`/proc/${p}/task/${p}/children`, 'utf8').catch(() => '');
+    queue.push(...children.split(' ').filter(Boolean).map(Number));
+  }
+  return found;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
 async function fetchInProxy(tb: Testbed, path: string): Promise<string> {
   const r = await tb.exec('proxy', ['curl', '-sS', '--noproxy', '*', `http://${METRICS}${path}`]);
   assert.equal(r.code, 0, r.stderr);
@@ -43,12 +68,8 @@ for (const workers of [1, 2]) {
       server = await startLegacyServer(tb());
       px = await tb().startProxy(['--http', `${tb().addr.proxy1}:${HTTP_PORT}`, '--allow-client', tb().cidr, '--log-format', 'json', '--metrics', METRICS, '--workers', String(workers)]);
     });
-    after(async () => {
-      const exit = await px?.stop();
-      assert.equal(exit?.code, 0, 'proxy exits cleanly on SIGTERM');
-      const left = await tb().exec('proxy', ['pgrep', '-f', CLI_ENTRY]);
-      assert.notEqual(left.code, 0, 'no worker process outlives the proxy');
-    });
+    // Only a cleanup: useTestbed's after hook (registered first) has deleted the namespaces by now.
+    after(() => px?.stop());
 
     test('a download shows two subflows live, then metrics match the interfaces', async () => {
       const before = await Promise.all([tb().counters('proxy', tb().ifaces.proxy1), tb().counters('proxy', tb().ifaces.proxy2)]);
@@ -86,6 +107,17 @@ for (const workers of [1, 2]) {
       assert.ok(sample(metrics, 'mptcp_proxy_conversion_seconds_count', {}) >= 1, 'conversion histogram observed');
       assert.ok(sample(metrics, 'mptcp_proxy_connections_total', { mptcp: 'true', result: 'ok' }) >= 1);
       assert.equal(sample(metrics, 'mptcp_proxy_subflows_active', {}), 0, 'no subflow left active');
+    });
+
+    // Last, while the namespaces still exist (after hooks run once they are gone).
+    test('SIGTERM stops the proxy cleanly and no worker outlives it', async () => {
+      // The proxy's own processes only: other suites may run proxies on this host at the same time.
+      const ours = await proxyProcesses(px.proc.pid);
+      assert.ok(ours.length >= workers, `the supervisor and its workers are found: ${ours}`);
+      const exit = await px.stop();
+      assert.equal(exit.code, 0, 'proxy exits cleanly on SIGTERM');
+      const left = ours.filter(isAlive);
+      assert.deepEqual(left, [], 'no worker process outlives the proxy');
     });
   });
 }
