@@ -5,7 +5,7 @@
 import { createLogger } from '../log/logger';
 import { cleanupOwnedState } from './cleanup';
 
-export const CLEANUP_HELP = 'cleanup                  remove steering state (nft table, qdiscs, rules, endpoints) left by a crashed proxy';
+export const CLEANUP_HELP = 'cleanup                  remove kernel state left by a crashed proxy (nft tables, qdiscs, IFBs, ip rules and routes, MPTCP endpoints)';
 
 export async function runCleanupCommand(argv: string[]): Promise<number> {
   if (argv.length > 0 && argv[0] !== '--quiet') {
