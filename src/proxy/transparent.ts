@@ -90,7 +90,7 @@ export class TransparentRules {
   private families = new Set<4 | 6>();
 
   constructor(
-    private config: Pick<Config, 'listeners' | 'transparent'>,
+    private config: Pick<Config, 'listeners' | 'transparent' | 'access'>,
     private readonly log: Logger,
   ) {}
 
@@ -109,7 +109,7 @@ export class TransparentRules {
     const replacing = this.installed;
     this.installed = true;
     try {
-      await nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK));
+      await nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK, this.config.access.allowClients));
       for (const f of [4, 6] as const) {
         if (families.has(f)) await installTproxyRouting(f === 6);
         else if (this.families.has(f)) await removeTproxyRouting(f === 6);
@@ -141,7 +141,7 @@ export class TransparentRules {
   }
 
   /** Follow a reloaded config (also after steering's start removed every owned piece). */
-  async reload(next: Pick<Config, 'listeners' | 'transparent'>): Promise<void> {
+  async reload(next: Pick<Config, 'listeners' | 'transparent' | 'access'>): Promise<void> {
     this.config = next;
     await this.start();
   }

@@ -12,6 +12,7 @@
  */
 import net from 'node:net';
 import koffi from 'koffi';
+import { parseCidr } from '../core/address';
 import { ExecErrorCode, execTool, parseJsonOutput, tryExecTool, ExecError } from './exec';
 
 export const NFT_FAMILY = 'inet';
@@ -110,16 +111,22 @@ const IFNAME = /^[\w.@:-]{1,15}$/;
  * a transparent listener never sees a connection that was not redirected to it. `mark` routes
  * the diverted packets to the local table (see buildTproxyRouting).
  */
-export function buildTproxyScript(targets: readonly TproxyTarget[], interfaces: readonly string[], mark: number): string {
+export function buildTproxyScript(targets: readonly TproxyTarget[], interfaces: readonly string[], mark: number, clients: readonly string[]): string {
   for (const i of interfaces) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
   const t = `${NFT_FAMILY} ${TPROXY_TABLE}`;
   const iif = interfaces.length > 0 ? `iifname { ${interfaces.map((i) => `"${i}"`).join(', ')} } ` : '';
-  const rules = targets.map((x) => {
+  // Only allowed clients are diverted: anyone else's traffic passes as if the proxy were not there
+  // (diverting it would only get it reset). A family with no allowed range diverts nothing.
+  const ranges = clients.map(parseCidr);
+  const rules = targets.flatMap((x) => {
     const v6 = net.isIPv6(x.address);
+    const sources = ranges.filter((r) => (r.family === 'ipv6') === v6).map((r) => `${r.address}/${r.prefix}`);
+    if (sources.length === 0) return [];
     const any = x.address === '0.0.0.0' || x.address === '::';
     const to = any ? `:${x.port}` : v6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`;
     const ports = x.dports.length === 1 ? `${x.dports[0]}` : `{ ${x.dports.join(', ')} }`;
-    return `    ${iif}meta nfproto ${v6 ? 'ipv6' : 'ipv4'} tcp dport ${ports} tproxy ${v6 ? 'ip6' : 'ip'} to ${to} meta mark set 0x${mark.toString(16)} accept`;
+    const ip = v6 ? 'ip6' : 'ip';
+    return [`    ${iif}${ip} saddr { ${sources.join(', ')} } tcp dport ${ports} tproxy ${ip} to ${to} meta mark set 0x${mark.toString(16)} accept`];
   });
   return [
     `table ${t}`,

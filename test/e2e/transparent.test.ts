@@ -299,7 +299,7 @@ describe('transparent mode over IPv6 (IPV6_TRANSPARENT, tproxy ip6, ip -6 rules)
     try {
       await px.waitForLog((l) => l.message === 'transparent mode: TPROXY rules installed');
       const table = (await tb().exec('proxy', ['nft', 'list', 'table', 'inet', TPROXY_TABLE])).stdout;
-      assert.match(table, new RegExp(`meta nfproto ipv6 tcp dport ${port} tproxy ip6 to \\[::1\\]:${port} `));
+      assert.match(table, new RegExp(`ip6 saddr ${v6.cidr} tcp dport ${port} tproxy ip6 to \\[::1\\]:${port} `), 'only the allowed IPv6 clients are diverted');
       assert.match(await inProxy(tb(), ['ip', '-6', 'rule', 'show']), new RegExp(`^${TPROXY_PREF}:.*fwmark 0x4d500040`, 'm'));
       const bytes = 10_000_000;
       const r = await curl(tb(), { url: `http://[${v6.server}]:${port}/bytes/${bytes}?seed=6`, timeoutMs: 30_000 });

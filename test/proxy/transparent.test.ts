@@ -74,7 +74,7 @@ test('flags: --transparent and --transparent-interface', () => {
 
 test('the TPROXY script: one atomic replace, own addresses untouched, a redirect per listener', () => {
   const c = config([tp('127.0.0.1:443'), tp('0.0.0.0:15001', { ports: [15001, 8080] }), tp('[::]:443'), tp('[fd00::1]:80')]);
-  const script = buildTproxyScript(tproxyTargets(c.listeners), ['p1', 'p2'], TPROXY_MARK);
+  const script = buildTproxyScript(tproxyTargets(c.listeners), ['p1', 'p2'], TPROXY_MARK, ['10.20.1.0/24', '10.30.0.7', 'fd00::/64']);
   assert.equal(
     script,
     [
@@ -85,16 +85,17 @@ test('the TPROXY script: one atomic replace, own addresses untouched, a redirect
       '  chain divert {',
       '    type filter hook prerouting priority mangle; policy accept;',
       '    fib daddr type local return',
-      '    iifname { "p1", "p2" } meta nfproto ipv4 tcp dport 443 tproxy ip to 127.0.0.1:443 meta mark set 0x4d500040 accept',
-      '    iifname { "p1", "p2" } meta nfproto ipv4 tcp dport { 15001, 8080 } tproxy ip to :15001 meta mark set 0x4d500040 accept',
-      '    iifname { "p1", "p2" } meta nfproto ipv6 tcp dport 443 tproxy ip6 to :443 meta mark set 0x4d500040 accept',
-      '    iifname { "p1", "p2" } meta nfproto ipv6 tcp dport 80 tproxy ip6 to [fd00::1]:80 meta mark set 0x4d500040 accept',
+      '    iifname { "p1", "p2" } ip saddr { 10.20.1.0/24, 10.30.0.7/32 } tcp dport 443 tproxy ip to 127.0.0.1:443 meta mark set 0x4d500040 accept',
+      '    iifname { "p1", "p2" } ip saddr { 10.20.1.0/24, 10.30.0.7/32 } tcp dport { 15001, 8080 } tproxy ip to :15001 meta mark set 0x4d500040 accept',
+      '    iifname { "p1", "p2" } ip6 saddr { fd00::/64 } tcp dport 443 tproxy ip6 to :443 meta mark set 0x4d500040 accept',
+      '    iifname { "p1", "p2" } ip6 saddr { fd00::/64 } tcp dport 80 tproxy ip6 to [fd00::1]:80 meta mark set 0x4d500040 accept',
       '  }',
       '}',
     ].join('\n'),
   );
-  assert.doesNotMatch(buildTproxyScript(tproxyTargets(c.listeners), [], TPROXY_MARK), /iifname/, 'no interfaces = every interface');
-  assert.throws(() => buildTproxyScript([], ['p1"; flush ruleset; "'], TPROXY_MARK), TypeError);
+  assert.doesNotMatch(buildTproxyScript(tproxyTargets(c.listeners), [], TPROXY_MARK, ['10.0.0.0/8']), /iifname/, 'no interfaces = every interface');
+  assert.doesNotMatch(buildTproxyScript(tproxyTargets(c.listeners), [], TPROXY_MARK, ['10.0.0.0/8']), /ip6/, 'no IPv6 client range = no IPv6 diversion');
+  assert.throws(() => buildTproxyScript([], ['p1"; flush ruleset; "'], TPROXY_MARK, []), TypeError);
 });
 
 test('the policy route: the owned slot steering never uses, route before rule', () => {
