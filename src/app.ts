@@ -11,6 +11,7 @@ import type { ClientConnection } from './core/connection';
 import { ProxyEvents } from './core/events';
 import { ProxyListener } from './listener/listener';
 import { logFinishedConnections } from './log/connection-log';
+import { logLimitHits, type LimitLog } from './log/limit-log';
 import type { Logger } from './log/logger';
 import type { ProxyMetrics } from './metrics/metrics';
 import { KernelView } from './mptcp/kernel-view';
@@ -43,6 +44,7 @@ export class ProxyApp {
   private listeners: ProxyListener[] = [];
   private readonly frontEnds: Record<ListenerProtocol, FrontEnd>;
   private readonly http: HttpFrontEnd;
+  private readonly limitLog: LimitLog;
   /** Per-connection buffer sizes (src/tuning); its status feeds /connections. */
   readonly tuner: BufferTuner;
 
@@ -62,6 +64,7 @@ export class ProxyApp {
       relay: selectRelayEngine(config.relay.engine, log),
     };
     logFinishedConnections(this.events, log);
+    this.limitLog = logLimitHits(this.events, log);
     metrics.observeConnections(this.events);
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
@@ -151,5 +154,6 @@ export class ProxyApp {
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.listeners) l.destroyAll();
     this.tuner.stop();
+    this.limitLog.flush();
   }
 }

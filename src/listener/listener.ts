@@ -52,7 +52,7 @@ export class ProxyListener {
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
     server.maxConnections = this.ctx.config.limits.maxConnections;
-    server.on('drop', () => this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, 'maxConnections'), null));
+    server.on('drop', (d?: net.DropArgument) => this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, `maxConnections, client ${d?.remoteAddress ?? 'unknown'}`), null));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ fd: ls.fd }, () => {

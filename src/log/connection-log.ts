@@ -1,12 +1,16 @@
 /**
- * The one structured log line per finished client connection.
+ * The one structured log line per finished client connection (connections a limit refused before
+ * they asked for anything are left to the limit log, see ./limit-log).
  */
 import type { ProxyEvents } from '../core/events';
 import { formatEndpoint } from '../core/address';
+import { isLimitCode } from './limit-log';
 import type { Logger } from './logger';
 
 export function logFinishedConnections(events: ProxyEvents, log: Logger): void {
   events.on('connection-close', (conn) => {
+    // Refused by a limit before it asked for anything: summed up by the limit log, not one line each.
+    if (isLimitCode(conn.resultCode) && conn.requests === 0 && conn.destination === null) return;
     log.info('connection', {
       id: conn.id,
       listener: conn.listener,

@@ -9,11 +9,19 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ClientConnection } from '../../core/connection';
 import { ERROR_TABLE, ErrorCode, ProxyError, toProxyError } from '../../core/errors';
+import { isLimitCode } from '../../log/limit-log';
 import type { FrontEnd, ProxyContext } from '../context';
 import { tunnel } from '../tunnel';
 import { forwardHeaders, parseAuthority, parseBasicCredentials } from './headers';
 
 const REALM = 'Basic realm="mptcp-proxy", charset="UTF-8"';
+/** Header lines per request head (as Apache's LimitRequestFields); the size limit is maxHeaderBytes. */
+export const MAX_HEADER_COUNT = 100;
+
+function tooManyHeaders(req: http.IncomingMessage): ProxyError | null {
+  const count = req.rawHeaders.length / 2;
+  return count > MAX_HEADER_COUNT ? new ProxyError(ErrorCode.LimitReached, `more than ${MAX_HEADER_COUNT} header lines`) : null;
+}
 
 /** Agent whose sockets come from the upstream connector, attributed to the client connection. */
 class UpstreamAgent extends http.Agent {
@@ -49,9 +57,13 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     insecureHTTPParser: false,
   });
 
+  // One more than allowed, so a request over the limit is seen (Node drops the excess silently).
+  server.maxHeadersCount = MAX_HEADER_COUNT + 1;
+
   const refuse = (conn: ClientConnection, err: ProxyError): void => {
     conn.fail(err);
     ctx.events.emit('proxy-error', err, conn);
+    if (isLimitCode(err.code)) return; // logged, without flooding, by the limit log
     ctx.log.log(err.mapping.log, 'http refused', { id: conn.id, client: conn.clientAddress, code: err.code, detail: err.message });
   };
 
@@ -69,8 +81,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     return null;
   };
 
-  const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean): void => {
-    const body = `${err.mapping.http} ${ERROR_TABLE[err.code].text}\n`;
+  const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean, status = err.mapping.http): void => {
+    const body = `${status} ${ERROR_TABLE[err.code].text}\n`;
     const headers: http.OutgoingHttpHeaders = {
       'Content-Type': 'text/plain; charset=utf-8',
       'Content-Length': Buffer.byteLength(body),
@@ -78,7 +90,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     };
     if (err.mapping.http === 407) headers['Proxy-Authenticate'] = REALM;
     if (close) headers.Connection = 'close';
-    res.writeHead(err.mapping.http, headers);
+    res.writeHead(status, headers);
     res.end(body);
   };
 
@@ -87,6 +99,11 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (!conn) return void res.destroy();
     conn.protocol = 'http';
     conn.requests++;
+    const crowded = tooManyHeaders(req);
+    if (crowded) {
+      refuse(conn, crowded);
+      return errorResponse(res, crowded, true, 431);
+    }
     const denied = admit(conn, req);
     if (denied) {
       refuse(conn, denied);
@@ -135,16 +152,18 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     conn.protocol = 'connect';
     conn.requests++;
     socket.pause();
-    const answer = (err: ProxyError): void => {
+    const answer = (err: ProxyError, status = err.mapping.http): void => {
       refuse(conn, err);
-      const body = `${err.mapping.http} ${err.mapping.text}\n`;
-      const auth = err.mapping.http === 407 ? `Proxy-Authenticate: ${REALM}\r\n` : '';
+      const body = `${status} ${err.mapping.text}\n`;
+      const auth = status === 407 ? `Proxy-Authenticate: ${REALM}\r\n` : '';
       socket.end(
-        `HTTP/1.1 ${err.mapping.http} ${http.STATUS_CODES[err.mapping.http]}\r\n${auth}X-Mptcp-Proxy-Error: ${err.code}\r\n` +
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${auth}X-Mptcp-Proxy-Error: ${err.code}\r\n` +
           `Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
       setTimeout(() => socket.destroy(), 2_000).unref();
     };
+    const crowded = tooManyHeaders(req);
+    if (crowded) return answer(crowded, 431);
     const denied = admit(conn, req);
     if (denied) return answer(denied);
     const target = parseAuthority(req.url ?? '');

@@ -7,6 +7,7 @@ import net from 'node:net';
 import { unmapIPv6 } from '../../core/address';
 import type { ClientConnection, Destination } from '../../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
+import { isLimitCode } from '../../log/limit-log';
 import type { ProxyContext } from '../context';
 import { tunnel } from '../tunnel';
 import { encodeSocks4Reply, parseSocks4Request, Socks4Command, Socks4Reply, SOCKS4_VERSION } from './codec/socks4';
@@ -193,7 +194,8 @@ class SocksSession {
     const { conn, ctx } = this;
     ctx.events.emit('proxy-error', err, conn);
     conn.fail(err);
-    ctx.log.log(err.mapping.log, `${conn.protocol === 'unknown' ? 'socks' : conn.protocol} refused: ${err.message}`, {
+    // Limit hits are logged, without flooding, by the limit log.
+    if (!isLimitCode(err.code)) ctx.log.log(err.mapping.log, `${conn.protocol === 'unknown' ? 'socks' : conn.protocol} refused: ${err.message}`, {
       conn: conn.id,
       listener: conn.listener,
       client: `${conn.clientAddress}:${conn.clientPort}`,

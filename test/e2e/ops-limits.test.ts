@@ -1,0 +1,225 @@
+/**
+ * Limits on a live proxy, from raw MPTCP client connections in the client namespace:
+ * - every request head on a keep-alive connection is bounded, not just the first: a client that
+ *   dribbles its second head is closed (408) after the handshake timeout, an idle keep-alive
+ *   connection is closed quietly then, while a normal client is served at once and a slow
+ *   upload (longer than the timeout) on a kept-alive connection still arrives intact;
+ * - more than 100 header lines: 431 with MPX_LIMIT_REACHED;
+ * - 500 per-client-limit hits: mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"} is 500 and the
+ *   log has one line for them plus one summary, not 500.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ProxiedHttp } from '../helpers/clients';
+import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { patternChunks, patternSha256 } from '../helpers/pattern';
+import { useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { pickPorts } from '../ops/ports';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const HANDSHAKE_MS = 1_000;
+
+/** A raw client connection (through the testbed bridge) that keeps every byte it receives. */
+class Raw {
+  data = Buffer.alloc(0);
+  closedAt: number | null = null;
+  readonly closed: Promise<void>;
+  private wake: (() => void) | null = null;
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.data = Buffer.concat([this.data, d]);
+      this.wake?.();
+    });
+    socket.on('error', () => {});
+    this.closed = new Promise((r) =>
+      socket.once('close', () => {
+        this.closedAt = Date.now();
+        this.wake?.();
+        r();
+      }),
+    );
+  }
+  static async open(bridge: string): Promise<Raw> {
+    const s = net.connect(bridge);
+    await new Promise((r, j) => s.once('connect', r).once('error', j));
+    return new Raw(s);
+  }
+  /** Wait for one whole response (content-length bodies) and take it off the buffer. */
+  async response(timeoutMs = 5_000): Promise<{ head: string; body: Buffer }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const end = this.data.indexOf('\r\n\r\n');
+      if (end >= 0) {
+        const head = this.data.subarray(0, end).toString('latin1');
+        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (this.data.length >= end + 4 + len) {
+          const body = this.data.subarray(end + 4, end + 4 + len);
+          this.data = this.data.subarray(end + 4 + len);
+          return { head, body };
+        }
+      }
+      if (this.closedAt !== null || Date.now() > deadline) throw new Error(`no whole response (closed: ${this.closedAt !== null}): ${this.data.toString('latin1').slice(0, 200)}`);
+      await new Promise<void>((r) => {
+        this.wake = r;
+        setTimeout(r, 100);
+      });
+    }
+  }
+}
+
+async function metric(tb: Testbed, port: number, name: string): Promise<number> {
+  const r = await tb.exec('proxy', ['curl', '-s', `http://127.0.0.1:${port}/metrics`]);
+  const m = new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\d+)`, 'm').exec(r.stdout);
+  return m ? Number(m[1]) : 0;
+}
+
+describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () => {
+  const tb = useTestbed({ before, after }, { shapeMbit: 0 });
+  let server: LegacyServer;
+  before(async () => {
+    server = await startLegacyServer(tb());
+  });
+
+  const start = async (t: Testbed, port: number, metricsPort: number, yaml: string): Promise<ProxyHandle> => {
+    const file = path.join(t.tmpDir, `limits-${port}.yaml`);
+    fs.writeFileSync(file, `listeners:\n  - { name: http, protocol: http, listen: "${t.addr.proxy1}:${port}" }\naccess:\n  allowClients: ["${t.cidr}"]\nlog: { format: json }\n${yaml}`);
+    return t.startProxy(['--config', file, '--metrics', `127.0.0.1:${metricsPort}`]);
+  };
+
+  describe(`handshake timeout ${HANDSHAKE_MS} ms`, () => {
+    let px: ProxyHandle;
+    let port: number;
+    let bridge: string;
+    before(async () => {
+      let metricsPort: number;
+      [port, metricsPort] = pickPorts(2);
+      px = await start(tb(), port, metricsPort, `timeouts: { handshakeMs: ${HANDSHAKE_MS} }\n`);
+      bridge = await tb().bridge('client', tb().addr.proxy1, port, { mptcp: true });
+    });
+    after(async () => {
+      await px?.stop();
+    });
+
+    const get = (p: string): string => `GET ${server.url(p)} HTTP/1.1\r\nHost: ${server.host}\r\n\r\n`;
+
+    test('a dribbled second head on a keep-alive connection gets 408 and close; a normal client is served meanwhile', async () => {
+      const slow = await Raw.open(bridge);
+      slow.socket.write(get('/bytes/1000?seed=1'));
+      const first = await slow.response();
+      assert.match(first.head, /^HTTP\/1\.1 200/);
+      assert.equal(first.body.length, 1000);
+      const idleFrom = Date.now();
+      const head = `GET ${server.url('/bytes/10')} HTTP/1.1\r\nHost: ${server.host}\r\nX-Slow: ${'a'.repeat(40)}`;
+      let i = 0;
+      const dribble = setInterval(() => {
+        if (i < head.length && !slow.socket.destroyed) slow.socket.write(head[i++]);
+      }, 100);
+      try {
+        // A normal client, on its own connection, while the slow one dribbles.
+        await sleep(300);
+        const normal = await ProxiedHttp.open(tb(), tb().addr.proxy1, port);
+        const t0 = Date.now();
+        const r = await normal.request('GET', server.url('/bytes/5000?seed=2'));
+        const latency = Date.now() - t0;
+        normal.close();
+        assert.equal(r.sha256, patternSha256(2, 5000));
+        assert.ok(latency < 500, `normal client took ${latency} ms`);
+        await Promise.race([slow.closed, sleep(HANDSHAKE_MS * 4)]);
+      } finally {
+        clearInterval(dribble);
+      }
+      assert.ok(slow.closedAt !== null, `the dribbling connection is still open ${Date.now() - idleFrom} ms after it went idle (${i} head bytes sent)`);
+      const after = slow.closedAt - idleFrom;
+      assert.ok(after >= HANDSHAKE_MS - 50 && after < HANDSHAKE_MS + 1_000, `closed ${after} ms after going idle`);
+      assert.match(slow.data.toString('latin1'), /^HTTP\/1\.1 408 /, 'a partial head is answered 408');
+    });
+
+    test('an idle keep-alive connection is closed quietly after the timeout', async () => {
+      const idle = await Raw.open(bridge);
+      idle.socket.write(get('/bytes/100?seed=3'));
+      await idle.response();
+      const from = Date.now();
+      await Promise.race([idle.closed, sleep(HANDSHAKE_MS * 4)]);
+      assert.ok(idle.closedAt !== null, 'idle keep-alive connection still open');
+      assert.ok(idle.closedAt - from < HANDSHAKE_MS + 1_000, `closed after ${idle.closedAt - from} ms`);
+      assert.equal(idle.data.length, 0, `no response for a request never sent: ${idle.data.toString('latin1').slice(0, 100)}`);
+    });
+
+    test('a slow upload longer than the timeout, second on a keep-alive connection, is not cut', async () => {
+      const c = await Raw.open(bridge);
+      c.socket.write(get('/bytes/100?seed=4'));
+      assert.match((await c.response()).head, /^HTTP\/1\.1 200/);
+      const size = 2_000_000;
+      const t0 = Date.now();
+      c.socket.write(`POST ${server.url('/echo')} HTTP/1.1\r\nHost: ${server.host}\r\nContent-Length: ${size}\r\n\r\n`);
+      for (const chunk of patternChunks(5, size)) {
+        c.socket.write(chunk);
+        await sleep(60); // 31 chunks: ~1.9 s, about twice the handshake timeout
+      }
+      const r = await c.response(10_000);
+      const took = Date.now() - t0;
+      c.socket.destroy();
+      assert.match(r.head, /^HTTP\/1\.1 200/);
+      assert.equal(r.body.length, size);
+      assert.equal(createHash('sha256').update(r.body).digest('hex'), patternSha256(5, size));
+      assert.ok(took > HANDSHAKE_MS * 1.5, `the upload took only ${took} ms`);
+    });
+
+    test('101 header lines: 431 MPX_LIMIT_REACHED; 100 are served', async () => {
+      const headers = (n: number): string => Array.from({ length: n - 1 }, (_, k) => `X-H${k}: v\r\n`).join('');
+      const ok = await Raw.open(bridge);
+      ok.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(100)}\r\n`);
+      assert.match((await ok.response()).head, /^HTTP\/1\.1 200/);
+      ok.socket.destroy();
+      const crowded = await Raw.open(bridge);
+      crowded.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(101)}\r\n`);
+      const r = await crowded.response();
+      assert.match(r.head, /^HTTP\/1\.1 431 /);
+      assert.match(r.head, /X-Mptcp-Proxy-Error: MPX_LIMIT_REACHED/i);
+      crowded.socket.destroy();
+    });
+  });
+
+  test('500 per-client limit hits: counted 500 times, logged in a couple of lines', async () => {
+    const t = tb();
+    const [port, metricsPort] = pickPorts(2);
+    const px = await start(t, port, metricsPort, 'limits: { maxConnectionsPerClient: 2 }\ntimeouts: { handshakeMs: 60000 }\n');
+    let stopped = false;
+    try {
+      const bridge = await t.bridge('client', t.addr.proxy1, port, { mptcp: true });
+      const held = [await Raw.open(bridge), await Raw.open(bridge)];
+      await sleep(300);
+      const before = await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
+      const HITS = 500;
+      let refused = 0;
+      for (let done = 0; done < HITS; done += 25) {
+        await Promise.all(
+          Array.from({ length: Math.min(25, HITS - done) }, async () => {
+            const c = await Raw.open(bridge);
+            await Promise.race([c.closed, sleep(5_000)]);
+            if (c.closedAt !== null) refused++;
+            c.socket.destroy();
+          }),
+        );
+      }
+      assert.equal(refused, HITS, 'every connection over the limit is closed');
+      const counted = (await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}')) - before;
+      assert.equal(counted, HITS, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
+      for (const h of held) h.socket.destroy();
+      await px.stop();
+      stopped = true;
+      const lines = px.logs.filter((l) => l.code === 'MPX_LIMIT_REACHED' || l.result === 'MPX_LIMIT_REACHED');
+      console.log(`# ${HITS} per-client limit hits -> ${lines.length} log lines: ${lines.map((l) => `${l.message}${l.count ? ` (${l.count})` : ''}`).join('; ')}`);
+      assert.ok(lines.length <= 3, `${lines.length} log lines for ${HITS} hits`);
+      assert.equal(lines.filter((l) => l.message === 'limit hit').length, 1);
+      const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
+      assert.equal(summary?.count, HITS - 1, `summary line: ${JSON.stringify(summary)}`);
+    } finally {
+      if (!stopped) await px.stop();
+    }
+  });
+});
