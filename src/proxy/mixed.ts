@@ -3,13 +3,20 @@
  * 4 and 5 are never the first byte of an HTTP method).
  */
 import type { ClientConnection } from '../core/connection';
+import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from './context';
 import { isSocksFirstByte } from './socks/server';
 
 export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
   return (conn: ClientConnection, ctx: ProxyContext) => {
     const socket = conn.socket;
-    const timer = setTimeout(() => socket.destroy(), ctx.config.timeouts.handshakeMs);
+    const timer = setTimeout(() => {
+      // Counted and logged like any other handshake timeout (src/log/limit-log.ts).
+      const err = new ProxyError(ErrorCode.HandshakeTimeout, 'no first byte on the mixed port');
+      conn.fail(err);
+      ctx.events.emit('proxy-error', err, conn);
+      socket.destroy();
+    }, ctx.config.timeouts.handshakeMs);
     socket.once('close', () => clearTimeout(timer));
     socket.once('readable', () => {
       clearTimeout(timer);

@@ -84,20 +84,22 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
     server = await startLegacyServer(tb());
   });
 
-  const start = async (t: Testbed, port: number, metricsPort: number, yaml: string): Promise<ProxyHandle> => {
+  const start = async (t: Testbed, port: number, metricsPort: number, yaml: string, mixedPort?: number): Promise<ProxyHandle> => {
     const file = path.join(t.tmpDir, `limits-${port}.yaml`);
-    fs.writeFileSync(file, `listeners:\n  - { name: http, protocol: http, listen: "${t.addr.proxy1}:${port}" }\naccess:\n  allowClients: ["${t.cidr}"]\nlog: { format: json }\n${yaml}`);
+    const mixed = mixedPort ? `  - { name: mixed, protocol: mixed, listen: "${t.addr.proxy1}:${mixedPort}" }\n` : '';
+    fs.writeFileSync(file, `listeners:\n  - { name: http, protocol: http, listen: "${t.addr.proxy1}:${port}" }\n${mixed}access:\n  allowClients: ["${t.cidr}"]\nlog: { format: json }\n${yaml}`);
     return t.startProxy(['--config', file, '--metrics', `127.0.0.1:${metricsPort}`]);
   };
 
   describe(`handshake timeout ${HANDSHAKE_MS} ms`, () => {
     let px: ProxyHandle;
     let port: number;
+    let mixedPort: number;
+    let metricsPort: number;
     let bridge: string;
     before(async () => {
-      let metricsPort: number;
-      [port, metricsPort] = pickPorts(2);
-      px = await start(tb(), port, metricsPort, `timeouts: { handshakeMs: ${HANDSHAKE_MS} }\n`);
+      [port, metricsPort, mixedPort] = pickPorts(3);
+      px = await start(tb(), port, metricsPort, `timeouts: { handshakeMs: ${HANDSHAKE_MS} }\n`, mixedPort);
       bridge = await tb().bridge('client', tb().addr.proxy1, port, { mptcp: true });
     });
     after(async () => {
@@ -167,6 +169,19 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
       assert.equal(r.body.length, size);
       assert.equal(createHash('sha256').update(r.body).digest('hex'), patternSha256(5, size));
       assert.ok(took > HANDSHAKE_MS * 1.5, `the upload took only ${took} ms`);
+    });
+
+    test('silent connections on the HTTP and mixed ports: each handshake timeout counted, two log lines', async () => {
+      const code = 'mptcp_proxy_errors_total{code="MPX_HANDSHAKE_TIMEOUT"}';
+      const before = await metric(tb(), metricsPort, code);
+      const linesBefore = px.logs.length;
+      const mixedBridge = await tb().bridge('client', tb().addr.proxy1, mixedPort, { mptcp: true });
+      const silent = await Promise.all([...Array.from({ length: 20 }, () => Raw.open(bridge)), ...Array.from({ length: 20 }, () => Raw.open(mixedBridge))]);
+      await Promise.race([Promise.all(silent.map((c) => c.closed)), sleep(HANDSHAKE_MS * 4)]);
+      assert.equal(silent.filter((c) => c.closedAt === null).length, 0, 'silent connections left open');
+      assert.equal((await metric(tb(), metricsPort, code)) - before, 40);
+      const lines = px.logs.slice(linesBefore).filter((l) => l.code === 'MPX_HANDSHAKE_TIMEOUT' || l.result === 'MPX_HANDSHAKE_TIMEOUT');
+      assert.ok(lines.length <= 2, `${lines.length} log lines for 40 handshake timeouts: ${JSON.stringify(lines.slice(0, 3))}`);
     });
 
     test('101 header lines: 431 MPX_LIMIT_REACHED; 100 are served', async () => {
