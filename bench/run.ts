@@ -9,6 +9,7 @@
  * --subjects  only these subjects (ids from bench/lib/peers.ts, e.g. ours-connect-splice,dante);
  *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
+ * --rate N    new connections per second in the latency workload (default 1000, the target's)
  * --netns      run everything inside a private network namespace (loopback only, its own
  *             MPTCP state): the host's MPTCP blackhole detection, once tripped by SYN losses
  *             anywhere on the host, silently turns every "MPTCP" client into plain TCP
@@ -70,7 +71,7 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, publish: { type: 'boolean' }, render: { type: 'string' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, rate: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
   if (values.render) {
     const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
@@ -82,6 +83,7 @@ async function main(): Promise<number> {
   if (values.netns && !process.env[NETNS_ENV]) return inPrivateNetns();
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = Math.max(1, Number(values.repeats));
+  if (values.rate) plan.latencyRate = Math.max(1, Number(values.rate));
   // Quick mode leaves out other engineers' scripts (each builds its own testbed; they have their
   // own tests) unless asked for with --only.
   const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES.filter((w) => !(values.quick && w === 'external'))) as WorkloadName[]);
