@@ -10,7 +10,7 @@ import type { ListenerConfig } from '../config/schema';
 import { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
-import { sampleConnection } from '../mptcp/sample';
+import { identifyConnection, sampleConnection } from '../mptcp/sample';
 import { createListenSocket, isMptcp, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
 import { activatedSockets, type ActivatedSocket } from './activation';
 
@@ -97,7 +97,7 @@ export class ProxyListener {
     const fd = socketFd(socket);
     const conn = new ClientConnection(socket, this.name, fd);
     conn.mptcp = fd >= 0 ? isMptcp(fd) : null;
-    sampleConnection(conn, this.ctx.events);
+    identifyConnection(conn);
     // The client's FIN arrives while the fd is still open: last chance for plain HTTP connections.
     socket.once('end', () => sampleConnection(conn, this.ctx.events));
     const client = conn.clientAddress;

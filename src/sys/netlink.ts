@@ -72,11 +72,14 @@ export interface NetlinkReadHandlers {
 
 type ReaderMessage =
   | { kind: 'ready' }
-  | { kind: 'data'; data: ArrayBuffer; at: bigint }
+  // Every datagram one drain of the socket found, in kernel order: one message per wake-up, not
+  // per datagram (posting is the main thread's cost at thousands of connections a second).
+  | { kind: 'data'; datagrams: { data: ArrayBuffer; at: bigint }[] }
   | { kind: 'lost'; at: bigint }
   | { kind: 'error'; call: string; errno: number };
 
 const READER_MARK = 'mptcp-proxy:netlink-reader';
+const MAX_BATCH = 64;
 interface ReaderData {
   mark: typeof READER_MARK;
   fd: number;
@@ -153,7 +156,7 @@ export class GenlSocket {
     const started = new Promise<void>((resolve, reject) => {
       let ready = false;
       w.on('message', (m: ReaderMessage) => {
-        if (m.kind === 'data') h.datagram({ data: Buffer.from(m.data), receivedAt: m.at });
+        if (m.kind === 'data') for (const d of m.datagrams) h.datagram({ data: Buffer.from(d.data), receivedAt: d.at });
         else if (m.kind === 'lost') h.lost(m.at);
         else if (m.kind === 'ready') {
           ready = true;
@@ -227,18 +230,26 @@ function runReader(d: ReaderData): void {
       return;
     }
     if (pfds.readInt16LE(14) !== 0) return; // stop() wrote the eventfd
+    let batch: { data: ArrayBuffer; at: bigint }[] = [];
+    const flush = (): void => {
+      if (batch.length === 0) return;
+      port.postMessage({ kind: 'data', datagrams: batch } satisfies ReaderMessage, batch.map((d) => d.data));
+      batch = [];
+    };
     for (;;) {
       const n = Number(nl.recv(d.fd, buf, buf.length, MSG_DONTWAIT));
       const at = process.hrtime.bigint();
       if (n >= 0) {
         const copy = new Uint8Array(n);
         copy.set(buf.subarray(0, n));
-        port.postMessage({ kind: 'data', data: copy.buffer, at } satisfies ReaderMessage, [copy.buffer]);
+        batch.push({ data: copy.buffer, at });
+        if (batch.length >= MAX_BATCH) flush(); // a storm still reaches the main thread steadily
         continue;
       }
       const e = errno();
       if (e === EAGAIN) break;
       if (e === EINTR) continue;
+      flush();
       if (e === ENOBUFS) {
         port.postMessage({ kind: 'lost', at } satisfies ReaderMessage);
         continue;
@@ -246,6 +257,7 @@ function runReader(d: ReaderData): void {
       port.postMessage({ kind: 'error', call: 'recv(netlink)', errno: e } satisfies ReaderMessage);
       return;
     }
+    flush();
   }
 }
 
