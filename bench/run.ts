@@ -10,9 +10,10 @@
  *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
  * --rate N    new connections per second in the latency workload (default 1000, the target's)
- * --netns      run everything inside a private network namespace (loopback only, its own
- *             MPTCP state): the host's MPTCP blackhole detection, once tripped by SYN losses
- *             anywhere on the host, silently turns every "MPTCP" client into plain TCP
+ * --host      run in the host's network namespace. By default everything runs inside a private
+ *             namespace (loopback only, its own MPTCP state): the host's MPTCP blackhole
+ *             detection, once tripped by SYN losses anywhere on the host, silently turns every
+ *             "MPTCP" client into plain TCP. (--netns, the old opt-in, is still accepted.)
  * --render F  no measuring: redraw charts and bench/RESULTS.md from a results JSON file F
  *
  * Needs root (tcpdump, namespaces). Peers missing on the machine are reported, not fatal;
@@ -71,7 +72,7 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, rate: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, host: { type: 'boolean' }, rate: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
   if (values.render) {
     const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
@@ -80,7 +81,7 @@ async function main(): Promise<number> {
     publish(res);
     return 0;
   }
-  if (values.netns && !process.env[NETNS_ENV]) return inPrivateNetns();
+  if (!values.host && !process.env[NETNS_ENV]) return inPrivateNetns();
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = Math.max(1, Number(values.repeats));
   if (values.rate) plan.latencyRate = Math.max(1, Number(values.rate));
