@@ -5,13 +5,15 @@
 import type net from 'node:net';
 import type { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
-import { sampleConnection } from '../mptcp/sample';
+import { identifyConnection, sampleConnection } from '../mptcp/sample';
 import type { ProxyContext } from './context';
 
 export async function tunnel(conn: ClientConnection, upstream: net.Socket, ctx: ProxyContext, head?: Buffer): Promise<void> {
-  // No sample here: the listener sampled at accept, moments ago (a sample costs a few
-  // getsockopts and a registry update, a large share of a short tunnel's cost); joins that come
-  // later reach the registry from the kernel's events, and the relay samples once before close.
+  // Only the subflow count here (one getsockopt): a full sample costs several and a registry
+  // update, a large share of a short tunnel's cost, and joins reach the registry from the
+  // kernel's events anyway. The count must be read while the subflows are up: by the time the
+  // relay's closing sample runs, the client's DATA_FIN may have closed its joins.
+  identifyConnection(conn);
   // Bytes the client pipelined behind its handshake, still in Node's buffer, go first.
   const buffered = conn.socket.readableLength > 0 ? (conn.socket.read() as Buffer | null) : null;
   const clientHead = buffered ? (head && head.length > 0 ? Buffer.concat([head, buffered]) : buffered) : head;
