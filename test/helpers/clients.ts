@@ -166,7 +166,25 @@ export class ProxiedHttp {
       path: url,
       headers: { host: u.host, ...(opts.contentLength !== undefined ? { 'content-length': opts.contentLength } : {}), ...opts.headers },
     });
-    const response = once(req, 'response') as Promise<[http.IncomingMessage]>;
+    // The response is read while the body is still going out: an echo answers as it reads, and
+    // a client that uploads everything first deadlocks once the buffers on the way back are full.
+    const received = (once(req, 'response') as Promise<[http.IncomingMessage]>).then(async ([res]) => {
+      const hash = createHash('sha256');
+      const keepMax = opts.keepBodyMax ?? 1 << 20;
+      const kept: Buffer[] = [];
+      let size = 0;
+      for await (const d of res as AsyncIterable<Buffer>) {
+        hash.update(d);
+        size += d.length;
+        if (size <= keepMax) kept.push(d);
+      }
+      return { status: res.statusCode ?? 0, headers: res.headers, sha256: hash.digest('hex'), size, body: Buffer.concat(kept) };
+    });
+    // Settled as a value, so a failure during the upload is thrown below, not reported unhandled.
+    const outcome = received.then(
+      (result) => ({ result }),
+      (error: unknown) => ({ error }),
+    );
     if (opts.body) {
       for (const chunk of opts.body) {
         if (req.destroyed) break;
@@ -174,17 +192,9 @@ export class ProxiedHttp {
       }
     }
     req.end();
-    const [res] = await response;
-    const hash = createHash('sha256');
-    const keepMax = opts.keepBodyMax ?? 1 << 20;
-    const kept: Buffer[] = [];
-    let size = 0;
-    for await (const d of res as AsyncIterable<Buffer>) {
-      hash.update(d);
-      size += d.length;
-      if (size <= keepMax) kept.push(d);
-    }
-    return { status: res.statusCode ?? 0, headers: res.headers, sha256: hash.digest('hex'), size, body: Buffer.concat(kept), reusedSocket: req.reusedSocket };
+    const r = await outcome;
+    if ('error' in r) throw r.error;
+    return { ...r.result, reusedSocket: req.reusedSocket };
   }
 
   close(): void {
