@@ -10,7 +10,7 @@ import { runWorker } from '../cluster/worker';
 import { WORKER_ENV } from '../cluster/messages';
 import { claimActivatedSockets } from '../listener/activation';
 import type { FlagValues } from '../config/load';
-import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
+import { runUntilStopped } from '../process/lifecycle';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
@@ -56,7 +56,8 @@ async function runSingle(flags: FlagValues, config: Config, log: Logger): Promis
         await plane.reload(next);
         await app.reload(next);
       },
-      stop: () => stopAll(DRAIN_MS),
+      stop: () => stopAll(app.config.timeouts.drainMs),
+      drainMs: () => app.config.timeouts.drainMs,
       emergencyCleanup: () => plane.stop(),
     };
   });

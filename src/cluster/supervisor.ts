@@ -11,7 +11,7 @@ import type http from 'node:http';
 import client from 'prom-client';
 import { pacRoute } from '../admin/pac';
 import { closeAdminServer, startAdminServer } from '../admin/server';
-import { DRAIN_MS, runUntilStopped } from '../process/lifecycle';
+import { runUntilStopped } from '../process/lifecycle';
 import type { FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
 import type { ClientView } from '../core/connection';
@@ -154,7 +154,8 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
         await plane.reload(next);
         for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
       },
-      stop: () => stopAll(DRAIN_MS),
+      stop: () => stopAll(current.timeouts.drainMs),
+      drainMs: () => current.timeouts.drainMs,
       emergencyCleanup: () => plane.stop(),
     };
   });

@@ -25,6 +25,7 @@ export const RUN_FLAGS = {
   'upstream-mptcp': { type: 'boolean', help: 'try MPTCP to the destination first' },
   'connect-timeout': { type: 'string', help: 'upstream connect timeout, ms' },
   'idle-timeout': { type: 'string', help: 'relay idle timeout, ms (0 = none)' },
+  'drain-timeout': { type: 'string', help: 'on SIGTERM, ms established connections may take to finish' },
   relay: { type: 'string', help: 'relay engine: auto | splice | stream' },
   sniff: { type: 'string', multiple: true, help: 'client-facing interface to watch with the pcap subflow sniffer (repeatable)' },
   'no-mptcp': { type: 'boolean', help: 'listen with plain TCP' },
@@ -104,6 +105,7 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags['upstream-mptcp']) sub('upstream').mptcp = true;
   if (flags['connect-timeout']) sub('upstream').connectTimeoutMs = intFlag('connect-timeout', flags['connect-timeout']);
   if (flags['idle-timeout']) sub('timeouts').idleMs = intFlag('idle-timeout', flags['idle-timeout']);
+  if (flags['drain-timeout']) sub('timeouts').drainMs = intFlag('drain-timeout', flags['drain-timeout']);
   if (flags.relay) sub('relay').engine = flags.relay;
   if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
   if (flags['transparent-interface']) sub('transparent').interfaces = flags['transparent-interface'];

@@ -85,6 +85,8 @@ export interface Config {
   timeouts: {
     handshakeMs: number;
     idleMs: number;
+    /** On SIGTERM: how long established connections may finish before they are closed. */
+    drainMs: number;
   };
   limits: {
     maxConnections: number;
@@ -122,7 +124,7 @@ export const DEFAULTS: Config = {
   ],
   access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [] },
   upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
-  timeouts: { handshakeMs: 15_000, idleMs: 300_000 },
+  timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
   limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxUdpAssociations: 1_000 },
   relay: { engine: 'auto' },
   log: { level: 'info', format: 'auto' },
@@ -314,7 +316,7 @@ export function validateConfig(input: unknown): Config {
   const u = section(raw, 'upstream', root);
   onlyKeys(u, ['mptcp', 'connectTimeoutMs', 'happyEyeballsDelayMs'], root.at('upstream'));
   const t = section(raw, 'timeouts', root);
-  onlyKeys(t, ['handshakeMs', 'idleMs'], root.at('timeouts'));
+  onlyKeys(t, ['handshakeMs', 'idleMs', 'drainMs'], root.at('timeouts'));
   const l = section(raw, 'limits', root);
   onlyKeys(l, ['maxConnections', 'maxConnectionsPerClient', 'maxHeaderBytes', 'maxUdpAssociations'], root.at('limits'));
   const rl = section(raw, 'relay', root);
@@ -360,6 +362,7 @@ export function validateConfig(input: unknown): Config {
     timeouts: {
       handshakeMs: int(t, 'handshakeMs', d.timeouts.handshakeMs, root.at('timeouts'), 1, 600_000),
       idleMs: int(t, 'idleMs', d.timeouts.idleMs, root.at('timeouts'), 0, 86_400_000),
+      drainMs: int(t, 'drainMs', d.timeouts.drainMs, root.at('timeouts'), 0, 3_600_000),
     },
     limits: {
       maxConnections: int(l, 'maxConnections', d.limits.maxConnections, root.at('limits'), 1),

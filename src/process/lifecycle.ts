@@ -7,8 +7,6 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { notifyReady, notifyReloading, notifyStopping } from '../sys/sdnotify';
 
-export const DRAIN_MS = 5_000;
-
 /**
  * Run `job` now, or, when a run is under way, once more after it: reloads never overlap (two at
  * once would both try to bind a new listener), and a burst of requests costs at most one extra run.
@@ -47,7 +45,10 @@ export async function reloadFromFlags(flags: FlagValues, log: Logger, apply: (ne
 
 export interface Lifecycle {
   reload(next: Config): Promise<void>;
+  /** Stop accepting, let established connections finish for up to drainMs(), then clean up. */
   stop(): Promise<void>;
+  /** The drain time of the config now running (timeouts.drainMs). */
+  drainMs(): number;
   /** Remove kernel state at once (fatal error). */
   emergencyCleanup(): Promise<void>;
 }
@@ -70,7 +71,7 @@ export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Pro
       if (stopping) return;
       stopping = true;
       notifyStopping();
-      log.info('stopping', { signal, drainMs: DRAIN_MS });
+      log.info('stopping', { signal, drainMs: life.drainMs() });
       life.stop().then(
         () => resolve(0),
         (e) => {

@@ -32,6 +32,8 @@ test('flags win over the file, the file over defaults', () => {
   );
   assert.equal(withFlags.log.level, 'warn');
   assert.equal(withFlags.upstream.connectTimeoutMs, 3000);
+  assert.equal(withFlags.timeouts.drainMs, DEFAULTS.timeouts.drainMs);
+  assert.equal(loadConfig(parseRunFlags(['--config', file, '--drain-timeout', '30000'])).timeouts.drainMs, 30_000);
 });
 
 test('a non-loopback listener without allow-list or users is refused with an explanation', () => {
@@ -48,6 +50,7 @@ test('bad values name the key that is wrong', () => {
     [{ listeners: [{ protocol: 'ftp', listen: '127.0.0.1:1' }] }, /^listeners\.\[0\]\.protocol/],
     [{ listeners: [{ protocol: 'http', listen: 'nope' }] }, /^listeners\.\[0\]\.listen/],
     [{ relay: { engine: 'magic' } }, /^relay\.engine/],
+    [{ timeouts: { drainMs: -5 } }, /^timeouts\.drainMs: must be an integer/],
     [{ access: { users: [{ name: 'a', password: 'secret' }] } }, /password/],
   ];
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));

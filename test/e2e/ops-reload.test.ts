@@ -119,6 +119,9 @@ async function waitListening(tb: Testbed, port: number, want: boolean, ms = 5_00
   }
 }
 
+/** Long, so that an exit right after the downloads shows the drain ends when they do. */
+const DRAIN_MS = 20_000;
+
 interface ConfigShape {
   listeners: { name: string; protocol: string; port: number }[];
   allowClients: string[];
@@ -136,6 +139,7 @@ function writeConfig(file: string, host: string, c: ConfigShape): void {
     'upstream:',
     `  connectTimeoutMs: ${c.connectTimeoutMs}`,
     'metrics: { enabled: false }',
+    `timeouts: { drainMs: ${DRAIN_MS} }`,
     'log: { format: json }',
     'policies:',
     `  - { name: cap, match: { client: "${c.policyClient}" }, rate: ${c.policyRate} }`,
@@ -310,7 +314,8 @@ for (const workers of [1, 2]) {
         await sleep(700);
         const termAt = Date.now();
         px.proc.kill('SIGTERM');
-        await px.waitForLog((l) => l.message === 'stopping', 5_000);
+        const stopping = await px.waitForLog((l) => l.message === 'stopping', 5_000);
+        assert.equal(stopping.drainMs, DRAIN_MS, 'the drain runs for the configured time');
         const exitP = px.exited.then((e) => ({ ...e, at: Date.now() }));
         // New connections: refused once the listeners are closed (give the workers their message).
         await waitListening(t, pHttp, false, 2_000);
