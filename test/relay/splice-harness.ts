@@ -6,7 +6,9 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { connectMptcp, createListenSocket, socketName } from '../../src/sys/socket';
+import assert from 'node:assert/strict';
 import type { RelayOptions, RelayResult } from '../../src/relay/relay';
+import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../../src/relay/splice-relay';
 
 export type Kind = 'tcp' | 'mptcp';
 export const HOST = '127.0.0.1';
@@ -174,4 +176,23 @@ export function closeOutcome(socket: net.Socket): Promise<string> {
     socket.once('close', () => resolve(code ?? 'closed'));
     socket.resume();
   });
+}
+
+/**
+ * The built splice engine for a test file (its absence fails the file, not skips it), checked
+ * after the file's tests to have handed every relay back from the native thread.
+ */
+export function useSpliceEngine(hooks: { before: (fn: () => void) => void; after: (fn: () => void) => void }): () => SpliceRelay {
+  let engine: SpliceRelay | null = null;
+  hooks.before(() => {
+    engine = loadSpliceRelay();
+    assert.ok(engine, `splice addon must be built for these tests: ${spliceUnavailableReason()}`);
+  });
+  hooks.after(() => {
+    assert.equal(engine?.active(), 0, 'every relay handed back by the native thread');
+  });
+  return () => {
+    if (!engine) throw new Error('splice engine not loaded (before hook failed?)');
+    return engine;
+  };
 }

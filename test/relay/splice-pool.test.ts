@@ -7,20 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../../src/relay/splice-relay';
-import { closeOutcome, connect, listen, startProxy } from './splice-harness';
+import { closeOutcome, connect, listen, startProxy, useSpliceEngine } from './splice-harness';
 
-let engine: SpliceRelay;
-
-before(() => {
-  const e = loadSpliceRelay();
-  assert.ok(e, `splice addon must be built for these tests: ${spliceUnavailableReason()}`);
-  engine = e;
-});
-
-after(() => {
-  assert.equal(engine.active(), 0, 'every relay handed back by the native thread');
-});
+const engine = useSpliceEngine({ before, after });
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
@@ -53,19 +42,19 @@ describe('splice relay pipe pool (client mptcp → upstream tcp)', { timeout: 18
       s.on('error', () => {});
       s.pipe(s);
     });
-    const proxy = await startProxy({ clientKind: 'mptcp', upstreamKind: 'tcp', upstreamPort: server.port, relay: (c, u, o) => engine.relay(c, u, o) });
+    const proxy = await startProxy({ clientKind: 'mptcp', upstreamKind: 'tcp', upstreamPort: server.port, relay: (c, u, o) => engine().relay(c, u, o) });
     const clients: net.Socket[] = [];
     try {
       for (let i = 0; i < pairs; i += 200) {
         const batch = await Promise.all(Array.from({ length: Math.min(200, pairs - i) }, () => connect('mptcp', proxy.port)));
         clients.push(...batch);
       }
-      await until(() => engine.active() === pairs, 20_000);
-      assert.equal(engine.active(), pairs, 'every pair runs natively');
+      await until(() => engine().active() === pairs, 20_000);
+      assert.equal(engine().active(), pairs, 'every pair runs natively');
       // Traffic on every tunnel, 200 at a time: pipes are taken and given back.
       for (let i = 0; i < pairs; i += 200) await Promise.all(clients.slice(i, i + 200).map((c) => echoOnce(c, String.fromCharCode(65 + (i % 26)))));
-      await until(() => engine.stats().pipesInUse === 0, 2000);
-      const idle = engine.stats();
+      await until(() => engine().stats().pipesInUse === 0, 2000);
+      const idle = engine().stats();
       assert.equal(idle.active, pairs);
       assert.equal(idle.pipesInUse, 0, 'idle relays hold no pipe');
       assert.ok(idle.pipesOpen <= 64, `pool stays small: ${idle.pipesOpen} pipes open for ${pairs} relays`);
@@ -83,10 +72,10 @@ describe('splice relay pipe pool (client mptcp → upstream tcp)', { timeout: 18
       await proxy.close();
       await server.close();
     }
-    await until(() => engine.active() === 0, 5000);
-    await until(() => openFds() <= fdsBefore + 2 * engine.stats().pipesOpen + 10, 3000);
+    await until(() => engine().active() === 0, 5000);
+    await until(() => openFds() <= fdsBefore + 2 * engine().stats().pipesOpen + 10, 3000);
     const left = openFds() - fdsBefore;
-    assert.ok(left <= 2 * engine.stats().pipesOpen + 10, `fds after close: ${left} above the start (pool ${engine.stats().pipesOpen} pipes)`);
+    assert.ok(left <= 2 * engine().stats().pipesOpen + 10, `fds after close: ${left} above the start (pool ${engine().stats().pipesOpen} pipes)`);
   });
 
   it('gives a pipe back only once it is empty: a stalled receiver keeps its bytes in one', async () => {
@@ -95,15 +84,15 @@ describe('splice relay pipe pool (client mptcp → upstream tcp)', { timeout: 18
       serverSocket = s;
       s.pause();
     });
-    const proxy = await startProxy({ clientKind: 'mptcp', upstreamKind: 'tcp', upstreamPort: server.port, relay: (c, u, o) => engine.relay(c, u, o) });
+    const proxy = await startProxy({ clientKind: 'mptcp', upstreamKind: 'tcp', upstreamPort: server.port, relay: (c, u, o) => engine().relay(c, u, o) });
     try {
       const client = await connect('mptcp', proxy.port);
-      const before = engine.stats().pipesInUse;
+      const before = engine().stats().pipesInUse;
       // More than the socket buffers take while the server reads nothing: bytes wait in the pipe.
       const big = Buffer.alloc(32 << 20, 7);
       client.write(big);
-      await until(() => engine.stats().pipesInUse > before, 5000);
-      assert.equal(engine.stats().pipesInUse, before + 1, 'the stalled direction holds one pipe');
+      await until(() => engine().stats().pipesInUse > before, 5000);
+      assert.equal(engine().stats().pipesInUse, before + 1, 'the stalled direction holds one pipe');
       let got = 0;
       const all = new Promise<void>((resolve) => {
         serverSocket.on('data', (d: Buffer) => {
@@ -113,8 +102,8 @@ describe('splice relay pipe pool (client mptcp → upstream tcp)', { timeout: 18
       });
       serverSocket.resume();
       await all;
-      await until(() => engine.stats().pipesInUse === before, 2000);
-      assert.equal(engine.stats().pipesInUse, before, 'drained: the pipe is back in the pool');
+      await until(() => engine().stats().pipesInUse === before, 2000);
+      assert.equal(engine().stats().pipesInUse, before, 'drained: the pipe is back in the pool');
       client.end();
       serverSocket.end();
       const run = await proxy.nextResult();

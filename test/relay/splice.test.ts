@@ -7,10 +7,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../../src/relay/splice-relay';
 import type { RelayOptions } from '../../src/relay/relay';
+import { loadSpliceRelay, type SpliceRelay } from '../../src/relay/splice-relay';
 import { isMptcp, socketFd } from '../../src/sys/socket';
-import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy } from './splice-harness';
+import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy, useSpliceEngine } from './splice-harness';
 
 const MODES: { client: Kind; upstream: Kind }[] = [
   { client: 'tcp', upstream: 'tcp' },
@@ -18,17 +18,7 @@ const MODES: { client: Kind; upstream: Kind }[] = [
   { client: 'mptcp', upstream: 'mptcp' },
 ];
 
-let engine: SpliceRelay;
-
-before(() => {
-  const e = loadSpliceRelay();
-  assert.ok(e, `splice addon must be built for these tests: ${spliceUnavailableReason()}`);
-  engine = e;
-});
-
-after(() => {
-  assert.equal(engine.active(), 0, 'every relay handed back by the native thread');
-});
+const engine = useSpliceEngine({ before, after });
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve!: (v: T) => void;
@@ -56,7 +46,7 @@ async function rig(
     serverMptcp.push(isMptcp(socketFd(s)));
     onServer(s);
   });
-  const relay = extra.relay ?? engine;
+  const relay = extra.relay ?? engine();
   const proxy = await startProxy({
     clientKind: mode.client,
     upstreamKind: mode.upstream,
@@ -428,7 +418,7 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
       const clients = await Promise.all(payloads.map(() => connect(mode.client, r.proxy.port)));
       const got = clients.map((c) => receiveAll(c));
       await new Promise((res) => setTimeout(res, 50));
-      assert.ok(engine.active() > 0, 'relays are running natively');
+      assert.ok(engine().active() > 0, 'relays are running natively');
       await Promise.all(clients.map((c, i) => sendAll(c, payloads[i]!, { end: true })));
       const received = await Promise.all(got);
       received.forEach((g, i) => assert.equal(g.sha256, sha256(payloads[i]!), `pair ${i}`));
@@ -440,8 +430,8 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
         assert.ok(res, `a relay counted ${p.length} bytes up`);
         assert.deepEqual(res, { bytesUp: p.length, bytesDown: p.length, end: 'done' });
       }
-      for (let i = 0; i < 100 && engine.active() > 0; i++) await new Promise((res) => setTimeout(res, 10));
-      assert.equal(engine.active(), 0);
+      for (let i = 0; i < 100 && engine().active() > 0; i++) await new Promise((res) => setTimeout(res, 10));
+      assert.equal(engine().active(), 0);
       clients.forEach((c) => c.destroy());
     } finally {
       await r.close();
