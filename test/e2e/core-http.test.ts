@@ -53,6 +53,34 @@ describe('core: HTTP forward proxy, Node client and refusals', { timeout: 120_00
     assert.equal(px.logs.filter((l, i) => i >= seen && l.message === 'connection').length, 1);
   });
 
+  test('a client served over a pooled upstream socket is still logged with its destination', async () => {
+    const url = server.url('/bytes/1000?seed=3');
+    const dest = new URL(url).host;
+    const seen = px.logs.length;
+    // Two client connections one after the other: the second reuses the upstream socket the
+    // proxy opened (and checked) for the first.
+    for (let i = 0; i < 2; i++) {
+      const client = await ProxiedHttp.open(tb(), tb().addr.proxy1, HTTP_PORT);
+      try {
+        assert.equal((await client.request('GET', url)).status, 200);
+      } finally {
+        client.close();
+      }
+    }
+    const lines = async (): Promise<typeof px.logs> => {
+      for (let t = 0; t < 50; t++) {
+        const found = px.logs.filter((l, i) => i >= seen && l.message === 'connection');
+        if (found.length >= 2) return found;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.fail('two connection lines expected');
+    };
+    for (const line of await lines()) {
+      assert.equal(line.destination, dest, JSON.stringify(line));
+      assert.equal(line.upstream, tb().addr.server, JSON.stringify(line));
+    }
+  });
+
   test('POST of 20 MB chunked and PUT of 5 MB with content-length are echoed intact', async () => {
     const client = await ProxiedHttp.open(tb(), tb().addr.proxy1, HTTP_PORT);
     try {

@@ -119,16 +119,22 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       refuse(conn, err);
       return errorResponse(res, err, true);
     }
+    const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 80 };
     const upstreamReq = http.request({
       agent,
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port ? Number(url.port) : 80,
+      ...target,
       method: req.method,
       path: `${url.pathname}${url.search}`,
       headers: forwardHeaders(req.rawHeaders),
       setHost: false,
       proxyConn: conn,
     } as http.RequestOptions);
+    // A pooled socket was connected (and checked) for an earlier client: this connection's log
+    // and /connections still name where its requests went.
+    upstreamReq.on('socket', (socket) => {
+      conn.destination ??= target;
+      conn.upstreamAddress ??= socket.remoteAddress ?? null;
+    });
     upstreamReq.on('response', (upstreamRes) => {
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.rawHeaders));
       upstreamRes.pipe(res);
