@@ -166,8 +166,11 @@ export class Servers {
         const [http, socks] = [await freePort(), await freePort()];
         const cfg = path.join(this.sub(name), 'config.yaml');
         // Per-client limits would refuse the 10,000-tunnel workload: every client here is 127.0.0.1.
-        fs.writeFileSync(cfg, 'limits:\n  maxConnections: 40000\n  maxConnectionsPerClient: 40000\n');
-        const argv = [...node('dist/src/cli/main.js'), '--config', cfg, '--http', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', 'warn', '--no-metrics', '--relay', name === 'ours-splice' ? 'splice' : 'stream'];
+        fs.writeFileSync(cfg, 'limits:\n  maxConnections: 40000\n  maxConnectionsPerClient: 40000\ntimeouts:\n  drainMs: 500\n');
+        // BENCH_PROXY_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p") profiles our proxy under a workload.
+        const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+        const [exe, ...rest] = node('dist/src/cli/main.js');
+        const argv = [exe!, ...flags, ...rest, '--config', cfg, '--http', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', 'warn', '--no-metrics', '--relay', name === 'ours-splice' ? 'splice' : 'stream'];
         return started(new Daemon(name, withNofile(argv)), { http, socks });
       }
       case 'dante': {

@@ -107,6 +107,8 @@ export class CidrSet {
     }
   }
   has(ip: string): boolean {
+    // The common IPv4 case skips unmapping (it would test the family twice more).
+    if (net.isIPv4(ip)) return this.list.check(ip, 'ipv4');
     const addr = unmapIPv6(ip);
     return this.list.check(addr, net.isIPv6(addr) ? 'ipv6' : 'ipv4');
   }

@@ -198,7 +198,7 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
    * Per-subflow addresses and tcp_info of one MPTCP socket, enriched with ids, backup flag and
    * interface from the events when this view saw them. Empty when the socket is not MPTCP.
    */
-  snapshot(fd: number): SubflowSnapshot[] {
+  snapshot(fd: number, knownToken?: number): SubflowSnapshot[] {
     let samples: SubflowSample[] | null = null;
     // A subflow joining or closing between the two getsockopts makes the counts disagree.
     for (let attempt = 0; attempt < 3 && !samples; attempt++) {
@@ -208,7 +208,8 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
       samples = pairSubflows(addrs, SUBFLOW_ADDRS_SIZE, infos, TCP_INFO_SIZE);
     }
     if (!samples) return [];
-    const token = this.mptcpToken(fd);
+    // A caller that has just read MPTCP_INFO passes its token: one getsockopt less per sample.
+    const token = knownToken ?? this.mptcpToken(fd);
     const conn = token === null ? undefined : this.table.get(token);
     return samples.map((s) => {
       const t = conn && s.local && s.remote ? conn.subflows.get(subflowKey(s.local, s.remote)) : undefined;
@@ -243,12 +244,14 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
       case 'created':
       case 'established': {
         this.track(ev);
-        this.emit(ev.type === 'created' ? 'connection-created' : 'connection-established', { ...ev, ...timing() });
+        const name = ev.type === 'created' ? 'connection-created' : 'connection-established';
+        // Several of these per new connection: no event object for an event nobody listens to.
+        if (this.listenerCount(name) > 0) this.emit(name, { ...ev, ...timing() });
         return;
       }
       case 'closed':
         this.table.delete(ev.token);
-        this.emit('connection-closed', { ...ev, ...timing() });
+        if (this.listenerCount('connection-closed') > 0) this.emit('connection-closed', { ...ev, ...timing() });
         return;
       case 'sub-established':
       case 'sub-closed':

@@ -29,9 +29,9 @@ export interface SubflowSampleData {
 }
 
 /** Read one connection's subflows from its socket (it must be open). */
-export function readSubflowSamples(view: KernelView, fd: number): SubflowSampleData[] {
+export function readSubflowSamples(view: KernelView, fd: number, token?: number): SubflowSampleData[] {
   const out: SubflowSampleData[] = [];
-  for (const s of view.snapshot(fd)) {
+  for (const s of view.snapshot(fd, token)) {
     if (!s.local || !s.remote || !s.tcp) continue;
     out.push({ index: s.index, local: s.local, remote: s.remote, ifName: s.ifName, backup: s.backup, bytesTx: Number(s.tcp.bytesAcked), bytesRx: Number(s.tcp.bytesReceived), rttUs: s.tcp.rttUs, mss: s.tcp.sndMss });
   }
@@ -91,7 +91,7 @@ export function registrySink(registry: SubflowRegistry): ConnectionSink {
 export function feedConnectionEvents(events: ProxyEvents, view: KernelView, sink: ConnectionSink): void {
   events.on('connection-sample', (conn: ClientConnection) => {
     if (conn.token === null || conn.fd < 0) return;
-    sink.sample(viewOf(conn), readSubflowSamples(view, conn.fd));
+    sink.sample(viewOf(conn), readSubflowSamples(view, conn.fd, conn.token));
   });
   events.on('connection-open', (conn) => sink.client(viewOf(conn)));
   events.on('upstream-connected', (conn) => sink.client(viewOf(conn)));
