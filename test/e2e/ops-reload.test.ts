@@ -130,6 +130,20 @@ interface ConfigShape {
   connectTimeoutMs: number;
 }
 
+/** An HTTP and a SOCKS listener, the test client allowed, a policy that matches nobody here. */
+function baseConfig(clientCidr: string, pHttp: number, pSocks: number): ConfigShape {
+  return {
+    listeners: [
+      { name: 'http', protocol: 'http', port: pHttp },
+      { name: 'socks', protocol: 'socks', port: pSocks },
+    ],
+    allowClients: [clientCidr],
+    policyClient: '192.0.2.0/24',
+    policyRate: '5mbit',
+    connectTimeoutMs: 10_000,
+  };
+}
+
 function writeConfig(file: string, host: string, c: ConfigShape): void {
   const yaml = [
     'listeners:',
@@ -173,17 +187,8 @@ for (const workers of [1, 2]) {
       const host = t.addr.proxy1;
       const [pHttp, pSocks, pOld, pNew] = pickPorts(4);
       const file = path.join(t.tmpDir, `reload-${workers}.yaml`);
-      const v1: ConfigShape = {
-        listeners: [
-          { name: 'http', protocol: 'http', port: pHttp },
-          { name: 'socks', protocol: 'socks', port: pSocks },
-          { name: 'old', protocol: 'http', port: pOld },
-        ],
-        allowClients: [t.cidr],
-        policyClient: '192.0.2.0/24',
-        policyRate: '5mbit',
-        connectTimeoutMs: 10_000,
-      };
+      const base = baseConfig(t.cidr, pHttp, pSocks);
+      const v1: ConfigShape = { ...base, listeners: [...base.listeners, { name: 'old', protocol: 'http', port: pOld }] };
       const v2: ConfigShape = {
         ...v1,
         listeners: [v1.listeners[0], v1.listeners[1], { name: 'new', protocol: 'mixed', port: pNew }],
@@ -288,16 +293,7 @@ for (const workers of [1, 2]) {
       const host = t.addr.proxy1;
       const [pHttp, pSocks] = pickPorts(2);
       const file = path.join(t.tmpDir, `drain-${workers}.yaml`);
-      writeConfig(file, host, {
-        listeners: [
-          { name: 'http', protocol: 'http', port: pHttp },
-          { name: 'socks', protocol: 'socks', port: pSocks },
-        ],
-        allowClients: [t.cidr],
-        policyClient: '192.0.2.0/24',
-        policyRate: '5mbit',
-        connectTimeoutMs: 10_000,
-      });
+      writeConfig(file, host, baseConfig(t.cidr, pHttp, pSocks));
       const px = await startWithConfig(t, file, workers, [pHttp, pSocks]);
       let exited = false;
       try {
