@@ -102,6 +102,8 @@ async function main(): Promise<number> {
   const res: BenchResults = { mode: plan.mode, machine: machine(), seconds: 0, bestOf: plan.repeats, rows: [], targets: [], charts: [], series: {}, skipped: {} };
   // tmpfs: the origin's documents cost no disk reads.
   const tmp = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'mpx-bench-'));
+  // Also on Ctrl-C / SIGTERM (bench/lib/proc exits from its signal handler, past the finally below).
+  process.once('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
   const servers = new Servers(tmp, { big: plan.bigBytes, medium: plan.mediumBytes });
   const step = async (name: WorkloadName, fn: () => Promise<Row[]>): Promise<void> => {
     if (!only.has(name)) return;
