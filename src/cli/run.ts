@@ -56,8 +56,8 @@ async function runSingle(flags: FlagValues, config: Config, log: Logger): Promis
         await plane.reload(next);
         await app.reload(next);
       },
-      stop: () => stopAll(app.config.timeouts.drainMs),
-      drainMs: () => app.config.timeouts.drainMs,
+      stop: stopAll,
+      config: () => app.config,
       emergencyCleanup: () => plane.stop(),
     };
   });

@@ -154,8 +154,8 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
         await plane.reload(next);
         for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
       },
-      stop: () => stopAll(current.timeouts.drainMs),
-      drainMs: () => current.timeouts.drainMs,
+      stop: stopAll,
+      config: () => current,
       emergencyCleanup: () => plane.stop(),
     };
   });

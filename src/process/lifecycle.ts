@@ -45,10 +45,10 @@ export async function reloadFromFlags(flags: FlagValues, log: Logger, apply: (ne
 
 export interface Lifecycle {
   reload(next: Config): Promise<void>;
-  /** Stop accepting, let established connections finish for up to drainMs(), then clean up. */
-  stop(): Promise<void>;
-  /** The drain time of the config now running (timeouts.drainMs). */
-  drainMs(): number;
+  /** Stop accepting, let established connections finish for up to drainMs, then clean up. */
+  stop(drainMs: number): Promise<void>;
+  /** The config now running (the last one a reload applied). */
+  config(): Config;
   /** Remove kernel state at once (fatal error). */
   emergencyCleanup(): Promise<void>;
 }
@@ -71,8 +71,9 @@ export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Pro
       if (stopping) return;
       stopping = true;
       notifyStopping();
-      log.info('stopping', { signal, drainMs: life.drainMs() });
-      life.stop().then(
+      const { drainMs } = life.config().timeouts;
+      log.info('stopping', { signal, drainMs });
+      life.stop(drainMs).then(
         () => resolve(0),
         (e) => {
           log.error('stop failed', { error: (e as Error).message });
