@@ -47,21 +47,30 @@ function key(t: FourTuple): string {
 }
 
 /**
- * The whole table, created atomically. "table X" + "delete table X" first makes it idempotent:
- * a table left by a crashed run is replaced in the same transaction.
+ * An owned table as one transaction. "table X" + "delete table X" first makes it idempotent: a
+ * table left by a crashed run is replaced in the same transaction. The comment names the owner.
  */
+export function ownedTableScript(table: string, purpose: string, body: readonly string[]): string {
+  const t = `${NFT_FAMILY} ${table}`;
+  return [`table ${t}`, `delete table ${t}`, `table ${t} {`, `  comment "owned by mptcp-proxy: ${purpose}"`, ...body, '}'].join('\n');
+}
+
+const IFNAME = /^[\w.@:-]{1,15}$/;
+
+/** `iifname { "a", "b" } ` (with its trailing space), or '' for none = every interface; names are checked. */
+export function interfaceMatch(keyword: 'iifname' | 'oifname', names: readonly string[]): string {
+  for (const i of names) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
+  return names.length > 0 ? `${keyword} { ${names.map((i) => `"${i}"`).join(', ')} } ` : '';
+}
+
+/** The steering table: subflow 4-tuple maps to a routing mark and an HTB class. */
 export function buildTableScript(): string {
-  const t = `${NFT_FAMILY} ${NFT_TABLE}`;
   const maps = ([4, 6] as const).flatMap((f) => {
     const a = f === 4 ? 'ipv4_addr' : 'ipv6_addr';
     return (['class', 'mark'] as const).map((k) => `  map ${mapName(k, f)} { type ${a} . inet_service . ${a} . inet_service : ${k === 'class' ? 'classid' : 'mark'}; }`);
   });
   const lookup = (f: 4 | 6, k: NftMapKind): string => `${f === 4 ? 'ip' : 'ip6'} saddr . tcp sport . ${f === 4 ? 'ip' : 'ip6'} daddr . tcp dport map @${mapName(k, f)}`;
-  return [
-    `table ${t}`,
-    `delete table ${t}`,
-    `table ${t} {`,
-    `  comment "owned by mptcp-proxy: subflow steering"`,
+  return ownedTableScript(NFT_TABLE, 'subflow steering', [
     ...maps,
     // type route: a changed mark re-routes locally generated packets (the proxy's own subflows).
     '  chain steer_route {',
@@ -75,8 +84,7 @@ export function buildTableScript(): string {
     `    meta nfproto ipv4 meta l4proto tcp meta priority set ${lookup(4, 'class')}`,
     `    meta nfproto ipv6 meta l4proto tcp meta priority set ${lookup(6, 'class')}`,
     '  }',
-    '}',
-  ].join('\n');
+  ]);
 }
 
 /** Element changes as one `nft -f -` transaction (all or nothing). */
@@ -103,8 +111,6 @@ export interface TproxyTarget {
   dports: readonly number[];
 }
 
-const IFNAME = /^[\w.@:-]{1,15}$/;
-
 /**
  * The transparent table as one transaction (a crashed run's table is replaced in it). Packets
  * for the host's own addresses are left alone, so its listeners and services stay reachable and
@@ -112,9 +118,7 @@ const IFNAME = /^[\w.@:-]{1,15}$/;
  * the diverted packets to the local table (see buildTproxyRouting).
  */
 export function buildTproxyScript(targets: readonly TproxyTarget[], interfaces: readonly string[], mark: number, clients: readonly string[]): string {
-  for (const i of interfaces) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
-  const t = `${NFT_FAMILY} ${TPROXY_TABLE}`;
-  const iif = interfaces.length > 0 ? `iifname { ${interfaces.map((i) => `"${i}"`).join(', ')} } ` : '';
+  const iif = interfaceMatch('iifname', interfaces);
   // Only allowed clients are diverted: anyone else's traffic passes as if the proxy were not there
   // (diverting it would only get it reset). A family with no allowed range diverts nothing.
   const ranges = clients.map(parseCidr);
@@ -128,18 +132,13 @@ export function buildTproxyScript(targets: readonly TproxyTarget[], interfaces: 
     const ip = v6 ? 'ip6' : 'ip';
     return [`    ${iif}${ip} saddr { ${sources.join(', ')} } tcp dport ${ports} tproxy ${ip} to ${to} meta mark set 0x${mark.toString(16)} accept`];
   });
-  return [
-    `table ${t}`,
-    `delete table ${t}`,
-    `table ${t} {`,
-    '  comment "owned by mptcp-proxy: transparent mode (TPROXY)"',
+  return ownedTableScript(TPROXY_TABLE, 'transparent mode (TPROXY)', [
     '  chain divert {',
     '    type filter hook prerouting priority mangle; policy accept;',
     '    fib daddr type local return',
     ...rules,
     '  }',
-    '}',
-  ].join('\n');
+  ]);
 }
 
 export function buildDeleteTableScript(table = NFT_TABLE): string {

@@ -14,7 +14,7 @@
 import { CodedError } from '../core/errors';
 import type { Logger } from '../log/logger';
 import { ExecError, ExecErrorCode } from '../sys/exec';
-import { NFT_FAMILY, nftApply, nftDeleteTable } from '../sys/nft';
+import { NFT_FAMILY, interfaceMatch, nftApply, nftDeleteTable, ownedTableScript } from '../sys/nft';
 
 /** Owned by name: cleanup removes exactly this table. */
 export const MSS_TABLE = 'mptcp_proxy_mss';
@@ -28,25 +28,16 @@ export interface MssClampConfig {
   mssInterfaces: string[];
 }
 
-const IFNAME = /^[\w.@:-]{1,15}$/;
-
-/** The whole table as one `nft -f -` transaction. Interface names must match IFNAME. */
+/** The whole table as one `nft -f -` transaction (interface names are checked). */
 export function buildMssClampScript(interfaces: readonly string[]): string {
-  for (const i of interfaces) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
-  const t = `${NFT_FAMILY} ${MSS_TABLE}`;
-  const oif = interfaces.length > 0 ? `oifname { ${interfaces.map((i) => `"${i}"`).join(', ')} } ` : '';
-  return [
-    `table ${t}`,
-    `delete table ${t}`,
-    `table ${t} {`,
-    '  comment "owned by mptcp-proxy: MSS clamp to route MTU"',
+  const oif = interfaceMatch('oifname', interfaces);
+  return ownedTableScript(MSS_TABLE, 'MSS clamp to route MTU', [
     // postrouting sees the proxy's own SYN/ACKs and forwarded SYNs alike, with their route chosen.
     '  chain clamp {',
     '    type filter hook postrouting priority mangle; policy accept;',
     `    ${oif}tcp flags & (syn | rst) == syn counter tcp option maxseg size set rt mtu`,
     '  }',
-    '}',
-  ].join('\n');
+  ]);
 }
 
 export class MssClampError extends CodedError<'MPX_MSS_CLAMP'> {
