@@ -41,6 +41,7 @@ async function waitListening(tb: Testbed, port: number): Promise<void> {
 
 async function iperf(tb: Testbed, o: { mptcp: boolean; reverse: boolean; paths?: (tb: Testbed) => Promise<[LinkCounters, LinkCounters]> }): Promise<IperfRun> {
   const counters = o.paths ?? ((t: Testbed) => t.pathCounters());
+  await tb.quietPaths();
   const before = await counters(tb);
   const r = await tb.exec('client', [...(o.mptcp ? ['mptcpize', 'run'] : []), 'iperf3', '-c', tb.addr.proxy1, '-p', String(IPERF_PORT), '-t', '3', '-J', ...(o.reverse ? ['-R'] : [])], { timeoutMs: 20_000 });
   assert.equal(r.code, 0, `iperf3 failed: ${r.stderr}${r.stdout.slice(0, 500)}`);

@@ -377,6 +377,25 @@ export class Testbed {
     return [await this.counters('client', this.ifaces.client1), await this.counters('client', this.ifaces.client2)];
   }
 
+  /**
+   * Wait until both client paths are quiet (under `maxBytes` in `windowMs`), so that a measurement
+   * counts its own flow and not the tail a previous test's flow still has queued in the shapers.
+   */
+  async quietPaths(o: { windowMs?: number; maxBytes?: number; timeoutMs?: number } = {}): Promise<void> {
+    const windowMs = o.windowMs ?? 200;
+    const maxBytes = o.maxBytes ?? 20_000;
+    const deadline = Date.now() + (o.timeoutMs ?? 5_000);
+    const total = (c: [LinkCounters, LinkCounters]): number[] => c.map((x) => x.rxBytes + x.txBytes);
+    let prev = total(await this.pathCounters());
+    for (;;) {
+      await new Promise((r) => setTimeout(r, windowMs));
+      const cur = total(await this.pathCounters());
+      if (cur.every((b, i) => b - prev[i] < maxBytes)) return;
+      if (Date.now() > deadline) throw new Error(`client paths still busy after ${o.timeoutMs ?? 5_000} ms: ${cur.map((b, i) => b - prev[i]).join(' / ')} B in the last ${windowMs} ms`);
+      prev = cur;
+    }
+  }
+
   /** Load an nftables script inside a namespace (e.g. a drop rule that blackholes a port). */
   async nft(ns: Role | string, script: string): Promise<void> {
     await mustRun(['ip', 'netns', 'exec', this.nsOf(ns), 'nft', '-f', '-'], { input: script });
