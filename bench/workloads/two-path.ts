@@ -1,7 +1,8 @@
 /**
  * The two-path namespace testbed (test/helpers/testbed): a client with two 50 Mbit/s paths,
  * mptcp-proxy (splice relay) in between, the legacy HTTP server behind it. Three figures:
- *   - aggregation: one MPTCP download through the proxy vs the sum of each path alone (plain TCP);
+ *   - aggregation: one MPTCP download through the proxy vs the sum of each path alone (plain TCP)
+ *     and vs the same download with no proxy at all (an MPTCP server in the proxy's namespace);
  *   - seed 004 Fig. 4: the client's receive buffer capped at 0.18 MB, 0.72 MB, or kernel auto;
  *   - seed 004 Fig. 5: MTU 1500 vs 1000 on both paths (buffer 0.72 MB, as in the paper), MPTCP vs TCP.
  * Per-path throughput is sampled from the client interfaces' counters for the charts.
@@ -9,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { startLegacyServer, type LegacyServer } from '../../test/helpers/legacy-server';
 import { mustRun } from '../../test/helpers/run';
-import { withTestbed, type Testbed } from '../../test/helpers/testbed';
+import { firstLine, withTestbed, type Testbed } from '../../test/helpers/testbed';
 import { measure, type Measured } from '../lib/measure';
 import { sleep } from '../lib/proc';
 import type { Row, Series } from '../lib/results';
@@ -26,10 +27,19 @@ interface Download {
   mptcp: boolean;
   /** Plain TCP pinned to one path (by source address). */
   path?: 1 | 2;
+  /** Straight to the MPTCP server in the proxy's namespace: the kernel's own limit on this testbed. */
+  direct?: boolean;
+}
+
+/** The servers one download can use: through the proxy to the legacy server, or direct. */
+interface Servers {
+  viaProxy: LegacyServer;
+  /** Base URL of the MPTCP server in the proxy's namespace. */
+  directUrl: string;
 }
 
 /** One download through the proxy, with client-side per-path receive rates sampled. */
-async function download(tb: Testbed, srv: LegacyServer, bytes: number, d: Download): Promise<{ mbit: number; series: Series }> {
+async function download(tb: Testbed, srv: Servers, bytes: number, d: Download): Promise<{ mbit: number; series: Series }> {
   const argv = [
     ...(d.mptcp ? ['mptcpize', 'run'] : []),
     'curl',
@@ -40,10 +50,7 @@ async function download(tb: Testbed, srv: LegacyServer, bytes: number, d: Downlo
     '-w',
     '%{size_download} %{time_total}',
     ...(d.path === 2 ? ['--interface', tb.addr.client2] : []),
-    '-p',
-    '-x',
-    `http://${tb.addr.proxy1}:${PROXY_PORT}`,
-    srv.url(`/bytes/${bytes}`),
+    ...(d.direct ? [`${srv.directUrl}/bytes/${bytes}`] : ['-p', '-x', `http://${tb.addr.proxy1}:${PROXY_PORT}`, srv.viaProxy.url(`/bytes/${bytes}`)]),
   ];
   const series: Series = { t: [], lines: { path1: [], path2: [], total: [] } };
   let done = false;
@@ -76,8 +83,10 @@ type Case = { id: string; label: string; kind: Row['kind'] } & Download;
 
 export async function twoPath(o: TwoPathOptions, log: (s: string) => void): Promise<{ rows: Row[]; series: Record<string, Series> }> {
   return withTestbed({ shapeMbit: 50 }, async (tb) => {
-    const srv = await startLegacyServer(tb);
     const a = tb.addr;
+    const direct = tb.spawnNode('proxy', 'dist/test/helpers/legacy-server.js', [a.proxy1], { mptcpize: true });
+    const directPort = (JSON.parse(await firstLine(direct, 10_000)) as { http: number }).http;
+    const srv: Servers = { viaProxy: await startLegacyServer(tb), directUrl: `http://${a.proxy1}:${directPort}` };
     const proxy = await tb.startProxy(['--http', `${a.proxy1}:${PROXY_PORT}`, '--allow-client', a.path1Subnet, '--allow-client', a.path2Subnet, '--allow-dest', a.serverSubnet, '--no-metrics', '--log-level', 'warn', '--relay', 'splice']);
     const rows: Row[] = [];
     const series: Record<string, Series> = {};
@@ -114,6 +123,7 @@ export async function twoPath(o: TwoPathOptions, log: (s: string) => void): Prom
       const p2 = await runCase('two-path', { id: 'path2-tcp', label: 'path 2 alone (TCP)', kind: 'info', mptcp: false, path: 2 });
       const sum = p1.value !== null && p2.value !== null ? p1.value + p2.value : null;
       rows.push({ workload: 'two-path', subject: 'sum-of-paths', label: 'sum of the two paths', kind: 'limit', value: sum, unit: 'Mbit/s', higherIsBetter: true, runs: [], extra: {} });
+      await runCase('two-path', { id: 'mptcp-direct', label: 'MPTCP straight to an MPTCP server (no proxy)', kind: 'info', mptcp: true, direct: true });
       await runCase('two-path', { id: 'mptcp-via-proxy', label: 'MPTCP through mptcp-proxy (both paths)', kind: 'ours', mptcp: true }, 'two-path');
       // Fig. 4: receive buffer maximum in the client namespace.
       for (const [id, max] of [
