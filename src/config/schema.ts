@@ -92,6 +92,8 @@ export interface Config {
     maxConnections: number;
     maxConnectionsPerClient: number;
     maxHeaderBytes: number;
+    /** Header lines per request head (as Apache's LimitRequestFields); more is answered 431. */
+    maxHeaderLines: number;
     maxUdpAssociations: number;
   };
   relay: {
@@ -125,7 +127,7 @@ export const DEFAULTS: Config = {
   access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [] },
   upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
   timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
-  limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxUdpAssociations: 1_000 },
+  limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxHeaderLines: 100, maxUdpAssociations: 1_000 },
   relay: { engine: 'auto' },
   log: { level: 'info', format: 'auto' },
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
@@ -318,7 +320,7 @@ export function validateConfig(input: unknown): Config {
   const t = section(raw, 'timeouts', root);
   onlyKeys(t, ['handshakeMs', 'idleMs', 'drainMs'], root.at('timeouts'));
   const l = section(raw, 'limits', root);
-  onlyKeys(l, ['maxConnections', 'maxConnectionsPerClient', 'maxHeaderBytes', 'maxUdpAssociations'], root.at('limits'));
+  onlyKeys(l, ['maxConnections', 'maxConnectionsPerClient', 'maxHeaderBytes', 'maxHeaderLines', 'maxUdpAssociations'], root.at('limits'));
   const rl = section(raw, 'relay', root);
   onlyKeys(rl, ['engine'], root.at('relay'));
   const lg = section(raw, 'log', root);
@@ -368,6 +370,7 @@ export function validateConfig(input: unknown): Config {
       maxConnections: int(l, 'maxConnections', d.limits.maxConnections, root.at('limits'), 1),
       maxConnectionsPerClient: int(l, 'maxConnectionsPerClient', d.limits.maxConnectionsPerClient, root.at('limits'), 1),
       maxHeaderBytes: int(l, 'maxHeaderBytes', d.limits.maxHeaderBytes, root.at('limits'), 1024, 1 << 20),
+      maxHeaderLines: int(l, 'maxHeaderLines', d.limits.maxHeaderLines, root.at('limits'), 1, 10_000),
       maxUdpAssociations: int(l, 'maxUdpAssociations', d.limits.maxUdpAssociations, root.at('limits'), 0),
     },
     relay: { engine: oneOf(rl, 'engine', d.relay.engine, ['auto', 'splice', 'stream'], root.at('relay')) },

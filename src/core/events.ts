@@ -15,8 +15,11 @@ export interface ProxyEventMap {
   'relay-done': [conn: ClientConnection, result: RelayResult];
   /** The connection's fd is open and its MPTCP state was just read: observers may sample it now. */
   'connection-sample': [conn: ClientConnection];
-  /** Every refusal or failure, counted by code. `conn` is absent for listener-level errors. */
-  'proxy-error': [err: ProxyError, conn: ClientConnection | null];
+  /**
+   * Every refusal or failure, counted by code. `conn` is absent for listener-level errors; `peer`
+   * then names the client address when known (a connection dropped by limits.maxConnections).
+   */
+  'proxy-error': [err: ProxyError, conn: ClientConnection | null, peer?: string];
 }
 
 export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

@@ -52,7 +52,11 @@ export class ProxyListener {
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
     server.maxConnections = this.ctx.config.limits.maxConnections;
-    server.on('drop', (d?: net.DropArgument) => this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, `maxConnections, client ${d?.remoteAddress ?? 'unknown'}`), null));
+    // Node has closed the socket already: no ClientConnection, so the limit log is told the peer.
+    server.on('drop', (d?: net.DropArgument) => {
+      const peer = d?.remoteAddress;
+      this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, `maxConnections, client ${peer ?? 'unknown'}`), null, peer);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ fd: ls.fd }, () => {

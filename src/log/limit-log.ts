@@ -41,9 +41,9 @@ export function logLimitHits(events: ProxyEvents, log: Logger, intervalMs = LIMI
     entries.clear();
   };
   setInterval(flush, intervalMs).unref();
-  events.on('proxy-error', (err: ProxyError, conn: ClientConnection | null) => {
+  events.on('proxy-error', (err: ProxyError, conn: ClientConnection | null, peer?: string) => {
     if (!isLimitCode(err.code)) return;
-    let client = conn?.clientAddress ?? 'unknown';
+    let client = conn?.clientAddress ?? peer ?? 'unknown';
     let key = `${err.code} ${client}`;
     if (!entries.has(key) && entries.size >= MAX_KEYS) {
       client = '*';

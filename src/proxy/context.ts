@@ -21,3 +21,12 @@ export interface ProxyContext {
 
 /** A protocol front end: takes over an accepted (paused) client socket. */
 export type FrontEnd = (conn: ClientConnection, ctx: ProxyContext) => void;
+
+/**
+ * What is left of the handshake deadline, counted from accept: the mixed port's wait for the
+ * first byte and the protocol's own negotiation share one timeouts.handshakeMs.
+ */
+export function handshakeTimeLeft(conn: ClientConnection, ctx: ProxyContext): number {
+  const elapsedMs = Number(process.hrtime.bigint() - conn.acceptedAt) / 1e6;
+  return Math.max(0, ctx.config.timeouts.handshakeMs - elapsedMs);
+}

@@ -1,10 +1,11 @@
 /**
  * Mixed port: one listener serving SOCKS and HTTP, told apart by the first byte (SOCKS versions
- * 4 and 5 are never the first byte of an HTTP method).
+ * 4 and 5 are never the first byte of an HTTP method). One handshake deadline from accept covers
+ * the wait for that byte and the protocol's own negotiation (both front ends count from accept).
  */
 import type { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
-import type { FrontEnd, ProxyContext } from './context';
+import { handshakeTimeLeft, type FrontEnd, type ProxyContext } from './context';
 import { isSocksFirstByte } from './socks/server';
 
 export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
@@ -16,7 +17,7 @@ export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
       conn.fail(err);
       ctx.events.emit('proxy-error', err, conn);
       socket.destroy();
-    }, ctx.config.timeouts.handshakeMs);
+    }, handshakeTimeLeft(conn, ctx));
     socket.once('close', () => clearTimeout(timer));
     socket.once('readable', () => {
       clearTimeout(timer);

@@ -36,6 +36,12 @@ test('flags win over the file, the file over defaults', () => {
   assert.equal(loadConfig(parseRunFlags(['--config', file, '--drain-timeout', '30000'])).timeouts.drainMs, 30_000);
 });
 
+test('limits.maxHeaderLines: 100 by default, a configured value is kept', () => {
+  assert.equal(validateConfig(undefined).limits.maxHeaderLines, 100);
+  assert.equal(DEFAULTS.limits.maxHeaderLines, 100);
+  assert.equal(validateConfig({ limits: { maxHeaderLines: 20 } }).limits.maxHeaderLines, 20);
+});
+
 test('a non-loopback listener without allow-list or users is refused with an explanation', () => {
   assert.throws(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128'])), (e: Error) => e instanceof ConfigError && /open proxy/.test(e.message));
   assert.doesNotThrow(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128', '--allow-client', '10.0.0.0/8'])));
@@ -51,6 +57,9 @@ test('bad values name the key that is wrong', () => {
     [{ listeners: [{ protocol: 'http', listen: 'nope' }] }, /^listeners\.\[0\]\.listen/],
     [{ relay: { engine: 'magic' } }, /^relay\.engine/],
     [{ timeouts: { drainMs: -5 } }, /^timeouts\.drainMs: must be an integer/],
+    [{ limits: { maxHeaderLines: 0 } }, /^limits\.maxHeaderLines: must be an integer in 1\.\.10000/],
+    [{ limits: { maxHeaderLines: 10_001 } }, /^limits\.maxHeaderLines: must be an integer in 1\.\.10000/],
+    [{ limits: { maxHeaderLines: 2.5 } }, /^limits\.maxHeaderLines: must be an integer/],
     [{ access: { users: [{ name: 'a', password: 'secret' }] } }, /password/],
   ];
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));

@@ -4,7 +4,12 @@
  *   dribbles its second head is closed (408) after the handshake timeout, an idle keep-alive
  *   connection is closed quietly then, while a normal client is served at once and a slow
  *   upload (longer than the timeout) on a kept-alive connection still arrives intact;
- * - more than 100 header lines: 431 with MPX_LIMIT_REACHED;
+ * - on the mixed port, one handshake deadline from accept: a client that waits before its first
+ *   byte and then dribbles (HTTP or SOCKS) is cut at ~1 × handshakeMs, not first-byte wait + a
+ *   whole protocol timeout;
+ * - more than 100 header lines (the default limits.maxHeaderLines): 431 with MPX_LIMIT_REACHED;
+ *   a configured limits.maxHeaderLines of 20 is enforced the same way at 21;
+ * - connections over limits.maxConnections are dropped and logged under the client's address;
  * - 500 per-client-limit hits: mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"} is 500 and the
  *   log has one line for them plus one summary, not 500.
  */
@@ -184,19 +189,102 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
       assert.ok(lines.length <= 2, `${lines.length} log lines for 40 handshake timeouts: ${JSON.stringify(lines.slice(0, 3))}`);
     });
 
-    test('101 header lines: 431 MPX_LIMIT_REACHED; 100 are served', async () => {
-      const headers = (n: number): string => Array.from({ length: n - 1 }, (_, k) => `X-H${k}: v\r\n`).join('');
-      const ok = await Raw.open(bridge);
-      ok.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(100)}\r\n`);
-      assert.match((await ok.response()).head, /^HTTP\/1\.1 200/);
-      ok.socket.destroy();
-      const crowded = await Raw.open(bridge);
-      crowded.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(101)}\r\n`);
-      const r = await crowded.response();
-      assert.match(r.head, /^HTTP\/1\.1 431 /);
-      assert.match(r.head, /X-Mptcp-Proxy-Error: MPX_LIMIT_REACHED/i);
-      crowded.socket.destroy();
+    test('mixed port: waiting before the first byte, then dribbling, is cut ~1 × handshakeMs from accept (HTTP and SOCKS)', async () => {
+      const mixedBridge = await tb().bridge('client', tb().addr.proxy1, mixedPort, { mptcp: true });
+      // The first write comes late; a deadline restarted there would close at FIRST_AT + HANDSHAKE_MS.
+      const FIRST_AT = 800;
+      const BOUND = HANDSHAKE_MS + 500; // < FIRST_AT + HANDSHAKE_MS, with room for a loaded machine
+      const dribble = async (first: Buffer, rest: Buffer): Promise<{ raw: Raw; tookMs: number }> => {
+        const raw = await Raw.open(mixedBridge);
+        const t0 = Date.now();
+        let i = 0;
+        let tick: NodeJS.Timeout | undefined;
+        const start = setTimeout(() => {
+          raw.socket.write(first);
+          tick = setInterval(() => {
+            if (i < rest.length && !raw.socket.destroyed) raw.socket.write(rest.subarray(i, ++i));
+          }, 100);
+        }, FIRST_AT);
+        try {
+          await Promise.race([raw.closed, sleep(HANDSHAKE_MS * 4)]);
+        } finally {
+          clearTimeout(start);
+          clearInterval(tick);
+        }
+        assert.ok(raw.closedAt !== null, `still open ${Date.now() - t0} ms after accept (${i} bytes dribbled)`);
+        return { raw, tookMs: raw.closedAt - t0 };
+      };
+      const [http, socks] = await Promise.all([
+        dribble(Buffer.from('G'), Buffer.from(`ET ${server.url('/bytes/10')} HTTP/1.1\r\nHost: ${server.host}\r\nX-Slow: ${'a'.repeat(60)}`)),
+        // SOCKS5: the whole greeting at once (its method selection answer proves SOCKS was engaged), then a request byte by byte.
+        dribble(Buffer.from([5, 1, 0]), Buffer.concat([Buffer.from([5, 1, 0, 3, 60]), Buffer.from('h'.repeat(60)), Buffer.from([0, 80])])),
+      ]);
+      console.log(`# mixed port, first byte at ${FIRST_AT} ms then dribbling: HTTP cut after ${http.tookMs} ms, SOCKS after ${socks.tookMs} ms (handshakeMs ${HANDSHAKE_MS})`);
+      assert.match(http.raw.data.toString('latin1'), /^HTTP\/1\.1 408 /, 'the HTTP front end timed the head out');
+      assert.deepEqual([...socks.raw.data.subarray(0, 2)], [5, 0], 'the SOCKS front end answered the greeting');
+      for (const [what, r] of [['HTTP', http], ['SOCKS', socks]] as const) {
+        assert.ok(r.tookMs >= HANDSHAKE_MS - 50 && r.tookMs < BOUND, `${what}: closed ${r.tookMs} ms after accept, want ${HANDSHAKE_MS}..${BOUND}`);
+      }
     });
+
+    test('101 header lines: 431 MPX_LIMIT_REACHED; 100 are served', async () => {
+      await headerLimit(bridge, 100);
+    });
+  });
+
+  /** n header lines are served, n + 1 get 431 with MPX_LIMIT_REACHED. */
+  const headerLimit = async (bridge: string, n: number): Promise<void> => {
+    const headers = (count: number): string => Array.from({ length: count - 1 }, (_, k) => `X-H${k}: v\r\n`).join('');
+    const ok = await Raw.open(bridge);
+    ok.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(n)}\r\n`);
+    assert.match((await ok.response()).head, /^HTTP\/1\.1 200/, `${n} header lines are served`);
+    ok.socket.destroy();
+    const crowded = await Raw.open(bridge);
+    crowded.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(n + 1)}\r\n`);
+    const r = await crowded.response();
+    assert.match(r.head, /^HTTP\/1\.1 431 /, `${n + 1} header lines are refused`);
+    assert.match(r.head, /X-Mptcp-Proxy-Error: MPX_LIMIT_REACHED/i);
+    crowded.socket.destroy();
+  };
+
+  test('limits.maxHeaderLines: 20 is enforced: 21 lines get 431, 20 are served', async () => {
+    const t = tb();
+    const [port, metricsPort] = pickPorts(2);
+    const px = await start(t, port, metricsPort, 'limits: { maxHeaderLines: 20 }\n');
+    try {
+      await headerLimit(await t.bridge('client', t.addr.proxy1, port, { mptcp: true }), 20);
+    } finally {
+      await px.stop();
+    }
+  });
+
+  test('maxConnections drops: counted, and the limit log names the client address, not "unknown"', async () => {
+    const t = tb();
+    const [port, metricsPort] = pickPorts(2);
+    const px = await start(t, port, metricsPort, 'limits: { maxConnections: 2 }\ntimeouts: { handshakeMs: 60000 }\n');
+    let stopped = false;
+    try {
+      const bridge = await t.bridge('client', t.addr.proxy1, port, { mptcp: true });
+      const held = [await Raw.open(bridge), await Raw.open(bridge)];
+      await sleep(300);
+      const before = await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
+      const HITS = 20;
+      const over = await Promise.all(Array.from({ length: HITS }, () => Raw.open(bridge)));
+      await Promise.race([Promise.all(over.map((c) => c.closed)), sleep(5_000)]);
+      assert.equal(over.filter((c) => c.closedAt === null).length, 0, 'every connection over the limit is closed');
+      assert.equal((await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}')) - before, HITS);
+      assert.equal(held.filter((c) => c.closedAt !== null).length, 0, 'the two within the limit stay open');
+      for (const c of held) c.socket.destroy();
+      await px.stop();
+      stopped = true;
+      const lines = px.logs.filter((l) => l.code === 'MPX_LIMIT_REACHED');
+      const hit = lines.find((l) => l.message === 'limit hit');
+      assert.equal(hit?.client, t.addr.client1, `limit hit line: ${JSON.stringify(hit)}`);
+      const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
+      assert.deepEqual([summary?.client, summary?.count], [t.addr.client1, HITS - 1], `summary line: ${JSON.stringify(summary)}`);
+    } finally {
+      if (!stopped) await px.stop();
+    }
   });
 
   test('500 per-client limit hits: counted 500 times, logged in a couple of lines', async () => {

@@ -10,17 +10,16 @@ import type { Duplex } from 'node:stream';
 import type { ClientConnection } from '../../core/connection';
 import { ERROR_TABLE, ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import { isLimitCode } from '../../log/limit-log';
-import type { FrontEnd, ProxyContext } from '../context';
+import { handshakeTimeLeft, type FrontEnd, type ProxyContext } from '../context';
 import { tunnel } from '../tunnel';
 import { forwardHeaders, parseAuthority, parseBasicCredentials } from './headers';
 
 const REALM = 'Basic realm="mptcp-proxy", charset="UTF-8"';
-/** Header lines per request head (as Apache's LimitRequestFields); the size limit is maxHeaderBytes. */
-export const MAX_HEADER_COUNT = 100;
 
-function tooManyHeaders(req: http.IncomingMessage): ProxyError | null {
+/** limits.maxHeaderLines (as Apache's LimitRequestFields); the size limit is limits.maxHeaderBytes. */
+function tooManyHeaders(req: http.IncomingMessage, max: number): ProxyError | null {
   const count = req.rawHeaders.length / 2;
-  return count > MAX_HEADER_COUNT ? new ProxyError(ErrorCode.LimitReached, `more than ${MAX_HEADER_COUNT} header lines`) : null;
+  return count > max ? new ProxyError(ErrorCode.LimitReached, `more than ${max} header lines`) : null;
 }
 
 /** Agent whose sockets come from the upstream connector, attributed to the client connection. */
@@ -56,9 +55,6 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     requireHostHeader: false,
     insecureHTTPParser: false,
   });
-
-  // One more than allowed, so a request over the limit is seen (Node drops the excess silently).
-  server.maxHeadersCount = MAX_HEADER_COUNT + 1;
 
   const refuse = (conn: ClientConnection, err: ProxyError): void => {
     conn.fail(err);
@@ -99,7 +95,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (!conn) return void res.destroy();
     conn.protocol = 'http';
     conn.requests++;
-    const crowded = tooManyHeaders(req);
+    const crowded = tooManyHeaders(req, ctx.config.limits.maxHeaderLines);
     if (crowded) {
       refuse(conn, crowded);
       return errorResponse(res, crowded, true, 431);
@@ -168,7 +164,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       );
       setTimeout(() => socket.destroy(), 2_000).unref();
     };
-    const crowded = tooManyHeaders(req);
+    const crowded = tooManyHeaders(req, ctx.config.limits.maxHeaderLines);
     if (crowded) return answer(crowded, 431);
     const denied = admit(conn, req);
     if (denied) return answer(denied);
@@ -207,7 +203,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   let draining = false;
   const handshakeMs = (): number => ctx.config.timeouts.handshakeMs;
 
-  const armHeadDeadline = (socket: net.Socket, st: SocketState): void => {
+  const armHeadDeadline = (socket: net.Socket, st: SocketState, ms = handshakeMs()): void => {
     clearTimeout(st.deadline);
     const readAtIdle = socket.bytesRead;
     st.deadline = setTimeout(() => {
@@ -216,7 +212,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       // there could be read as the answer to a request the client is sending right now).
       if (st.served > 0 && socket.bytesRead === readAtIdle) return void socket.destroy();
       server.emit('clientError', Object.assign(new Error('request head not received in time'), { code: 'ERR_HTTP_HEADERS_TIMEOUT' }), socket);
-    }, handshakeMs());
+    }, ms);
     st.deadline.unref();
   };
 
@@ -256,7 +252,11 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       sockets.delete(socket);
     });
     if (draining) return void socket.destroy();
-    armHeadDeadline(socket, st);
+    // The first head's deadline counts from accept (the mixed port may have waited already).
+    armHeadDeadline(socket, st, handshakeTimeLeft(conn, ctx));
+    // Read per connection (a reload changes it): one more than allowed, so a request over the
+    // limit is seen (Node drops the excess silently).
+    server.maxHeadersCount = ctx.config.limits.maxHeaderLines + 1;
     server.emit('connection', conn.socket);
     conn.socket.resume();
   };

@@ -8,7 +8,7 @@ import { unmapIPv6 } from '../../core/address';
 import type { ClientConnection, Destination } from '../../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import { isLimitCode } from '../../log/limit-log';
-import type { ProxyContext } from '../context';
+import { handshakeTimeLeft, type ProxyContext } from '../context';
 import { tunnel } from '../tunnel';
 import { encodeSocks4Reply, parseSocks4Request, Socks4Command, Socks4Reply, SOCKS4_VERSION } from './codec/socks4';
 import {
@@ -82,8 +82,9 @@ class SocksSession {
     head?: Buffer,
   ) {
     this.reader = new HandshakeReader(conn.socket, head);
+    // Counted from accept: on the mixed port the wait for the first byte is part of it.
     const ms = ctx.config.timeouts.handshakeMs;
-    this.timer = setTimeout(() => this.refuse(new ProxyError(ErrorCode.HandshakeTimeout, `${ms} ms`)), ms);
+    this.timer = setTimeout(() => this.refuse(new ProxyError(ErrorCode.HandshakeTimeout, `${ms} ms`)), handshakeTimeLeft(conn, ctx));
   }
 
   async run(): Promise<void> {
