@@ -4,13 +4,15 @@
  */
 import type { ClientView } from '../core/connection';
 import type { SubflowSampleData } from '../registry/kernel-feed';
+import type { ConnectionBuffers } from '../tuning/tuner';
 
 export type ToSupervisor =
   | { mpx: 'sample'; client: ClientView; samples: SubflowSampleData[] }
   | { mpx: 'client'; client: ClientView }
   | { mpx: 'closed'; client: ClientView }
   | { mpx: 'metrics'; id: number; metrics: object[] }
-  | { mpx: 'sampled'; id: number }
+  /** Answer to sample-req, with the tuner's buffer status of each open connection (for /connections). */
+  | { mpx: 'sampled'; id: number; buffers: [id: number, buffers: ConnectionBuffers | null][] }
   | { mpx: 'ready' }
   | { mpx: 'start-failed'; message: string };
 

@@ -21,6 +21,7 @@ import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
 import { SubflowPlane } from '../subflow-plane';
+import type { ConnectionBuffers } from '../tuning/tuner';
 import { CONNECTION_ID_STRIDE, WORKER_ENV, isMessage, type ToSupervisor, type ToWorker } from './messages';
 
 const REQUEST_TIMEOUT_MS = 2_000;
@@ -32,6 +33,8 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
   const plane = new SubflowPlane(config, log, metrics);
   const sink = registrySink(plane.registry);
   const views = new Map<number, ClientView>();
+  /** The workers' buffer status by connection id, as of the last refresh (before each /connections). */
+  let buffers = new Map<number, ConnectionBuffers | null>();
   const workers = new Map<number, ChildProcess>();
   const replies = new Map<number, (m: ToSupervisor) => void>();
   let nextRequest = 1;
@@ -136,9 +139,11 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
             },
             subflows: plane.registry,
             connections: () => views.values(),
+            buffers: (id) => buffers.get(id) ?? null,
             routes: { '/proxy.pac': pacRoute(() => current.listeners) },
             refresh: async () => {
-              await ask((id) => ({ mpx: 'sample-req', id }));
+              const sampled = await ask<Extract<ToSupervisor, { mpx: 'sampled' }>>((id) => ({ mpx: 'sample-req', id }));
+              buffers = new Map(sampled.flatMap((r) => r.buffers));
             },
           },
           log,

@@ -11,6 +11,7 @@ import { setConnectionIdBase, viewOf } from '../core/connection';
 import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
 import type { ConnectionSink } from '../registry/kernel-feed';
+import type { ConnectionBuffers } from '../tuning/tuner';
 import { CONNECTION_ID_STRIDE, WORKER_ENV, isMessage, type ToSupervisor, type ToWorker } from './messages';
 
 export async function runWorker(flags: FlagValues, config: Config, log: Logger): Promise<number> {
@@ -48,11 +49,16 @@ export async function runWorker(flags: FlagValues, config: Config, log: Logger):
         case 'metrics-req':
           metrics.registry.getMetricsAsJSON().then((json) => send({ mpx: 'metrics', id: m.id, metrics: json }));
           break;
-        case 'sample-req':
+        case 'sample-req': {
           app.sampleAll();
-          for (const c of app.openConnections()) sink.client(viewOf(c));
-          send({ mpx: 'sampled', id: m.id });
+          const buffers: [number, ConnectionBuffers | null][] = [];
+          for (const c of app.openConnections()) {
+            sink.client(viewOf(c));
+            buffers.push([c.id, app.tuner.status(c.id)]);
+          }
+          send({ mpx: 'sampled', id: m.id, buffers });
           break;
+        }
         case 'reload':
           reload();
           break;

@@ -2,7 +2,8 @@
  * Subflow visibility end to end, in the two-path testbed: /connections lists both subflows of a
  * download while it runs, `status` prints them, and afterwards the Prometheus metrics count
  * subflows on both client-facing interfaces and per-path bytes that match each interface's own
- * counters. The same holds with two worker processes sharing the ports (metrics merged).
+ * counters. The same holds with two worker processes sharing the ports (metrics merged, and
+ * /connections with each connection's buffer status from its worker).
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -86,6 +87,10 @@ for (const workers of [1, 2]) {
       assert.equal(live.subflows.length, 2, JSON.stringify(live));
       assert.deepEqual(new Set(live.subflows.map((s) => s.interface)), new Set([tb().ifaces.proxy1, tb().ifaces.proxy2]));
       assert.deepEqual(live.subflows.map((s) => s.kind).sort(), ['initial', 'join']);
+      // The buffer tuner's view of it, from the worker that owns it when there are several.
+      assert.ok(live.buffers, `buffers shown: ${JSON.stringify(live)}`);
+      assert.equal(live.buffers.mode, 'auto');
+      assert.ok((live.buffers.rcvBytes ?? 0) > 0 && (live.buffers.sndBytes ?? 0) > 0, JSON.stringify(live.buffers));
       const table = await tb().exec('proxy', ['node', CLI_ENTRY, 'status', '--metrics', METRICS]);
       assert.equal(table.code, 0, table.stderr);
       assert.match(table.stdout, /initial .*\n.*join /, table.stdout);
