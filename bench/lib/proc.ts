@@ -197,6 +197,22 @@ export function treeCpuSeconds(root: number): number {
   return ticks / CLK_TCK;
 }
 
+/** Jiffies the whole machine spent busy and in all, from /proc/stat's first line. */
+export interface MachineCpu {
+  busy: number;
+  total: number;
+}
+
+export function machineCpu(): MachineCpu {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal …: idle and iowait are the only non-busy ones.
+  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - fields[3] - fields[4], total };
+}
+
+/** Share of all cores busy between two readings (0..1). */
+export const busyShare = (a: MachineCpu, b: MachineCpu): number => (b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0);
+
 /** Resident memory of a process tree, bytes. */
 export function treeRssBytes(root: number): number {
   let kb = 0;

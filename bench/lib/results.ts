@@ -111,7 +111,9 @@ function target(name: string, value: number | null | undefined, unit: string, op
 export function evaluateTargets(rows: readonly Row[], classicPeers: ReadonlySet<string>): Target[] {
   const out: Target[] = [];
   const single = 'download-1x';
-  const limit = rows.find((r) => r.workload === single && r.kind === 'limit')?.value ?? null;
+  const limitRow = rows.find((r) => r.workload === single && r.kind === 'limit');
+  const limit = limitRow?.value ?? null;
+  const limitBusy = limitRow?.extra.machineBusy ?? null;
   const classic = rows.filter((r) => r.workload === single && classicPeers.has(r.subject) && r.value !== null);
   const bestClassic = classic.length ? classic.reduce((a, b) => (a.value! >= b.value! ? a : b)) : null;
   for (const [id, name] of [
@@ -119,7 +121,7 @@ export function evaluateTargets(rows: readonly Row[], classicPeers: ReadonlySet<
     ['ours-socks-splice', 'SOCKS5'],
   ] as const) {
     const v = findRow(rows, single, id)?.value ?? null;
-    out.push(target(`${name} one connection ≥ 0.85 × limit`, v !== null && limit ? v / limit : null, '× limit', '>=', 0.85, `${fmt(v)} vs limit ${fmt(limit)} GB/s`));
+    out.push(target(`${name} one connection ≥ 0.85 × limit`, v !== null && limit ? v / limit : null, '× limit', '>=', 0.85, `${fmt(v)} vs limit ${fmt(limit)} GB/s; machine busy ${pct(limitBusy)} in the limit run, ${pct(findRow(rows, single, id)?.extra.machineBusy)} through the proxy`));
     out.push(
       target(
         `${name} one connection ≥ 1.5 × best of Dante/Squid/HAProxy`,
@@ -154,6 +156,8 @@ export function evaluateTargets(rows: readonly Row[], classicPeers: ReadonlySet<
   out.push(target('auto buffers: no collapse where 0.18 MB does (auto ≥ 0.9 × best fixed)', auto !== null && small !== null ? auto / Math.max(small, findRow(rows, 'buffer', 'rmem-0.72MB')?.value ?? 0) : null, '× best fixed', '>=', 0.9, `auto ${fmt(auto)} vs 0.18 MB ${fmt(small)} Mbit/s`));
   return out;
 }
+
+const pct = (share: number | null | undefined): string => (share === null || share === undefined ? '–' : `${Math.round(share * 100)} %`);
 
 export function fmt(v: number | null | undefined, digits = 3): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';

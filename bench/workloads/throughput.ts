@@ -3,7 +3,7 @@
  * mptcpize through each subject. CPU is the subject's whole process tree (utime + stime).
  */
 import { performance } from 'node:perf_hooks';
-import { run, treeCpuSeconds } from '../lib/proc';
+import { busyShare, machineCpu, run, treeCpuSeconds } from '../lib/proc';
 import { SUBJECTS, type Servers, type Subject } from '../lib/peers';
 import { rowFrom, type Measured } from '../lib/measure';
 import type { Row } from '../lib/results';
@@ -43,17 +43,20 @@ async function once(servers: Servers, s: Subject, o: BulkOptions): Promise<Measu
   const transfers = Array.from({ length: o.parallel }, () => ['-o', '/dev/null', url]).flat();
   const argv = ['mptcpize', 'run', 'curl', '-sS', '--fail', ...(o.parallel > 1 ? ['-Z', '--parallel-max', String(o.parallel), '--parallel-immediate'] : []), '-w', '%{size_download} %{time_total}\\n', ...curlVia(s, port), ...transfers];
   const cpu0 = proxyPid ? treeCpuSeconds(proxyPid) : 0;
+  const machine0 = machineCpu();
   const t0 = performance.now();
   const r = await run(argv, { timeoutMs: 300_000 });
   const wall = (performance.now() - t0) / 1000;
   const cpu = proxyPid ? treeCpuSeconds(proxyPid) - cpu0 : 0;
+  // Whether the run was CPU-bound: client, origin and subject share the machine's cores.
+  const machineBusy = busyShare(machine0, machineCpu());
   const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => l.split(' ').map(Number));
   const bytes = lines.reduce((a, [b]) => a + b, 0);
   const expected = o.parallel * servers.files[o.file].bytes;
   if (r.code !== 0 || bytes !== expected) throw new Error(`curl exit ${r.code}, ${bytes}/${expected} bytes: ${r.stderr.trim().slice(-300)}`);
   // One transfer: curl's own clock (no process start-up). Parallel: wall time of the batch.
   const seconds = o.parallel === 1 ? lines[0][1] : wall;
-  return { value: bytes / seconds / 1e9, extra: { cpuPerGB: proxyPid ? cpu / (bytes / 1e9) : null, seconds, bytes } };
+  return { value: bytes / seconds / 1e9, extra: { cpuPerGB: proxyPid ? cpu / (bytes / 1e9) : null, seconds, bytes, machineBusy } };
 }
 
 export async function bulk(servers: Servers, o: BulkOptions, log: (s: string) => void): Promise<Row[]> {
