@@ -3,9 +3,10 @@
  * and the config to a verdict with the command that fixes it. Nothing here touches the system,
  * so every verdict is unit-tested over synthetic facts; gather.ts collects the real ones.
  */
+import net from 'node:net';
 import type { Config } from '../config/schema';
-import type { Endpoint, MptcpLimits } from '../sys/iproute';
-import type { FeatureState } from '../sys/kernel-features';
+import { slotTable, TPROXY_MARK, TPROXY_SLOT, type Endpoint, type MptcpLimits, type RuleEntry } from '../sys/iproute';
+import type { FeatureState, ProbeResult } from '../sys/kernel-features';
 import { sysctlIfName } from '../sys/sysctl';
 
 export type CheckStatus = 'pass' | 'fail' | 'warn' | 'skip';
@@ -41,15 +42,32 @@ export interface DoctorFacts {
   features: Readonly<Record<ShapingFeature, FeatureState>>;
   tools: { nft: boolean };
   /** Result of opening an IPPROTO_MPTCP socket in this namespace. */
-  mptcpSocket: { ok: true } | { ok: false; error: string };
+  mptcpSocket: ProbeResult;
+  /** Transparent mode's kernel needs, tried; null when the config has no transparent listener. */
+  transparent: TransparentFacts | null;
   /** CapEff of the doctor process. */
   capEff: bigint | null;
   /** Why a fact is missing, by fact name. */
   errors: Readonly<Record<string, string>>;
 }
 
+export interface TransparentFacts {
+  /** Address families of the transparent listeners. */
+  families: (4 | 6)[];
+  /** A throwaway nft table with a TPROXY rule per family, added and deleted in one transaction. */
+  tproxy: ProbeResult;
+  /** setsockopt(IP_TRANSPARENT / IPV6_TRANSPARENT) on a fresh socket of each family (first failure). */
+  ipTransparent: ProbeResult;
+  /**
+   * Per family: the rules found at the owned slot's priority and, when there were none, the
+   * result of installing and removing the fwmark rule and local route. null when
+   * transparent.rules is false (the operator routes).
+   */
+  routing: { family: 4 | 6; atSlot: RuleEntry[]; trial: ProbeResult | null }[] | null;
+}
+
 export interface DoctorInput {
-  config: Pick<Config, 'listeners' | 'steering'>;
+  config: Pick<Config, 'listeners' | 'steering' | 'transparent'>;
   /** Bandwidth of each path in Mbit/s and the largest path RTT, for the buffer check. */
   pathMbit: number[];
   maxRttMs: number | null;
@@ -90,6 +108,12 @@ const sysctlFix = (id: string, title: string, detail: string, s: Record<string, 
 
 function steeringConfigured(c: DoctorInput['config']): boolean {
   return c.steering.policies.length > 0 || c.steering.uplinks.length > 0;
+}
+
+/** Address families of the transparent listeners (none = transparent mode is off). */
+export function transparentFamilies(c: Pick<Config, 'listeners'>): (4 | 6)[] {
+  const families = new Set(c.listeners.filter((l) => l.protocol === 'transparent').map((l) => (net.isIPv6(l.host) ? 6 : 4) as 4 | 6));
+  return [...families].sort();
 }
 
 function shapingConfigured(c: DoctorInput['config']): boolean {
@@ -243,24 +267,73 @@ export function checkNftables(f: DoctorFacts, input: DoctorInput): CheckResult {
 }
 
 const hasCap = (mask: bigint, cap: number): boolean => ((mask >> BigInt(cap)) & 1n) === 1n;
+/** Known to lack the capability (an unreadable CapEff is not held against it). */
+const lacksCap = (f: DoctorFacts, cap: number): boolean => f.capEff !== null && !hasCap(f.capEff, cap);
+const CAPABILITY_FIX = [
+  'run as root, or as the systemd service (systemd/mptcp-proxy.service grants exactly these), or:',
+  `setcap cap_net_admin,cap_net_raw,cap_net_bind_service+ep "$(readlink -f "$(command -v node)")"`,
+];
 
 export function checkCapabilities(f: DoctorFacts, input: DoctorInput): CheckResult {
   const title = 'capabilities';
   if (f.capEff === null) return result('capabilities', title, 'skip', 'cannot read CapEff from /proc/self/status');
   const lowPort = input.config.listeners.some((l) => l.port > 0 && l.port < 1024);
   const wanted: [string, number, boolean][] = [
-    ['CAP_NET_ADMIN', CAP_NET_ADMIN, steeringConfigured(input.config)],
+    ['CAP_NET_ADMIN', CAP_NET_ADMIN, steeringConfigured(input.config) || transparentFamilies(input.config).length > 0],
     ['CAP_NET_RAW', CAP_NET_RAW, false],
     ['CAP_NET_BIND_SERVICE', CAP_NET_BIND_SERVICE, lowPort],
   ];
   const missing = wanted.filter(([, bit]) => !hasCap(f.capEff!, bit));
   if (missing.length === 0) return result('capabilities', title, 'pass', 'CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE effective');
   const required = missing.filter(([, , req]) => req);
-  const fix = [
-    'run as root, or as the systemd service (systemd/mptcp-proxy.service grants exactly these), or:',
-    `setcap cap_net_admin,cap_net_raw,cap_net_bind_service+ep "$(readlink -f "$(command -v node)")"`,
-  ];
-  return result('capabilities', title, required.length > 0 ? 'fail' : 'warn', `missing ${missing.map(([n]) => n).join(', ')}${required.length > 0 ? ` (needed by this config: ${required.map(([n]) => n).join(', ')})` : ' (steering and the subflow sniffer need them)'}`, fix);
+  return result('capabilities', title, required.length > 0 ? 'fail' : 'warn', `missing ${missing.map(([n]) => n).join(', ')}${required.length > 0 ? ` (needed by this config: ${required.map(([n]) => n).join(', ')})` : ' (steering and the subflow sniffer need them)'}`, CAPABILITY_FIX);
+}
+
+const NO_TRANSPARENT = 'no transparent listener configured';
+const familyNames = (fs: readonly (4 | 6)[]): string => fs.map((x) => `IPv${x}`).join(' and ');
+
+export function checkTproxyRule(f: DoctorFacts): CheckResult {
+  const title = 'TPROXY rules in nftables (transparent mode)';
+  const t = f.transparent;
+  if (!t) return result('tproxy', title, 'skip', NO_TRANSPARENT);
+  if (t.tproxy.ok) return result('tproxy', title, 'pass', `a tproxy rule for ${familyNames(t.families)} loads (throwaway table, deleted in the same transaction)`);
+  const why = `a tproxy rule for ${familyNames(t.families)} does not load: ${t.tproxy.error}`;
+  if (!f.tools.nft) return result('tproxy', title, 'fail', why, ['apt-get install -y nftables']);
+  if (lacksCap(f, CAP_NET_ADMIN)) return result('tproxy', title, 'fail', `${why} (nftables needs CAP_NET_ADMIN)`, CAPABILITY_FIX);
+  return result('tproxy', title, 'fail', why, ['modprobe -a nft_tproxy nf_tproxy_ipv4 nf_tproxy_ipv6', 'or boot a kernel with CONFIG_NFT_TPROXY, CONFIG_NF_TPROXY_IPV4 and CONFIG_NF_TPROXY_IPV6']);
+}
+
+export function checkTransparentSocket(f: DoctorFacts): CheckResult {
+  const title = 'IP_TRANSPARENT (transparent mode)';
+  const t = f.transparent;
+  if (!t) return result('ip-transparent', title, 'skip', NO_TRANSPARENT);
+  if (t.ipTransparent.ok) return result('ip-transparent', title, 'pass', `setsockopt(IP_TRANSPARENT) works for ${familyNames(t.families)}`);
+  return result('ip-transparent', title, 'fail', `cannot set IP_TRANSPARENT: ${t.ipTransparent.error} (needs CAP_NET_ADMIN or CAP_NET_RAW)`, CAPABILITY_FIX);
+}
+
+/** The fwmark rule transparent mode installs in its owned slot (src/sys/iproute.ts). */
+const isTproxyRule = (r: RuleEntry): boolean => Number(r.fwmark) === TPROXY_MARK && Number(r.table) === slotTable(TPROXY_SLOT);
+
+export function checkTproxyRouting(f: DoctorFacts): CheckResult {
+  const title = 'policy routing for TPROXY (transparent mode)';
+  const t = f.transparent;
+  if (!t) return result('tproxy-routing', title, 'skip', NO_TRANSPARENT);
+  if (!t.routing) return result('tproxy-routing', title, 'skip', 'transparent.rules is false: your own fwmark rule and local route are used');
+  const pref = slotTable(TPROXY_SLOT);
+  const ip = (family: 4 | 6): string => (family === 6 ? 'ip -6' : 'ip');
+  const foreign = t.routing.filter((r) => r.atSlot.some((x) => !isTproxyRule(x)));
+  if (foreign.length > 0) {
+    const seen = foreign.map((r) => `${ip(r.family)} rule pref ${pref}: ${r.atSlot.map((x) => `fwmark ${x.fwmark ?? '-'} table ${x.table}`).join(', ')}`).join('; ');
+    return result('tproxy-routing', title, 'fail', `the proxy's owned rule priority ${pref} is taken by another rule (${seen})`, foreign.map((r) => `${ip(r.family)} rule del pref ${pref}   # and add it back at a free priority`));
+  }
+  const failed = t.routing.flatMap((r) => (r.trial && !r.trial.ok ? [{ family: r.family, error: r.trial.error }] : []));
+  if (failed.length > 0) {
+    const why = `cannot add the fwmark rule and local route (table ${pref}): ${failed.map((x) => `IPv${x.family}: ${x.error}`).join('; ')}`;
+    if (lacksCap(f, CAP_NET_ADMIN)) return result('tproxy-routing', title, 'fail', `${why} (needs CAP_NET_ADMIN)`, CAPABILITY_FIX);
+    return result('tproxy-routing', title, 'fail', why, ['boot a kernel with CONFIG_IP_MULTIPLE_TABLES (IPv6: CONFIG_IPV6_MULTIPLE_TABLES)', 'or set transparent.rules: false and route marked packets locally yourself']);
+  }
+  const how = t.routing.map((r) => `IPv${r.family} ${r.trial ? 'installed and removed again' : 'in place'}`).join(', ');
+  return result('tproxy-routing', title, 'pass', `fwmark 0x${TPROXY_MARK.toString(16)} → table ${pref} (local route): ${how}`);
 }
 
 /** Every check, in the order they are printed. */
@@ -276,5 +349,8 @@ export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
     checkShaping(f, input),
     checkNftables(f, input),
     checkCapabilities(f, input),
+    checkTproxyRule(f),
+    checkTransparentSocket(f),
+    checkTproxyRouting(f),
   ];
 }

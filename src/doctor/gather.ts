@@ -2,12 +2,46 @@
  * Collects the facts the doctor's checks judge, read-only, through the src/sys modules. A fact
  * that cannot be read is recorded with the reason instead of failing the whole run.
  */
-import { getLimits, listEndpoints } from '../sys/iproute';
-import { effectiveCapabilities, kernelFeature, mptcpSocketProbe, readKernelConfig, toolWorks } from '../sys/kernel-features';
+import { getLimits, installTproxyRouting, listEndpoints, listRules, removeTproxyRouting, slotTable, TPROXY_SLOT } from '../sys/iproute';
+import { effectiveCapabilities, kernelFeature, mptcpSocketProbe, readKernelConfig, toolWorks, transparentSocketProbe, type ProbeResult } from '../sys/kernel-features';
+import { buildTproxyProbeScript, nftApply } from '../sys/nft';
 import { readSysctl, writeSysctl } from '../sys/sysctl';
-import { SHAPING_FEATURES, sysctlKeys, type DoctorFacts, type DoctorInput, type ShapingFeature } from './checks';
+import { SHAPING_FEATURES, sysctlKeys, transparentFamilies, type DoctorFacts, type DoctorInput, type ShapingFeature, type TransparentFacts } from './checks';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const attempt = (fn: () => Promise<unknown>): Promise<ProbeResult> =>
+  fn().then(
+    () => ({ ok: true }),
+    (e: unknown) => ({ ok: false, error: message(e) }),
+  );
+
+type RoutingFact = NonNullable<TransparentFacts['routing']>[number];
+
+/** The owned routing slot: when free, installed and removed again; when taken (a running proxy's rule, or another one), only read. */
+async function probeTproxyRouting(family: 4 | 6): Promise<RoutingFact> {
+  const v6 = family === 6;
+  let atSlot;
+  try {
+    atSlot = (await listRules(v6)).filter((r) => r.priority === slotTable(TPROXY_SLOT));
+  } catch (e) {
+    return { family, atSlot: [], trial: { ok: false, error: message(e) } };
+  }
+  if (atSlot.length > 0) return { family, atSlot, trial: null };
+  const installed = await attempt(() => installTproxyRouting(v6));
+  const removed = await attempt(() => removeTproxyRouting(v6));
+  return { family, atSlot, trial: installed.ok ? removed : installed };
+}
+
+/** Try what transparent mode needs, leaving nothing behind (the TPROXY probe table is deleted in its own transaction). */
+async function gatherTransparent(config: DoctorInput['config']): Promise<TransparentFacts | null> {
+  const families = transparentFamilies(config);
+  if (families.length === 0) return null;
+  const tproxy = await attempt(() => nftApply(buildTproxyProbeScript(families)));
+  const ipTransparent = families.map(transparentSocketProbe).find((p) => !p.ok) ?? { ok: true };
+  const routing: RoutingFact[] = [];
+  if (config.transparent.rules) for (const family of families) routing.push(await probeTproxyRouting(family));
+  return { families, tproxy, ipTransparent, routing: config.transparent.rules ? routing : null };
+}
 
 export async function gatherFacts(config: DoctorInput['config']): Promise<DoctorFacts> {
   const errors: Record<string, string> = {};
@@ -26,7 +60,17 @@ export async function gatherFacts(config: DoctorInput['config']): Promise<Doctor
   const features = Object.fromEntries(
     (Object.keys(SHAPING_FEATURES) as ShapingFeature[]).map((k) => [k, kernelFeature(kconfig, SHAPING_FEATURES[k].symbol, SHAPING_FEATURES[k].module)]),
   ) as Record<ShapingFeature, ReturnType<typeof kernelFeature>>;
-  return { sysctl, limits, endpoints, features, tools: { nft: await toolWorks(['nft', '--version']) }, mptcpSocket: mptcpSocketProbe(), capEff: effectiveCapabilities(), errors };
+  return {
+    sysctl,
+    limits,
+    endpoints,
+    features,
+    tools: { nft: await toolWorks(['nft', '--version']) },
+    mptcpSocket: mptcpSocketProbe(),
+    transparent: await gatherTransparent(config),
+    capEff: effectiveCapabilities(),
+    errors,
+  };
 }
 
 export interface AppliedSysctl {

@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { ExecError, execTool } from './exec';
-import { AF_INET, errno, IPPROTO_MPTCP, libc, SOCK_CLOEXEC, SOCK_STREAM, SysError } from './libc';
+import { AF_INET, AF_INET6, errno, IPPROTO_MPTCP, libc, SOCK_CLOEXEC, SOCK_STREAM, SysError } from './libc';
+import { applySocketOptions } from './socket';
 
 export type FeatureState = 'builtin' | 'module' | 'absent' | 'unknown';
 
@@ -80,12 +81,32 @@ export async function toolWorks(argv: readonly string[]): Promise<boolean> {
  * Can this process open an MPTCP socket (in its network namespace)? The sysctl can say 1 while
  * a seccomp filter or an LSM still refuses IPPROTO_MPTCP; only trying tells.
  */
-export function mptcpSocketProbe(): { ok: true } | { ok: false; error: string } {
+export type ProbeResult = { ok: true } | { ok: false; error: string };
+
+const probeError = (e: unknown): ProbeResult => ({ ok: false, error: e instanceof SysError ? `${e.code}: ${e.message}` : (e as Error).message });
+
+export function mptcpSocketProbe(): ProbeResult {
   const fd = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_MPTCP) as number;
   if (fd < 0) {
-    const e = new SysError('socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)', errno());
-    return { ok: false, error: `${e.code}: ${e.message}` };
+    return probeError(new SysError('socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)', errno()));
   }
   libc.close(fd);
   return { ok: true };
+}
+
+/**
+ * May this process set IP_TRANSPARENT (IPV6_TRANSPARENT) on a socket of `family`, as transparent
+ * listeners do? The kernel wants CAP_NET_ADMIN or CAP_NET_RAW in the socket's namespace.
+ */
+export function transparentSocketProbe(family: 4 | 6): ProbeResult {
+  const fd = libc.socket(family === 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) return probeError(new SysError(`socket(${family === 6 ? 'AF_INET6' : 'AF_INET'}, SOCK_STREAM)`, errno()));
+  try {
+    applySocketOptions(fd, family, { transparent: true });
+    return { ok: true };
+  } catch (e) {
+    return probeError(e);
+  } finally {
+    libc.close(fd);
+  }
 }

@@ -145,6 +145,20 @@ export function buildDeleteTableScript(table = NFT_TABLE): string {
   return `delete table ${NFT_FAMILY} ${table}`;
 }
 
+/** The doctor's throwaway table (see buildTproxyProbeScript). */
+export const TPROXY_PROBE_TABLE = 'mptcp_proxy_doctor';
+
+/**
+ * Can this kernel load TPROXY rules (nft_tproxy, nf_tproxy_ipv4/ipv6)? A table with one rule per
+ * family, added and deleted in one transaction: the kernel still builds each expression (a
+ * missing one is refused), nothing stays, and the chain has no hook, so nothing is diverted.
+ */
+export function buildTproxyProbeScript(families: readonly (4 | 6)[]): string {
+  const rules = families.map((f) => (f === 4 ? '    meta nfproto ipv4 meta l4proto tcp tproxy ip to 127.0.0.1:9' : '    meta nfproto ipv6 meta l4proto tcp tproxy ip6 to [::1]:9'));
+  const table = ownedTableScript(TPROXY_PROBE_TABLE, 'doctor probe, deleted in the same transaction', ['  chain probe {', ...rules, '  }']);
+  return `${table}\n${buildDeleteTableScript(TPROXY_PROBE_TABLE)}`;
+}
+
 interface LibNft {
   run(script: string): { rc: number; error: string };
 }

@@ -15,12 +15,15 @@ import {
   multipathInterfaces,
   runChecks,
   sysctlKeys,
+  transparentFamilies,
   type CheckResult,
   type DoctorFacts,
   type DoctorInput,
+  type TransparentFacts,
 } from '../../src/doctor/checks';
 import { formatResults } from '../../src/doctor/doctor-command';
-import type { Endpoint } from '../../src/sys/iproute';
+import { slotTable, TPROXY_MARK, TPROXY_SLOT, type Endpoint } from '../../src/sys/iproute';
+import { buildTproxyProbeScript, TPROXY_PROBE_TABLE } from '../../src/sys/nft';
 import { sysctlPath } from '../../src/sys/sysctl';
 import { parseKernelConfig, kernelFeature } from '../../src/sys/kernel-features';
 
@@ -44,6 +47,7 @@ function healthy(over: Partial<DoctorFacts> = {}, sysctl: Record<string, string 
     features: { htb: 'builtin', ingress: 'builtin', ifb: 'module', u32: 'builtin', mirred: 'builtin' },
     tools: { nft: true },
     mptcpSocket: { ok: true },
+    transparent: null,
     capEff: ALL_CAPS,
     errors: {},
     ...over,
@@ -54,6 +58,7 @@ function input(over: Partial<Config['steering']> = {}, extra: Partial<DoctorInpu
   return {
     config: {
       listeners: DEFAULTS.listeners,
+      transparent: DEFAULTS.transparent,
       steering: {
         policies: [],
         uplinks: [
@@ -69,6 +74,32 @@ function input(over: Partial<Config['steering']> = {}, extra: Partial<DoctorInpu
   };
 }
 
+const TPROXY_PREF = slotTable(TPROXY_SLOT);
+const OUR_RULE = { priority: TPROXY_PREF, table: String(TPROXY_PREF), fwmark: `0x${TPROXY_MARK.toString(16)}` };
+
+/** Transparent listeners on both families, and facts where everything they need works. */
+function transparentSetup(over: Partial<TransparentFacts> = {}, rules = true): { facts: Partial<DoctorFacts>; input: DoctorInput } {
+  const base = input();
+  const listeners = [
+    ...DEFAULTS.listeners,
+    { name: 't4', protocol: 'transparent' as const, host: '0.0.0.0', port: 8443, mptcp: true, ports: [443] },
+    { name: 't6', protocol: 'transparent' as const, host: '::', port: 8443, mptcp: true, ports: [443] },
+  ];
+  const transparent: TransparentFacts = {
+    families: [4, 6],
+    tproxy: { ok: true },
+    ipTransparent: { ok: true },
+    routing: [
+      { family: 4, atSlot: [], trial: { ok: true } },
+      { family: 6, atSlot: [OUR_RULE], trial: null },
+    ],
+    ...over,
+  };
+  return { facts: { transparent }, input: { ...base, config: { ...base.config, listeners, transparent: { interfaces: [], rules } } } };
+}
+
+const TRANSPARENT_IDS = ['tproxy', 'ip-transparent', 'tproxy-routing'];
+
 const byId = (rs: CheckResult[], id: string): CheckResult => {
   const r = rs.find((x) => x.id === id);
   assert.ok(r, `no check ${id}`);
@@ -76,13 +107,77 @@ const byId = (rs: CheckResult[], id: string): CheckResult => {
 };
 
 describe('doctor checks', () => {
-  test('a healthy two-uplink proxy passes everything', () => {
+  test('a healthy two-uplink proxy passes everything; the transparent checks skip without a transparent listener', () => {
     const rs = runChecks(healthy(), input());
+    assert.deepEqual(
+      rs.filter((r) => r.status !== 'pass').map((r) => `${r.id}: ${r.status}: ${r.detail}`),
+      TRANSPARENT_IDS.map((id) => `${id}: skip: no transparent listener configured`),
+    );
+    assert.match(formatResults(rs), /^✓ MPTCP enabled/m);
+  });
+
+  test('transparent mode, all in order: ✓ for TPROXY, IP_TRANSPARENT and the routing slot', () => {
+    const t = transparentSetup();
+    const rs = runChecks(healthy(t.facts), t.input);
     assert.deepEqual(
       rs.filter((r) => r.status !== 'pass').map((r) => `${r.id}: ${r.detail}`),
       [],
     );
-    assert.match(formatResults(rs), /^✓ MPTCP enabled/m);
+    assert.match(byId(rs, 'tproxy-routing').detail, /IPv4 installed and removed again, IPv6 in place/);
+    assert.match(formatResults(rs), /^✓ TPROXY rules in nftables \(transparent mode\): a tproxy rule for IPv4 and IPv6 loads/m);
+  });
+
+  test('transparent mode: a refused tproxy rule fails with the fix that matches the cause', () => {
+    const refused = transparentSetup({ tproxy: { ok: false, error: 'Could not process rule: No such file or directory' } });
+    const rs = runChecks(healthy(refused.facts), refused.input);
+    const r = byId(rs, 'tproxy');
+    assert.equal(r.status, 'fail');
+    assert.equal(r.fix[0], 'modprobe -a nft_tproxy nf_tproxy_ipv4 nf_tproxy_ipv6');
+    assert.match(formatResults(rs), /^✗ TPROXY rules in nftables \(transparent mode\): a tproxy rule for IPv4 and IPv6 does not load: Could not process rule.*\n {4}fix: modprobe -a nft_tproxy/m);
+    assert.deepEqual(byId(runChecks(healthy({ ...refused.facts, tools: { nft: false } }), refused.input), 'tproxy').fix, ['apt-get install -y nftables']);
+    const noAdmin = byId(runChecks(healthy({ ...refused.facts, capEff: ALL_CAPS & ~(1n << BigInt(CAP_NET_ADMIN)) }), refused.input), 'tproxy');
+    assert.match(noAdmin.detail, /needs CAP_NET_ADMIN/);
+    assert.match(noAdmin.fix.join('\n'), /setcap cap_net_admin/);
+  });
+
+  test('transparent mode: IP_TRANSPARENT refused fails with the capability fix', () => {
+    const t = transparentSetup({ ipTransparent: { ok: false, error: 'EPERM: setsockopt(IP_TRANSPARENT): Operation not permitted' } });
+    const r = byId(runChecks(healthy(t.facts), t.input), 'ip-transparent');
+    assert.equal(r.status, 'fail');
+    assert.match(r.detail, /EPERM.*CAP_NET_ADMIN or CAP_NET_RAW/);
+    assert.match(r.fix.join('\n'), /setcap cap_net_admin,cap_net_raw/);
+  });
+
+  test('transparent mode: the owned routing slot taken by another rule, or not installable', () => {
+    const foreign = { priority: TPROXY_PREF, table: '100', fwmark: '0x1' };
+    const taken = transparentSetup({ routing: [{ family: 4, atSlot: [foreign], trial: null }, { family: 6, atSlot: [OUR_RULE], trial: null }] });
+    const r = byId(runChecks(healthy(taken.facts), taken.input), 'tproxy-routing');
+    assert.equal(r.status, 'fail');
+    assert.match(r.detail, new RegExp(`priority ${TPROXY_PREF} is taken by another rule \\(ip rule pref ${TPROXY_PREF}: fwmark 0x1 table 100\\)`));
+    assert.deepEqual(r.fix, [`ip rule del pref ${TPROXY_PREF}   # and add it back at a free priority`]);
+
+    const failing = transparentSetup({ routing: [{ family: 6, atSlot: [], trial: { ok: false, error: 'RTNETLINK answers: Operation not supported' } }] });
+    const unsupported = byId(runChecks(healthy(failing.facts), failing.input), 'tproxy-routing');
+    assert.equal(unsupported.status, 'fail');
+    assert.match(unsupported.detail, /IPv6: RTNETLINK answers: Operation not supported/);
+    assert.match(unsupported.fix[0]!, /CONFIG_IPV6_MULTIPLE_TABLES/);
+    const denied = byId(runChecks(healthy({ ...failing.facts, capEff: 0n }), failing.input), 'tproxy-routing');
+    assert.match(denied.fix.join('\n'), /setcap/);
+
+    const own = transparentSetup({ routing: null }, false);
+    assert.equal(byId(runChecks(healthy(own.facts), own.input), 'tproxy-routing').status, 'skip');
+  });
+
+  test('transparent families and the throwaway TPROXY probe script', () => {
+    const t = transparentSetup();
+    assert.deepEqual(transparentFamilies(t.input.config), [4, 6]);
+    assert.deepEqual(transparentFamilies(input().config), []);
+    const script = buildTproxyProbeScript([4, 6]);
+    assert.match(script, /tproxy ip to 127\.0\.0\.1:9\n.*tproxy ip6 to \[::1\]:9/);
+    // Created and deleted in one transaction; a chain without a hook diverts nothing meanwhile.
+    assert.ok(script.trimEnd().endsWith(`delete table inet ${TPROXY_PROBE_TABLE}`), script);
+    assert.doesNotMatch(script, /hook/);
+    assert.doesNotMatch(buildTproxyProbeScript([4]), /ip6/);
   });
 
   test('MPTCP disabled: ✗ with the sysctl fix', () => {
@@ -208,6 +303,10 @@ describe('doctor checks', () => {
     assert.equal(r.status, 'fail');
     assert.match(r.detail, /needed by this config: CAP_NET_BIND_SERVICE\)$/);
     assert.equal(byId(runChecks(healthy({ capEff: null }), input()), 'capabilities').status, 'skip');
+    // A transparent listener needs NET_ADMIN (TPROXY rules, policy routing) even without steering.
+    const t = transparentSetup();
+    t.input.config = { ...t.input.config, steering: { policies: [], uplinks: [] } };
+    assert.equal(byId(runChecks(healthy({ ...t.facts, capEff: noAdmin }), t.input), 'capabilities').status, 'fail');
   });
 
   test('kernel config parsing and feature states', () => {
@@ -218,6 +317,14 @@ describe('doctor checks', () => {
   });
 
   test('property: checks never throw, whatever the facts', () => {
+    const probe = fc.oneof(fc.constant({ ok: true as const }), fc.record({ ok: fc.constant(false as const), error: fc.string({ maxLength: 30 }) }));
+    const rule = fc.record({ priority: fc.constantFrom(TPROXY_PREF, 100), table: fc.constantFrom(String(TPROXY_PREF), 'main', '100'), fwmark: fc.constantFrom(OUR_RULE.fwmark, '0x1') });
+    const transparentFacts: fc.Arbitrary<TransparentFacts> = fc.record({
+      families: fc.constantFrom<(4 | 6)[]>([4], [6], [4, 6]),
+      tproxy: probe,
+      ipTransparent: probe,
+      routing: fc.option(fc.array(fc.record({ family: fc.constantFrom<4 | 6>(4, 6), atSlot: fc.array(rule, { maxLength: 2 }), trial: fc.option(probe, { nil: null }) }), { maxLength: 2 }), { nil: null }),
+    });
     const val = fc.option(fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('0', '1', '2', 'kernel', 'userspace', '4096 131072 6291456')), { nil: null });
     fc.assert(
       fc.property(
@@ -225,9 +332,10 @@ describe('doctor checks', () => {
         fc.option(fc.record({ subflows: fc.nat(8), addAddrAccepted: fc.nat(8) }), { nil: null }),
         fc.option(fc.array(fc.record({ id: fc.nat(255), address: fc.ipV4(), dev: fc.constantFrom('eth0', 'eth1', 'eth2'), flags: fc.subarray(['signal', 'subflow', 'backup', 'fullmesh'] as const) }), { maxLength: 4 }), { nil: null }),
         fc.option(fc.bigInt({ min: 0n, max: (1n << 41n) - 1n }), { nil: null }),
-        (sysctl, limits, endpoints, capEff) => {
-          const rs = runChecks(healthy({ limits, endpoints: endpoints as Endpoint[] | null, capEff }, sysctl), input());
-          assert.equal(rs.length, 10);
+        fc.option(transparentFacts, { nil: null }),
+        (sysctl, limits, endpoints, capEff, transparent) => {
+          const rs = runChecks(healthy({ limits, endpoints: endpoints as Endpoint[] | null, capEff, transparent }, sysctl), transparent ? transparentSetup().input : input());
+          assert.equal(rs.length, 13);
           for (const r of rs) if (r.status === 'fail') assert.ok(r.fix.length > 0, `${r.id} fails without a fix`);
         },
       ),
