@@ -31,6 +31,8 @@ const DOWNLOAD_BYTES = 16_000_000;
 /** Each client path is shaped to this: long transfers without burning the shared cores (curl's
  *  --limit-rate does not hold when it writes to a pipe). */
 const PATH_MBIT = 20;
+/** Pace of each download during the SIGHUPs: 16 MB take ~13 s, three use ~29 of the 40 Mbit/s. */
+const RELOAD_DOWNLOAD_KBPS = 1_200;
 
 /** A keep-alive agent that counts the connections it opens (each is one proxy connection). */
 class CountingAgent extends http.Agent {
@@ -223,8 +225,10 @@ for (const workers of [1, 2]) {
         };
         const tunnels = Promise.all([tunnelLoop('connect', pHttp, 7), tunnelLoop('socks5h', pSocks, 8)]);
 
+        // Paced by the server so every download outlasts the SIGHUP schedule (~5 s, longer on a
+        // loaded machine) however fast the paths are: the point is reloads during transfers.
         const download = (kind: ProxyKind, port: number, seed: number): Promise<CurlResult> =>
-          curl(t, { url: server.url(`/bytes/${DOWNLOAD_BYTES}?seed=${seed}`), proxy: { kind, host, port }, timeoutMs: 60_000 });
+          curl(t, { url: server.url(`/bytes/${DOWNLOAD_BYTES}?seed=${seed}&kBps=${RELOAD_DOWNLOAD_KBPS}`), proxy: { kind, host, port }, timeoutMs: 60_000 });
         const downloadsAt = Date.now();
         const downloads = Promise.all([download('http', pHttp, 101), download('connect', pHttp, 102), download('socks5h', pSocks, 103)]);
 
@@ -297,10 +301,10 @@ for (const workers of [1, 2]) {
       const px = await startWithConfig(t, file, workers, [pHttp, pSocks]);
       let exited = false;
       try {
-        // Three at once over 2 × 20 Mbit/s: about 3 s, inside the 5 s drain.
+        // Three at once, paced to ~3.3 s each (well in flight at SIGTERM 0.7 s in, done inside the drain).
         const size = 5_000_000;
         const download = (kind: ProxyKind, port: number, seed: number): Promise<CurlResult> =>
-          curl(t, { url: server.url(`/bytes/${size}?seed=${seed}`), proxy: { kind, host, port }, timeoutMs: 30_000 });
+          curl(t, { url: server.url(`/bytes/${size}?seed=${seed}&kBps=1500`), proxy: { kind, host, port }, timeoutMs: 30_000 });
         // An idle keep-alive client connection must not hold the drain.
         const idle = new CountingAgent(await t.bridge('client', host, pHttp, { mptcp: true }), 1);
         const first = await get(idle, server.url('/bytes/100?seed=1'));

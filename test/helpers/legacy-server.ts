@@ -3,7 +3,8 @@
  *
  * As a script, run inside the server namespace: `node legacy-server.js HOST` prints one JSON line
  * {"http":PORT,"echo":PORT}. Routes:
- *   GET /bytes/N[?seed=S][&chunked=1]  N pattern bytes (see ./pattern), content-length or chunked
+ *   GET /bytes/N[?seed=S][&chunked=1][&kBps=R]  N pattern bytes (see ./pattern), content-length or
+ *                                      chunked; with kBps, paced to R kB/s (a download of known duration)
  *   POST|PUT /echo                     the body back, content-length if the request had one, else chunked
  *   GET /headers                       the request's headers as JSON (what the proxy forwarded)
  * Keep-alive is on (30 s idle). From a test, call startLegacyServer(tb).
@@ -15,11 +16,16 @@ import type { ChildProcess } from 'node:child_process';
 import { patternChunks } from './pattern';
 import { firstLine, type Testbed } from './testbed';
 
-async function sendPattern(res: http.ServerResponse, seed: number, length: number, chunked: boolean): Promise<void> {
+async function sendPattern(res: http.ServerResponse, seed: number, length: number, chunked: boolean, kBps: number): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/octet-stream', ...(chunked ? {} : { 'content-length': String(length) }) });
+  const t0 = Date.now();
+  let sent = 0;
   for (const c of patternChunks(seed, length)) {
     if (!res.write(c)) await once(res, 'drain');
     if (res.destroyed) return;
+    sent += c.length;
+    const due = kBps > 0 ? t0 + sent / kBps - Date.now() : 0;
+    if (due > 0) await new Promise((r) => setTimeout(r, due));
   }
   res.end();
 }
@@ -28,7 +34,8 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
   const url = new URL(req.url ?? '/', 'http://x');
   const bytes = /^\/bytes\/(\d+)$/.exec(url.pathname);
   if (req.method === 'GET' && bytes) {
-    sendPattern(res, Number(url.searchParams.get('seed') ?? 1), Number(bytes[1]), url.searchParams.get('chunked') === '1').catch(() => res.destroy());
+    const q = url.searchParams;
+    sendPattern(res, Number(q.get('seed') ?? 1), Number(bytes[1]), q.get('chunked') === '1', Number(q.get('kBps') ?? 0)).catch(() => res.destroy());
     return;
   }
   if ((req.method === 'POST' || req.method === 'PUT') && url.pathname === '/echo') {
