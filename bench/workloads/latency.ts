@@ -93,9 +93,12 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   const port = s.id === 'haproxy' ? (await servers.haproxyTo(echoPort)).ports.tcp! : await servers.port(s);
   const burst = (count: number): ReturnType<typeof run> =>
     run(['mptcpize', 'run', process.execPath, TOOL, 'burst', s.mode, String(port), String(echoPort), String(count), String(o.rate)], { timeoutMs: 120_000 });
-  // Steady state, not start-up: an uncaptured burst first, so a JIT-compiled subject is measured
-  // warm (a cold one queues its first second of connections and never catches up at this rate).
-  await burst(Math.min(o.count, 1000));
+  // Steady state, not start-up: an uncaptured burst as long as the measured one first, so a
+  // JIT-compiled subject is measured warm. Our proxy's CPU per tunnel settles only after ~3,000
+  // tunnels (2026-11-23, per 1,000: 2.0, 1.6, 1.3, 1.05, 1.05 ... ms; V8 was still optimising
+  // ~120 functions during a capture after a 1,000-tunnel warm-up); a cold subject queues its
+  // first seconds of connections and never catches up at this rate.
+  await burst(o.count);
   const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], () => burst(o.count));
   const tally = /^\{.*\}$/m.exec(result.stdout);
   if (result.code !== 0 || !tally) throw new Error(`latency client exit ${result.code}: ${result.stderr.trim().slice(-300)}`);

@@ -54,14 +54,15 @@ export function normalizeIPv4Literal(text: string): string | null {
 /** An IP literal in any spelling, normalised; IPv4-mapped IPv6 becomes IPv4. Null for names. */
 export function normalizeIpLiteral(host: string): string | null {
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (net.isIPv6(bare)) return unmapIPv6(bare);
+  // Every IPv6 spelling has a colon: IPv4 literals and names skip the (long) IPv6 pattern.
+  if (bare.includes(':') && net.isIPv6(bare)) return unmapIPv6(bare);
   if (/^[0-9a-fx.]+$/i.test(bare) && /^[0-9]/.test(bare)) return normalizeIPv4Literal(bare);
   return null;
 }
 
 /** "::ffff:1.2.3.4" or "::ffff:102:304" → "1.2.3.4"; other addresses unchanged. */
 export function unmapIPv6(addr: string): string {
-  if (!net.isIPv6(addr)) return addr;
+  if (!addr.includes(':') || !net.isIPv6(addr)) return addr;
   const sa = new net.SocketAddress({ address: addr, family: 'ipv6' });
   const full = expandIPv6(sa.address);
   if (full.startsWith('0000:0000:0000:0000:0000:ffff:')) {

@@ -11,6 +11,8 @@ export function logFinishedConnections(events: ProxyEvents, log: Logger): void {
   events.on('connection-close', (conn) => {
     // Refused by a limit before it asked for anything: summed up by the limit log, not one line each.
     if (isLimitCode(conn.resultCode) && conn.requests === 0 && conn.destination === null) return;
+    // The line's fields cost more than dropping it: build them only when the level keeps it.
+    if (!log.isLevelEnabled('info')) return;
     log.info('connection', {
       id: conn.id,
       listener: conn.listener,

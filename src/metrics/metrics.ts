@@ -9,6 +9,25 @@ import type { SubflowRegistry } from '../registry/registry';
 
 const UNKNOWN_IF = 'unknown';
 
+const mptcpLabel = (m: boolean | null): string => (m === null ? 'unknown' : String(m));
+
+/**
+ * A labelled child per label values, made on first use and kept: label sets here are bounded
+ * (see above), and a reset of the registry is never done while the proxy runs.
+ */
+function labelledChildren<A extends string[], C>(make: (...values: A) => C): (...values: A) => C {
+  const children = new Map<string, C>();
+  return (...values: A): C => {
+    const key = values.join('\u0000');
+    let c = children.get(key);
+    if (c === undefined) {
+      c = make(...values);
+      children.set(key, c);
+    }
+    return c;
+  };
+}
+
 export class ProxyMetrics {
   readonly registry = new client.Registry();
   private readonly exportedPathBytes = new Map<string, number>();
@@ -37,35 +56,46 @@ export class ProxyMetrics {
 
   /** Connection metrics from a connection plane's events. */
   observeConnections(events: ProxyEvents): void {
-    const mptcpLabel = (m: boolean | null): string => (m === null ? 'unknown' : String(m));
-    events.on('connection-open', (c) => this.connectionsActive.inc({ listener: c.listener, mptcp: mptcpLabel(c.mptcp) }));
+    // prom-client hashes a label object on every call: at thousands of connections a second the
+    // labelled children are looked up once per label set and kept (the label sets are bounded).
+    const active = labelledChildren((listener: string, mptcp: string) => this.connectionsActive.labels(listener, mptcp));
+    const total = labelledChildren((listener: string, mptcp: string, result: string) => this.connectionsTotal.labels(listener, mptcp, result));
+    const errors = labelledChildren((code: string) => this.errors.labels(code));
+    const up = this.relayBytes.labels('up');
+    const down = this.relayBytes.labels('down');
+    events.on('connection-open', (c) => active(c.listener, mptcpLabel(c.mptcp)).inc());
     events.on('connection-close', (c) => {
-      this.connectionsActive.dec({ listener: c.listener, mptcp: mptcpLabel(c.mptcp) });
-      this.connectionsTotal.inc({ listener: c.listener, mptcp: mptcpLabel(c.mptcp), result: c.resultCode });
+      const mptcp = mptcpLabel(c.mptcp);
+      active(c.listener, mptcp).dec();
+      total(c.listener, mptcp, c.resultCode).inc();
     });
     events.on('upstream-connected', (c) => {
       const s = c.conversionSeconds;
       if (s !== null) this.conversion.observe(s);
     });
     events.on('relay-done', (_c, r) => {
-      this.relayBytes.inc({ direction: 'up' }, r.bytesUp);
-      this.relayBytes.inc({ direction: 'down' }, r.bytesDown);
+      up.inc(r.bytesUp);
+      down.inc(r.bytesDown);
     });
-    events.on('proxy-error', (e) => this.errors.inc({ code: e.code }));
+    events.on('proxy-error', (e) => errors(e.code).inc());
   }
 
   /** Subflow metrics from the registry; path byte totals are read from it at each collection. */
   observeSubflows(subflows: SubflowRegistry): void {
+    const active = labelledChildren((iface: string) => this.subflowsActive.labels(iface));
+    const total = labelledChildren((iface: string) => this.subflowsTotal.labels(iface));
+    const rtt = labelledChildren((iface: string) => this.subflowRtt.labels(iface));
+    const mss = labelledChildren((iface: string) => this.subflowMss.labels(iface));
     subflows.on('subflow-up', (s) => {
       const iface = s.interface ?? UNKNOWN_IF;
-      this.subflowsActive.inc({ interface: iface });
-      this.subflowsTotal.inc({ interface: iface });
+      active(iface).inc();
+      total(iface).inc();
     });
     subflows.on('subflow-down', (s) => {
       const iface = s.interface ?? UNKNOWN_IF;
-      this.subflowsActive.dec({ interface: iface });
-      if (s.rttUs !== null) this.subflowRtt.observe({ interface: iface }, s.rttUs / 1e6);
-      if (s.mss !== null) this.subflowMss.observe({ interface: iface }, s.mss);
+      active(iface).dec();
+      if (s.rttUs !== null) rtt(iface).observe(s.rttUs / 1e6);
+      if (s.mss !== null) mss(iface).observe(s.mss);
     });
     this.pathSource = subflows;
   }

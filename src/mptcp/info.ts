@@ -18,17 +18,24 @@ export interface MptcpInfo {
   retransmits: number;
 }
 
-export function decodeMptcpInfo(b: Buffer): MptcpInfo | null {
+/** The fields that say which connection a socket is: no 64-bit counters (no BigInts) to make. */
+export type MptcpIdentity = Pick<MptcpInfo, 'subflows' | 'fallback' | 'token'>;
+
+export function decodeMptcpIdentity(b: Buffer): MptcpIdentity | null {
   if (b.length < 16) return null;
-  const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
   const total = b.length > 80 ? b.readUInt8(80) : 0;
+  return { subflows: total || b.readUInt8(0) + 1, fallback: (b.readUInt32LE(8) & 1) === 1, token: b.readUInt32LE(12) };
+}
+
+export function decodeMptcpInfo(b: Buffer): MptcpInfo | null {
+  const id = decodeMptcpIdentity(b);
+  if (!id) return null;
+  const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
   return {
-    subflows: total || b.readUInt8(0) + 1,
+    ...id,
     subflowsMax: b.readUInt8(3),
     addAddrSignal: b.readUInt8(1),
     addAddrAccepted: b.readUInt8(2),
-    fallback: (b.readUInt32LE(8) & 1) === 1,
-    token: b.readUInt32LE(12),
     retransmits: b.length >= 48 ? b.readUInt32LE(44) : 0,
     bytesRetrans: u64(48),
     bytesSent: u64(56),

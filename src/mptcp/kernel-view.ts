@@ -12,7 +12,7 @@ import { unmapIPv6 } from '../core/address';
 import { CodedError } from '../core/errors';
 import { GenlSocket, interfaceName, type NetlinkDatagram } from '../sys/netlink';
 import { SUBFLOW_ADDRS_SIZE, TCP_INFO_SIZE, mptcpInfoRaw, mptcpSubflowAddrsRaw, mptcpSubflowTcpInfoRaw } from '../sys/socket';
-import { decodeMptcpInfo } from './info';
+import { decodeMptcpIdentity } from './info';
 import {
   MPTCP_PM_EV_GRP_NAME,
   MPTCP_PM_NAME,
@@ -190,7 +190,7 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
   /** MPTCP_INFO token of a socket; null on plain TCP, a fallback socket or a listener. */
   mptcpToken(fd: number): number | null {
     const raw = mptcpInfoRaw(fd);
-    const info = raw ? decodeMptcpInfo(raw) : null;
+    const info = raw ? decodeMptcpIdentity(raw) : null;
     return info && !info.fallback && info.token !== 0 ? info.token : null;
   }
 

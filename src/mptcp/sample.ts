@@ -8,13 +8,13 @@
 import type { ClientConnection } from '../core/connection';
 import type { ProxyEvents } from '../core/events';
 import { mptcpInfoRaw } from '../sys/socket';
-import { decodeMptcpInfo } from './info';
+import { decodeMptcpIdentity } from './info';
 
 /** Token and subflow count from one MPTCP_INFO read; false when the socket is not (or no longer) MPTCP. */
 export function identifyConnection(conn: ClientConnection): boolean {
   if (!conn.mptcp || conn.fd < 0 || conn.closed) return false;
   const raw = mptcpInfoRaw(conn.fd);
-  const info = raw && decodeMptcpInfo(raw);
+  const info = raw && decodeMptcpIdentity(raw);
   if (!info || info.fallback) return false;
   conn.token = info.token;
   conn.subflows = Math.max(conn.subflows, info.subflows);

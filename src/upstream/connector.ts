@@ -53,8 +53,10 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
     this.access.checkPort(dest.port);
     const candidates = await this.allowedAddresses(dest.host);
     const deadline = Date.now() + this.upstream.connectTimeoutMs;
-    const socket = await this.race(candidates, dest.port, deadline);
-    conn.upstreamAddress = socket.remoteAddress ?? null;
+    const { socket, address } = await this.race(candidates, dest.port, deadline);
+    // The IPv4 address the winning attempt dialled is already in canonical form: asking the
+    // socket would cost a getpeername(). IPv6 spellings vary, so the socket's own is kept.
+    conn.upstreamAddress = address.includes(':') ? (socket.remoteAddress ?? address) : address;
     conn.upstreamConnectedAt = process.hrtime.bigint();
     this.events.emit('upstream-connected', conn);
     return socket;
@@ -63,7 +65,8 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
   private async allowedAddresses(host: string): Promise<{ address: string; family: number }[]> {
     const literal = normalizeIpLiteral(host);
     let addrs: { address: string; family: number }[];
-    if (literal) addrs = [{ address: literal, family: net.isIPv6(literal) ? 6 : 4 }];
+    // normalizeIpLiteral spells IPv4 without a colon and IPv6 always with one.
+    if (literal) addrs = [{ address: literal, family: literal.includes(':') ? 6 : 4 }];
     else {
       try {
         addrs = await this.resolve(host);
@@ -80,7 +83,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
   }
 
   /** Start an attempt every happyEyeballsDelayMs (or as soon as one fails); first success wins. */
-  private race(addrs: { address: string; family: number }[], port: number, deadline: number): Promise<net.Socket> {
+  private race(addrs: { address: string; family: number }[], port: number, deadline: number): Promise<{ socket: net.Socket; address: string }> {
     return new Promise((resolve, reject) => {
       const pending = new Set<{ cancel(): void }>();
       let next = 0;
@@ -89,7 +92,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
       let stagger: NodeJS.Timeout | undefined;
       const overall = setTimeout(() => finish(new ProxyError(ErrorCode.ConnectTimeout, `${addrs[0]!.address}:${port}`)), Math.max(0, deadline - Date.now()));
 
-      const finish = (err: unknown, socket?: net.Socket): void => {
+      const finish = (err: unknown, socket?: net.Socket, address?: string): void => {
         if (settled) {
           socket?.destroy();
           return;
@@ -99,7 +102,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
         clearTimeout(stagger);
         for (const p of pending) p.cancel();
         pending.clear();
-        if (socket) resolve(socket);
+        if (socket) resolve({ socket, address: address! });
         else reject(toProxyError(err));
       };
 
@@ -112,7 +115,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
         attempt.promise.then(
           (s) => {
             pending.delete(attempt);
-            finish(null, s);
+            finish(null, s, addr.address);
           },
           (e) => {
             pending.delete(attempt);
