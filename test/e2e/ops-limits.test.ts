@@ -89,12 +89,15 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
     server = await startLegacyServer(tb());
   });
 
-  const start = async (t: Testbed, port: number, metricsPort: number, yaml: string, mixedPort?: number): Promise<ProxyHandle> => {
+  /** The config file of the proxy on `port` (rewritten for a reload). */
+  const writeConfig = (t: Testbed, port: number, yaml: string, mixedPort?: number): string => {
     const file = path.join(t.tmpDir, `limits-${port}.yaml`);
     const mixed = mixedPort ? `  - { name: mixed, protocol: mixed, listen: "${t.addr.proxy1}:${mixedPort}" }\n` : '';
     fs.writeFileSync(file, `listeners:\n  - { name: http, protocol: http, listen: "${t.addr.proxy1}:${port}" }\n${mixed}access:\n  allowClients: ["${t.cidr}"]\nlog: { format: json }\n${yaml}`);
-    return t.startProxy(['--config', file, '--metrics', `127.0.0.1:${metricsPort}`]);
+    return file;
   };
+  const start = (t: Testbed, port: number, metricsPort: number, yaml: string, mixedPort?: number): Promise<ProxyHandle> =>
+    t.startProxy(['--config', writeConfig(t, port, yaml, mixedPort), '--metrics', `127.0.0.1:${metricsPort}`]);
 
   describe(`handshake timeout ${HANDSHAKE_MS} ms`, () => {
     let px: ProxyHandle;
@@ -232,27 +235,44 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
     });
   });
 
+  /** A GET whose head has `count` header lines (Host included). */
+  const getWithHeaders = (count: number): string =>
+    `GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${Array.from({ length: count - 1 }, (_, k) => `X-H${k}: v\r\n`).join('')}\r\n`;
+  const assertRefused = (head: string, n: number): void => {
+    assert.match(head, /^HTTP\/1\.1 431 /, `${n} header lines are refused`);
+    assert.match(head, /X-Mptcp-Proxy-Error: MPX_LIMIT_REACHED/i);
+  };
+
   /** n header lines are served, n + 1 get 431 with MPX_LIMIT_REACHED. */
   const headerLimit = async (bridge: string, n: number): Promise<void> => {
-    const headers = (count: number): string => Array.from({ length: count - 1 }, (_, k) => `X-H${k}: v\r\n`).join('');
     const ok = await Raw.open(bridge);
-    ok.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(n)}\r\n`);
+    ok.socket.write(getWithHeaders(n));
     assert.match((await ok.response()).head, /^HTTP\/1\.1 200/, `${n} header lines are served`);
     ok.socket.destroy();
     const crowded = await Raw.open(bridge);
-    crowded.socket.write(`GET ${server.url('/bytes/10?seed=6')} HTTP/1.1\r\nHost: ${server.host}\r\n${headers(n + 1)}\r\n`);
-    const r = await crowded.response();
-    assert.match(r.head, /^HTTP\/1\.1 431 /, `${n + 1} header lines are refused`);
-    assert.match(r.head, /X-Mptcp-Proxy-Error: MPX_LIMIT_REACHED/i);
+    crowded.socket.write(getWithHeaders(n + 1));
+    assertRefused((await crowded.response()).head, n + 1);
     crowded.socket.destroy();
   };
 
-  test('limits.maxHeaderLines: 20 is enforced: 21 lines get 431, 20 are served', async () => {
+  test('limits.maxHeaderLines: 20 is enforced (21 lines get 431); a reload to 30 applies to new connections', async () => {
     const t = tb();
     const [port, metricsPort] = pickPorts(2);
     const px = await start(t, port, metricsPort, 'limits: { maxHeaderLines: 20 }\n');
     try {
-      await headerLimit(await t.bridge('client', t.addr.proxy1, port, { mptcp: true }), 20);
+      const bridge = await t.bridge('client', t.addr.proxy1, port, { mptcp: true });
+      await headerLimit(bridge, 20);
+      // A keep-alive connection from before the reload keeps the limit its parser was armed with.
+      const old = await Raw.open(bridge);
+      old.socket.write(getWithHeaders(20));
+      assert.match((await old.response()).head, /^HTTP\/1\.1 200/);
+      writeConfig(t, port, 'limits: { maxHeaderLines: 30 }\n');
+      px.proc.kill('SIGHUP');
+      await px.waitForLog((l) => l.message === 'config reloaded', 10_000);
+      await headerLimit(bridge, 30);
+      old.socket.write(getWithHeaders(21));
+      assertRefused((await old.response()).head, 21);
+      old.socket.destroy();
     } finally {
       await px.stop();
     }

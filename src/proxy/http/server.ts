@@ -95,7 +95,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (!conn) return void res.destroy();
     conn.protocol = 'http';
     conn.requests++;
-    const crowded = tooManyHeaders(req, ctx.config.limits.maxHeaderLines);
+    const crowded = tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
     if (crowded) {
       refuse(conn, crowded);
       return errorResponse(res, crowded, true, 431);
@@ -164,7 +164,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       );
       setTimeout(() => socket.destroy(), 2_000).unref();
     };
-    const crowded = tooManyHeaders(req, ctx.config.limits.maxHeaderLines);
+    const crowded = tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
     if (crowded) return answer(crowded, 431);
     const denied = admit(conn, req);
     if (denied) return answer(denied);
@@ -245,7 +245,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   const serve = (conn: ClientConnection): void => {
     connections.set(conn.socket, conn);
     const socket = conn.socket;
-    const st: SocketState = { pending: 0, served: 0, deadline: undefined };
+    const st: SocketState = { pending: 0, served: 0, deadline: undefined, maxHeaderLines: ctx.config.limits.maxHeaderLines };
     sockets.set(socket, st);
     socket.once('close', () => {
       clearTimeout(st.deadline);
@@ -254,9 +254,9 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (draining) return void socket.destroy();
     // The first head's deadline counts from accept (the mixed port may have waited already).
     armHeadDeadline(socket, st, handshakeTimeLeft(conn, ctx));
-    // Read per connection (a reload changes it): one more than allowed, so a request over the
-    // limit is seen (Node drops the excess silently).
-    server.maxHeadersCount = ctx.config.limits.maxHeaderLines + 1;
+    // The parser takes it per connection (so a reload applies to new ones): one more than
+    // allowed, so a request over the limit is seen (Node drops the excess silently).
+    server.maxHeadersCount = st.maxHeaderLines + 1;
     server.emit('connection', conn.socket);
     conn.socket.resume();
   };
@@ -269,6 +269,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
 }
 
 interface SocketState {
+  /** limits.maxHeaderLines when accepted: its parser was armed with it, so its requests are judged by it. */
+  maxHeaderLines: number;
   /** Requests whose head arrived and that are not yet both fully read and answered. */
   pending: number;
   /** Requests fully answered on this connection. */
