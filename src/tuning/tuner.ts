@@ -142,14 +142,22 @@ export class BufferTuner {
     return s;
   }
 
-  /** fixed: every client socket, MPTCP or not, at accept (joins inherit it from the msk). */
+  /**
+   * fixed: every client socket, MPTCP or not, at accept (joins inherit it from the msk).
+   * auto: an MPTCP connection is first measured once its subflows had time to come up; workers
+   * have no netlink stream, so this settle timer is their only sight before a status read or close.
+   */
   private onOpen(conn: ClientConnection): void {
-    if (this.policy.mode !== 'fixed') return;
-    const s = this.state(conn);
-    if (s) this.decide(s, 0);
+    if (this.policy.mode === 'fixed') {
+      const s = this.state(conn);
+      if (s) this.decide(s, 0);
+    } else if (this.policy.mode === 'auto' && conn.mptcp === true) {
+      const s = this.state(conn);
+      if (s) this.schedule(s, SETTLE_MS);
+    }
   }
 
-  /** The listener and front ends sample at accept and tunnel start: the first sight of a token. */
+  /** Status reads and closes sample too: a connection not seen at open (token unknown then) starts here. */
   private onSample(conn: ClientConnection): void {
     if (this.policy.mode !== 'auto' || conn.mptcp !== true) return;
     const known = this.byId.has(conn.id);
@@ -188,6 +196,8 @@ export class BufferTuner {
       bytes += Number(x.tcp.bytesAcked) + Number(x.tcp.bytesReceived);
     }
     s.samples++;
+    // The connection's "most subflows at once" (its log line) gets this sighting too.
+    s.conn.subflows = Math.max(s.conn.subflows, subs.length);
     this.decide(s, requiredBufferBytes(rates));
     const moved = bytes - s.lastBytes;
     const grew = rates.length > s.lastSubflows;

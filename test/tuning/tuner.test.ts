@@ -57,7 +57,7 @@ class ScriptedKernel implements TunerPorts {
 
 let nextId = 1_000_000;
 function conn(fd: number, token: number | null = fd * 7): ClientConnection {
-  return { id: nextId++, fd, token, mptcp: true, closed: false } as unknown as ClientConnection;
+  return { id: nextId++, fd, token, mptcp: true, closed: false, subflows: 1 } as unknown as ClientConnection;
 }
 
 const AUTO: TunerPolicy = { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 };
@@ -110,6 +110,22 @@ describe('BufferTuner', () => {
     assert.equal(st.needBytes, 2_000_000);
     assert.equal(st.rcvLocked, false);
     assert.match(st.reason, /autotuning/);
+  });
+
+  test('auto: an MPTCP connection is measured after the settle time from accept alone; the sample counts its subflows', () => {
+    make(AUTO);
+    const c = conn(16);
+    kernel.setPaths(16, [[6_250_000, 20_000, 0], [6_250_000, 30_000, 0]]);
+    events.emit('connection-open', c);
+    mock.timers.tick(SETTLE_MS - 1);
+    assert.equal(kernel.snapshots, 0);
+    mock.timers.tick(1);
+    assert.equal(kernel.snapshots, 1, 'no status read or close needed for the first measurement');
+    assert.equal(c.subflows, 2);
+    const plain = { ...conn(17), mptcp: false } as unknown as ClientConnection;
+    events.emit('connection-open', plain);
+    mock.timers.tick(SETTLE_MS);
+    assert.equal(kernel.snapshots, 1, 'plain TCP connections are left to autotuning');
   });
 
   test('auto: locks the send buffer above a too-small tcp_wmem max, regrows only on real growth', () => {
