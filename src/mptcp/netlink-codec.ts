@@ -168,9 +168,22 @@ export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
   return { ok: true, value: attrs };
 }
 
-/** Last occurrence wins, as in the kernel's nla_parse. */
-function attrMap(attrs: readonly NlAttr[]): Map<number, Buffer> {
-  return new Map(attrs.map((a) => [a.type, a.data]));
+/**
+ * decodeAttrs straight into a type → data map (last occurrence wins, as in the kernel's
+ * nla_parse), with no per-attribute record: every event of every new connection comes here.
+ */
+function decodeAttrMap(buf: Buffer): Decoded<Map<number, Buffer>> {
+  const m = new Map<number, Buffer>();
+  let off = 0;
+  while (off < buf.length) {
+    const rest = buf.length - off;
+    if (rest < NLA_HDRLEN) return fail('NL_TRUNCATED', `${rest} trailing bytes, no nlattr`);
+    const len = buf.readUInt16LE(off);
+    if (len < NLA_HDRLEN || len > rest) return fail('NL_BAD_LENGTH', `nla_len ${len} with ${rest} bytes left`);
+    m.set(buf.readUInt16LE(off + 2) & NLA_TYPE_MASK, buf.subarray(off + NLA_HDRLEN, off + len));
+    off += align4(len);
+  }
+  return { ok: true, value: m };
 }
 
 /** Host-order unsigned integer of 1, 2, 4 or 8 bytes (the width some attrs changed across kernels). */
@@ -252,9 +265,9 @@ function decodeGroups(buf: Buffer): Decoded<Map<string, number>> {
   if (!list.ok) return list;
   const groups = new Map<string, number>();
   for (const entry of list.value) {
-    const inner = decodeAttrs(entry.data);
+    const inner = decodeAttrMap(entry.data);
     if (!inner.ok) return inner;
-    const m = attrMap(inner.value);
+    const m = inner.value;
     const name = m.get(CTRL_ATTR_MCAST_GRP_NAME);
     const id = m.get(CTRL_ATTR_MCAST_GRP_ID);
     const idNum = id ? readUint(id) : null;
@@ -281,9 +294,9 @@ export function decodeGetFamilyReply(datagram: Buffer, seq: number): Decoded<Gen
     if (msg.type !== GENL_ID_CTRL) continue;
     const g = decodeGenl(msg.payload);
     if (!g.ok) return g;
-    const attrs = decodeAttrs(g.value.attrs);
+    const attrs = decodeAttrMap(g.value.attrs);
     if (!attrs.ok) return attrs;
-    const m = attrMap(attrs.value);
+    const m = attrs.value;
     const idBuf = m.get(CTRL_ATTR_FAMILY_ID);
     const nameBuf = m.get(CTRL_ATTR_FAMILY_NAME);
     const id = idBuf ? readUint(idBuf) : null;
@@ -426,7 +439,7 @@ class Attrs {
   }
   addr(t4: number, t6: number): string | undefined | null {
     const b4 = this.m.get(t4);
-    if (b4 !== undefined) return b4.length >= 4 ? [...b4.subarray(0, 4)].join('.') : null;
+    if (b4 !== undefined) return b4.length >= 4 ? `${b4[0]}.${b4[1]}.${b4[2]}.${b4[3]}` : null;
     const b6 = this.m.get(t6);
     if (b6 !== undefined) return b6.length >= 16 ? ipv6String(b6.subarray(0, 16)) : null;
     return undefined;
@@ -479,9 +492,9 @@ class Fields {
 export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpPmEvent> {
   const type = EVENT_NAMES.get(cmd);
   if (!type) return fail('NL_UNKNOWN_EVENT', `mptcp_pm event type ${cmd}`);
-  const list = decodeAttrs(attrBytes);
-  if (!list.ok) return list;
-  const f = new Fields(new Attrs(attrMap(list.value)));
+  const map = decodeAttrMap(attrBytes);
+  if (!map.ok) return map;
+  const f = new Fields(new Attrs(map.value));
   const A = MptcpAttr;
   let ev: MptcpPmEvent;
   switch (type) {
