@@ -213,7 +213,8 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
     const conn = token === null ? undefined : this.table.get(token);
     return samples.map((s) => {
       const t = conn && s.local && s.remote ? conn.subflows.get(subflowKey(s.local, s.remote)) : undefined;
-      return { ...s, locId: t?.locId ?? null, remId: t?.remId ?? null, backup: t?.backup ?? null, ifName: t?.ifName ?? null };
+      // Fields spelt out, not spread: this runs for every connection that closes.
+      return { index: s.index, local: s.local, remote: s.remote, tcp: s.tcp, locId: t?.locId ?? null, remId: t?.remId ?? null, backup: t?.backup ?? null, ifName: t?.ifName ?? null };
     });
   }
 

@@ -141,7 +141,7 @@ export function encodeSockaddr(address: string, port: number): Buffer {
 export function decodeSockaddr(b: Buffer): { address: string; port: number; family: 4 | 6 } | null {
   if (b.length < 2) return null;
   const family = b.readUInt16LE(0);
-  if (family === AF_INET && b.length >= 8) return { family: 4, port: b.readUInt16BE(2), address: [...b.subarray(4, 8)].join('.') };
+  if (family === AF_INET && b.length >= 8) return { family: 4, port: b.readUInt16BE(2), address: `${b[4]}.${b[5]}.${b[6]}.${b[7]}` };
   if (family === AF_INET6 && b.length >= 24) {
     const groups: string[] = [];
     for (let i = 0; i < 8; i++) groups.push(b.readUInt16BE(8 + 2 * i).toString(16));
