@@ -22,7 +22,7 @@ import { after, before, describe, test } from 'node:test';
 import { ProxiedHttp } from '../helpers/clients';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { patternChunks, patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { useTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
 import { pickPorts } from '../ops/ports';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -278,46 +278,50 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
     }
   });
 
-  test('maxConnections drops: counted, and the limit log names the client address, not "unknown"', async () => {
+  /**
+   * A proxy with `limitYaml` and two connections held open within the limit; `body` makes the hits.
+   * Returns the proxy's log lines about the limit, read after a clean stop.
+   */
+  const withTwoHeld = async (limitYaml: string, body: (o: { bridge: string; limitHits: () => Promise<number> }) => Promise<void>): Promise<ProxyLogLine[]> => {
     const t = tb();
     const [port, metricsPort] = pickPorts(2);
-    const px = await start(t, port, metricsPort, 'limits: { maxConnections: 2 }\ntimeouts: { handshakeMs: 60000 }\n');
+    const px = await start(t, port, metricsPort, `limits: ${limitYaml}\ntimeouts: { handshakeMs: 60000 }\n`);
     let stopped = false;
     try {
       const bridge = await t.bridge('client', t.addr.proxy1, port, { mptcp: true });
       const held = [await Raw.open(bridge), await Raw.open(bridge)];
       await sleep(300);
-      const before = await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
-      const HITS = 20;
-      const over = await Promise.all(Array.from({ length: HITS }, () => Raw.open(bridge)));
-      await Promise.race([Promise.all(over.map((c) => c.closed)), sleep(5_000)]);
-      assert.equal(over.filter((c) => c.closedAt === null).length, 0, 'every connection over the limit is closed');
-      assert.equal((await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}')) - before, HITS);
+      const counter = 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}';
+      const before = await metric(t, metricsPort, counter);
+      await body({ bridge, limitHits: async () => (await metric(t, metricsPort, counter)) - before });
       assert.equal(held.filter((c) => c.closedAt !== null).length, 0, 'the two within the limit stay open');
       for (const c of held) c.socket.destroy();
       await px.stop();
       stopped = true;
-      const lines = px.logs.filter((l) => l.code === 'MPX_LIMIT_REACHED');
-      const hit = lines.find((l) => l.message === 'limit hit');
-      assert.equal(hit?.client, t.addr.client1, `limit hit line: ${JSON.stringify(hit)}`);
-      const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
-      assert.deepEqual([summary?.client, summary?.count], [t.addr.client1, HITS - 1], `summary line: ${JSON.stringify(summary)}`);
+      return px.logs.filter((l) => l.code === 'MPX_LIMIT_REACHED' || l.result === 'MPX_LIMIT_REACHED');
     } finally {
       if (!stopped) await px.stop();
     }
+  };
+
+  test('maxConnections drops: counted, and the limit log names the client address, not "unknown"', async () => {
+    const HITS = 20;
+    const lines = await withTwoHeld('{ maxConnections: 2 }', async ({ bridge, limitHits }) => {
+      const over = await Promise.all(Array.from({ length: HITS }, () => Raw.open(bridge)));
+      await Promise.race([Promise.all(over.map((c) => c.closed)), sleep(5_000)]);
+      assert.equal(over.filter((c) => c.closedAt === null).length, 0, 'every connection over the limit is closed');
+      assert.equal(await limitHits(), HITS);
+    });
+    const client = tb().addr.client1;
+    const hit = lines.find((l) => l.message === 'limit hit');
+    assert.equal(hit?.client, client, `limit hit line: ${JSON.stringify(hit)}`);
+    const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
+    assert.deepEqual([summary?.client, summary?.count], [client, HITS - 1], `summary line: ${JSON.stringify(summary)}`);
   });
 
   test('500 per-client limit hits: counted 500 times, logged in a couple of lines', async () => {
-    const t = tb();
-    const [port, metricsPort] = pickPorts(2);
-    const px = await start(t, port, metricsPort, 'limits: { maxConnectionsPerClient: 2 }\ntimeouts: { handshakeMs: 60000 }\n');
-    let stopped = false;
-    try {
-      const bridge = await t.bridge('client', t.addr.proxy1, port, { mptcp: true });
-      const held = [await Raw.open(bridge), await Raw.open(bridge)];
-      await sleep(300);
-      const before = await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
-      const HITS = 500;
+    const HITS = 500;
+    const lines = await withTwoHeld('{ maxConnectionsPerClient: 2 }', async ({ bridge, limitHits }) => {
       let refused = 0;
       for (let done = 0; done < HITS; done += 25) {
         await Promise.all(
@@ -330,19 +334,12 @@ describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () 
         );
       }
       assert.equal(refused, HITS, 'every connection over the limit is closed');
-      const counted = (await metric(t, metricsPort, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}')) - before;
-      assert.equal(counted, HITS, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
-      for (const h of held) h.socket.destroy();
-      await px.stop();
-      stopped = true;
-      const lines = px.logs.filter((l) => l.code === 'MPX_LIMIT_REACHED' || l.result === 'MPX_LIMIT_REACHED');
-      console.log(`# ${HITS} per-client limit hits -> ${lines.length} log lines: ${lines.map((l) => `${l.message}${l.count ? ` (${l.count})` : ''}`).join('; ')}`);
-      assert.ok(lines.length <= 3, `${lines.length} log lines for ${HITS} hits`);
-      assert.equal(lines.filter((l) => l.message === 'limit hit').length, 1);
-      const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
-      assert.equal(summary?.count, HITS - 1, `summary line: ${JSON.stringify(summary)}`);
-    } finally {
-      if (!stopped) await px.stop();
-    }
+      assert.equal(await limitHits(), HITS, 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}');
+    });
+    console.log(`# ${HITS} per-client limit hits -> ${lines.length} log lines: ${lines.map((l) => `${l.message}${l.count ? ` (${l.count})` : ''}`).join('; ')}`);
+    assert.ok(lines.length <= 3, `${lines.length} log lines for ${HITS} hits`);
+    assert.equal(lines.filter((l) => l.message === 'limit hit').length, 1);
+    const summary = lines.find((l) => l.message === 'limit hits not logged one by one');
+    assert.equal(summary?.count, HITS - 1, `summary line: ${JSON.stringify(summary)}`);
   });
 });
