@@ -93,12 +93,7 @@ export class BufferTuner {
       registers: [metrics],
     });
     this.decisions = new client.Counter({ name: 'mptcp_proxy_socket_buffer_decisions_total', help: 'Buffer tuning decisions per client socket buffer', labelNames: ['direction', 'decision'] as const, registers: [metrics] });
-    events.on('connection-open', (c) => {
-      this.onOpen(c);
-      // The listener reads the token at accept but no longer emits a sample there (a tenth of
-      // the CPU at 1,000 new connections/s): this is the first sight of the connection.
-      this.onSample(c);
-    });
+    events.on('connection-open', (c) => this.onOpen(c));
     events.on('connection-sample', (c) => this.onSample(c));
     events.on('connection-close', (c) => this.forget(c));
     ports.onSubflowUp((token) => {
