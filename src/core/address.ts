@@ -96,6 +96,8 @@ export function ipv6ToBytes(ip: string): Buffer {
   return out;
 }
 
+const CIDR_ANSWER_CACHE = 4096;
+
 /** A set of CIDR ranges over both families, backed by Node's BlockList. */
 export class CidrSet {
   private readonly list = new net.BlockList();
@@ -107,7 +109,23 @@ export class CidrSet {
       this.list.addSubnet(address, prefix, family);
     }
   }
+  /**
+   * Answers for addresses asked recently: BlockList.check parses the text into a SocketAddress
+   * on every call, and each new tunnel asks two or three sets about the same few addresses. The
+   * ranges never change (a reload makes new sets), so an answer stays right; the map is emptied
+   * when full to stay bounded.
+   */
+  private readonly answers = new Map<string, boolean>();
   has(ip: string): boolean {
+    let yes = this.answers.get(ip);
+    if (yes === undefined) {
+      yes = this.check(ip);
+      if (this.answers.size >= CIDR_ANSWER_CACHE) this.answers.clear();
+      this.answers.set(ip, yes);
+    }
+    return yes;
+  }
+  private check(ip: string): boolean {
     // The common IPv4 case skips unmapping (it would test the family twice more).
     if (net.isIPv4(ip)) return this.list.check(ip, 'ipv4');
     const addr = unmapIPv6(ip);

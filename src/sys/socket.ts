@@ -250,8 +250,10 @@ export function closeFd(fd: number): void {
   libc.close(fd);
 }
 
+// The getters below run for every connection: buffers come from Node's pool (allocUnsafe), and
+// only bytes the kernel wrote are returned (cut to the length it reported).
 function getRaw(fd: number, level: number, name: number, size: number): Buffer | null {
-  const b = Buffer.alloc(size);
+  const b = Buffer.allocUnsafe(size);
   const len = [size];
   if (libc.getsockopt(fd, level, name, b, len) < 0) return null;
   return b.subarray(0, len[0]);
@@ -278,8 +280,12 @@ export function tcpInfoRaw(fd: number): Buffer | null {
  * an inline array. Returns the header's counts and the array bytes.
  */
 function subflowArray(fd: number, name: number, elemSize: number, maxSubflows: number): { num: number; sizeKernel: number; data: Buffer } | null {
-  const b = Buffer.alloc(16 + elemSize * maxSubflows);
+  const b = Buffer.allocUnsafe(16 + elemSize * maxSubflows);
+  // struct mptcp_subflow_data: size_subflow_data, num_subflows, size_kernel (both set by the
+  // kernel, which wants them zero), size_user.
   b.writeUInt32LE(16, 0);
+  b.writeUInt32LE(0, 4);
+  b.writeUInt32LE(0, 8);
   b.writeUInt32LE(elemSize, 12);
   const len = [b.length];
   if (libc.getsockopt(fd, SOL_MPTCP, name, b, len) < 0) return null;
