@@ -10,8 +10,8 @@ import type { ListenerConfig } from '../config/schema';
 import { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
-import { identifyConnection, sampleConnection } from '../mptcp/sample';
-import { createListenSocket, isMptcp, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
+import { identifyAccepted, sampleConnection } from '../mptcp/sample';
+import { createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
 import { activatedSockets, type ActivatedSocket } from './activation';
 
 const BACKLOG = 4096;
@@ -100,8 +100,7 @@ export class ProxyListener {
   private accept(socket: net.Socket): void {
     const fd = socketFd(socket);
     const conn = new ClientConnection(socket, this.name, fd);
-    conn.mptcp = fd >= 0 ? isMptcp(fd) : null;
-    identifyConnection(conn);
+    identifyAccepted(conn);
     // The client's FIN arrives while the fd is still open: last chance for plain HTTP connections.
     socket.once('end', () => sampleConnection(conn, this.ctx.events));
     const client = conn.clientAddress;

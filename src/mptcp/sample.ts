@@ -7,7 +7,7 @@
  */
 import type { ClientConnection } from '../core/connection';
 import type { ProxyEvents } from '../core/events';
-import { mptcpInfoRaw } from '../sys/socket';
+import { isMptcp, mptcpInfoRaw } from '../sys/socket';
 import { decodeMptcpIdentity } from './info';
 
 /** Token and subflow count from one MPTCP_INFO read; false when the socket is not (or no longer) MPTCP. */
@@ -19,6 +19,20 @@ export function identifyConnection(conn: ClientConnection): boolean {
   conn.token = info.token;
   conn.subflows = Math.max(conn.subflows, info.subflows);
   return true;
+}
+
+/**
+ * At accept: did the client negotiate MPTCP, and which token. MPTCP_INFO answers only on a socket
+ * that is MPTCP and has not fallen back, so for MPTCP clients it settles both in one getsockopt;
+ * only when it fails is TCP_IS_MPTCP asked (false for plain TCP, null when it cannot tell).
+ */
+export function identifyAccepted(conn: ClientConnection): void {
+  if (conn.fd < 0) {
+    conn.mptcp = null;
+    return;
+  }
+  conn.mptcp = true;
+  if (!identifyConnection(conn)) conn.mptcp = isMptcp(conn.fd);
 }
 
 export function sampleConnection(conn: ClientConnection, events: ProxyEvents): void {
