@@ -166,6 +166,9 @@ function inPrivateNetns(): number {
   if (ip('netns', 'add', ns) !== 0) throw new Error(`ip netns add ${ns} failed`);
   try {
     if (ip('-n', ns, 'link', 'set', 'lo', 'up') !== 0) throw new Error(`lo up in ${ns} failed`);
+    // A saturating subject overflows listen queues; SYNs retransmitted twice would otherwise count
+    // as a blackhole and switch MPTCP off in this namespace for every subject after it.
+    if (ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.mptcp.blackhole_timeout=0') !== 0) process.stderr.write('bench: net.mptcp.blackhole_timeout not settable; MPTCP blackhole detection stays on\n');
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, [NETNS_ENV]: ns } });
     return r.status ?? 1;
   } finally {
