@@ -153,19 +153,24 @@ export function encodeAttrs(attrs: readonly { type: number; nested?: boolean; da
   return Buffer.concat(parts);
 }
 
-export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
-  const attrs: NlAttr[] = [];
+/** Walks a run of nlattrs, handing each one's type field (flags included) and payload to `visit`. */
+function walkAttrs(buf: Buffer, visit: (typeField: number, data: Buffer) => void): { ok: false; error: NetlinkDecodeError } | null {
   let off = 0;
   while (off < buf.length) {
     const rest = buf.length - off;
     if (rest < NLA_HDRLEN) return fail('NL_TRUNCATED', `${rest} trailing bytes, no nlattr`);
     const len = buf.readUInt16LE(off);
     if (len < NLA_HDRLEN || len > rest) return fail('NL_BAD_LENGTH', `nla_len ${len} with ${rest} bytes left`);
-    const t = buf.readUInt16LE(off + 2);
-    attrs.push({ type: t & NLA_TYPE_MASK, nested: (t & NLA_F_NESTED) !== 0, data: buf.subarray(off + NLA_HDRLEN, off + len) });
+    visit(buf.readUInt16LE(off + 2), buf.subarray(off + NLA_HDRLEN, off + len));
     off += align4(len);
   }
-  return { ok: true, value: attrs };
+  return null;
+}
+
+export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
+  const attrs: NlAttr[] = [];
+  const bad = walkAttrs(buf, (t, data) => attrs.push({ type: t & NLA_TYPE_MASK, nested: (t & NLA_F_NESTED) !== 0, data }));
+  return bad ?? { ok: true, value: attrs };
 }
 
 /**
@@ -174,16 +179,8 @@ export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
  */
 function decodeAttrMap(buf: Buffer): Decoded<Map<number, Buffer>> {
   const m = new Map<number, Buffer>();
-  let off = 0;
-  while (off < buf.length) {
-    const rest = buf.length - off;
-    if (rest < NLA_HDRLEN) return fail('NL_TRUNCATED', `${rest} trailing bytes, no nlattr`);
-    const len = buf.readUInt16LE(off);
-    if (len < NLA_HDRLEN || len > rest) return fail('NL_BAD_LENGTH', `nla_len ${len} with ${rest} bytes left`);
-    m.set(buf.readUInt16LE(off + 2) & NLA_TYPE_MASK, buf.subarray(off + NLA_HDRLEN, off + len));
-    off += align4(len);
-  }
-  return { ok: true, value: m };
+  const bad = walkAttrs(buf, (t, data) => m.set(t & NLA_TYPE_MASK, data));
+  return bad ?? { ok: true, value: m };
 }
 
 /** Host-order unsigned integer of 1, 2, 4 or 8 bytes (the width some attrs changed across kernels). */
