@@ -93,13 +93,21 @@ function mdTable(head: string[], body: string[][]): string {
 }
 
 /** bench/RESULTS.md for a run; `chartDir` is where the SVGs sit relative to the file; notes are hand-written. */
+/** "3", or "3–5" when workloads ran different numbers of repeats (read off the rows' runs). */
+function bestOfText(res: BenchResults): string {
+  const counts = res.rows.map((r) => r.runs.length).filter((n) => n > 0);
+  const lo = Math.min(res.bestOf, ...counts);
+  const hi = Math.max(res.bestOf, ...counts);
+  return lo === hi ? String(hi) : `${lo}–${hi}`;
+}
+
 export function markdown(res: BenchResults, chartDir: string, notes: string): string {
   const m = res.machine;
   const out: string[] = [
     '# Benchmark results',
     '',
     `Measured ${m.date} on ${m.nproc} cores (${m.cpu}), ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}; ` +
-      `\`npm run bench\` (${res.mode} mode, best of ${res.bestOf} per subject, ${Math.round(res.seconds)} s in all). ` +
+      `\`npm run bench\` (${res.mode} mode, best of ${bestOfText(res)} per subject, ${Math.round(res.seconds)} s in all). ` +
       'Figures move from run to run on a shared machine: compare ratios within this run, not across runs.',
     '',
     '## Targets (issue 6)',
