@@ -95,7 +95,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (!conn) return void res.destroy();
     conn.protocol = 'http';
     conn.requests++;
-    const crowded = tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
+    const crowded = crowdedHead(req);
     if (crowded) {
       refuse(conn, crowded);
       return errorResponse(res, crowded, true, 431);
@@ -164,7 +164,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       );
       setTimeout(() => socket.destroy(), 2_000).unref();
     };
-    const crowded = tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
+    const crowded = crowdedHead(req);
     if (crowded) return answer(crowded, 431);
     const denied = admit(conn, req);
     if (denied) return answer(denied);
@@ -200,6 +200,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   // the moment the connection went idle (previous request read and its response sent) until the
   // head is complete. Bodies are never timed by it, however long an upload runs.
   const sockets = new Map<net.Socket, SocketState>();
+  /** Judged by the limit the connection's parser was armed with at accept (see serve). */
+  const crowdedHead = (req: http.IncomingMessage): ProxyError | null => tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
   let draining = false;
   const handshakeMs = (): number => ctx.config.timeouts.handshakeMs;
 
