@@ -97,7 +97,7 @@ async function main(): Promise<number> {
   const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out'));
   fs.mkdirSync(outDir, { recursive: true });
   if (process.getuid?.() !== 0) process.stderr.write('bench: not root: tcpdump and the namespace testbed will fail\n');
-  if (!have('mptcpize')) throw new Error('mptcpize not found (apt-get install mptcpd, or npm run bench which runs scripts/setup.sh bench)');
+  if (!have('mptcpize')) throw new Error('mptcpize not found (apt-get install mptcpize, or npm run bench which runs scripts/setup.sh bench)');
 
   const started = Date.now();
   const log = (s: string): void => void process.stderr.write(`${s}\n`);

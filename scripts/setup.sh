@@ -5,15 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-run}
 
-# What each mode needs from Debian (checked with dpkg, installed only when missing).
-pkgs_run="libpcap-dev nftables mptcpd"
-pkgs_test="$pkgs_run curl iperf3 tcpdump python3 chromium systemd"
+# What each mode needs from Debian (checked with dpkg, installed only when missing). Every program
+# the proxy, the README's examples, the tests or the bench run must come from a package listed for
+# that mode, even one every Debian machine has (test/ops/setup-packages.test.ts checks the spawned
+# programs against `setup.sh list MODE`). mptcpize is its own package, not part of mptcpd.
+pkgs_run="iproute2 procps util-linux libc-bin coreutils dash libpcap-dev nftables mptcpd mptcpize curl"
+pkgs_test="$pkgs_run iperf3 tcpdump tshark python3 chromium systemd"
 pkgs_bench="$pkgs_test nginx dante-server squid haproxy microsocks wrk"
 case "$mode" in
   run) want=$pkgs_run ;;
   test) want=$pkgs_test ;;
   bench) want=$pkgs_bench ;;
-  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+  list) eval "echo \$pkgs_${2:-}"; exit 0 ;;
+  *) echo "usage: $0 run|test|bench|list MODE" >&2; exit 2 ;;
 esac
 
 missing=()
