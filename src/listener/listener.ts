@@ -10,6 +10,7 @@ import type { ListenerConfig } from '../config/schema';
 import { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
+import { refuse } from '../proxy/refusal';
 import { identifyAccepted, sampleConnection } from '../mptcp/sample';
 import { createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
 import { activatedSockets, type ActivatedSocket } from './activation';
@@ -55,7 +56,7 @@ export class ProxyListener {
     // Node has closed the socket already: no ClientConnection, so the limit log is told the peer.
     server.on('drop', (d?: net.DropArgument) => {
       const peer = d?.remoteAddress;
-      this.ctx.events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, `maxConnections, client ${peer ?? 'unknown'}`), null, peer);
+      refuse(this.ctx, null, new ProxyError(ErrorCode.LimitReached, `maxConnections, client ${peer ?? 'unknown'}`), undefined, peer);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -118,11 +119,7 @@ export class ProxyListener {
     });
     this.ctx.events.emit('connection-open', conn);
     if (count > this.ctx.config.limits.maxConnectionsPerClient) {
-      const err = new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`);
-      conn.fail(err);
-      this.ctx.events.emit('proxy-error', err, conn);
-      socket.destroy();
-      return;
+      return refuse(this.ctx, conn, new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`), () => socket.destroy());
     }
     this.frontEnd(conn, this.ctx);
   }

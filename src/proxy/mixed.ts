@@ -6,6 +6,7 @@
 import type { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import { handshakeTimeLeft, type FrontEnd, type ProxyContext } from './context';
+import { refuse } from './refusal';
 import { isSocksFirstByte } from './socks/server';
 
 export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
@@ -13,10 +14,7 @@ export function createMixedFrontEnd(http: FrontEnd, socks: FrontEnd): FrontEnd {
     const socket = conn.socket;
     const timer = setTimeout(() => {
       // Counted and logged like any other handshake timeout (src/log/limit-log.ts).
-      const err = new ProxyError(ErrorCode.HandshakeTimeout, 'no first byte on the mixed port');
-      conn.fail(err);
-      ctx.events.emit('proxy-error', err, conn);
-      socket.destroy();
+      refuse(ctx, conn, new ProxyError(ErrorCode.HandshakeTimeout, 'no first byte on the mixed port'), () => socket.destroy());
     }, handshakeTimeLeft(conn, ctx));
     socket.once('close', () => clearTimeout(timer));
     socket.once('readable', () => {

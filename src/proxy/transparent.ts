@@ -19,6 +19,7 @@ import type { Logger } from '../log/logger';
 import { TPROXY_MARK, installTproxyRouting, removeTproxyRouting } from '../sys/iproute';
 import { NFT_FAMILY, TPROXY_TABLE, buildTproxyScript, nftApply, nftDeleteTable, type TproxyTarget } from '../sys/nft';
 import type { FrontEnd, ProxyContext } from './context';
+import { refuse as refuseConnection } from './refusal';
 import { tunnel } from './tunnel';
 
 const WILDCARD = new Set(['0.0.0.0', '::']);
@@ -56,13 +57,11 @@ export function createTransparentFrontEnd(own: () => readonly Endpoint[]): Front
     conn.protocol = 'transparent';
     const dest = { host: unmapIPv6(conn.localAddress), port: conn.localPort };
     conn.destination = dest;
-    const refuse = (err: ProxyError): void => {
-      conn.fail(err);
-      ctx.events.emit('proxy-error', err, conn);
-      ctx.log.log(err.mapping.log, 'transparent refused', { id: conn.id, client: conn.clientAddress, destination: `${dest.host}:${dest.port}`, code: err.code, detail: err.message });
-      // A reset is what the client would have seen from a destination that refused it.
-      if (!conn.socket.destroyed) conn.socket.resetAndDestroy();
-    };
+    // A reset is what the client would have seen from a destination that refused it.
+    const refuse = (err: ProxyError): void =>
+      refuseConnection(ctx, conn, err, () => {
+        if (!conn.socket.destroyed) conn.socket.resetAndDestroy();
+      });
     if (!ctx.access.clientAllowed(conn.clientAddress)) return refuse(new ProxyError(ErrorCode.ClientDenied, conn.clientAddress));
     // Not redirected (a client dialled the listener itself) or redirected back at us: a loop.
     if (isOwnEndpoint(dest, own(), localAddresses)) return refuse(new ProxyError(ErrorCode.DestDenied, `${dest.host}:${dest.port} is the proxy itself`));

@@ -7,6 +7,7 @@ import type { ClientConnection } from '../core/connection';
 import { ErrorCode, ProxyError } from '../core/errors';
 import { identifyConnection, sampleConnection } from '../mptcp/sample';
 import type { ProxyContext } from './context';
+import { refuse } from './refusal';
 
 export async function tunnel(conn: ClientConnection, upstream: net.Socket, ctx: ProxyContext, head?: Buffer): Promise<void> {
   // Only the subflow count here (one getsockopt): a full sample costs several and a registry
@@ -27,12 +28,7 @@ export async function tunnel(conn: ClientConnection, upstream: net.Socket, ctx: 
     conn.relayBytesUp += result.bytesUp - (clientHead?.length ?? 0);
     conn.relayBytesDown += result.bytesDown;
   }
-  if (result.end === 'idle') {
-    const err = new ProxyError(ErrorCode.IdleTimeout, `${ctx.config.timeouts.idleMs} ms`);
-    conn.fail(err);
-    ctx.events.emit('proxy-error', err, conn);
-  } else if (result.end === 'upstream-error' && result.errorCode && result.errorCode !== 'ECONNRESET') {
-    conn.fail(new ProxyError(ErrorCode.UpstreamReset, result.errorCode));
-  }
+  if (result.end === 'idle') refuse(ctx, conn, new ProxyError(ErrorCode.IdleTimeout, `${ctx.config.timeouts.idleMs} ms`));
+  else if (result.end === 'upstream-error' && result.errorCode && result.errorCode !== 'ECONNRESET') refuse(ctx, conn, new ProxyError(ErrorCode.UpstreamReset, result.errorCode));
   ctx.events.emit('relay-done', conn, result);
 }

@@ -193,7 +193,7 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
     assert.notEqual(denied.exitCode, 0);
     // The reset can land before curl sees its connect complete ("Couldn't connect") or after ("reset").
     assert.match(denied.errorMessage, /reset|Recv failure|Couldn't connect/i, denied.errorMessage);
-    const portLine = await px.waitForLog((l) => l.message === 'transparent refused' && l.code === 'MPX_PORT_DENIED');
+    const portLine = await px.waitForLog((l) => l.message === 'refused' && l.protocol === 'transparent' && l.code === 'MPX_PORT_DENIED');
     assert.equal(portLine.destination, `${server.host}:${DENIED_PORT}`);
 
     // Dialled directly (not redirected: the proxy's own addresses are never diverted), as a
@@ -203,7 +203,7 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
     const asProxy = await curl(tb(), { url: server.url('/bytes/10'), proxy: { kind: 'http', host: tb().addr.proxy1, port: ANY_PORT }, timeoutMs: 10_000 });
     assert.notEqual(asProxy.exitCode, 0);
     assert.notEqual(asProxy.httpCode, 200);
-    const loops = (): typeof px.logs => px.logs.filter((l) => l.message === 'transparent refused' && l.code === 'MPX_DEST_DENIED');
+    const loops = (): typeof px.logs => px.logs.filter((l) => l.message === 'refused' && l.protocol === 'transparent' && l.code === 'MPX_DEST_DENIED');
     for (let i = 0; i < 50 && loops().length < 2; i++) await sleep(100);
     assert.equal(loops().length, 2, 'both direct connections refused as loops');
     for (const l of loops()) assert.match(String(l.detail), /proxy itself/);

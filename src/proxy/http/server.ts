@@ -8,13 +8,11 @@ import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ClientConnection } from '../../core/connection';
-import { ERROR_TABLE, ErrorCode, ProxyError, toProxyError } from '../../core/errors';
-import { isLimitCode } from '../../log/limit-log';
+import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import { handshakeTimeLeft, type FrontEnd, type ProxyContext } from '../context';
+import { httpRefusal, refusalBytes, refuse as refuseConnection } from '../refusal';
 import { tunnel } from '../tunnel';
 import { forwardHeaders, parseAuthority, parseBasicCredentials } from './headers';
-
-const REALM = 'Basic realm="mptcp-proxy", charset="UTF-8"';
 
 /** limits.maxHeaderLines (as Apache's LimitRequestFields); the size limit is limits.maxHeaderBytes. */
 function tooManyHeaders(req: http.IncomingMessage, max: number): ProxyError | null {
@@ -56,12 +54,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     insecureHTTPParser: false,
   });
 
-  const refuse = (conn: ClientConnection, err: ProxyError): void => {
-    conn.fail(err);
-    ctx.events.emit('proxy-error', err, conn);
-    if (isLimitCode(err.code)) return; // logged, without flooding, by the limit log
-    ctx.log.log(err.mapping.log, 'http refused', { id: conn.id, client: conn.clientAddress, code: err.code, detail: err.message });
-  };
+  const refuse = (conn: ClientConnection, err: ProxyError): void => refuseConnection(ctx, conn, err);
 
   /** Client ACL and proxy auth; returns the error to answer with, or null to go on. */
   const admit = (conn: ClientConnection, req: http.IncomingMessage): ProxyError | null => {
@@ -78,16 +71,15 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   };
 
   const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean, status = err.mapping.http): void => {
-    const body = `${status} ${ERROR_TABLE[err.code].text}\n`;
-    const headers: http.OutgoingHttpHeaders = {
-      'Content-Type': 'text/plain; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-      'X-Mptcp-Proxy-Error': err.code,
-    };
-    if (err.mapping.http === 407) headers['Proxy-Authenticate'] = REALM;
-    if (close) headers.Connection = 'close';
-    res.writeHead(status, headers);
-    res.end(body);
+    const r = httpRefusal(err.code, status, close);
+    res.writeHead(r.status, r.headers);
+    res.end(r.body);
+  };
+
+  /** Answer on a socket that is no (longer an) HTTP response: CONNECT, or a head that did not parse. */
+  const answerRaw = (socket: net.Socket, err: ProxyError, status?: number): void => {
+    socket.end(refusalBytes('http', err.code, status));
+    setTimeout(() => socket.destroy(), 2_000).unref();
   };
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -154,16 +146,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     conn.protocol = 'connect';
     conn.requests++;
     socket.pause();
-    const answer = (err: ProxyError, status = err.mapping.http): void => {
-      refuse(conn, err);
-      const body = `${status} ${err.mapping.text}\n`;
-      const auth = status === 407 ? `Proxy-Authenticate: ${REALM}\r\n` : '';
-      socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${auth}X-Mptcp-Proxy-Error: ${err.code}\r\n` +
-          `Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      setTimeout(() => socket.destroy(), 2_000).unref();
-    };
+    const answer = (err: ProxyError, status?: number): void => refuseConnection(ctx, conn, err, () => answerRaw(socket, err, status));
     const crowded = crowdedHead(req);
     if (crowded) return answer(crowded, 431);
     const denied = admit(conn, req);
@@ -188,10 +171,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (e.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
     const err = new ProxyError(timedOut ? ErrorCode.HandshakeTimeout : tooLarge ? ErrorCode.LimitReached : ErrorCode.BadRequest, e.code ?? e.message);
     if (conn) refuse(conn, err);
-    const status = tooLarge ? 431 : err.mapping.http;
-    const body = `${status} ${err.mapping.text}\n`;
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nX-Mptcp-Proxy-Error: ${err.code}\r\nConnection: close\r\n\r\n${body}`);
-    setTimeout(() => socket.destroy(), 2_000).unref();
+    answerRaw(socket, err, tooLarge ? 431 : undefined);
   });
 
   // Slowloris: Node enforces headersTimeout only on servers that listen() themselves (its

@@ -7,8 +7,8 @@ import net from 'node:net';
 import { unmapIPv6 } from '../../core/address';
 import type { ClientConnection, Destination } from '../../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
-import { isLimitCode } from '../../log/limit-log';
 import { handshakeTimeLeft, type ProxyContext } from '../context';
+import { refuse } from '../refusal';
 import { tunnel } from '../tunnel';
 import { encodeSocks4Reply, parseSocks4Request, Socks4Command, Socks4Reply, SOCKS4_VERSION } from './codec/socks4';
 import {
@@ -193,17 +193,7 @@ class SocksSession {
     this.finished = true;
     clearTimeout(this.timer);
     const { conn, ctx } = this;
-    ctx.events.emit('proxy-error', err, conn);
-    conn.fail(err);
-    // Limit hits are logged, without flooding, by the limit log.
-    if (!isLimitCode(err.code)) ctx.log.log(err.mapping.log, `${conn.protocol === 'unknown' ? 'socks' : conn.protocol} refused: ${err.message}`, {
-      conn: conn.id,
-      listener: conn.listener,
-      client: `${conn.clientAddress}:${conn.clientPort}`,
-      code: err.code,
-      ...(conn.user ? { user: conn.user } : {}),
-      ...(conn.destination ? { destination: `${conn.destination.host}:${conn.destination.port}` } : {}),
-    });
+    refuse(ctx, conn, err);
     const reply = this.refusalReply?.(err);
     this.reader.detach();
     closeGracefully(conn.socket, reply);

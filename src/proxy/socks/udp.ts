@@ -14,6 +14,7 @@ import type { ClientConnection } from '../../core/connection';
 import { ErrorCode, ProxyError } from '../../core/errors';
 import type { RelayEnd } from '../../relay/relay';
 import type { ProxyContext } from '../context';
+import { refuse } from '../refusal';
 import type { SocksAddress } from './codec/common';
 import { encodeSocks5Datagram, parseSocks5Datagram } from './codec/socks5';
 
@@ -208,9 +209,7 @@ export class UdpAssociation {
     for (const p of this.outbound.values()) await p.then((s) => s.close(), () => {});
     this.conn.socket.destroy();
     if (end === 'idle') {
-      const err = new ProxyError(ErrorCode.IdleTimeout, `${this.ctx.config.timeouts.idleMs} ms`);
-      this.conn.fail(err);
-      this.ctx.events.emit('proxy-error', err, this.conn);
+      refuse(this.ctx, this.conn, new ProxyError(ErrorCode.IdleTimeout, `${this.ctx.config.timeouts.idleMs} ms`));
     }
     this.ctx.events.emit('relay-done', this.conn, { bytesUp: this.bytesUp, bytesDown: this.bytesDown, end });
   }

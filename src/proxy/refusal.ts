@@ -1,0 +1,79 @@
+/**
+ * The one way a connection is refused or failed, whatever the protocol or the path that found the
+ * problem: the connection records the error (its log line and /connections show the code), the
+ * 'proxy-error' event counts it (mptcp_proxy_errors_total{code}), one log line in one shape says
+ * why (limit hits are summed up by the limit log instead: an overload makes thousands), and the
+ * caller's protocol answer goes out. The answers themselves are rendered by refusalBytes, from
+ * the one error table in core/errors.ts, so any path that refuses answers byte for byte the same.
+ */
+import http from 'node:http';
+import type { ClientConnection } from '../core/connection';
+import type { ProxyError, ErrorCode } from '../core/errors';
+import { ERROR_TABLE } from '../core/errors';
+import type { ProxyEvents } from '../core/events';
+import { isLimitCode } from '../log/limit-log';
+import type { Logger } from '../log/logger';
+import { encodeSocks4Reply } from './socks/codec/socks4';
+import { encodeSocks5Reply } from './socks/codec/socks5';
+
+export const PROXY_AUTH_REALM = 'Basic realm="mptcp-proxy", charset="UTF-8"';
+
+/**
+ * Fail `conn` with `err`, count it, log it, then run `answer` (write the protocol's refusal and
+ * close, or reset). `conn` is null when the refusal comes before a connection exists (the
+ * listener's global limit); `peer` then names the client.
+ */
+export function refuse(
+  ctx: { events: ProxyEvents; log: Logger },
+  conn: ClientConnection | null,
+  err: ProxyError,
+  answer?: () => void,
+  peer?: string,
+): void {
+  conn?.fail(err);
+  ctx.events.emit('proxy-error', err, conn, peer);
+  if (!isLimitCode(err.code)) ctx.log.log(err.mapping.log, 'refused', refusalFields(conn, err, peer));
+  answer?.();
+}
+
+function refusalFields(conn: ClientConnection | null, err: ProxyError, peer?: string): Record<string, unknown> {
+  if (!conn) return { client: peer ?? 'unknown', code: err.code, detail: err.message };
+  return {
+    conn: conn.id,
+    listener: conn.listener,
+    protocol: conn.protocol,
+    client: `${conn.clientAddress}:${conn.clientPort}`,
+    ...(conn.user ? { user: conn.user } : {}),
+    ...(conn.destination ? { destination: `${conn.destination.host}:${conn.destination.port}` } : {}),
+    code: err.code,
+    detail: err.message,
+  };
+}
+
+/** What an HTTP refusal says: status, headers and body, for a ServerResponse or a raw socket. */
+export function httpRefusal(code: ErrorCode, status = ERROR_TABLE[code].http, close = true): { status: number; headers: Record<string, string | number>; body: string } {
+  const body = `${status} ${ERROR_TABLE[code].text}\n`;
+  return {
+    status,
+    headers: {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'X-Mptcp-Proxy-Error': code,
+      ...(status === 407 ? { 'Proxy-Authenticate': PROXY_AUTH_REALM } : {}),
+      ...(close ? { Connection: 'close' } : {}),
+    },
+    body,
+  };
+}
+
+export type RefusalProtocol = 'http' | 'socks5' | 'socks4';
+
+/** The bytes a refusal puts on the wire, for a front end that writes to the socket itself. */
+export function refusalBytes(protocol: RefusalProtocol, code: ErrorCode, httpStatus?: number): Buffer {
+  const m = ERROR_TABLE[code];
+  if (protocol === 'socks5') return encodeSocks5Reply(m.socks5);
+  if (protocol === 'socks4') return encodeSocks4Reply(m.socks4);
+  const r = httpRefusal(code, httpStatus);
+  const head = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return Buffer.from(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status]}\r\n${head}\r\n${r.body}`);
+}
