@@ -11,6 +11,11 @@ test('hop-by-hop fields and those named in Connection are dropped; Via is append
   assert.deepEqual(out, ['Host', 'a.example', 'Accept', '*/*', 'Via', `1.0 other, ${VIA_TOKEN}`]);
 });
 
+test('a request gets the given authority as its one Host, first', () => {
+  assert.deepEqual(forwardHeaders(['Accept', '*/*', 'host', 'evil.example', 'HOST', 'x'], 'a.example:8080'), ['Host', 'a.example:8080', 'Accept', '*/*', 'Via', VIA_TOKEN]);
+  assert.deepEqual(forwardHeaders(['Accept', '*/*'], 'a.example'), ['Host', 'a.example', 'Accept', '*/*', 'Via', VIA_TOKEN]);
+});
+
 test('no header list ever keeps a hop-by-hop field', () => {
   const name = fc.constantFrom('Connection', 'Keep-Alive', 'Upgrade', 'TE', 'Trailer', 'Proxy-Connection', 'X-A', 'X-B', 'Accept');
   fc.assert(

@@ -1,7 +1,7 @@
 /**
  * Loopback harness for the SOCKS front end: a ProxyContext built from real parts (AccessControl,
  * DefaultUpstreamConnector, StreamRelay, validateConfig), a net.Server on 127.0.0.1:0 handing
- * each socket to handleSocks, echo servers (TCP and UDP) as destinations, and a raw client.
+ * each socket to handleSocks (or the HTTP front end), echo servers (TCP and UDP) as destinations, and a raw client.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -41,9 +41,9 @@ function listen(server: net.Server): Promise<number> {
   });
 }
 
-/** `mixed`: serve through the mixed-port dispatcher (HTTP front end on the other branch). */
+/** `mixed`: serve through the mixed-port dispatcher (HTTP front end on the other branch); `http`: the HTTP front end alone. */
 /** `resolver` replaces DNS (tests must not send lookups off the machine for made-up names). */
-export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolean; resolver?: Resolver } = {}): Promise<SocksProxy> {
+export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolean; http?: boolean; resolver?: Resolver } = {}): Promise<SocksProxy> {
   const config = validateConfig(rawConfig);
   const events = new ProxyEvents();
   const access = new AccessControl(config.access);
@@ -55,7 +55,7 @@ export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolea
     upstream: new DefaultUpstreamConnector(config.upstream, access, events, opts.resolver),
     relay: new StreamRelay(),
   };
-  const frontEnd: FrontEnd = opts.mixed ? createMixedFrontEnd(createHttpFrontEnd(ctx), handleSocks) : handleSocks;
+  const frontEnd: FrontEnd = opts.http ? createHttpFrontEnd(ctx) : opts.mixed ? createMixedFrontEnd(createHttpFrontEnd(ctx), handleSocks) : handleSocks;
   const conns: ClientConnection[] = [];
   const errors: SocksProxy['errors'] = [];
   const relayed: SocksProxy['relayed'] = [];

@@ -33,15 +33,19 @@ function connectionListed(raw: readonly string[]): Set<string> {
   return listed;
 }
 
-/** Drop hop-by-hop fields and append this hop to Via. Returns a new raw array. */
-export function forwardHeaders(raw: readonly string[]): string[] {
+/**
+ * Drop hop-by-hop fields and append this hop to Via. Returns a new raw array. `host`, for a
+ * request: the target's authority, sent as the one Host field in place of the client's (RFC 9112
+ * §3.2.2), first as user agents send it.
+ */
+export function forwardHeaders(raw: readonly string[], host?: string): string[] {
   const listed = connectionListed(raw);
-  const out: string[] = [];
+  const out: string[] = host === undefined ? [] : ['Host', host];
   let via: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || listed.has(lower)) continue;
+    if (HOP_BY_HOP.has(lower) || listed.has(lower) || (host !== undefined && lower === 'host')) continue;
     if (lower === 'via') {
       via = via === null ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;

@@ -13,6 +13,7 @@ import { handshakeTimeLeft, type FrontEnd, type ProxyContext } from '../context'
 import { httpRefusal, refusalBytes, refuse as refuseConnection } from '../refusal';
 import { tunnel } from '../tunnel';
 import { forwardHeaders, parseAuthority, parseBasicCredentials } from './headers';
+import { messageRuleBreach, RequestLineWatch } from './message-rules';
 
 /** limits.maxHeaderLines (as Apache's LimitRequestFields); the size limit is limits.maxHeaderBytes. */
 function tooManyHeaders(req: http.IncomingMessage, max: number): ProxyError | null {
@@ -44,6 +45,8 @@ export type HttpFrontEnd = FrontEnd & { drain(): void };
 export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   const connections = new WeakMap<net.Socket, ClientConnection>();
   const authCache = new WeakMap<ClientConnection, string>();
+  /** Sockets whose last answer says Connection: close. */
+  const closing = new WeakSet<net.Socket>();
   const agent = new UpstreamAgent(ctx);
   const server = http.createServer({
     maxHeaderSize: ctx.config.limits.maxHeaderBytes,
@@ -72,6 +75,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
 
   const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean, status = err.mapping.http): void => {
     const r = httpRefusal(err.code, status, close);
+    if (close) closing.add(res.req.socket);
     res.writeHead(r.status, r.headers);
     res.end(r.body);
   };
@@ -85,12 +89,19 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const conn = connections.get(req.socket);
     if (!conn) return void res.destroy();
+    // Pipelined behind an answer that closes the connection: never forwarded, never answered.
+    if (closing.has(req.socket)) return;
     conn.protocol = 'http';
     conn.requests++;
     const crowded = crowdedHead(req);
     if (crowded) {
       refuse(conn, crowded);
       return errorResponse(res, crowded, true, 431);
+    }
+    const broken = brokenRule(req);
+    if (broken) {
+      refuse(conn, broken);
+      return errorResponse(res, broken, true);
     }
     const denied = admit(conn, req);
     if (denied) {
@@ -113,7 +124,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       ...target,
       method: req.method,
       path: `${url.pathname}${url.search}`,
-      headers: forwardHeaders(req.rawHeaders),
+      headers: forwardHeaders(req.rawHeaders, url.host),
       setHost: false,
       proxyConn: conn,
     } as http.RequestOptions);
@@ -143,12 +154,15 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const conn = connections.get(socket);
     if (!conn) return void socket.destroy();
+    if (closing.has(socket)) return void socket.end();
     conn.protocol = 'connect';
     conn.requests++;
     socket.pause();
     const answer = (err: ProxyError, status?: number): void => refuseConnection(ctx, conn, err, () => answerRaw(socket, err, status));
     const crowded = crowdedHead(req);
     if (crowded) return answer(crowded, 431);
+    const broken = brokenRule(req);
+    if (broken) return answer(broken);
     const denied = admit(conn, req);
     if (denied) return answer(denied);
     const target = parseAuthority(req.url ?? '');
@@ -182,6 +196,13 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   const sockets = new Map<net.Socket, SocketState>();
   /** Judged by the limit the connection's parser was armed with at accept (see serve). */
   const crowdedHead = (req: http.IncomingMessage): ProxyError | null => tooManyHeaders(req, sockets.get(req.socket)?.maxHeaderLines ?? ctx.config.limits.maxHeaderLines);
+  /** RFC 9112 rules llhttp lets through; a CONNECT's socket becomes a tunnel, whose bytes are not watched. */
+  const brokenRule = (req: http.IncomingMessage): ProxyError | null => {
+    const lines = sockets.get(req.socket)?.lines;
+    const err = messageRuleBreach(req, lines);
+    if (req.method === 'CONNECT') lines?.stop();
+    return err;
+  };
   let draining = false;
   const handshakeMs = (): number => ctx.config.timeouts.handshakeMs;
 
@@ -240,6 +261,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     // allowed, so a request over the limit is seen (Node drops the excess silently).
     server.maxHeadersCount = st.maxHeaderLines + 1;
     server.emit('connection', conn.socket);
+    // Beyond the longest head the header size limit lets through unpadded (field lines count only name and value).
+    st.lines = new RequestLineWatch(socket, 4 * ctx.config.limits.maxHeaderBytes);
     conn.socket.resume();
   };
   return Object.assign(serve, {
@@ -258,4 +281,6 @@ interface SocketState {
   /** Requests fully answered on this connection. */
   served: number;
   deadline: NodeJS.Timeout | undefined;
+  /** Where its request lines are checked for single spaces (set once Node's server took the socket). */
+  lines?: RequestLineWatch;
 }

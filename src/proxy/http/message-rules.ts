@@ -1,0 +1,81 @@
+/**
+ * RFC 9112 message rules that Node's parser (llhttp) lets through, checked on every request head
+ * before anything is forwarded or tunnelled: HTTP/1.x only (llhttp reads a request line without
+ * a version as HTTP/0.9, and accepts HTTP/2.0), exactly one Host field line with a valid value
+ * (§3.2), no Transfer-Encoding in an HTTP/1.0 request (§6.1: its framing is faulty), and single
+ * spaces in the request line (§3: llhttp skips runs of spaces around the target, and nothing it
+ * hands over shows them, so the line is looked for in the bytes received).
+ */
+import type http from 'node:http';
+import type net from 'node:net';
+import { ErrorCode, ProxyError } from '../../core/errors';
+
+/** uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed. */
+const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::\d*)?$/;
+
+export function messageRuleBreach(req: http.IncomingMessage, lines: RequestLineWatch | undefined): ProxyError | null {
+  if (req.httpVersionMajor !== 1) return new ProxyError(ErrorCode.VersionUnsupported, `HTTP/${req.httpVersion} request line`);
+  const bad = (detail: string): ProxyError => new ProxyError(ErrorCode.BadRequest, detail);
+  const hosts: string[] = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  if (hosts.length > 1) return bad(`${hosts.length} Host field lines`);
+  if (hosts.length === 1 && !HOST_VALUE.test(hosts[0]!)) return bad(`Host ${JSON.stringify(hosts[0]!.slice(0, 100))}`);
+  if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return bad('Transfer-Encoding in an HTTP/1.0 request');
+  if (lines && !lines.sawRequestLine(req)) return bad('request line is not method SP target SP version');
+  return null;
+}
+
+/**
+ * The bytes of one connection that the next request line can be in, taken by a 'data' tap
+ * ahead of the parser. While a body is still being read everything before the newest chunk is
+ * dropped (the next head starts after that body), and at most `keep` bytes before the newest
+ * chunk are held: a head padded beyond that (leading blank lines and spaces before field values
+ * are not counted by the header size limit) fails the check, which refuses it.
+ */
+export class RequestLineWatch {
+  private chunks: Buffer[] = [];
+  private held = 0;
+  /** The request whose line was found last: until its body is read, no next head can start. */
+  private reading: http.IncomingMessage | null = null;
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.reading && !this.reading.complete) {
+      this.chunks = [];
+      this.held = 0;
+    }
+    this.chunks.push(chunk);
+    this.held += chunk.length;
+    while (this.chunks.length > 1 && this.held - this.chunks[0]!.length - chunk.length >= this.keep) this.held -= this.chunks.shift()!.length;
+  };
+
+  /** Call after Node's http server took the socket: a 'data' listener then makes it parse in JS, after this tap, instead of natively. */
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly keep: number,
+  ) {
+    socket.prependListener('data', this.onData);
+  }
+
+  /** Whether `req`'s request line arrived exactly as "METHOD SP target SP HTTP/x.y CRLF" at a line start. */
+  sawRequestLine(req: http.IncomingMessage): boolean {
+    // llhttp hands the target over byte for byte, as latin1.
+    const line = Buffer.from(`${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`, 'latin1');
+    const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    for (let at = buf.indexOf(line); at >= 0; at = buf.indexOf(line, at + 1)) {
+      if (at > 0 && buf[at - 1] !== 0x0a) continue;
+      const rest = buf.subarray(at + line.length);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.held = rest.length;
+      this.reading = req;
+      return true;
+    }
+    return false;
+  }
+
+  /** The socket became a tunnel: its bytes are no longer HTTP. */
+  stop(): void {
+    this.socket.removeListener('data', this.onData);
+    this.chunks = [];
+    this.held = 0;
+  }
+}
