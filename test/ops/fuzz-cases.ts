@@ -148,7 +148,7 @@ export function judgeSocks(data: Buffer, udpAllowed = false): string | null {
 }
 
 /**
- * Request smuggling shapes (RFC 9112 §6.1, §6.3, §5.2, §2.2): each must be refused with 400 and
+ * Request smuggling shapes (RFC 9112 §3, §3.2, §6.1, §6.3, §5.2, §2.2): each must be refused with 400 and
  * the connection closed. {T} is replaced with a reachable target's authority, so a proxy that
  * does not refuse forwards them (and answers 200/404) instead.
  */
@@ -179,6 +179,21 @@ export const SMUGGLING: readonly [name: string, request: string][] = [
   ['bare CR', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\rX-A: b\r\n\r\n'],
   ['NUL in header value', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\r\nX-A: a\u0000b\r\n\r\n'],
   ['space in header name', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\r\nX A: b\r\n\r\n'],
+  ['Host space before colon', 'GET http://{T}/headers HTTP/1.1\r\nHost : {T}\r\n\r\n'],
+  ['Host obs-fold', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\r\n {T}\r\n\r\n'],
+  ['two Host lines, different', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\r\nHost: evil.invalid\r\n\r\n'],
+  ['two Host lines, same', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}\r\nhost: {T}\r\n\r\n'],
+  ['Host list', 'GET http://{T}/headers HTTP/1.1\r\nHost: {T}, evil.invalid\r\n\r\n'],
+  ['Host with userinfo', 'GET http://{T}/headers HTTP/1.1\r\nHost: u@{T}\r\n\r\n'],
+  ['HTTP/0.9 request line', 'GET http://{T}/headers\r\n\r\n'],
+  ['HTTP/0.9 request line, then fields', 'GET http://{T}/headers\r\nHost: {T}\r\n\r\n'],
+  ['HTTP/2.0 request line', 'GET http://{T}/headers HTTP/2.0\r\nHost: {T}\r\n\r\n'],
+  ['two spaces after the method', 'GET  http://{T}/headers HTTP/1.1\r\nHost: {T}\r\n\r\n'],
+  ['two spaces before the version', 'GET http://{T}/headers  HTTP/1.1\r\nHost: {T}\r\n\r\n'],
+  ['TE in HTTP/1.0', 'POST http://{T}/echo HTTP/1.0\r\nHost: {T}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+  ['CONNECT with two Host lines', 'CONNECT {T} HTTP/1.1\r\nHost: {T}\r\nHost: evil.invalid:443\r\n\r\n'],
+  ['CONNECT with two spaces', 'CONNECT  {T} HTTP/1.1\r\nHost: {T}\r\n\r\n'],
+  ['CONNECT HTTP/0.9', 'CONNECT {T}\r\n\r\n'],
 ];
 
 /** Every spelling of a local or metadata address; {P} is the tripwire port. */
