@@ -114,7 +114,7 @@ describe('HTTP front end: RFC 9112 message rules', () => {
       await proxy.drained();
       assert.equal(proxy.errors.at(-1)?.err.code, code);
       assert.equal(await errorCount(code), counted + 1, 'mptcp_proxy_errors_total{code}');
-      assert.ok(logLines.slice(logged).some((l) => l.message === 'http refused' && l.code === code), JSON.stringify(logLines.slice(logged)));
+      assert.ok(logLines.slice(logged).some((l) => l.message === 'refused' && l.code === code), JSON.stringify(logLines.slice(logged)));
       assert.deepEqual(seen, []);
       assert.equal(originConnections, 0);
     });
