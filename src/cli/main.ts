@@ -5,7 +5,7 @@
 import { hashPassword } from '../access/passwords';
 import { flagsHelp, loadConfig, parseRunFlags } from '../config/load';
 import { ConfigError } from '../config/schema';
-import { ListenerError } from '../listener/listener';
+import { ListenerError } from '../listener/listener-error';
 import { createLogger } from '../log/logger';
 import { runDoctorCommand } from '../doctor/doctor-command';
 import { runSniffCommand } from '../sniffer/sniff-command';

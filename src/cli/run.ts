@@ -16,7 +16,7 @@ import type { Logger } from '../log/logger';
 import { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
 import { SubflowPlane } from '../subflow-plane';
-import { raiseOpenFileLimit } from '../sys/libc';
+import { raiseOpenFileLimit } from '../sys/rlimit';
 
 async function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
   const metrics = new ProxyMetrics();

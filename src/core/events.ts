@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { ClientConnection } from './connection';
 import type { ProxyError } from './errors';
-import type { RelayResult } from '../relay/relay';
+import type { RelayResult } from './relay';
 
 export interface ProxyEventMap {
   'connection-open': [conn: ClientConnection];

@@ -13,7 +13,7 @@
  */
 import type { ListenerConfig } from '../config/schema';
 import { clearListenEnv, dupCloseOnExec, inspectListenFd, setCloseOnExec, systemdListenFds, type ListenFd } from '../sys/sdnotify';
-import { ListenerError } from './listener';
+import { ListenerError } from './listener-error';
 
 /** Set in a worker's environment by the supervisor: "FD=NAME:FD=NAME" of the sockets it passes. */
 export const WORKER_LISTEN_FDS_ENV = 'MPTCP_PROXY_LISTEN_FDS';

@@ -14,12 +14,12 @@ import { refuse } from '../proxy/refusal';
 import { identifyAccepted, sampleConnection } from '../mptcp/sample';
 import { createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
 import { activatedSockets, type ActivatedSocket } from './activation';
+import { ListenerError } from './listener-error';
 
 const BACKLOG = 4096;
 
-export class ListenerError extends Error {
-  override name = 'ListenerError';
-}
+/** Re-exported for callers that still import it from here (cluster/supervisor.ts). */
+export { ListenerError } from './listener-error';
 
 export class ProxyListener {
   private server: net.Server | null = null;

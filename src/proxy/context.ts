@@ -6,7 +6,7 @@ import type { Config } from '../config/schema';
 import type { ClientConnection } from '../core/connection';
 import type { ProxyEvents } from '../core/events';
 import type { Logger } from '../log/logger';
-import type { RelayEngine } from '../relay/relay';
+import type { RelayEngine } from '../core/relay';
 import type { AccessControl } from '../access/access';
 import type { UpstreamConnector } from '../upstream/connector';
 

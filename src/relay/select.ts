@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../config/config-error';
 import type { Logger } from '../log/logger';
-import type { RelayEngine } from './relay';
+import type { RelayEngine } from '../core/relay';
 import { loadSpliceRelay, spliceUnavailableReason } from './splice-relay';
 import { StreamRelay } from './stream-relay';
 

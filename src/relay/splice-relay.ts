@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import { socketFd } from '../sys/socket';
 import { loadSpliceAddon, type SpliceAddon } from './native';
-import type { RelayEnd, RelayEngine, RelayOptions, RelayResult } from './relay';
+import type { RelayEnd, RelayEngine, RelayOptions, RelayResult } from '../core/relay';
 
 /**
  * Bytes a direction's pipe may hold while it has data in flight; the kernel may grant less

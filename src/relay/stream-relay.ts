@@ -4,7 +4,7 @@
  * used for plain HTTP forwarding and wherever the native splice engine is not.
  */
 import type net from 'node:net';
-import type { RelayEngine, RelayEnd, RelayOptions, RelayResult } from './relay';
+import type { RelayEngine, RelayEnd, RelayOptions, RelayResult } from '../core/relay';
 
 export class StreamRelay implements RelayEngine {
   readonly name = 'stream' as const;

@@ -7,8 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ProbeConfig } from '../config/steering';
-import { SysError } from '../sys/libc';
-import { closeFd, connectMptcp } from '../sys/socket';
+import { closeFd, connectMptcp, isConnectionRefused } from '../sys/socket';
 
 export type UplinkState = 'up' | 'down';
 
@@ -44,7 +43,7 @@ export const tcpProbe: ProbeFn = async (probe, mark) => {
     closeFd(fd);
     return true;
   } catch (e) {
-    return e instanceof SysError && e.code === 'ECONNREFUSED';
+    return isConnectionRefused(e);
   }
 };
 

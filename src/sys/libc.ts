@@ -1,6 +1,7 @@
 /**
- * The libc calls the proxy makes through FFI (koffi), and their constants. Nothing outside
- * src/sys may import this: callers use the typed socket modules beside it.
+ * The one FFI binding of libc (koffi): every libc call the proxy makes, and their constants.
+ * Nothing outside src/sys may import this (test/layers.test.ts checks it): callers use the
+ * typed modules beside it.
  */
 import koffi from 'koffi';
 
@@ -73,6 +74,14 @@ export const libc = {
   strerror: lib.func('const char *strerror(int errnum)'),
   getrlimit: lib.func('int getrlimit(int resource, _Out_ rlimit *rlim)'),
   setrlimit: lib.func('int setrlimit(int resource, const rlimit *rlim)'),
+  send: lib.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
+  sendto: lib.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: lib.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
+  write: lib.func('intptr_t write(int fd, const void *buf, size_t len)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  /** Variadic: pass the third argument as ('int', value). */
+  fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
+  ifIndexToName: lib.func('const char *if_indextoname(unsigned int ifindex, _Out_ uint8_t *ifname)'),
 };
 
 export function errno(): number {
@@ -99,26 +108,4 @@ export class SysError extends Error {
 export function check(call: string, rc: number): number {
   if (rc < 0) throw new SysError(call, errno());
   return rc;
-}
-
-export interface OpenFileLimit {
-  /** The soft limit before and after, and the hard limit (Infinity when unlimited). */
-  before: number;
-  soft: number;
-  hard: number;
-}
-
-/**
- * Raise this process's open-file soft limit to its hard limit: every relayed connection holds
- * two descriptors, and the usual soft default (1024) would cap the proxy far below what the
- * system allows. Going past the hard limit would need CAP_SYS_RESOURCE; this never tries.
- */
-export function raiseOpenFileLimit(): OpenFileLimit {
-  const lim = { cur: 0 as number | bigint, max: 0 as number | bigint };
-  check('getrlimit(RLIMIT_NOFILE)', libc.getrlimit(RLIMIT_NOFILE, lim) as number);
-  const asNumber = (v: number | bigint): number => (BigInt(v) >= 2n ** 63n ? Infinity : Number(v));
-  const before = asNumber(lim.cur);
-  const hard = asNumber(lim.max);
-  if (before < hard) check('setrlimit(RLIMIT_NOFILE)', libc.setrlimit(RLIMIT_NOFILE, { cur: lim.max, max: lim.max }) as number);
-  return { before, soft: hard, hard };
 }

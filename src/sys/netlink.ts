@@ -10,17 +10,13 @@
  * posts it. stop() writes the eventfd, which ends the worker at once. No timers, no polling.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import koffi from 'koffi';
-import { SOL_SOCKET, SO_RCVBUF, SysError, check, errno, libc } from './libc';
+import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, SO_RCVBUF, SO_RCVBUFFORCE, SysError, check, errno, libc } from './libc';
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_GENERIC = 16;
 const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
-const SO_RCVBUFFORCE = 33;
 const EFD_CLOEXEC = 0o2000000;
 const POLLIN = 1;
 const MSG_DONTWAIT = 0x40;
@@ -30,15 +26,6 @@ const ENOBUFS = 105;
 const IF_NAMESIZE = 16;
 /** Netlink datagrams from the kernel fit in a page; mptcp_pm events are under 200 bytes. */
 const RECV_SIZE = 32768;
-
-const lib = koffi.load('libc.so.6');
-const nl = {
-  send: lib.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
-  recv: lib.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
-  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
-  write: lib.func('intptr_t write(int fd, const void *buf, size_t len)'),
-  ifIndexToName: lib.func('const char *if_indextoname(unsigned int ifindex, _Out_ uint8_t *ifname)'),
-};
 
 /** struct pollfd[] for the given fds, all waiting for POLLIN. */
 function pollIn(fds: readonly number[]): Buffer {
@@ -122,10 +109,10 @@ export class GenlSocket {
    * Call before join(), or multicasts may come first.
    */
   request(msg: Buffer, timeoutMs = 1000): Buffer {
-    if (Number(nl.send(this.fd, msg, msg.length, 0)) < 0) throw new SysError('send(netlink)', errno());
+    if (Number(libc.send(this.fd, msg, msg.length, 0)) < 0) throw new SysError('send(netlink)', errno());
     const buf = Buffer.alloc(RECV_SIZE);
     for (;;) {
-      const n = Number(nl.recv(this.fd, buf, buf.length, MSG_DONTWAIT));
+      const n = Number(libc.recv(this.fd, buf, buf.length, MSG_DONTWAIT));
       if (n >= 0) return Buffer.from(buf.subarray(0, n));
       const e = errno();
       if (e === EINTR) continue;
@@ -148,7 +135,7 @@ export class GenlSocket {
    */
   startReading(h: NetlinkReadHandlers): Promise<void> {
     if (this.worker || this.closed) return Promise.reject(new Error('netlink reader already started or closed'));
-    this.wakeFd = check('eventfd', nl.eventfd(0, EFD_CLOEXEC));
+    this.wakeFd = check('eventfd', libc.eventfd(0, EFD_CLOEXEC));
     const data: ReaderData = { mark: READER_MARK, fd: this.fd, wakeFd: this.wakeFd };
     const w = new Worker(__filename, { workerData: data });
     this.worker = w;
@@ -201,7 +188,7 @@ export class GenlSocket {
   private readonly wake = (): void => {
     const one = Buffer.alloc(8);
     one.writeBigUInt64LE(1n);
-    nl.write(this.wakeFd, one, 8);
+    libc.write(this.wakeFd, one, 8);
   };
 }
 
@@ -209,7 +196,7 @@ export class GenlSocket {
 export function interfaceName(index: number): string | null {
   if (!Number.isInteger(index) || index <= 0 || index > 0xffffffff) return null;
   const b = Buffer.alloc(IF_NAMESIZE);
-  if (nl.ifIndexToName(index, b) === null) return null;
+  if (libc.ifIndexToName(index, b) === null) return null;
   const nul = b.indexOf(0);
   return b.subarray(0, nul < 0 ? b.length : nul).toString('latin1');
 }
@@ -240,7 +227,7 @@ function runReader(d: ReaderData): void {
   /** Every datagram queued now into the batch; false when the reader must end (error posted). */
   const drain = (): boolean => {
     for (;;) {
-      const n = Number(nl.recv(d.fd, buf, buf.length, MSG_DONTWAIT));
+      const n = Number(libc.recv(d.fd, buf, buf.length, MSG_DONTWAIT));
       const at = process.hrtime.bigint();
       if (n >= 0) {
         const copy = new Uint8Array(n);

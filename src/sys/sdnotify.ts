@@ -2,28 +2,23 @@
  * systemd integration: sd_notify(3) state messages over $NOTIFY_SOCKET (an AF_UNIX datagram
  * socket, which Node cannot send to, hence FFI) and sd_listen_fds(3) for socket activation.
  */
-import koffi from 'koffi';
-import { check, IPPROTO_MPTCP, IPPROTO_TCP, libc, SOCK_STREAM, SOL_SOCKET, SysError } from './libc';
+import { check, IPPROTO_MPTCP, IPPROTO_TCP, libc, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, SysError } from './libc';
 import { socketName } from './socket';
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
 /** sizeof(sockaddr_un.sun_path) */
 const SUN_PATH_MAX = 108;
 /** sd_listen_fds(3): passed descriptors start here. */
 const SD_LISTEN_FDS_START = 3;
 
-const lib = koffi.load('libc.so.6');
-const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;
 const SO_TYPE = 3;
 const SO_ACCEPTCONN = 30;
 const SO_PROTOCOL = 38;
-const sendto = lib.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)');
 
 export type NotifyResult = { ok: true; sent: boolean } | { ok: false; error: SysError | Error };
 
@@ -53,7 +48,7 @@ export function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): N
   try {
     fd = check('socket', libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number);
     const msg = Buffer.from(state);
-    check('sendto', Number(sendto(fd, msg, msg.length, MSG_NOSIGNAL, addr, addr.length)));
+    check('sendto', Number(libc.sendto(fd, msg, msg.length, MSG_NOSIGNAL, addr, addr.length)));
     return { ok: true, sent: true };
   } catch (e) {
     return { ok: false, error: e as SysError };
@@ -126,10 +121,10 @@ export function inspectListenFd(fd: number): InheritedSocket {
 
 /** Keep an inherited descriptor from leaking into children spawned later. */
 export function setCloseOnExec(fd: number): void {
-  check('fcntl(F_SETFD)', fcntl(fd, F_SETFD, 'int', FD_CLOEXEC) as number);
+  check('fcntl(F_SETFD)', libc.fcntl(fd, F_SETFD, 'int', FD_CLOEXEC) as number);
 }
 
 /** A close-on-exec duplicate (net.Server owns and closes it; the original stays for later use). */
 export function dupCloseOnExec(fd: number): number {
-  return check('fcntl(F_DUPFD_CLOEXEC)', fcntl(fd, F_DUPFD_CLOEXEC, 'int', 3) as number);
+  return check('fcntl(F_DUPFD_CLOEXEC)', libc.fcntl(fd, F_DUPFD_CLOEXEC, 'int', 3) as number);
 }

@@ -250,6 +250,11 @@ export function closeFd(fd: number): void {
   libc.close(fd);
 }
 
+/** Whether a connectMptcp failure was the peer's refusal (an RST: the path itself works). */
+export function isConnectionRefused(e: unknown): boolean {
+  return e instanceof SysError && e.code === 'ECONNREFUSED';
+}
+
 // The getters below run for every connection: buffers come from Node's pool (allocUnsafe), and
 // only bytes the kernel wrote are returned (cut to the length it reported).
 function getRaw(fd: number, level: number, name: number, size: number): Buffer | null {

@@ -8,7 +8,7 @@ import dgram from 'node:dgram';
 import { after, describe, test } from 'node:test';
 import type { ListenerConfig } from '../../src/config/schema';
 import { ActivatedSockets, WORKER_LISTEN_FDS_ENV } from '../../src/listener/activation';
-import { ListenerError } from '../../src/listener/listener';
+import { ListenerError } from '../../src/listener/listener-error';
 import { closeFd, createListenSocket, socketName } from '../../src/sys/socket';
 
 const listener = (name: string, protocol: ListenerConfig['protocol']): ListenerConfig => ({ name, protocol, host: '127.0.0.1', port: 1, mptcp: true }) as ListenerConfig;

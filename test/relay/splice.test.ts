@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { RelayOptions } from '../../src/relay/relay';
+import type { RelayOptions } from '../../src/core/relay';
 import { loadSpliceRelay, type SpliceRelay } from '../../src/relay/splice-relay';
 import { isMptcp, socketFd } from '../../src/sys/socket';
 import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy, useSpliceEngine } from './splice-harness';

@@ -17,7 +17,7 @@ import type { FrontEnd, ProxyContext } from '../../src/proxy/context';
 import { createHttpFrontEnd } from '../../src/proxy/http/server';
 import { createMixedFrontEnd } from '../../src/proxy/mixed';
 import { handleSocks } from '../../src/proxy/socks/server';
-import type { RelayResult } from '../../src/relay/relay';
+import type { RelayResult } from '../../src/core/relay';
 import { StreamRelay } from '../../src/relay/stream-relay';
 import { DefaultUpstreamConnector, type Resolver } from '../../src/upstream/connector';
 

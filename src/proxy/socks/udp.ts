@@ -12,7 +12,7 @@ import net from 'node:net';
 import { normalizeIpLiteral, unmapIPv6 } from '../../core/address';
 import type { ClientConnection } from '../../core/connection';
 import { ErrorCode, ProxyError } from '../../core/errors';
-import type { RelayEnd } from '../../relay/relay';
+import type { RelayEnd } from '../../core/relay';
 import type { ProxyContext } from '../context';
 import { refuse } from '../refusal';
 import type { SocksAddress } from './codec/common';

@@ -1,7 +1,8 @@
 /**
  * The relay contract: once a protocol front end has connected both sides, an engine moves bytes
  * both ways until both directions are closed, carrying half-close, enforcing the idle timeout
- * and counting bytes per direction. Engines: stream (JS, always available) and splice (native).
+ * and counting bytes per direction. Engines (src/relay): stream (JS, always available) and splice
+ * (native). The contract lives in core because the event bus reports relay results.
  */
 import type net from 'node:net';
 
