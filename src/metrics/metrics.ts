@@ -1,7 +1,10 @@
 /**
- * Prometheus metrics (prom-client). The names and labels below are a contract (README, Grafana
- * dashboard). Labels stay bounded: listener, interface, direction, result, code; never per
- * connection or per client address.
+ * Prometheus metrics (prom-client): every metric the proxy exports is defined in this file. The
+ * names and labels below are a contract (README, Grafana dashboard). Labels stay bounded:
+ * listener, interface, direction, result, code, uplink, policy; never per connection or per
+ * client address. Connection and subflow metrics are fed here from events; the steering engine
+ * and the buffer tuner observe their own (steeringMetrics, bufferTunerMetrics), registered in the
+ * same registry.
  */
 import client from 'prom-client';
 import type { ProxyEvents } from '../core/events';
@@ -27,6 +30,35 @@ function labelledChildren<A extends string[], C>(make: (...values: A) => C): (..
     return c;
   };
 }
+
+/** The steering engine's metrics (src/steering/engine.ts observes them). */
+export function steeringMetrics(registry: client.Registry) {
+  const registers = [registry];
+  return {
+    uplinkUp: new client.Gauge({ name: 'mptcp_proxy_uplink_up', help: 'Uplink health from its probes (1 up, 0 down)', labelNames: ['uplink'] as const, registers }),
+    uplinkChanges: new client.Counter({ name: 'mptcp_proxy_uplink_changes_total', help: 'Uplink state changes (failover and failback)', labelNames: ['uplink', 'state'] as const, registers }),
+    steered: new client.Gauge({ name: 'mptcp_proxy_steered_subflows', help: 'Subflows under a steering policy now', labelNames: ['policy'] as const, registers }),
+    apply: new client.Histogram({ name: 'mptcp_proxy_steering_apply_seconds', help: 'Subflow event to kernel state applied', buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers }),
+    failures: new client.Counter({ name: 'mptcp_proxy_steering_failures_total', help: 'Kernel changes the steering engine could not apply', registers }),
+  };
+}
+export type SteeringMetrics = ReturnType<typeof steeringMetrics>;
+
+/** The buffer tuner's metrics (src/tuning/tuner.ts observes them). */
+export function bufferTunerMetrics(registry: client.Registry) {
+  const registers = [registry];
+  return {
+    applied: new client.Histogram({
+      name: 'mptcp_proxy_socket_buffer_bytes',
+      help: 'Receive/send buffer sizes the tuner set on client sockets (kernel bytes, as SO_RCVBUF/SO_SNDBUF read back)',
+      labelNames: ['direction'] as const,
+      buckets: [65_536, 180_000, 262_144, 524_288, 720_000, 1_048_576, 2_097_152, 4_194_304, 8_388_608, 16_777_216, 33_554_432, 67_108_864],
+      registers,
+    }),
+    decisions: new client.Counter({ name: 'mptcp_proxy_socket_buffer_decisions_total', help: 'Buffer tuning decisions per client socket buffer', labelNames: ['direction', 'decision'] as const, registers }),
+  };
+}
+export type BufferTunerMetrics = ReturnType<typeof bufferTunerMetrics>;
 
 export class ProxyMetrics {
   readonly registry = new client.Registry();

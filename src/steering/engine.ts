@@ -21,12 +21,12 @@
  */
 import { EventEmitter } from 'node:events';
 import type client from 'prom-client';
-import { Counter, Gauge, Histogram } from 'prom-client';
 import { unmapIPv6 } from '../core/address';
 import type { ClientView } from '../core/connection';
 import net from 'node:net';
 import type { PolicyConfig, ShapeDirection, SteeringConfig, UplinkConfig } from '../config/steering';
 import type { Logger } from '../log/logger';
+import { steeringMetrics, type SteeringMetrics } from '../metrics/metrics';
 import type { MptcpConnectionRecord, Subflow, SubflowRegistry } from '../registry/registry';
 import { interfaceFor } from '../registry/interfaces';
 import { buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
@@ -102,13 +102,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   private queue: Promise<void> = Promise.resolve();
   private running = false;
   private readonly detach: (() => void)[] = [];
-  private readonly m: {
-    uplinkUp: Gauge<'uplink'>;
-    uplinkChanges: Counter<'uplink' | 'state'>;
-    steered: Gauge<'policy'>;
-    apply: Histogram;
-    failures: Counter;
-  } | null;
+  private readonly m: SteeringMetrics | null;
 
   constructor(
     private config: SteeringConfig,
@@ -122,14 +116,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     this.paths = new PathManager(log);
     this.shaper = new Shaper(log);
     this.congestion = new CongestionRoutes(log);
-    const r = opts.metrics ? [opts.metrics] : null;
-    this.m = r && {
-      uplinkUp: new Gauge({ name: 'mptcp_proxy_uplink_up', help: 'Uplink health from its probes (1 up, 0 down)', labelNames: ['uplink'] as const, registers: r }),
-      uplinkChanges: new Counter({ name: 'mptcp_proxy_uplink_changes_total', help: 'Uplink state changes (failover and failback)', labelNames: ['uplink', 'state'] as const, registers: r }),
-      steered: new Gauge({ name: 'mptcp_proxy_steered_subflows', help: 'Subflows under a steering policy now', labelNames: ['policy'] as const, registers: r }),
-      apply: new Histogram({ name: 'mptcp_proxy_steering_apply_seconds', help: 'Subflow event to kernel state applied', buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers: r }),
-      failures: new Counter({ name: 'mptcp_proxy_steering_failures_total', help: 'Kernel changes the steering engine could not apply', registers: r }),
-    };
+    this.m = opts.metrics ? steeringMetrics(opts.metrics) : null;
   }
 
   /** The brief's lifecycle name for the constructor. */

@@ -8,10 +8,11 @@
  * sample), and again every `intervalMs` only while it keeps moving bulk data or gaining
  * subflows, for at most MAX_WATCHED connections at once. Nothing walks all connections on a timer.
  */
-import client from 'prom-client';
+import type client from 'prom-client';
 import type { ClientConnection } from '../core/connection';
 import type { ProxyEvents } from '../core/events';
 import type { Logger } from '../log/logger';
+import { bufferTunerMetrics, type BufferTunerMetrics } from '../metrics/metrics';
 import type { SubflowSnapshot } from '../mptcp/kernel-view';
 import type { BufferDirection } from '../sys/socket';
 import { decideBuffer, requiredBufferBytes, subflowRate, type BufferPolicy, type SubflowRate } from './buffers';
@@ -75,8 +76,7 @@ export class BufferTuner {
   private readonly byToken = new Map<number, State>();
   private watched = 0;
   private stopped = false;
-  private readonly applied: client.Histogram<'direction'>;
-  private readonly decisions: client.Counter<'direction' | 'decision'>;
+  private readonly m: BufferTunerMetrics;
 
   constructor(
     private policy: TunerPolicy,
@@ -85,14 +85,7 @@ export class BufferTuner {
     private readonly log: Logger,
     metrics: client.Registry,
   ) {
-    this.applied = new client.Histogram({
-      name: 'mptcp_proxy_socket_buffer_bytes',
-      help: 'Receive/send buffer sizes the tuner set on client sockets (kernel bytes, as SO_RCVBUF/SO_SNDBUF read back)',
-      labelNames: ['direction'] as const,
-      buckets: [65_536, 180_000, 262_144, 524_288, 720_000, 1_048_576, 2_097_152, 4_194_304, 8_388_608, 16_777_216, 33_554_432, 67_108_864],
-      registers: [metrics],
-    });
-    this.decisions = new client.Counter({ name: 'mptcp_proxy_socket_buffer_decisions_total', help: 'Buffer tuning decisions per client socket buffer', labelNames: ['direction', 'decision'] as const, registers: [metrics] });
+    this.m = bufferTunerMetrics(metrics);
     events.on('connection-open', (c) => this.onOpen(c));
     events.on('connection-sample', (c) => this.onSample(c));
     events.on('connection-close', (c) => this.forget(c));
@@ -225,14 +218,14 @@ export class BufferTuner {
     const reasons: string[] = [];
     for (const dir of DIRS) {
       const d = decideBuffer(need, this.policy, this.ports.systemMax(dir), s.set[dir]);
-      this.decisions.inc({ direction: dir, decision: d.action === 'set' ? 'set' : d.reason });
+      this.m.decisions.inc({ direction: dir, decision: d.action === 'set' ? 'set' : d.reason });
       reasons.push(`${dir}: ${d.reason}`);
       if (d.action !== 'set') continue;
       try {
         const got = this.ports.setBuffer(s.conn.fd, dir, d.bytes);
         // Record what we asked for: the fixed-mode check compares against it; status reads the kernel.
         s.set[dir] = d.bytes;
-        this.applied.observe({ direction: dir }, got);
+        this.m.applied.observe({ direction: dir }, got);
       } catch (e) {
         // The socket may have closed under us; nothing to tune then.
         this.log.debug('buffer tuning: setsockopt failed', { connection: s.conn.id, direction: dir, error: (e as Error).message });
