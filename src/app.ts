@@ -6,7 +6,7 @@
  */
 import { AccessControl } from './access/access';
 import type { Config, ListenerConfig, ListenerProtocol } from './config/schema';
-import type { Endpoint } from './core/address';
+import type { HostPort } from './core/address';
 import type { ClientConnection } from './core/connection';
 import { ProxyEvents } from './core/events';
 import { ProxyListener } from './listener/listener';
@@ -30,7 +30,7 @@ import type { BufferTuner } from './tuning/tuner';
 const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}`;
 
 export interface ProxyAppOptions {
-  /** Where connection samples go: the local registry, or the supervisor of a cluster. */
+  /** Where connection samples go, and subflow-up comes from: the local registry, or the supervisor of a cluster. */
   sink: ConnectionSink;
   /** Several processes share each listening port. */
   reusePort: boolean;
@@ -68,7 +68,7 @@ export class ProxyApp {
     metrics.observeConnections(this.events);
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
-    this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, log, metrics: metrics.registry });
+    this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, sink: opts.sink, log, metrics: metrics.registry });
     const http = (this.http = createHttpFrontEnd(this.ctx));
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()) };
   }
@@ -97,7 +97,7 @@ export class ProxyApp {
   }
 
   /** Where this proxy listens now: what a transparent connection must never be sent back to. */
-  private ownEndpoints(): Endpoint[] {
+  private ownEndpoints(): HostPort[] {
     const own = this.listeners.map((l) => ({ host: l.config.host, port: l.boundPort }));
     const m = this.config.metrics;
     return m.enabled ? [...own, { host: m.host, port: m.port }] : own;

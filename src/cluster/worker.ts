@@ -24,6 +24,8 @@ export async function runWorker(flags: FlagValues, config: Config, log: Logger):
     sample: (client, samples) => send({ mpx: 'sample', client, samples }),
     client: (client) => send({ mpx: 'client', client }),
     closed: (client) => send({ mpx: 'closed', client }),
+    // The registry is in the supervisor: the tuner's settle timer is this process's only sight.
+    onSubflowUp: () => {},
   };
   const metrics = new ProxyMetrics();
   const app = new ProxyApp(config, log.child({ worker: index }), metrics, { sink, reusePort: true });

@@ -4,7 +4,7 @@
  */
 import net from 'node:net';
 import os from 'node:os';
-import { CidrSet, parseCidr, parseEndpoint, type Endpoint } from '../core/address';
+import { CidrSet, parseCidr, parseEndpoint, type HostPort } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
 
@@ -212,7 +212,7 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
     const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed', 'transparent'], ri);
     onlyKeys(item, protocol === 'transparent' ? ['name', 'protocol', 'listen', 'mptcp', 'ports'] : ['name', 'protocol', 'listen', 'mptcp'], ri);
     if (typeof item.listen !== 'string') throw ri.at('listen').error('must be "HOST:PORT"');
-    let ep: Endpoint;
+    let ep: HostPort;
     try {
       ep = parseEndpoint(item.listen);
     } catch (e) {
@@ -330,7 +330,7 @@ export function validateConfig(input: unknown): Config {
   const snIfs = interfaceNames(sn, 'interfaces', root.at('sniffer'));
   const m = section(raw, 'metrics', root);
   onlyKeys(m, ['enabled', 'listen'], root.at('metrics'));
-  let metricsEp: Endpoint = { host: d.metrics.host, port: d.metrics.port };
+  let metricsEp: HostPort = { host: d.metrics.host, port: d.metrics.port };
   if (m.listen !== undefined) {
     if (typeof m.listen !== 'string') throw root.at('metrics.listen').error('must be "HOST:PORT"');
     try {

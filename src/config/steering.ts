@@ -18,6 +18,7 @@
  */
 import net from 'node:net';
 import { parseCidr } from '../core/address';
+import type { ClientView } from '../core/connection';
 import { ConfigError } from './config-error';
 
 export interface PolicyMatch {
@@ -33,6 +34,25 @@ export interface PolicyMatch {
   user?: string;
   listener?: string;
 }
+
+/**
+ * Every policy match key, with the facts of the client connection (what the registry learns
+ * after the subflow is up) it reads; [] = facts of the subflow itself. The registry re-evaluates
+ * a connection's subflows when one of these client facts changes, so a new match key must be
+ * listed here (the type requires it) to ever match on late-known facts.
+ */
+export const POLICY_MATCH_FIELDS = {
+  client: [],
+  local: [],
+  interface: [],
+  kind: [],
+  destination: ['destination', 'upstreamAddress'],
+  user: ['user'],
+  listener: ['listener'],
+} as const satisfies { readonly [K in keyof Required<PolicyMatch>]: readonly (keyof ClientView)[] };
+
+/** The client facts any policy can match on (see POLICY_MATCH_FIELDS). */
+export const POLICY_CLIENT_FIELDS: readonly (keyof ClientView)[] = [...new Set(Object.values(POLICY_MATCH_FIELDS).flat())];
 
 export type ShapeDirection = 'both' | 'download' | 'upload';
 export const SHAPE_DIRECTIONS: readonly ShapeDirection[] = ['both', 'download', 'upload'];
@@ -191,7 +211,7 @@ function destination(raw: Raw, path: string): string | undefined {
 function validateMatch(raw: unknown, path: string): PolicyMatch {
   if (raw === undefined) return {};
   if (!isObject(raw)) return fail(path, 'must be a mapping');
-  onlyKeys(raw, ['client', 'local', 'interface', 'kind', 'destination', 'user', 'listener'], path);
+  onlyKeys(raw, Object.keys(POLICY_MATCH_FIELDS), path);
   const kind = raw.kind;
   if (kind !== undefined && kind !== 'initial' && kind !== 'join') fail(`${path}.kind`, 'must be initial or join');
   const m: PolicyMatch = {

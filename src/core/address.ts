@@ -1,16 +1,17 @@
 /**
- * Address helpers shared by every subsystem: host:port endpoints, IPv4 literal normalisation
+ * Address helpers shared by every subsystem: host:port pairs, IPv4 literal normalisation
  * (every spelling inet_aton accepts), CIDR sets, and the built-in dangerous destination ranges.
  */
 import net from 'node:net';
 
-export interface Endpoint {
+/** A host (name or address literal) and port: listen addresses, destinations, subflow ends. */
+export interface HostPort {
   host: string;
   port: number;
 }
 
 /** Parse "host:port", "[v6]:port" or ":port" (host defaults to `defaultHost`). */
-export function parseEndpoint(text: string, defaultHost = '127.0.0.1'): Endpoint {
+export function parseEndpoint(text: string, defaultHost = '127.0.0.1'): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
   if (!m) throw new Error(`"${text}" is not HOST:PORT`);
   const host = m[1] ?? (m[2] || defaultHost);
@@ -20,7 +21,7 @@ export function parseEndpoint(text: string, defaultHost = '127.0.0.1'): Endpoint
   return { host, port };
 }
 
-export function formatEndpoint(e: Endpoint): string {
+export function formatEndpoint(e: HostPort): string {
   return net.isIPv6(e.host) ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
 }
 

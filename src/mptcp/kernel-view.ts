@@ -8,8 +8,8 @@
  * subflows.
  */
 import { EventEmitter } from 'node:events';
-import { unmapIPv6 } from '../core/address';
 import { CodedError } from '../core/errors';
+import { subflowKey } from '../core/subflow-id';
 import { GenlSocket, interfaceName, type NetlinkDatagram } from '../sys/netlink';
 import { SUBFLOW_ADDRS_SIZE, TCP_INFO_SIZE, mptcpInfoRaw, mptcpSubflowAddrsRaw, mptcpSubflowTcpInfoRaw } from '../sys/socket';
 import { decodeMptcpIdentity } from './info';
@@ -28,7 +28,7 @@ import {
   type NetlinkDecodeError,
   type RemovedEvent,
   type SockEnd,
-  type SubflowEvent,
+  type PmSubflowEvent,
 } from './netlink-codec';
 import { pairSubflows, type SubflowSample } from './subflow-info';
 
@@ -49,7 +49,7 @@ export interface Timing {
 }
 export type Timed<T> = T & Timing;
 /** A subflow event with its interface name (from if_idx, when the kernel sent one). */
-export type SubflowView = Timed<SubflowEvent & { ifName: string | null }>;
+export type SubflowView = Timed<PmSubflowEvent & { ifName: string | null }>;
 
 export interface KernelViewEventMap {
   'connection-created': [Timed<ConnectionEvent>];
@@ -86,7 +86,7 @@ export interface TrackedConnection {
   local: SockEnd;
   remote: SockEnd;
   established: boolean;
-  /** Keyed by "local>remote". */
+  /** Keyed by subflowKey (core/subflow-id). */
   subflows: Map<string, TrackedSubflow>;
 }
 
@@ -98,8 +98,7 @@ export interface SubflowSnapshot extends SubflowSample {
   ifName: string | null;
 }
 
-const endKey = (e: SockEnd): string => `${unmapIPv6(e.address)}|${e.port}`;
-const subflowKey = (local: SockEnd, remote: SockEnd): string => `${endKey(local)}>${endKey(remote)}`;
+const keyOf = (local: SockEnd, remote: SockEnd): string => subflowKey(local.address, local.port, remote.address, remote.port);
 
 /** Interface names change rarely; a short cache keeps bursts of events off the kernel. */
 const IFNAME_TTL_MS = 60_000;
@@ -212,7 +211,7 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
     const token = knownToken ?? this.mptcpToken(fd);
     const conn = token === null ? undefined : this.table.get(token);
     return samples.map((s) => {
-      const t = conn && s.local && s.remote ? conn.subflows.get(subflowKey(s.local, s.remote)) : undefined;
+      const t = conn && s.local && s.remote ? conn.subflows.get(keyOf(s.local, s.remote)) : undefined;
       // Fields spelt out, not spread: this runs for every connection that closes.
       return { index: s.index, local: s.local, remote: s.remote, tcp: s.tcp, locId: t?.locId ?? null, remId: t?.remId ?? null, backup: t?.backup ?? null, ifName: t?.ifName ?? null };
     });
@@ -284,14 +283,14 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
     }
     c.serverSide ||= ev.serverSide;
     if (ev.type === 'established') c.established = true;
-    const key = subflowKey(ev.local, ev.remote);
+    const key = keyOf(ev.local, ev.remote);
     if (!c.subflows.has(key)) c.subflows.set(key, { local: ev.local, remote: ev.remote, locId: ev.locId ?? null, remId: ev.remId ?? null, backup: null, ifName: null });
   }
 
   private trackSubflow(v: SubflowView): void {
     const c = this.table.get(v.token);
     if (!c) return; // connection opened before start(): nothing to attach to
-    const key = subflowKey(v.local, v.remote);
+    const key = keyOf(v.local, v.remote);
     if (v.type === 'sub-closed') {
       c.subflows.delete(key);
       return;

@@ -393,7 +393,7 @@ export interface RemovedEvent {
   remId: number;
 }
 
-export interface SubflowEvent {
+export interface PmSubflowEvent {
   type: 'sub-established' | 'sub-closed' | 'sub-priority';
   token: number;
   family: 4 | 6;
@@ -417,7 +417,7 @@ export interface ListenerEvent {
   local: SockEnd;
 }
 
-export type MptcpPmEvent = ConnectionEvent | ClosedEvent | AnnouncedEvent | RemovedEvent | SubflowEvent | ListenerEvent;
+export type MptcpPmEvent = ConnectionEvent | ClosedEvent | AnnouncedEvent | RemovedEvent | PmSubflowEvent | ListenerEvent;
 
 /** Field accessors over one event's attributes; undefined when absent, null when malformed. */
 class Attrs {
@@ -529,7 +529,7 @@ export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpP
     case 'sub-established':
     case 'sub-closed':
     case 'sub-priority': {
-      const sub: SubflowEvent = {
+      const sub: PmSubflowEvent = {
         type,
         token: f.uint(A.token, true),
         family: f.family(),

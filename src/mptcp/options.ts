@@ -316,7 +316,3 @@ export function mptcpToken(key: bigint): number {
 export function mptcpIdsn(key: bigint): bigint {
   return keyHash(key).readBigUInt64BE(24);
 }
-
-export function tokenHex(token: number): string {
-  return (token >>> 0).toString(16).padStart(8, '0');
-}

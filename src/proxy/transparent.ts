@@ -12,7 +12,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import type { Config, ListenerConfig } from '../config/schema';
-import { normalizeIpLiteral, unmapIPv6, type Endpoint } from '../core/address';
+import { normalizeIpLiteral, unmapIPv6, type HostPort } from '../core/address';
 import type { ClientConnection } from '../core/connection';
 import { CodedError, ErrorCode, ProxyError, toProxyError } from '../core/errors';
 import type { Logger } from '../log/logger';
@@ -35,7 +35,7 @@ export function localAddresses(): Set<string> {
  * Is `dest` one of the proxy's own listening endpoints? A wildcard listener owns its port on
  * every local address. Pure: the caller supplies the local addresses.
  */
-export function isOwnEndpoint(dest: Endpoint, own: readonly Endpoint[], local: () => ReadonlySet<string>): boolean {
+export function isOwnEndpoint(dest: HostPort, own: readonly HostPort[], local: () => ReadonlySet<string>): boolean {
   const host = normalizeIpLiteral(dest.host) ?? dest.host;
   let addrs: ReadonlySet<string> | null = null;
   for (const e of own) {
@@ -52,7 +52,7 @@ export function isOwnEndpoint(dest: Endpoint, own: readonly Endpoint[], local: (
  * FrontEnd for transparent listeners. `own` lists every endpoint the proxy listens on now (proxy
  * listeners with their bound ports, the admin endpoint).
  */
-export function createTransparentFrontEnd(own: () => readonly Endpoint[]): FrontEnd {
+export function createTransparentFrontEnd(own: () => readonly HostPort[]): FrontEnd {
   return (conn: ClientConnection, ctx: ProxyContext) => {
     conn.protocol = 'transparent';
     const dest = { host: unmapIPv6(conn.localAddress), port: conn.localPort };

@@ -5,15 +5,14 @@
  * Samples are plain data so a worker process can take them and the supervisor apply them.
  */
 import { viewOf, type ClientConnection, type ClientView } from '../core/connection';
+import { subflowInterface, tokenHex } from '../core/subflow-id';
 import type { ProxyEvents } from '../core/events';
 import type { KernelView } from '../mptcp/kernel-view';
 import type { SockEnd } from '../mptcp/netlink-codec';
-import { interfaceFor } from './interfaces';
 import type { SubflowRegistry } from './registry';
 
-export const tokenHex = (token: number): string => token.toString(16).padStart(8, '0');
 const ep = (e: SockEnd): { host: string; port: number } => ({ host: e.address, port: e.port });
-const iface = (local: SockEnd, remote: SockEnd, reported: string | null): string | null => reported ?? interfaceFor(remote.address, local.address);
+const iface = (local: SockEnd, remote: SockEnd, reported: string | null): string | null => subflowInterface(reported, local.address, remote.address);
 
 /** One subflow as read from a socket, in plain numbers. */
 export interface SubflowSampleData {
@@ -67,11 +66,16 @@ export function applySample(registry: SubflowRegistry, client: ClientView, sampl
   }
 }
 
-/** Where a process's connection observations go: straight into a registry, or to the supervisor. */
+/**
+ * A connection plane's link to the subflow registry: its connection observations go in (straight
+ * into a registry, or to the supervisor), subflows coming up come back out (for the tuner).
+ */
 export interface ConnectionSink {
   sample(client: ClientView, samples: SubflowSampleData[]): void;
   client(client: ClientView): void;
   closed(client: ClientView): void;
+  /** Calls fn with the token text of each subflow the registry sees come up; never where the registry is in another process. */
+  onSubflowUp(fn: (token: string) => void): void;
 }
 
 export function registrySink(registry: SubflowRegistry): ConnectionSink {
@@ -84,6 +88,7 @@ export function registrySink(registry: SubflowRegistry): ConnectionSink {
     closed: (client) => {
       if (client.token !== null) registry.connectionClosed(tokenHex(client.token));
     },
+    onSubflowUp: (fn) => registry.on('subflow-up', (s) => fn(s.token)),
   };
 }
 

@@ -7,7 +7,9 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ClientView } from '../core/connection';
-import { formatEndpoint, type Endpoint } from '../core/address';
+import { POLICY_CLIENT_FIELDS } from '../config/steering';
+import type { HostPort } from '../core/address';
+import { subflowKey } from '../core/subflow-id';
 
 export type SubflowKind = 'initial' | 'join';
 export type Source = 'kernel' | 'sniffer';
@@ -16,9 +18,9 @@ export interface Subflow {
   readonly key: string;
   readonly token: string;
   /** Proxy-side (or server-side, in router mode) address. */
-  readonly local: Endpoint;
+  readonly local: HostPort;
   /** Client-side address. */
-  readonly remote: Endpoint;
+  readonly remote: HostPort;
   interface: string | null;
   kind: SubflowKind;
   backup: boolean;
@@ -41,6 +43,9 @@ export interface MptcpConnectionRecord {
   readonly subflows: Map<string, Subflow>;
 }
 
+/** A subflow with the connection record it belongs to, as the registry's events carry them. */
+export type SubflowOf = readonly [subflow: Subflow, connection: MptcpConnectionRecord];
+
 export interface SubflowEventMap {
   'subflow-up': [subflow: Subflow, connection: MptcpConnectionRecord];
   'subflow-down': [subflow: Subflow, connection: MptcpConnectionRecord];
@@ -52,8 +57,8 @@ export interface SubflowEventMap {
 
 export interface SubflowSighting {
   token: string;
-  local: Endpoint;
-  remote: Endpoint;
+  local: HostPort;
+  remote: HostPort;
   interface: string | null;
   kind: SubflowKind;
   backup: boolean;
@@ -67,9 +72,7 @@ export interface SubflowCounters {
   mss?: number | null;
 }
 
-export function subflowKey(local: Endpoint, remote: Endpoint): string {
-  return `${formatEndpoint(local)}|${formatEndpoint(remote)}`;
-}
+const keyOf = (local: HostPort, remote: HostPort): string => subflowKey(local.host, local.port, remote.host, remote.port);
 
 export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
   readonly connections = new Map<string, MptcpConnectionRecord>();
@@ -87,18 +90,19 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
 
   /**
    * Link the proxy's client connection to its MPTCP token (from MPTCP_INFO), or refresh what is
-   * known of it; steering re-evaluates when user or destination become known.
+   * known of it. Emits client-changed (steering re-evaluates) when a fact a policy can match on
+   * changed: the fields come from the policy schema, so a new match key is never missed.
    */
   attachClient(token: string, client: ClientView): void {
     const rec = this.record(token);
     const before = rec.client;
     rec.client = client;
-    if (!before || before.user !== client.user || before.destination !== client.destination || before.upstreamAddress !== client.upstreamAddress) this.emit('client-changed', rec);
+    if (!before || POLICY_CLIENT_FIELDS.some((f) => before[f] !== client[f])) this.emit('client-changed', rec);
   }
 
   subflowUp(s: SubflowSighting): Subflow {
     const c = this.record(s.token);
-    const key = subflowKey(s.local, s.remote);
+    const key = keyOf(s.local, s.remote);
     const known = c.subflows.get(key);
     if (known && known.state === 'established') {
       // The kernel's view wins; a sniffer sighting only fills what the kernel did not say.
@@ -133,8 +137,8 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
   }
 
   /** Update a subflow's counters; growth is added to its interface's totals. */
-  updateCounters(token: string, local: Endpoint, remote: Endpoint, n: SubflowCounters, source: Source): void {
-    const sub = this.connections.get(token)?.subflows.get(subflowKey(local, remote));
+  updateCounters(token: string, local: HostPort, remote: HostPort, n: SubflowCounters, source: Source): void {
+    const sub = this.connections.get(token)?.subflows.get(keyOf(local, remote));
     if (!sub || (source === 'sniffer' && sub.source === 'kernel')) return;
     const dTx = Math.max(0, n.bytesTx - sub.bytesTx);
     const dRx = Math.max(0, n.bytesRx - sub.bytesRx);
@@ -150,17 +154,17 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     }
   }
 
-  priorityChanged(token: string, local: Endpoint, remote: Endpoint, backup: boolean): void {
+  priorityChanged(token: string, local: HostPort, remote: HostPort, backup: boolean): void {
     const c = this.connections.get(token);
-    const sub = c?.subflows.get(subflowKey(local, remote));
+    const sub = c?.subflows.get(keyOf(local, remote));
     if (!c || !sub || sub.backup === backup) return;
     sub.backup = backup;
     this.emit('priority-change', sub, c);
   }
 
-  subflowDown(token: string, local: Endpoint, remote: Endpoint): void {
+  subflowDown(token: string, local: HostPort, remote: HostPort): void {
     const c = this.connections.get(token);
-    const sub = c?.subflows.get(subflowKey(local, remote));
+    const sub = c?.subflows.get(keyOf(local, remote));
     if (!c || !sub || sub.state === 'closed') return;
     this.close(sub, c);
   }
@@ -180,9 +184,9 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     this.emit('subflow-down', sub, c);
   }
 
-  activeSubflows(): Subflow[] {
-    const out: Subflow[] = [];
-    for (const c of this.connections.values()) for (const s of c.subflows.values()) if (s.state === 'established') out.push(s);
+  activeSubflows(): SubflowOf[] {
+    const out: SubflowOf[] = [];
+    for (const c of this.connections.values()) for (const s of c.subflows.values()) if (s.state === 'established') out.push([s, c]);
     return out;
   }
 }

@@ -12,10 +12,10 @@ import {
   MptcpSubtype,
   decodeMptcpOption,
   mptcpToken,
-  tokenHex,
   walkTcpOptions,
   type MptcpOption,
 } from '../mptcp/options';
+import { tokenHex } from '../core/subflow-id';
 import { TcpFlag, formatAddrPort, formatIp, type TcpPacket } from '../mptcp/packet';
 import type { CloseReason, SniffEvent } from './events';
 
@@ -62,7 +62,7 @@ export interface TrackerOptions {
   idleTimeoutMs?: number;
 }
 
-export interface SubflowSnapshot {
+export interface SniffedSubflow {
   connection: string | null;
   kind: 'initial' | 'join';
   state: SubflowState;
@@ -150,7 +150,7 @@ export class MptcpTracker {
   }
 
   /** Current subflows with their byte counts (for metrics and status). */
-  snapshot(): SubflowSnapshot[] {
+  snapshot(): SniffedSubflow[] {
     return [...this.subflows.values()].map((sf) => ({
       connection: sf.conn ? tokenHex(sf.conn.serverToken) : null,
       kind: sf.kind,

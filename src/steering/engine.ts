@@ -22,13 +22,13 @@
 import { EventEmitter } from 'node:events';
 import type client from 'prom-client';
 import { unmapIPv6 } from '../core/address';
+import { interfaceOf } from '../core/subflow-id';
 import type { ClientView } from '../core/connection';
 import net from 'node:net';
 import type { PolicyConfig, ShapeDirection, SteeringConfig, UplinkConfig } from '../config/steering';
 import type { Logger } from '../log/logger';
 import { steeringMetrics, type SteeringMetrics } from '../metrics/metrics';
-import type { MptcpConnectionRecord, Subflow, SubflowRegistry } from '../registry/registry';
-import { interfaceFor } from '../registry/interfaces';
+import type { MptcpConnectionRecord, Subflow, SubflowOf, SubflowRegistry } from '../registry/registry';
 import { buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
 import { classId, tcBatch } from '../sys/tc';
 import { routeDevice, slotMark } from '../sys/iproute';
@@ -150,7 +150,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     const onHealth = (name: string, state: UplinkState): void => this.onUplinkChange(name, state);
     this.health.on('change', onHealth);
     this.detach.push(() => this.health.off('change', onHealth));
-    const onClient = (rec: MptcpConnectionRecord): void => void this.enqueue(() => this.reconcile([...rec.subflows.values()]));
+    const onClient = (rec: MptcpConnectionRecord): void => void this.enqueue(() => this.reconcile([...rec.subflows.values()].map((s) => [s, rec] as const)));
     this.registry.on('client-changed', onClient);
     this.detach.push(() => this.registry.off('client-changed', onClient));
     await this.enqueue(() => this.reconcile(this.registry.activeSubflows()));
@@ -211,11 +211,11 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     return next;
   }
 
-  private onSubflowUp(s: Subflow, _c: MptcpConnectionRecord): void {
+  private onSubflowUp(s: Subflow, c: MptcpConnectionRecord): void {
     if (!this.active) return;
     const t0 = process.hrtime.bigint();
     void this.enqueue(async () => {
-      const inst = await this.reconcile([s]);
+      const inst = await this.reconcile([[s, c]]);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.m?.apply.observe(ms / 1e3);
       // The reaction time the bench reads: registry event → kernel state in place.
@@ -257,9 +257,8 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     return this.uplinks.find((o) => this.health.state(o.cfg.name) === 'up') ?? u;
   }
 
-  private async plan(s: Subflow): Promise<Plan> {
-    const rec = this.registry.connections.get(s.token);
-    const p: PolicyConfig | undefined = firstMatch(this.policies, subjectOf(s, rec?.client ?? null))?.config;
+  private async plan(s: Subflow, rec: MptcpConnectionRecord): Promise<Plan> {
+    const p: PolicyConfig | undefined = firstMatch(this.policies, subjectOf(s, rec.client))?.config;
     const wantsRate = p?.rate !== undefined;
     if (!wantsRate && !p?.uplink && this.uplinks.length === 0) return p ? { ...EMPTY, policy: p.name } : EMPTY;
     const tuple = tupleOf(s);
@@ -291,9 +290,9 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   }
 
   /** Apply each subflow's plan; returns the subflows now under some kernel state. */
-  private async reconcile(subflows: readonly Subflow[]): Promise<Subflow[]> {
+  private async reconcile(subflows: readonly SubflowOf[]): Promise<Subflow[]> {
     const items: [Subflow, Plan][] = [];
-    for (const s of subflows) items.push([s, s.state === 'established' ? await this.plan(s) : EMPTY]);
+    for (const [s, rec] of subflows) items.push([s, s.state === 'established' ? await this.plan(s, rec) : EMPTY]);
     return this.apply(items);
   }
 
@@ -359,12 +358,12 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     if (p.match.client) {
       const { address, prefix } = parseCidr(p.match.client);
       // "Any client" says nothing about the interface: leave it to the first subflow.
-      const dev = prefix === 0 ? null : (interfaceFor(address, address) ?? (await routeDevice(address).catch(() => null)));
+      const dev = prefix === 0 ? null : (interfaceOf(address) ?? (await routeDevice(address).catch(() => null)));
       if (dev) devs.add(dev);
     }
     if (p.match.local) {
       const { address } = parseCidr(p.match.local);
-      const dev = interfaceFor(address, address);
+      const dev = interfaceOf(address);
       if (dev) devs.add(dev);
     }
     return [...devs];

@@ -11,6 +11,7 @@
 import type client from 'prom-client';
 import type { ClientConnection } from '../core/connection';
 import type { ProxyEvents } from '../core/events';
+import { tokenHex } from '../core/subflow-id';
 import type { Logger } from '../log/logger';
 import { bufferTunerMetrics, type BufferTunerMetrics } from '../metrics/metrics';
 import type { SubflowSnapshot } from '../mptcp/kernel-view';
@@ -37,8 +38,8 @@ export interface TunerPorts {
   getBuffer(fd: number, dir: BufferDirection): number | null;
   /** tcp_rmem / tcp_wmem max (kernel bytes); null when unreadable. */
   systemMax(dir: BufferDirection): number | null;
-  /** Subscribe to subflow establishment by MPTCP token; a no-op where there is no netlink stream (workers). */
-  onSubflowUp(fn: (token: number) => void): void;
+  /** Subscribe to the registry's subflow-up, by token text; a no-op where the registry is in another process (workers). */
+  onSubflowUp(fn: (token: string) => void): void;
 }
 
 /** What /connections shows per connection. Sizes are kernel bytes as getsockopt reads them. */
@@ -57,6 +58,8 @@ export interface ConnectionBuffers {
 
 interface State {
   conn: ClientConnection;
+  /** tokenHex of the connection's token, once known. */
+  token: string | null;
   timer: NodeJS.Timeout | null;
   /** Kernel bytes this module set; null = untouched. */
   set: Record<BufferDirection, number | null>;
@@ -73,7 +76,7 @@ const DIRS: readonly BufferDirection[] = ['rcv', 'snd'];
 
 export class BufferTuner {
   private readonly byId = new Map<number, State>();
-  private readonly byToken = new Map<number, State>();
+  private readonly byToken = new Map<string, State>();
   private watched = 0;
   private stopped = false;
   private readonly m: BufferTunerMetrics;
@@ -128,10 +131,13 @@ export class BufferTuner {
     if (this.stopped || this.policy.mode === 'off' || conn.fd < 0 || conn.closed) return null;
     let s = this.byId.get(conn.id);
     if (!s) {
-      s = { conn, timer: null, set: { rcv: null, snd: null }, need: null, reason: 'not sampled yet', samples: 0, lastBytes: 0, lastSubflows: 0, watched: false };
+      s = { conn, token: null, timer: null, set: { rcv: null, snd: null }, need: null, reason: 'not sampled yet', samples: 0, lastBytes: 0, lastSubflows: 0, watched: false };
       this.byId.set(conn.id, s);
     }
-    if (conn.token !== null) this.byToken.set(conn.token, s);
+    if (s.token === null && conn.token !== null) {
+      s.token = tokenHex(conn.token);
+      this.byToken.set(s.token, s);
+    }
     return s;
   }
 
@@ -164,7 +170,7 @@ export class BufferTuner {
     this.unwatch(s);
     if (s.timer) clearTimeout(s.timer);
     this.byId.delete(conn.id);
-    if (conn.token !== null && this.byToken.get(conn.token) === s) this.byToken.delete(conn.token);
+    if (s.token !== null && this.byToken.get(s.token) === s) this.byToken.delete(s.token);
   }
 
   /** One pending sample per connection; an earlier request wins over a later periodic one. */

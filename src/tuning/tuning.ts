@@ -5,6 +5,7 @@ import type client from 'prom-client';
 import type { ProxyEvents } from '../core/events';
 import type { Logger } from '../log/logger';
 import type { KernelView } from '../mptcp/kernel-view';
+import type { ConnectionSink } from '../registry/kernel-feed';
 import { setSocketBufferSize, socketBufferSize, type BufferDirection } from '../sys/socket';
 import { readSysctl } from '../sys/sysctl';
 import { parseTcpMem } from './buffers';
@@ -13,7 +14,7 @@ import { BufferTuner, type TunerPolicy, type TunerPorts } from './tuner';
 /** tcp_rmem/tcp_wmem change rarely; read them at most this often. */
 const SYSCTL_TTL_MS = 10_000;
 
-function kernelPorts(kernel: KernelView): TunerPorts {
+function kernelPorts(kernel: KernelView, sink: ConnectionSink): TunerPorts {
   const cache = new Map<BufferDirection, { at: number; max: number | null }>();
   return {
     snapshot: (fd) => kernel.snapshot(fd),
@@ -32,19 +33,16 @@ function kernelPorts(kernel: KernelView): TunerPorts {
       cache.set(dir, { at: now, max });
       return max;
     },
-    onSubflowUp: (fn) => {
-      kernel.on('connection-established', (e) => fn(e.token));
-      kernel.on('subflow-established', (e) => fn(e.token));
-    },
+    onSubflowUp: (fn) => sink.onSubflowUp(fn),
   };
 }
 
 /**
  * The buffer tuner of one connection plane (the process that holds the client sockets), on the
- * real kernel: socket options, tcp_rmem/tcp_wmem, and the kernel view's subflow events when that
- * view has the netlink stream. The MSS clamp is kernel-wide state and belongs to the subflow
+ * real kernel: socket options, tcp_rmem/tcp_wmem, and subflows coming up as the registry sees
+ * them (through this process's connection sink). The MSS clamp is kernel-wide state and belongs to the subflow
  * plane instead (one owner per namespace): see ./mss.
  */
-export function createBufferTuner(policy: TunerPolicy, deps: { events: ProxyEvents; kernel: KernelView; log: Logger; metrics: client.Registry }): BufferTuner {
-  return new BufferTuner(policy, kernelPorts(deps.kernel), deps.events, deps.log, deps.metrics);
+export function createBufferTuner(policy: TunerPolicy, deps: { events: ProxyEvents; kernel: KernelView; sink: ConnectionSink; log: Logger; metrics: client.Registry }): BufferTuner {
+  return new BufferTuner(policy, kernelPorts(deps.kernel, deps.sink), deps.events, deps.log, deps.metrics);
 }

@@ -7,10 +7,10 @@ import {
   decodeMptcpOptions,
   mptcpIdsn,
   mptcpToken,
-  tokenHex,
   walkTcpOptions,
   type MptcpOption,
 } from '../../src/mptcp/options';
+import { tokenHex } from '../../src/core/subflow-id';
 import { encodeMptcpOption } from './encode';
 
 /** Decode one option given as bytes. */

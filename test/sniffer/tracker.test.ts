@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { mptcpToken, tokenHex } from '../../src/mptcp/options';
+import { tokenHex } from '../../src/core/subflow-id';
+import { mptcpToken } from '../../src/mptcp/options';
 import { LinkType, newTcpPacket, parseFrame } from '../../src/mptcp/packet';
 import type { SniffEvent } from '../../src/sniffer/events';
 import { MptcpTracker } from '../../src/sniffer/tracker';

@@ -8,6 +8,7 @@ import client from 'prom-client';
 import type { ClientConnection } from '../../src/core/connection';
 import { ProxyEvents } from '../../src/core/events';
 import { createLogger } from '../../src/log/logger';
+import { tokenHex } from '../../src/core/subflow-id';
 import type { SubflowSnapshot } from '../../src/mptcp/kernel-view';
 import type { TcpInfo } from '../../src/mptcp/info';
 import type { BufferDirection } from '../../src/sys/socket';
@@ -25,7 +26,7 @@ class ScriptedKernel implements TunerPorts {
   sets: { fd: number; dir: BufferDirection; bytes: number }[] = [];
   snapshots = 0;
   max: Record<BufferDirection, number | null> = { rcv: 33_554_432, snd: 4_194_304 };
-  private up: ((token: number) => void)[] = [];
+  private up: ((token: string) => void)[] = [];
   snapshot(fd: number): SubflowSnapshot[] {
     this.snapshots++;
     return this.subflows.get(fd) ?? [];
@@ -41,11 +42,11 @@ class ScriptedKernel implements TunerPorts {
   systemMax(dir: BufferDirection): number | null {
     return this.max[dir];
   }
-  onSubflowUp(fn: (token: number) => void): void {
+  onSubflowUp(fn: (token: string) => void): void {
     this.up.push(fn);
   }
   subflowUp(token: number): void {
-    for (const f of this.up) f(token);
+    for (const f of this.up) f(tokenHex(token));
   }
   setPaths(fd: number, paths: [rateBps: number, rttUs: number, bytes: number][]): void {
     this.subflows.set(
