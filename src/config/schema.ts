@@ -4,9 +4,10 @@
  */
 import net from 'node:net';
 import os from 'node:os';
-import { CidrSet, parseCidr, parseEndpoint, type HostPort } from '../core/address';
+import { CidrSet, parseEndpoint, type HostPort } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
+import { bool, cidrs, int, interfaceNames, isObject, oneOf, onlyKeys, Reader, section, type Raw } from './validate';
 
 /** transparent: takes only traffic redirected by TPROXY (see TransparentConfig); never a proxy port. */
 export type ListenerProtocol = 'http' | 'socks' | 'mixed' | 'transparent';
@@ -139,69 +140,6 @@ export const DEFAULTS: Config = {
 
 export { ConfigError };
 
-type Raw = Record<string, unknown>;
-
-function isObject(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-class Reader {
-  constructor(private readonly path: string) {}
-  error(what: string): ConfigError {
-    return new ConfigError(`${this.path}: ${what}`);
-  }
-  at(key: string): Reader {
-    return new Reader(this.path ? `${this.path}.${key}` : key);
-  }
-}
-
-function section(raw: Raw, key: string, r: Reader): Raw {
-  const v = raw[key];
-  if (v === undefined) return {};
-  if (!isObject(v)) throw r.at(key).error('must be a mapping');
-  return v;
-}
-
-function onlyKeys(raw: Raw, allowed: readonly string[], r: Reader): void {
-  for (const k of Object.keys(raw)) if (!allowed.includes(k)) throw r.at(k).error(`unknown key (expected one of: ${allowed.join(', ')})`);
-}
-
-function int(raw: Raw, key: string, def: number, r: Reader, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-  const v = raw[key];
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw r.at(key).error(`must be an integer in ${min}..${max}`);
-  return v;
-}
-
-function bool(raw: Raw, key: string, def: boolean, r: Reader): boolean {
-  const v = raw[key];
-  if (v === undefined) return def;
-  if (typeof v !== 'boolean') throw r.at(key).error('must be true or false');
-  return v;
-}
-
-function oneOf<T extends string>(raw: Raw, key: string, def: T, choices: readonly T[], r: Reader): T {
-  const v = raw[key];
-  if (v === undefined) return def;
-  if (typeof v !== 'string' || !choices.includes(v as T)) throw r.at(key).error(`must be one of ${choices.join(', ')}`);
-  return v as T;
-}
-
-function cidrs(raw: Raw, key: string, def: string[], r: Reader): string[] {
-  const v = raw[key];
-  if (v === undefined) return [...def];
-  if (!Array.isArray(v)) throw r.at(key).error('must be a list of CIDR ranges');
-  return v.map((c, i) => {
-    if (typeof c !== 'string') throw r.at(`${key}[${i}]`).error('must be a CIDR string');
-    try {
-      parseCidr(c);
-    } catch (e) {
-      throw r.at(`${key}[${i}]`).error((e as Error).message);
-    }
-    return c;
-  });
-}
-
 function listeners(v: unknown, r: Reader): ListenerConfig[] {
   if (v === undefined) return DEFAULTS.listeners.map((l) => ({ ...l }));
   if (!Array.isArray(v)) throw r.error('must be a list');
@@ -265,14 +203,6 @@ function users(v: unknown, r: Reader): UserConfig[] {
     if (typeof u.password !== 'string' || !/^(scrypt|plain)\$/.test(u.password)) throw ri.at('password').error('must be "scrypt$..." (mptcp-proxy hash-password) or "plain$..."');
     return { name: u.name, password: u.password };
   });
-}
-
-const IFNAME = /^[\w.@:-]{1,15}$/;
-
-function interfaceNames(raw: Raw, key: string, r: Reader): string[] {
-  const v = raw[key] ?? [];
-  if (!Array.isArray(v) || v.some((i) => typeof i !== 'string' || !IFNAME.test(i))) throw r.at(key).error('must be a list of interface names');
-  return v as string[];
 }
 
 function transparentSection(t: Raw, r: Reader): TransparentConfig {

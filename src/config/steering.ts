@@ -19,7 +19,7 @@
 import net from 'node:net';
 import { parseCidr } from '../core/address';
 import type { ClientView } from '../core/connection';
-import { ConfigError } from './config-error';
+import { cidr, int, interfaceName, ip, isObject, onlyKeys, Reader, str, type Raw } from './validate';
 
 export interface PolicyMatch {
   /** CIDR of the subflow's remote (client-side) address. */
@@ -134,67 +134,18 @@ export function parseRate(v: unknown): number | null {
   return bits > 0 ? bits : null;
 }
 
-type Raw = Record<string, unknown>;
-const isObject = (v: unknown): v is Raw => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-const fail = (path: string, what: string): never => {
-  throw new ConfigError(`${path}: ${what}`);
-};
-
-function onlyKeys(raw: Raw, allowed: readonly string[], path: string): void {
-  for (const k of Object.keys(raw)) if (!allowed.includes(k)) fail(`${path}.${k}`, `unknown key (expected one of: ${allowed.join(', ')})`);
-}
-
-function str(raw: Raw, key: string, path: string): string | undefined {
-  const v = raw[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || v.trim() === '') return fail(`${path}.${key}`, 'must be a non-empty string');
-  return v.trim();
-}
-
-function cidr(raw: Raw, key: string, path: string): string | undefined {
-  const v = str(raw, key, path);
-  if (v === undefined) return undefined;
-  try {
-    parseCidr(v);
-  } catch (e) {
-    fail(`${path}.${key}`, (e as Error).message);
-  }
-  return v;
-}
-
-function ip(raw: Raw, key: string, path: string): string | undefined {
-  const v = str(raw, key, path);
-  if (v !== undefined && net.isIP(v) === 0) fail(`${path}.${key}`, `"${v}" is not an IP address`);
-  return v;
-}
-
-function ifname(raw: Raw, key: string, path: string): string | undefined {
-  const v = str(raw, key, path);
-  // IFNAMSIZ is 16 with the NUL; '/' and spaces are refused by the kernel.
-  if (v !== undefined && !/^[^\s/:]{1,15}$/.test(v)) fail(`${path}.${key}`, `"${v}" is not an interface name`);
-  return v;
-}
-
-function posInt(raw: Raw, key: string, def: number, path: string, max: number): number {
-  const v = raw[key];
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) return fail(`${path}.${key}`, `must be an integer in 1..${max}`);
-  return v;
-}
-
-function rate(raw: Raw, key: string, path: string): number | undefined {
+function rate(raw: Raw, key: string, r: Reader): number | undefined {
   const v = raw[key];
   if (v === undefined) return undefined;
   const bits = parseRate(v);
-  if (bits === null) return fail(`${path}.${key}`, `${JSON.stringify(v)} is not a rate (examples: 5mbit, 500kbit, 1gbit)`);
-  if (bits < MIN_RATE || bits > MAX_RATE) return fail(`${path}.${key}`, `${JSON.stringify(v)} is out of range (1kbit..400gbit)`);
+  if (bits === null) return r.at(key).fail(`${JSON.stringify(v)} is not a rate (examples: 5mbit, 500kbit, 1gbit)`);
+  if (bits < MIN_RATE || bits > MAX_RATE) return r.at(key).fail(`${JSON.stringify(v)} is out of range (1kbit..400gbit)`);
   return bits;
 }
 
 /** A CIDR, or a domain suffix such as "example.com" / ".example.com". */
-function destination(raw: Raw, path: string): string | undefined {
-  const v = str(raw, 'destination', path);
+function destination(raw: Raw, r: Reader): string | undefined {
+  const v = str(raw, 'destination', r);
   if (v === undefined) return undefined;
   try {
     parseCidr(v);
@@ -202,104 +153,104 @@ function destination(raw: Raw, path: string): string | undefined {
   } catch {
     const name = v.replace(/^\./, '').toLowerCase();
     if (!/^[a-z0-9_]([a-z0-9_-]{0,62})?(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*$/.test(name)) {
-      return fail(`${path}.destination`, `"${v}" is neither a CIDR range nor a domain suffix`);
+      return r.at('destination').fail(`"${v}" is neither a CIDR range nor a domain suffix`);
     }
     return name;
   }
 }
 
-function validateMatch(raw: unknown, path: string): PolicyMatch {
+function validateMatch(raw: unknown, r: Reader): PolicyMatch {
   if (raw === undefined) return {};
-  if (!isObject(raw)) return fail(path, 'must be a mapping');
-  onlyKeys(raw, Object.keys(POLICY_MATCH_FIELDS), path);
+  if (!isObject(raw)) return r.fail('must be a mapping');
+  onlyKeys(raw, Object.keys(POLICY_MATCH_FIELDS), r);
   const kind = raw.kind;
-  if (kind !== undefined && kind !== 'initial' && kind !== 'join') fail(`${path}.kind`, 'must be initial or join');
+  if (kind !== undefined && kind !== 'initial' && kind !== 'join') r.at('kind').fail('must be initial or join');
   const m: PolicyMatch = {
-    client: cidr(raw, 'client', path),
-    local: cidr(raw, 'local', path),
-    interface: ifname(raw, 'interface', path),
+    client: cidr(raw, 'client', r),
+    local: cidr(raw, 'local', r),
+    interface: interfaceName(raw, 'interface', r),
     kind: kind as PolicyMatch['kind'],
-    destination: destination(raw, path),
-    user: str(raw, 'user', path),
-    listener: str(raw, 'listener', path),
+    destination: destination(raw, r),
+    user: str(raw, 'user', r),
+    listener: str(raw, 'listener', r),
   };
   return Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined)) as PolicyMatch;
 }
 
-function validateProbe(raw: unknown, path: string): ProbeConfig | undefined {
+function validateProbe(raw: unknown, r: Reader): ProbeConfig | undefined {
   if (raw === undefined) return undefined;
-  const obj: Raw = typeof raw === 'string' ? { target: raw } : isObject(raw) ? raw : fail(path, 'must be HOST[:PORT] or a mapping');
-  onlyKeys(obj, ['target', 'intervalMs', 'timeoutMs', 'downAfter', 'upAfter'], path);
-  const target = str(obj, 'target', path) ?? fail(`${path}.target`, 'is required');
+  const obj: Raw = typeof raw === 'string' ? { target: raw } : isObject(raw) ? raw : r.fail('must be HOST[:PORT] or a mapping');
+  onlyKeys(obj, ['target', 'intervalMs', 'timeoutMs', 'downAfter', 'upAfter'], r);
+  const target = str(obj, 'target', r) ?? r.at('target').fail('is required');
   const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d{1,5}))?$/.exec(target);
   const host = m?.[1] ?? m?.[2];
   const port = m?.[3] === undefined ? PROBE_DEFAULTS.port : Number(m[3]);
-  if (!host || net.isIP(host) === 0 || port < 1 || port > 65535) return fail(`${path}.target`, `"${target}" is not IP[:PORT]`);
+  if (!host || net.isIP(host) === 0 || port < 1 || port > 65535) return r.at('target').fail(`"${target}" is not IP[:PORT]`);
   const probe: ProbeConfig = {
     host,
     port,
-    intervalMs: posInt(obj, 'intervalMs', PROBE_DEFAULTS.intervalMs, path, 600_000),
-    timeoutMs: posInt(obj, 'timeoutMs', PROBE_DEFAULTS.timeoutMs, path, 60_000),
-    downAfter: posInt(obj, 'downAfter', PROBE_DEFAULTS.downAfter, path, 100),
-    upAfter: posInt(obj, 'upAfter', PROBE_DEFAULTS.upAfter, path, 100),
+    intervalMs: int(obj, 'intervalMs', PROBE_DEFAULTS.intervalMs, r, 1, 600_000),
+    timeoutMs: int(obj, 'timeoutMs', PROBE_DEFAULTS.timeoutMs, r, 1, 60_000),
+    downAfter: int(obj, 'downAfter', PROBE_DEFAULTS.downAfter, r, 1, 100),
+    upAfter: int(obj, 'upAfter', PROBE_DEFAULTS.upAfter, r, 1, 100),
   };
   return probe;
 }
 
-function validateUplink(raw: unknown, path: string): UplinkConfig {
-  if (!isObject(raw)) return fail(path, 'must be a mapping with name and interface');
-  onlyKeys(raw, ['name', 'interface', 'source', 'gateway', 'signal', 'probe'], path);
-  const name = str(raw, 'name', path) ?? fail(`${path}.name`, 'is required');
-  const iface = ifname(raw, 'interface', path) ?? fail(`${path}.interface`, 'is required');
-  const source = ip(raw, 'source', path);
+function validateUplink(raw: unknown, r: Reader): UplinkConfig {
+  if (!isObject(raw)) return r.fail('must be a mapping with name and interface');
+  onlyKeys(raw, ['name', 'interface', 'source', 'gateway', 'signal', 'probe'], r);
+  const name = str(raw, 'name', r) ?? r.at('name').fail('is required');
+  const iface = interfaceName(raw, 'interface', r) ?? r.at('interface').fail('is required');
+  const source = ip(raw, 'source', r);
   const signal = raw.signal;
-  if (signal !== undefined && typeof signal !== 'boolean') fail(`${path}.signal`, 'must be true or false');
-  if (signal === true && source === undefined) fail(`${path}.signal`, 'needs a source address to announce');
+  if (signal !== undefined && typeof signal !== 'boolean') r.at('signal').fail('must be true or false');
+  if (signal === true && source === undefined) r.at('signal').fail('needs a source address to announce');
   const u: UplinkConfig = { name, interface: iface };
   if (source !== undefined) u.source = source;
-  const gateway = ip(raw, 'gateway', path);
+  const gateway = ip(raw, 'gateway', r);
   if (gateway !== undefined) u.gateway = gateway;
   u.signal = (signal as boolean | undefined) ?? source !== undefined;
-  const probe = validateProbe(raw.probe, `${path}.probe`);
+  const probe = validateProbe(raw.probe, r.at('probe'));
   if (probe) u.probe = probe;
   return u;
 }
 
-function validatePolicy(raw: unknown, path: string, uplinks: ReadonlySet<string>): PolicyConfig {
-  if (!isObject(raw)) return fail(path, 'must be a mapping with name, match and actions');
-  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'direction', 'share', 'uplink', 'backup'], path);
-  const name = str(raw, 'name', path) ?? fail(`${path}.name`, 'is required');
-  const p: PolicyConfig = { name, match: validateMatch(raw.match, `${path}.match`) };
-  const r = rate(raw, 'rate', path);
-  const c = rate(raw, 'ceil', path);
-  if (r !== undefined || c !== undefined) {
-    p.rate = r ?? c!;
+function validatePolicy(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): PolicyConfig {
+  if (!isObject(raw)) return r.fail('must be a mapping with name, match and actions');
+  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'direction', 'share', 'uplink', 'backup'], r);
+  const name = str(raw, 'name', r) ?? r.at('name').fail('is required');
+  const p: PolicyConfig = { name, match: validateMatch(raw.match, r.at('match')) };
+  const rt = rate(raw, 'rate', r);
+  const c = rate(raw, 'ceil', r);
+  if (rt !== undefined || c !== undefined) {
+    p.rate = rt ?? c!;
     p.ceil = c ?? p.rate;
-    if (p.ceil < p.rate) fail(`${path}.ceil`, 'must not be below rate');
+    if (p.ceil < p.rate) r.at('ceil').fail('must not be below rate');
   }
   const dir = raw.direction;
   if (dir !== undefined) {
-    if (!SHAPE_DIRECTIONS.includes(dir as ShapeDirection)) fail(`${path}.direction`, `must be one of: ${SHAPE_DIRECTIONS.join(', ')}`);
-    if (p.rate === undefined) fail(`${path}.direction`, 'needs a rate');
+    if (!SHAPE_DIRECTIONS.includes(dir as ShapeDirection)) r.at('direction').fail(`must be one of: ${SHAPE_DIRECTIONS.join(', ')}`);
+    if (p.rate === undefined) r.at('direction').fail('needs a rate');
   }
   if (p.rate !== undefined) p.direction = (dir as ShapeDirection | undefined) ?? 'both';
-  const share = str(raw, 'share', path);
+  const share = str(raw, 'share', r);
   if (share !== undefined) {
-    if (p.rate === undefined) fail(`${path}.share`, 'needs a rate');
+    if (p.rate === undefined) r.at('share').fail('needs a rate');
     p.share = share;
   }
-  const uplink = str(raw, 'uplink', path);
+  const uplink = str(raw, 'uplink', r);
   if (uplink !== undefined) {
-    if (!uplinks.has(uplink)) fail(`${path}.uplink`, `"${uplink}" is not a configured uplink (uplinks: ${[...uplinks].join(', ') || 'none'})`);
+    if (!uplinks.has(uplink)) r.at('uplink').fail(`"${uplink}" is not a configured uplink (uplinks: ${[...uplinks].join(', ') || 'none'})`);
     p.uplink = uplink;
   }
   const backup = raw.backup;
   if (backup !== undefined) {
-    if (typeof backup !== 'boolean') fail(`${path}.backup`, 'must be true or false');
+    if (typeof backup !== 'boolean') r.at('backup').fail('must be true or false');
     // The in-kernel path manager sets backup (MP_PRIO) per proxy address, not per subflow.
     const keys = Object.keys(p.match);
     if (backup && (keys.length !== 1 || keys[0] !== 'local' || !/^[^/]+(\/(32|128))?$/.test(p.match.local!))) {
-      fail(`${path}.backup`, 'the kernel marks backup per proxy address: match only `local: <proxy address>`');
+      r.at('backup').fail('the kernel marks backup per proxy address: match only `local: <proxy address>`');
     }
     p.backup = backup as boolean;
   }
@@ -310,24 +261,24 @@ function validatePolicy(raw: unknown, path: string, uplinks: ReadonlySet<string>
 export function validateSteeringConfig(raw: Record<string, unknown>): SteeringConfig {
   const policies = raw.policies ?? [];
   const uplinksRaw = raw.uplinks ?? [];
-  if (!Array.isArray(policies)) throw new ConfigError('policies: must be a list');
-  if (!Array.isArray(uplinksRaw)) throw new ConfigError('uplinks: must be a list');
-  const uplinks = uplinksRaw.map((u, i) => validateUplink(u, `uplinks[${i}]`));
+  if (!Array.isArray(policies)) return new Reader('policies').fail('must be a list');
+  if (!Array.isArray(uplinksRaw)) return new Reader('uplinks').fail('must be a list');
+  const uplinks = uplinksRaw.map((u, i) => validateUplink(u, new Reader(`uplinks[${i}]`)));
   const names = new Set<string>();
   uplinks.forEach((u, i) => {
-    if (names.has(u.name)) fail(`uplinks[${i}].name`, `"${u.name}" is used twice`);
+    if (names.has(u.name)) new Reader(`uplinks[${i}]`).at('name').fail(`"${u.name}" is used twice`);
     names.add(u.name);
   });
-  if (uplinks.length > MAX_UPLINKS) fail('uplinks', `at most ${MAX_UPLINKS} uplinks`);
-  const out = policies.map((p, i) => validatePolicy(p, `policies[${i}]`, names));
+  if (uplinks.length > MAX_UPLINKS) new Reader('uplinks').fail(`at most ${MAX_UPLINKS} uplinks`);
+  const out = policies.map((p, i) => validatePolicy(p, new Reader(`policies[${i}]`), names));
   const policyNames = new Set<string>();
   const shares = new Map<string, PolicyConfig>();
   out.forEach((p, i) => {
-    if (policyNames.has(p.name)) fail(`policies[${i}].name`, `"${p.name}" is used twice`);
+    if (policyNames.has(p.name)) new Reader(`policies[${i}]`).at('name').fail(`"${p.name}" is used twice`);
     policyNames.add(p.name);
     if (p.share === undefined) return;
     const first = shares.get(p.share);
-    if (first && (first.rate !== p.rate || first.ceil !== p.ceil)) fail(`policies[${i}].share`, `"${p.share}" already has rate/ceil from policy "${first.name}"; they must agree`);
+    if (first && (first.rate !== p.rate || first.ceil !== p.ceil)) new Reader(`policies[${i}]`).at('share').fail(`"${p.share}" already has rate/ceil from policy "${first.name}"; they must agree`);
     shares.set(p.share, first ?? p);
   });
   return { policies: out, uplinks };
