@@ -1,12 +1,11 @@
 /**
- * Pure encoders/decoders for netlink (nlmsghdr, genlmsghdr, nlattr), the generic netlink
- * controller's CTRL_CMD_GETFAMILY exchange, and the `mptcp_pm` event multicasts
- * (include/uapi/linux/mptcp_pm.h). Every decoder returns a typed result and never throws,
- * whatever the bytes: the input comes from the kernel, but a bad datagram must cost one event,
- * not the process.
+ * Netlink (nlmsghdr, genlmsghdr, nlattr) for the proxy's one exchange with the kernel: the
+ * generic netlink controller's CTRL_CMD_GETFAMILY request and reply, and the `mptcp_pm` event
+ * multicasts (include/uapi/linux/mptcp_pm.h). Every decoder returns a typed result and never
+ * throws, whatever the bytes: the input comes from the kernel, but a bad datagram must cost one
+ * event, not the process. (The kernel's side, for tests, is test/mptcp/netlink-encode.ts.)
  */
 import net from 'node:net';
-import { encodeSockaddr } from '../sys/socket';
 
 const NLMSG_HDRLEN = 16;
 const GENL_HDRLEN = 4;
@@ -17,22 +16,22 @@ const NLM_F_REQUEST = 1;
 const NLA_TYPE_MASK = 0x3fff;
 const NLA_F_NESTED = 0x8000;
 
-const GENL_ID_CTRL = 16;
-const CTRL_CMD_NEWFAMILY = 1;
+export const GENL_ID_CTRL = 16;
+export const CTRL_CMD_NEWFAMILY = 1;
 const CTRL_CMD_GETFAMILY = 3;
-const CTRL_ATTR_FAMILY_ID = 1;
-const CTRL_ATTR_FAMILY_NAME = 2;
-const CTRL_ATTR_VERSION = 3;
-const CTRL_ATTR_MCAST_GROUPS = 7;
-const CTRL_ATTR_MCAST_GRP_NAME = 1;
-const CTRL_ATTR_MCAST_GRP_ID = 2;
+export const CTRL_ATTR_FAMILY_ID = 1;
+export const CTRL_ATTR_FAMILY_NAME = 2;
+export const CTRL_ATTR_VERSION = 3;
+export const CTRL_ATTR_MCAST_GROUPS = 7;
+export const CTRL_ATTR_MCAST_GRP_NAME = 1;
+export const CTRL_ATTR_MCAST_GRP_ID = 2;
 
 export const MPTCP_PM_NAME = 'mptcp_pm';
 export const MPTCP_PM_EV_GRP_NAME = 'mptcp_pm_events';
-const MPTCP_PM_VER = 1;
+export const MPTCP_PM_VER = 1;
 
-const AF_INET = 2;
-const AF_INET6 = 10;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
 
 export type NetlinkDecodeErrorCode =
   | 'NL_TRUNCATED'
@@ -204,23 +203,7 @@ function cString(b: Buffer): string {
   return b.subarray(0, nul < 0 ? b.length : nul).toString('latin1');
 }
 
-export const u8 = (v: number): Buffer => Buffer.from([v & 0xff]);
-function u16(v: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v & 0xffff);
-  return b;
-}
-export function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  return b;
-}
-function be16(v: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(v & 0xffff);
-  return b;
-}
-const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'latin1'), Buffer.from([0])]);
+export const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'latin1'), Buffer.from([0])]);
 
 // ---------------------------------------------------------------------------------------------
 // CTRL_CMD_GETFAMILY
@@ -236,25 +219,6 @@ export interface GenlFamily {
 export function encodeGetFamilyRequest(name: string, seq: number): Buffer {
   const attrs = encodeAttrs([{ type: CTRL_ATTR_FAMILY_NAME, data: cstr(name) }]);
   return encodeNlmsg({ type: GENL_ID_CTRL, flags: NLM_F_REQUEST, seq, payload: encodeGenl(CTRL_CMD_GETFAMILY, 1, attrs) });
-}
-
-/** The controller's answer as the kernel builds it (tests and fakes speak the same bytes). */
-export function encodeGetFamilyReply(f: GenlFamily, seq: number): Buffer {
-  const groups = [...f.groups].map(([name, id], i) => ({
-    type: i + 1,
-    nested: true,
-    data: encodeAttrs([
-      { type: CTRL_ATTR_MCAST_GRP_ID, data: u32(id) },
-      { type: CTRL_ATTR_MCAST_GRP_NAME, data: cstr(name) },
-    ]),
-  }));
-  const attrs = encodeAttrs([
-    { type: CTRL_ATTR_FAMILY_NAME, data: cstr(f.name) },
-    { type: CTRL_ATTR_FAMILY_ID, data: u16(f.id) },
-    { type: CTRL_ATTR_VERSION, data: u32(f.version) },
-    { type: CTRL_ATTR_MCAST_GROUPS, nested: true, data: encodeAttrs(groups) },
-  ]);
-  return encodeNlmsg({ type: GENL_ID_CTRL, flags: 0, seq, payload: encodeGenl(CTRL_CMD_NEWFAMILY, 2, attrs) });
 }
 
 function decodeGroups(buf: Buffer): Decoded<Map<string, number>> {
@@ -562,61 +526,4 @@ export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpP
 export function decodeMptcpEventMessage(msg: NlMsg): Decoded<MptcpPmEvent> {
   const g = decodeGenl(msg.payload);
   return g.ok ? decodeMptcpEvent(g.value.cmd, g.value.attrs) : g;
-}
-
-function addrAttr(t4: number, t6: number, address: string): { type: number; data: Buffer } {
-  // sockaddr_in (16 bytes) keeps the IPv4 address at offset 4, sockaddr_in6 the IPv6 one at 8.
-  const sa = encodeSockaddr(address, 0);
-  return sa.length === 16 ? { type: t4, data: sa.subarray(4, 8) } : { type: t6, data: sa.subarray(8, 24) };
-}
-
-/** The attributes the kernel puts in each event, in the kernel's widths (for tests and replay). */
-export function encodeMptcpEvent(ev: MptcpPmEvent, familyId: number, seq = 0): Buffer {
-  const A = MptcpAttr;
-  const attrs: { type: number; data: Buffer }[] = [];
-  const fam = (f: 4 | 6): void => void attrs.push({ type: A.family, data: u16(f === 4 ? AF_INET : AF_INET6) });
-  switch (ev.type) {
-    case 'created':
-    case 'established':
-      attrs.push({ type: A.token, data: u32(ev.token) });
-      if (ev.serverSide) attrs.push({ type: A.serverSide, data: u8(1) });
-      if (ev.flags) attrs.push({ type: A.flags, data: u16(ev.flags) });
-      fam(ev.family);
-      attrs.push(addrAttr(A.saddr4, A.saddr6, ev.local.address), addrAttr(A.daddr4, A.daddr6, ev.remote.address));
-      attrs.push({ type: A.sport, data: be16(ev.local.port) }, { type: A.dport, data: be16(ev.remote.port) });
-      if (ev.locId !== undefined) attrs.push({ type: A.locId, data: u8(ev.locId) });
-      if (ev.remId !== undefined) attrs.push({ type: A.remId, data: u8(ev.remId) });
-      break;
-    case 'closed':
-      attrs.push({ type: A.token, data: u32(ev.token) });
-      break;
-    case 'announced':
-      attrs.push({ type: A.token, data: u32(ev.token) }, { type: A.remId, data: u8(ev.remId) });
-      fam(ev.family);
-      attrs.push(addrAttr(A.daddr4, A.daddr6, ev.address));
-      if (ev.port !== undefined) attrs.push({ type: A.dport, data: be16(ev.port) });
-      break;
-    case 'removed':
-      attrs.push({ type: A.token, data: u32(ev.token) }, { type: A.remId, data: u8(ev.remId) });
-      break;
-    case 'sub-established':
-    case 'sub-closed':
-    case 'sub-priority':
-      attrs.push({ type: A.token, data: u32(ev.token) });
-      fam(ev.family);
-      attrs.push(addrAttr(A.saddr4, A.saddr6, ev.local.address), addrAttr(A.daddr4, A.daddr6, ev.remote.address));
-      attrs.push({ type: A.sport, data: be16(ev.local.port) }, { type: A.dport, data: be16(ev.remote.port) });
-      attrs.push({ type: A.locId, data: u8(ev.locId) }, { type: A.remId, data: u8(ev.remId) }, { type: A.backup, data: u8(+ev.backup) });
-      if (ev.ifIndex !== undefined) attrs.push({ type: A.ifIdx, data: u32(ev.ifIndex) });
-      if (ev.error !== undefined) attrs.push({ type: A.error, data: u8(ev.error) });
-      if (ev.resetReason !== undefined) attrs.push({ type: A.resetReason, data: u32(ev.resetReason) });
-      if (ev.resetFlags !== undefined) attrs.push({ type: A.resetFlags, data: u32(ev.resetFlags) });
-      break;
-    case 'listener-created':
-    case 'listener-closed':
-      fam(ev.family);
-      attrs.push({ type: A.sport, data: be16(ev.local.port) }, addrAttr(A.saddr4, A.saddr6, ev.local.address));
-      break;
-  }
-  return encodeNlmsg({ type: familyId, flags: 0, seq, payload: encodeGenl(MptcpEventType[ev.type], MPTCP_PM_VER, encodeAttrs(attrs)) });
 }

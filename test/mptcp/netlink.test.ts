@@ -17,16 +17,13 @@ import {
   decodeNlmsgs,
   encodeAttrs,
   encodeGenl,
-  encodeGetFamilyReply,
   encodeGetFamilyRequest,
-  encodeMptcpEvent,
   encodeNlmsg,
-  u32,
-  u8,
   type MptcpPmEvent,
   type NlMsg,
   type SockEnd,
 } from '../../src/mptcp/netlink-codec';
+import { encodeGetFamilyReply, encodeMptcpEvent, u32, u8 } from './netlink-encode';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 

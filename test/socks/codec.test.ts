@@ -9,21 +9,18 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ErrorCode } from '../../src/core/errors';
 import type { ParseResult } from '../../src/proxy/socks/codec/common';
-import { encodeSocks4Reply, encodeSocks4Request, parseSocks4Reply, parseSocks4Request } from '../../src/proxy/socks/codec/socks4';
+import { encodeSocks4Reply, parseSocks4Request } from '../../src/proxy/socks/codec/socks4';
 import {
   encodeAuthStatus,
   encodeMethodSelection,
-  encodeSocks5Auth,
   encodeSocks5Datagram,
-  encodeSocks5Greeting,
   encodeSocks5Reply,
-  encodeSocks5Request,
   parseSocks5Auth,
   parseSocks5Datagram,
   parseSocks5Greeting,
-  parseSocks5Reply,
   parseSocks5Request,
 } from '../../src/proxy/socks/codec/socks5';
+import { encodeSocks4Request, encodeSocks5Auth, encodeSocks5Greeting, encodeSocks5Request, parseSocks4Reply, parseSocks5Reply } from './client-codec';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const ascii = (s: string): string => Buffer.from(s, 'latin1').toString('hex');

@@ -64,29 +64,6 @@ export function parseSocks4Request(buf: Buffer): ParseResult<Socks4Request> {
   return ok({ command, port, host: name.toString('latin1'), socks4a, userId }, hostEnd + 1);
 }
 
-/**
- * Encode a request (the client side; used by tests and tools). Throws RangeError on fields that
- * cannot be encoded: callers pass their own data, not wire input.
- */
-export function encodeSocks4Request(req: Omit<Socks4Request, 'socks4a'> & { socks4a?: boolean }): Buffer {
-  const userId = Buffer.from(req.userId, 'utf8');
-  if (userId.length > MAX_USERID_BYTES || userId.includes(0)) throw new RangeError('user id too long or contains NUL');
-  const head = Buffer.alloc(8);
-  head[0] = SOCKS4_VERSION;
-  head[1] = req.command;
-  head.writeUInt16BE(req.port, 2);
-  const ip = net.isIPv4(req.host) && !req.socks4a ? ipv4ToBytes(req.host) : null;
-  // 0.0.0.x (x≠0) means "4a name follows" on the wire, so such an address can only go as a name.
-  if (ip && !(ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0)) {
-    ip.copy(head, 4);
-    return Buffer.concat([head, userId, Buffer.of(0)]);
-  }
-  const name = Buffer.from(req.host, 'latin1');
-  if (!validName(name)) throw new RangeError(`host name "${req.host}" cannot be sent`);
-  head[7] = 1;
-  return Buffer.concat([head, userId, Buffer.of(0), name, Buffer.of(0)]);
-}
-
 /** VN=0, CD, DSTPORT, DSTIP. Non-IPv4 addresses are sent as 0.0.0.0 (SOCKS4 has no other). */
 export function encodeSocks4Reply(code: number, host = '0.0.0.0', port = 0): Buffer {
   const out = Buffer.alloc(8);
@@ -94,17 +71,4 @@ export function encodeSocks4Reply(code: number, host = '0.0.0.0', port = 0): Buf
   out.writeUInt16BE(port & 0xffff, 2);
   if (net.isIPv4(host)) ipv4ToBytes(host).copy(out, 4);
   return out;
-}
-
-export interface Socks4Reply {
-  code: number;
-  host: string;
-  port: number;
-}
-
-/** Parse a reply (client side; used by tests). */
-export function parseSocks4Reply(buf: Buffer): ParseResult<Socks4Reply> {
-  if (buf.length < 8) return INCOMPLETE;
-  if (buf[0] !== 0) return fail(ErrorCode.VersionUnsupported, `reply version byte 0x${buf[0]!.toString(16)}`);
-  return ok({ code: buf[1]!, port: buf.readUInt16BE(2), host: ipv4FromBytes(buf, 4) }, 8);
 }

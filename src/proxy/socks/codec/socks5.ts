@@ -36,18 +36,13 @@ export interface Socks5Request {
   address: SocksAddress;
 }
 
-export interface Socks5Reply {
-  code: number;
-  address: SocksAddress;
-}
-
 export interface Socks5Datagram {
   frag: number;
   address: SocksAddress;
   data: Buffer;
 }
 
-function versionError<T>(got: number, want: number): ParseResult<T> {
+export function versionError<T>(got: number, want: number): ParseResult<T> {
   return fail(ErrorCode.VersionUnsupported, `version byte 0x${got.toString(16)}, expected 0x${want.toString(16)}`);
 }
 
@@ -59,11 +54,6 @@ export function parseSocks5Greeting(buf: Buffer): ParseResult<Socks5Greeting> {
   if (n === 0) return fail(ErrorCode.BadRequest, 'greeting lists no methods');
   if (buf.length < 2 + n) return INCOMPLETE;
   return ok({ methods: [...buf.subarray(2, 2 + n)] }, 2 + n);
-}
-
-export function encodeSocks5Greeting(methods: readonly number[]): Buffer {
-  if (methods.length < 1 || methods.length > 255) throw new RangeError(`${methods.length} methods`);
-  return Buffer.from([SOCKS5_VERSION, methods.length, ...methods]);
 }
 
 export function encodeMethodSelection(method: number): Buffer {
@@ -82,13 +72,6 @@ export function parseSocks5Auth(buf: Buffer): ParseResult<Socks5Credentials> {
   const end = 3 + ulen + plen;
   if (buf.length < end) return INCOMPLETE;
   return ok({ user: buf.toString('utf8', 2, 2 + ulen), password: buf.toString('utf8', 3 + ulen, end) }, end);
-}
-
-export function encodeSocks5Auth(creds: Socks5Credentials): Buffer {
-  const user = Buffer.from(creds.user, 'utf8');
-  const password = Buffer.from(creds.password, 'utf8');
-  if (user.length < 1 || user.length > 255 || password.length > 255) throw new RangeError('user name or password length out of range');
-  return Buffer.concat([Buffer.of(AUTH_VERSION, user.length), user, Buffer.of(password.length), password]);
 }
 
 export function encodeAuthStatus(status: number): Buffer {
@@ -113,22 +96,9 @@ export function parseSocks5Request(buf: Buffer): ParseResult<Socks5Request> {
   return ok({ command, address: addr.value }, 3 + addr.consumed);
 }
 
-export function encodeSocks5Request(command: number, host: string, port: number): Buffer {
-  return Buffer.concat([Buffer.of(SOCKS5_VERSION, command, 0), encodeSocksAddress(host, port)]);
-}
-
 /** Failure replies carry 0.0.0.0:0: there is no bound address to report. */
 export function encodeSocks5Reply(code: number, host = '0.0.0.0', port = 0): Buffer {
   return Buffer.concat([Buffer.of(SOCKS5_VERSION, code, 0), encodeSocksAddress(host, port)]);
-}
-
-export function parseSocks5Reply(buf: Buffer): ParseResult<Socks5Reply> {
-  if (buf.length < 1) return INCOMPLETE;
-  if (buf[0] !== SOCKS5_VERSION) return versionError(buf[0]!, SOCKS5_VERSION);
-  if (buf.length < 3) return INCOMPLETE;
-  const addr = parseSocksAddress(buf, 3);
-  if (addr.kind !== 'ok') return addr;
-  return ok({ code: buf[1]!, address: addr.value }, 3 + addr.consumed);
 }
 
 /**
