@@ -73,7 +73,10 @@ export interface DoctorInput {
   maxRttMs: number | null;
 }
 
-/** seed 004 (MPTCP proxy at the ISP edge): receive buffers below 0.48 MB lost data to reordering. */
+/**
+ * Below about 0.48 MB of receive buffer an MPTCP connection over paths of different delay loses
+ * throughput: data arriving early on the fast path waits in the buffer for the slow path's.
+ */
 export const MPTCP_BUFFER_FLOOR = 480_000;
 
 export const CAP_NET_BIND_SERVICE = 10;

@@ -1,6 +1,6 @@
 /**
- * Pure decoders for the kernel's struct mptcp_info and struct tcp_info (layouts measured on
- * 6.18, see shared/mptcp-kernel-facts.md). Short buffers decode the fields they hold.
+ * Pure decoders for the kernel's struct mptcp_info and struct tcp_info (include/uapi/linux/mptcp.h
+ * and tcp.h, offsets as Linux 6.18 fills them). Short buffers decode the fields they hold.
  */
 
 export interface MptcpInfo {

@@ -119,7 +119,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     this.m = opts.metrics ? steeringMetrics(opts.metrics) : null;
   }
 
-  /** The brief's lifecycle name for the constructor. */
+  /** The constructor under the lifecycle's name (provision → start → reload → stop), as in src/app.ts. */
   static provision(config: SteeringConfig, registry: SubflowRegistry, log: Logger, opts?: SteeringEngineOptions): SteeringEngine {
     return new SteeringEngine(config, registry, log, opts);
   }

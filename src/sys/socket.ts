@@ -63,7 +63,7 @@ export interface SocketOptions {
   noDelay?: boolean;
   keepAlive?: { idleSec: number; intervalSec: number; count: number };
   mark?: number;
-  /** Not inherited from an MPTCP listener: set it on the accepted socket (kernel facts). */
+  /** Not inherited from an MPTCP listener: set it on the accepted socket (measured on Linux 6.18). */
   priority?: number;
   tos?: number;
   congestion?: string;
@@ -75,7 +75,7 @@ export interface SocketOptions {
    * inherits it, joins work; on an accepted MPTCP socket the kernel answers EINVAL.
    */
   transparent?: boolean;
-  /** Fixing these stops kernel autotuning (kernel facts): only the tuning module sets them. */
+  /** Fixing these stops kernel autotuning (measured on Linux 6.18): only the tuning module sets them. */
   rcvBuf?: number;
   sndBuf?: number;
   /** Effective only before connect/listen on MPTCP. */
@@ -326,7 +326,7 @@ export function socketBufferSize(fd: number, dir: BufferDirection): number | nul
  * Lock one buffer of a socket at `bytes` as the kernel counts it (the value getsockopt and
  * tcp_rmem/tcp_wmem use: the kernel doubles what setsockopt gets, for its bookkeeping). Tries the
  * FORCE variant first so net.core.[rw]mem_max does not cap it, then the plain option (EPERM
- * without CAP_NET_ADMIN). This stops the kernel's autotuning of that buffer (kernel facts).
+ * without CAP_NET_ADMIN). This stops the kernel's autotuning of that buffer (measured on Linux 6.18).
  * Returns the size the kernel applied.
  */
 export function setSocketBufferSize(fd: number, dir: BufferDirection, bytes: number): number {

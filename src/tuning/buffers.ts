@@ -1,6 +1,6 @@
 /**
  * Pure sizing of a client connection's socket buffers from what its subflows measure
- * (seed 004 §3.3: MPTCP needs room for reordering across paths of different delay).
+ * (MPTCP needs receive room for data that arrives out of order across paths of different delay).
  *
  * Two units appear here. "Payload" bytes are what the formula gives. "Kernel" bytes are what
  * SO_RCVBUF/SO_SNDBUF read back, what `ss -m` shows as rb/tb and what tcp_rmem/tcp_wmem bound:
@@ -99,8 +99,8 @@ export function targetBytes(needPayload: number, policy: Pick<BufferPolicy, 'min
 /**
  * What to do with one buffer (receive or send) of one socket.
  * - off: nothing.
- * - fixed: lock at max (reproduces the paper's 0.18 / 0.72 MB runs); once set, keep.
- * - auto: setting a size switches the kernel's autotuning off for that buffer (kernel facts), and
+ * - fixed: lock at max (pins a known size, e.g. to compare 0.18 MB with 0.72 MB); once set, keep.
+ * - auto: setting a size switches the kernel's autotuning off for that buffer (measured on Linux 6.18), and
  *   autotuning grows it up to `systemMax` on its own. So act only when the target is beyond what
  *   autotuning could ever reach (systemMax too small); a buffer already locked is only grown, by
  *   at least REGROW_FACTOR, never shrunk (shrinking below queued data gains nothing).

@@ -1,5 +1,5 @@
 /**
- * MSS clamping to each path's MTU (seed 004 §3.3: smaller MTUs hurt MPTCP more than TCP, and a
+ * MSS clamping to each path's MTU (a smaller MTU on one path hurts MPTCP more than TCP, and a
  * segment too big for one path is lost on it). One owned nftables table, `inet mptcp_proxy_mss`,
  * whose single rule rewrites the MSS option of every SYN and SYN/ACK leaving on a client-facing
  * interface to the MTU of the route it takes (`rt mtu`, minus IP and TCP headers). nft only ever

@@ -1,12 +1,14 @@
 /**
- * Per-connection buffer tuning (seed 004 §3.3). Sizes each client socket's receive and send
- * buffers from what its subflows measure (delivery rate and RTT, MPTCP_TCPINFO through the
- * kernel view), within the configured bounds; see ./buffers for when it acts at all.
+ * Per-connection buffer tuning: MPTCP needs buffer room for reordering across paths. Sizes each
+ * client socket's receive and send buffers from what its subflows measure (delivery rate and
+ * RTT, MPTCP_TCPINFO through the kernel view), within the configured bounds; see ./buffers for
+ * when it acts at all.
  *
  * Event driven and bounded: a connection is sampled `SETTLE_MS` after it is first seen and after
- * each subflow comes up (when this process has the netlink stream; bursts coalesce into one
- * sample), and again every `intervalMs` only while it keeps moving bulk data or gaining
- * subflows, for at most MAX_WATCHED connections at once. Nothing walks all connections on a timer.
+ * each subflow comes up (as the subflow registry sees it, in the process that holds the registry;
+ * bursts coalesce into one sample), and again every `intervalMs` only while it keeps moving bulk
+ * data or gaining subflows, for at most MAX_WATCHED connections at once. Nothing walks all
+ * connections on a timer.
  */
 import type client from 'prom-client';
 import type { ClientConnection } from '../core/connection';
@@ -144,7 +146,7 @@ export class BufferTuner {
   /**
    * fixed: every client socket, MPTCP or not, at accept (joins inherit it from the msk).
    * auto: an MPTCP connection is first measured once its subflows had time to come up; workers
-   * have no netlink stream, so this settle timer is their only sight before a status read or close.
+   * have no subflow registry, so this settle timer is their only sight before a status read or close.
    */
   private onOpen(conn: ClientConnection): void {
     if (this.policy.mode === 'fixed') {

@@ -1,6 +1,6 @@
 /**
  * Steering engine end to end on the two-path testbed, with the real proxy, the kernel's MPTCP
- * view and real curl (MPTCP) downloads: throttle-to-shift (seed 004), SIGHUP rate change, kernel
+ * view and real curl (MPTCP) downloads: throttle-to-shift (README), SIGHUP rate change, kernel
  * state present while running and gone after SIGTERM / SIGKILL+restart, unrelated state kept;
  * two-uplink fast recovery and failback.
  */

@@ -4,7 +4,7 @@
  *     runs with MSS ≤ 960 while path 1's keeps full size, the download is intact, the owned clamp
  *     table is in place (and saw the SYN/ACKs) while the proxy runs and gone after SIGTERM;
  *     `mptcp-proxy cleanup` removes one left by SIGKILL.
- * (b) Buffers: fixed 0.18 MB (the paper's failing setting) vs auto. Asserts the behaviour (fixed
+ * (b) Buffers: fixed 0.18 MB (too small for two paths of different delay) vs auto. Asserts the behaviour (fixed
  *     sizes are on the proxy's subflow sockets as the kernel reports them; auto leaves autotuning
  *     alone when tcp_rmem/tcp_wmem suffice) and reports both throughputs as figures.
  */

@@ -1,6 +1,7 @@
 /**
- * The shipped systemd units: `systemd-analyze verify` accepts them, the hardening the issue asks
- * for is really in them, and `systemd-analyze security` rates the service's exposure low.
+ * The shipped systemd units: `systemd-analyze verify` accepts them, their hardening (own user,
+ * bounded capabilities and address families, read-only system, syscall filter) is really in them,
+ * and `systemd-analyze security` rates the service's exposure low.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -58,7 +59,7 @@ describe('systemd units', () => {
   const socket = parseUnit(fs.readFileSync(path.join(UNIT_DIR, 'mptcp-proxy.socket'), 'utf8'));
   const one = (m: Map<string, string[]>, k: string): string | undefined => m.get(k)?.at(-1);
 
-  test('service carries the hardening of the issue', () => {
+  test('service carries its hardening', () => {
     assert.equal(one(service, 'Type'), 'notify');
     assert.equal(one(service, 'ExecReload'), '/bin/kill -HUP $MAINPID');
     assert.equal(one(service, 'User'), 'mptcp-proxy');

@@ -40,7 +40,7 @@ describe('tuning config', () => {
     assert.deepEqual(DEFAULTS.tuning, { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5000 }, mssClamp: 'auto', mssInterfaces: [] });
   });
 
-  test("fixed needs only max (the paper's 0.18 MB run); auto refuses min > max", () => {
+  test('fixed needs only max (a small fixed size such as 0.18 MB); auto refuses min > max', () => {
     const c = validateConfig({ tuning: { buffers: { mode: 'fixed', max: 180_000 }, mssClamp: false, mssInterfaces: ['p1'] } });
     assert.deepEqual(c.tuning, { buffers: { mode: 'fixed', min: 1 << 20, max: 180_000, intervalMs: 5000 }, mssClamp: false, mssInterfaces: ['p1'] });
     assert.throws(() => validateConfig({ tuning: { buffers: { min: 2_000_000, max: 1_000_000 } } }), /tuning\.buffers: min/);
