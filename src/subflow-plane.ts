@@ -1,10 +1,12 @@
 /**
  * The subflow plane: the kernel's netlink view, the optional pcap sniffer, the subflow registry
- * they feed, and the steering engine driven by the registry. One per host namespace: in the
+ * they feed, the steering engine driven by the registry, and the owner of the kernel state that
+ * steering, the MSS clamp and transparent mode install. One per host namespace: in the
  * single-process proxy beside the connection plane, in a cluster in the supervisor only (every
  * worker's connections are in the same kernel, and kernel state must have one owner).
  */
 import type { Config } from './config/schema';
+import { KernelState } from './kstate/kernel-state';
 import type { Logger } from './log/logger';
 import type { ProxyMetrics } from './metrics/metrics';
 import { KernelView } from './mptcp/kernel-view';
@@ -19,10 +21,12 @@ import { TransparentRules } from './proxy/transparent';
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
   readonly kernel = new KernelView();
+  /** Every nft table, qdisc, IFB, rule, route, endpoint and limit below goes in and out through it. */
+  readonly kstate: KernelState;
   readonly steering: SteeringEngine;
-  /** Kernel-wide like steering's state, so owned here (src/tuning/mss.ts). */
+  /** Kernel-wide like steering's state, so here (src/tuning/mss.ts). */
   readonly mss: MssClamp;
-  /** Transparent mode's TPROXY table and local route: kernel-wide, so owned here too. */
+  /** Transparent mode's TPROXY table and local route: kernel-wide, so here too. */
   readonly transparent: TransparentRules;
   private sniffer: SubflowSniffer | null = null;
 
@@ -33,17 +37,23 @@ export class SubflowPlane {
   ) {
     metrics.observeSubflows(this.registry);
     feedKernelEvents(this.kernel, this.registry);
-    this.steering = SteeringEngine.provision(config.steering, this.registry, log, { metrics: metrics.registry });
-    this.mss = new MssClamp(config.tuning, log);
-    this.transparent = new TransparentRules(config, log);
+    this.kstate = new KernelState(log);
+    this.steering = SteeringEngine.provision(config.steering, this.registry, log, this.kstate, { metrics: metrics.registry });
+    this.mss = new MssClamp(config.tuning, log, this.kstate);
+    this.transparent = new TransparentRules(config, log, this.kstate);
   }
 
-  /** Before any listener: subflows of the first connections must find their policies in place. */
+  /**
+   * Before any listener: subflows of the first connections must find their policies in place.
+   * The order: what an earlier run left is taken over and removed first (its journal and owned
+   * names), then each part installs through the owner; stop removes it all in REMOVE_ORDER.
+   */
   async start(): Promise<void> {
+    const removed = await this.kstate.adopt();
+    if (removed.length > 0) this.log.warn('kernel state: removed what an earlier run left', { removed });
     await this.startKernelView();
     if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.registry, this.log);
     if (this.steering.active) await this.steering.start();
-    // After steering: its start removes every owned table a crashed run left, this one included.
     await this.mss.start();
     await this.transparent.start();
   }
@@ -60,9 +70,7 @@ export class SubflowPlane {
   }
 
   async reload(next: Config): Promise<void> {
-    const wasActive = this.steering.active;
     await this.steering.reload(next.steering);
-    if (!wasActive && this.steering.active) await this.steering.start();
     await this.mss.reload(next.tuning);
     await this.transparent.reload(next);
     this.config = next;
@@ -70,9 +78,9 @@ export class SubflowPlane {
 
   /** Remove everything installed in the kernel; never throws. */
   async stop(): Promise<void> {
-    await this.mss.stop();
-    await this.transparent.stop();
     await this.steering.stop();
+    const removed = await this.kstate.removeAll();
+    this.log.info('kernel state removed', { removed, ...(this.kstate.adopted.length > 0 ? { adoptedAtStart: this.kstate.adopted } : {}) });
     await this.kernel.stop();
     this.sniffer?.close();
     this.sniffer = null;

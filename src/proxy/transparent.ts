@@ -5,9 +5,10 @@
  * allow-list, destination policy, ports, through the same upstream connector), refuses its own
  * listeners (a loop), and tunnels. A refusal resets the client, as an unreachable server would.
  *
- * TransparentRules owns the kernel side: the nft table and the fwmark rule + local route that
- * deliver diverted packets to the listener, installed on start, replaced on reload, removed on
- * stop and by `mptcp-proxy cleanup` (both by ownership: table name, owned rule/table slot).
+ * TransparentRules makes the kernel side: the nft table and the fwmark rule + local route that
+ * deliver diverted packets to the listener, installed on start and replaced on reload through
+ * the owner of kernel state (src/kstate), which removes them on stop, after a crash and for
+ * `mptcp-proxy cleanup`.
  */
 import net from 'node:net';
 import os from 'node:os';
@@ -15,9 +16,10 @@ import type { Config, ListenerConfig } from '../config/schema';
 import { normalizeIpLiteral, unmapIPv6, type HostPort } from '../core/address';
 import type { ClientConnection } from '../core/connection';
 import { CodedError, ErrorCode, ProxyError, toProxyError } from '../core/errors';
+import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
-import { TPROXY_MARK, installTproxyRouting, removeTproxyRouting } from '../sys/iproute';
-import { NFT_FAMILY, TPROXY_TABLE, buildTproxyScript, nftApply, nftDeleteTable, type TproxyTarget } from '../sys/nft';
+import { TPROXY_MARK, TPROXY_SLOT, installTproxyRouting, slotTable } from '../sys/iproute';
+import { NFT_FAMILY, TPROXY_TABLE, buildTproxyScript, nftApply, type TproxyTarget } from '../sys/nft';
 import type { FrontEnd, ProxyContext } from './context';
 import { refuse as refuseConnection } from './refusal';
 import { tunnel } from './tunnel';
@@ -83,19 +85,17 @@ export class TransparentRulesError extends CodedError<'MPX_TPROXY_RULES'> {
   }
 }
 
+const TABLE_ITEM: KernelItem = { kind: 'nft-table', table: TPROXY_TABLE };
+const slotItem = (f: 4 | 6): KernelItem => ({ kind: 'route-slot', table: slotTable(TPROXY_SLOT), v6: f === 6 });
+const ALL_ITEMS = [TABLE_ITEM, slotItem(4), slotItem(6)];
+
 /** Kernel state for transparent mode. One per network namespace (the subflow plane's owner). */
 export class TransparentRules {
-  private installed = false;
-  private families = new Set<4 | 6>();
-
   constructor(
     private config: Pick<Config, 'listeners' | 'transparent' | 'access'>,
     private readonly log: Logger,
+    private readonly kstate: KernelState,
   ) {}
-
-  get active(): boolean {
-    return this.installed;
-  }
 
   /**
    * Install (or replace) the table and routes. A failure at start is fatal (the listeners would
@@ -103,23 +103,19 @@ export class TransparentRules {
    */
   async start(): Promise<void> {
     const targets = tproxyTargets(this.config.listeners);
-    if (targets.length === 0 || !this.config.transparent.rules) return this.installed ? this.stop() : this.removeLeftovers();
+    if (targets.length === 0 || !this.config.transparent.rules) return void (await this.kstate.removeInstalled(ALL_ITEMS));
     const families = new Set(targets.map((t) => (net.isIPv6(t.address) ? 6 : 4) as 4 | 6));
-    const replacing = this.installed;
-    this.installed = true;
+    const replacing = this.kstate.has(TABLE_ITEM);
     try {
-      await nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK, this.config.access.allowClients));
+      await this.kstate.install(TABLE_ITEM, () => nftApply(buildTproxyScript(targets, this.config.transparent.interfaces, TPROXY_MARK, this.config.access.allowClients)));
       for (const f of [4, 6] as const) {
-        if (families.has(f)) await installTproxyRouting(f === 6);
-        else if (this.families.has(f)) await removeTproxyRouting(f === 6);
+        if (families.has(f)) await this.kstate.install(slotItem(f), () => installTproxyRouting(f === 6));
+        else await this.kstate.removeInstalled([slotItem(f)]);
       }
     } catch (e) {
-      // Whatever may exist now is removed by stop().
-      this.families = new Set([...this.families, ...families]);
-      if (!replacing) await this.stop();
+      if (!replacing) await this.kstate.removeInstalled(ALL_ITEMS);
       throw new TransparentRulesError(`transparent mode: cannot install the TPROXY rules: ${(e as Error).message}`, { cause: e });
     }
-    this.families = families;
     this.log.info('transparent mode: TPROXY rules installed', {
       table: `${NFT_FAMILY} ${TPROXY_TABLE}`,
       interfaces: this.config.transparent.interfaces.length ? this.config.transparent.interfaces : 'all',
@@ -127,38 +123,9 @@ export class TransparentRules {
     });
   }
 
-  /** A crashed run's table would go on diverting traffic into nothing: remove it even with the mode off. */
-  private async removeLeftovers(): Promise<void> {
-    try {
-      if (!(await nftDeleteTable(TPROXY_TABLE))) return;
-      for (const v6 of [false, true]) await removeTproxyRouting(v6);
-      this.log.warn('transparent mode: removed TPROXY rules left by an earlier run', { table: `${NFT_FAMILY} ${TPROXY_TABLE}` });
-    } catch (e) {
-      // No nft here or no rights to read it: then this process cannot have installed any either.
-      this.log.debug('transparent mode: no leftover check', { error: (e as Error).message });
-    }
-  }
-
-  /** Follow a reloaded config (also after steering's start removed every owned piece). */
+  /** Follow a reloaded config. */
   async reload(next: Pick<Config, 'listeners' | 'transparent' | 'access'>): Promise<void> {
     this.config = next;
     await this.start();
-  }
-
-  /** Remove what is installed; never throws (shutdown path). */
-  async stop(): Promise<void> {
-    if (!this.installed) return;
-    this.installed = false;
-    const families = this.families;
-    this.families = new Set();
-    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-      try {
-        await fn();
-      } catch (e) {
-        this.log.warn('transparent mode: could not remove kernel state', { what, error: (e as Error).message });
-      }
-    };
-    await step('nft table', () => nftDeleteTable(TPROXY_TABLE));
-    for (const f of families) await step(`IPv${f} rule`, () => removeTproxyRouting(f === 6));
   }
 }

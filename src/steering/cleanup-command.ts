@@ -2,10 +2,10 @@
  * `mptcp-proxy cleanup`: remove by hand whatever a proxy that could not clean up (SIGKILL, power
  * loss) left in this network namespace. Safe to run any time no proxy is running here.
  */
+import { KernelState } from '../kstate/kernel-state';
 import { createLogger } from '../log/logger';
-import { cleanupOwnedState } from './cleanup';
 
-export const CLEANUP_HELP = 'cleanup                  remove kernel state left by a crashed proxy (nft tables, qdiscs, IFBs, ip rules and routes, MPTCP endpoints)';
+export const CLEANUP_HELP = 'cleanup                  remove kernel state left by a crashed proxy (nft tables, qdiscs, IFBs, ip rules and routes, MPTCP endpoints and limits)';
 
 export async function runCleanupCommand(argv: string[]): Promise<number> {
   if (argv.length > 0 && argv[0] !== '--quiet') {
@@ -13,7 +13,9 @@ export async function runCleanupCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const log = createLogger({ level: 'warn', format: 'auto' });
-  const removed = await cleanupOwnedState(log);
+  // What the journal of this namespace names, and what owned names find, removed in order;
+  // the original MPTCP limits restored.
+  const removed = await new KernelState(log).adopt();
   if (argv[0] !== '--quiet') process.stdout.write(removed.length ? `removed:\n${removed.map((r) => `  ${r}`).join('\n')}\n` : 'nothing to remove\n');
   return 0;
 }

@@ -23,8 +23,9 @@
 import net from 'node:net';
 import { ipv6ToBytes, parseCidr } from '../core/address';
 import type { PolicyConfig } from '../config/steering';
+import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
-import { ipBatch, listRules, routeGet, routesWithin, slotTable, type RouteHop } from '../sys/iproute';
+import { ipBatch, routeGet, routesWithin, slotTable, type RouteHop } from '../sys/iproute';
 import { readSysctl } from '../sys/sysctl';
 
 /** The owned slot after the 32 uplink slots: rule priority and table id 0x4d71. */
@@ -85,16 +86,16 @@ export function buildCcRouting(routes: readonly CcRoute[], cc: string): string[]
   ];
 }
 
-export function buildCcRoutingDelete(rulesV4: number, rulesV6: number): string[] {
-  const t = CC_TABLE;
-  return [...Array.from({ length: rulesV4 }, () => `rule del pref ${t}`), `route flush table ${t}`, ...Array.from({ length: rulesV6 }, () => `-6 rule del pref ${t}`), `-6 route flush table ${t}`];
-}
+const ccSlot = (v6: boolean): KernelItem => ({ kind: 'route-slot', table: CC_TABLE, v6 });
 
 export class CongestionRoutes {
   /** The lines last installed (null: unknown, e.g. at start). */
   private installed: string[] | null = null;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly kstate: KernelState,
+  ) {}
 
   /** Make what is installed what `policies` need; unchanged needs leave the rules in place (no gap on SIGHUP). */
   async apply(policies: readonly PolicyConfig[]): Promise<void> {
@@ -112,24 +113,14 @@ export class CongestionRoutes {
     const cc = pickCongestion(readSysctl('net.ipv4.tcp_available_congestion_control'));
     const lines = routes.length > 0 ? buildCcRouting(routes, cc) : [];
     if (this.installed && this.installed.join('\n') === lines.join('\n')) return;
-    await this.remove();
+    await this.kstate.removeInstalled([ccSlot(false), ccSlot(true)]);
+    this.installed = [];
+    for (const v6 of [false, true]) {
+      const family = buildCcRouting(routes.filter((r) => r.ipv6 === v6), cc);
+      if (family.length > 0) await this.kstate.install(ccSlot(v6), () => ipBatch(family));
+    }
     if (lines.length === 0) return;
-    await ipBatch(lines);
     this.installed = lines;
     this.log.info('steering: capped client ranges use loss-based congestion control', { congestion: cc, clients: routes.map((r) => r.cidr) });
-  }
-
-  /** Owned state was removed wholesale (cleanupOwnedState): nothing of ours is installed now. */
-  forget(): void {
-    this.installed = [];
-  }
-
-  /** Remove our rules and table (cleanup also finds them by the owned range after a crash). */
-  async remove(): Promise<void> {
-    const count = async (v6: boolean): Promise<number> => (await listRules(v6).catch(() => [])).filter((r) => r.priority === CC_TABLE).length;
-    const lines = buildCcRoutingDelete(await count(false), await count(true));
-    // Flushing an empty table is an error for ip: run line by line, ignoring those.
-    for (const l of lines) await ipBatch([l]).catch(() => undefined);
-    this.installed = [];
   }
 }

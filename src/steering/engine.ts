@@ -3,7 +3,8 @@
  * come and go (registry events), keeps uplinks' health and moves subflows off a failed uplink
  * (fast recovery) and back (failback), and manages the proxy's MPTCP endpoints and limits.
  *
- * Kernel state, all owned and named (see src/sys/{nft,tc,iproute}.ts):
+ * Kernel state, all owned and named (see src/sys/{nft,tc,iproute}.ts), installed through the one
+ * owner of kernel state (src/kstate), which journals it and removes it at stop or after a crash:
  * - nft table `inet mptcp_proxy`: subflow 4-tuple → HTB class (`meta priority`) and → routing mark;
  * - HTB root 4d50: on each interface a rate policy shapes (only over the kernel's default qdisc),
  *   one class per subflow or per `share`; uploads on an owned IFB with u32 filters (shaper.ts);
@@ -26,14 +27,14 @@ import { interfaceOf } from '../core/subflow-id';
 import type { ClientView } from '../core/connection';
 import net from 'node:net';
 import type { PolicyConfig, ShapeDirection, SteeringConfig, UplinkConfig } from '../config/steering';
+import type { KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
 import { steeringMetrics, type SteeringMetrics } from '../metrics/metrics';
 import type { MptcpConnectionRecord, Subflow, SubflowOf, SubflowRegistry } from '../registry/registry';
-import { buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
+import { NFT_TABLE, buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
 import { classId, tcBatch } from '../sys/tc';
 import { routeDevice, slotMark } from '../sys/iproute';
 import { parseCidr } from '../core/address';
-import { cleanupOwnedState } from './cleanup';
 import { CongestionRoutes } from './congestion';
 import { UplinkHealth, type ProbeFn, type UplinkState } from './health';
 import { PathManager } from './paths';
@@ -108,36 +109,34 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     private config: SteeringConfig,
     private readonly registry: SubflowRegistry,
     private readonly log: Logger,
+    private readonly kstate: KernelState,
     opts: SteeringEngineOptions = {},
   ) {
     super();
     this.policies = compilePolicies(config.policies);
     this.health = new UplinkHealth(opts.probe);
-    this.paths = new PathManager(log);
-    this.shaper = new Shaper(log);
-    this.congestion = new CongestionRoutes(log);
+    this.paths = new PathManager(log, kstate);
+    this.shaper = new Shaper(log, kstate);
+    this.congestion = new CongestionRoutes(log, kstate);
     this.m = opts.metrics ? steeringMetrics(opts.metrics) : null;
   }
 
   /** The constructor under the lifecycle's name (provision → start → reload → stop), as in src/app.ts. */
-  static provision(config: SteeringConfig, registry: SubflowRegistry, log: Logger, opts?: SteeringEngineOptions): SteeringEngine {
-    return new SteeringEngine(config, registry, log, opts);
+  static provision(config: SteeringConfig, registry: SubflowRegistry, log: Logger, kstate: KernelState, opts?: SteeringEngineOptions): SteeringEngine {
+    return new SteeringEngine(config, registry, log, kstate, opts);
   }
 
   get active(): boolean {
     return this.config.policies.length > 0 || this.config.uplinks.length > 0;
   }
 
-  /** Remove a crashed run's leftovers, install the table and paths, steer subflows already up. */
+  /** Install the table and paths, steer subflows already up (a crashed run's leftovers are gone: KernelState.adopt). */
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
     await this.enqueue(async () => {
-      const removed = await cleanupOwnedState(this.log);
-      if (removed.length > 0) this.log.warn('steering: removed state left by an earlier run', { removed });
-      this.congestion.forget();
       if (!this.active) return;
-      await nftApply(buildTableScript());
+      await this.installTable();
       await this.provisionUplinks();
       await this.congestion.apply(this.config.policies);
       await this.warm();
@@ -158,12 +157,19 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
 
   /** SIGHUP: new policies and uplinks; subflows already up are re-evaluated at once. */
   async reload(next: SteeringConfig): Promise<void> {
+    if (!this.running) {
+      // Never started (no policies or uplinks until now): start with the new config.
+      this.config = next;
+      this.policies = compilePolicies(next.policies);
+      if (this.active) await this.start();
+      return;
+    }
     await this.enqueue(async () => {
       const uplinksChanged = JSON.stringify(next.uplinks) !== JSON.stringify(this.config.uplinks);
       const wasActive = this.active;
       this.config = next;
       this.policies = compilePolicies(next.policies);
-      if (!wasActive && this.active) await nftApply(buildTableScript());
+      if (!wasActive && this.active) await this.installTable();
       if (uplinksChanged) {
         await this.teardownUplinks();
         await this.provisionUplinks();
@@ -177,19 +183,23 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     });
   }
 
-  /** Remove everything installed (SIGTERM, SIGINT, fatal error). Never throws. */
+  /**
+   * Stop reacting (SIGTERM, SIGINT, fatal error): after this no change reaches the kernel, and
+   * the owner of kernel state removes what was installed. Never throws.
+   */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     for (const d of this.detach.splice(0)) d();
     this.health.stop();
     await this.enqueue(async () => {
-      await this.paths.restore();
       await this.shaper.teardown();
-      const removed = await cleanupOwnedState(this.log);
       this.installed.clear();
-      this.log.info('steering stopped, kernel state removed', { removed });
     });
+  }
+
+  private installTable(): Promise<void> {
+    return this.kstate.install({ kind: 'nft-table', table: NFT_TABLE }, () => nftApply(buildTableScript()));
   }
 
   /** What is installed for one subflow now (status, tests). */

@@ -13,21 +13,9 @@
  */
 import net from 'node:net';
 import type { PolicyConfig, UplinkConfig } from '../config/steering';
+import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
-import {
-  OWN_ENDPOINT_BASE,
-  buildEndpointAdd,
-  buildEndpointBackup,
-  buildEndpointDelete,
-  buildLimits,
-  buildUplinkRouting,
-  buildUplinkRoutingDelete,
-  getLimits,
-  ipBatch,
-  isOwnedEndpointId,
-  listEndpoints,
-  type MptcpLimits,
-} from '../sys/iproute';
+import { OWN_ENDPOINT_BASE, buildEndpointAdd, buildEndpointBackup, buildLimits, buildUplinkRouting, getLimits, ipBatch, isOwnedEndpointId, listEndpoints, slotTable } from '../sys/iproute';
 
 /** Client path count assumed when sizing the limit (a phone: Wi-Fi + cellular). */
 export const ASSUMED_CLIENT_PATHS = 2;
@@ -47,20 +35,24 @@ export function desiredSubflowLimit(proxyPaths: number, clientPaths = ASSUMED_CL
 }
 
 const bareAddress = (cidr: string): string => cidr.split('/')[0]!;
+const uplinkV6 = (u: Slotted): boolean => net.isIPv6(u.cfg.gateway ?? u.cfg.source ?? '');
+const uplinkSlot = (u: Slotted): KernelItem => ({ kind: 'route-slot', table: slotTable(u.slot), v6: uplinkV6(u) });
+const endpointItem = (id: number, address: string): KernelItem => ({ kind: 'endpoint', id, address });
 
 export class PathManager {
   private readonly endpoints = new Map<number, OwnedEndpoint>();
-  private savedLimits: MptcpLimits | null = null;
   private policyBackup = new Set<string>();
   private failoverBackup = new Set<string>();
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly kstate: KernelState,
+  ) {}
 
   async provision(uplinks: readonly Slotted[], policies: readonly PolicyConfig[]): Promise<void> {
     for (const u of uplinks) {
-      const v6 = net.isIPv6(u.cfg.gateway ?? u.cfg.source ?? '');
       try {
-        await ipBatch(buildUplinkRouting({ slot: u.slot, dev: u.cfg.interface, gateway: u.cfg.gateway, source: u.cfg.source, ipv6: v6 }));
+        await this.kstate.install(uplinkSlot(u), () => ipBatch(buildUplinkRouting({ slot: u.slot, dev: u.cfg.interface, gateway: u.cfg.gateway, source: u.cfg.source, ipv6: uplinkV6(u) })));
       } catch (e) {
         this.log.error('steering: uplink routing not installed', { uplink: u.cfg.name, error: (e as Error).message });
       }
@@ -79,8 +71,8 @@ export class PathManager {
     const cur = await getLimits();
     const want = desiredSubflowLimit(proxyPaths);
     if (cur && cur.subflows < want) {
-      this.savedLimits ??= cur;
-      await ipBatch([buildLimits({ ...cur, subflows: want })]);
+      // The owner keeps the limits found before the first raise, and puts them back.
+      await this.kstate.install({ kind: 'mptcp-limits', original: cur }, () => ipBatch([buildLimits({ ...cur, subflows: want })]));
       this.log.info('steering: MPTCP subflow limit raised', { from: cur.subflows, to: want });
     }
   }
@@ -112,12 +104,13 @@ export class PathManager {
 
   private async syncBackupFlags(uplinks: readonly Slotted[]): Promise<void> {
     const lines: string[] = [];
+    const gone: KernelItem[] = [];
     const uplinkAddrs = new Set(uplinks.map((u) => u.cfg.source));
     for (const [id, e] of this.endpoints) {
       const want = this.policyBackup.has(e.address) || this.failoverBackup.has(e.address);
       const backupOnly = !uplinkAddrs.has(e.address) && id < UPLINK_ENDPOINT_BASE;
       if (backupOnly && !this.policyBackup.has(e.address)) {
-        lines.push(buildEndpointDelete(id));
+        gone.push(endpointItem(id, e.address));
         this.endpoints.delete(id);
         continue;
       }
@@ -126,32 +119,24 @@ export class PathManager {
         e.backup = want;
       }
     }
+    await this.kstate.removeInstalled(gone);
     await ipBatch(lines);
   }
 
   private async addEndpoint(id: number, address: string, flags: ('signal' | 'backup')[], dev: string | undefined): Promise<void> {
     const backup = this.policyBackup.has(address) || flags.length === 0;
     try {
-      await ipBatch([buildEndpointAdd(id, address, backup ? [...flags, 'backup'] : flags, dev)]);
+      await this.kstate.install(endpointItem(id, address), () => ipBatch([buildEndpointAdd(id, address, backup ? [...flags, 'backup'] : flags, dev)]));
       this.endpoints.set(id, { address, backup });
     } catch (e) {
       this.log.error('steering: MPTCP endpoint not added', { address, id, error: (e as Error).message });
     }
   }
 
+  /** A reload with other uplinks: their endpoints and routing go (the limits stay raised until stop). */
   async teardown(uplinks: readonly Slotted[]): Promise<void> {
-    const lines = [...this.endpoints.keys()].map(buildEndpointDelete);
+    const items = [...[...this.endpoints].map(([id, e]) => endpointItem(id, e.address)), ...uplinks.map(uplinkSlot)];
     this.endpoints.clear();
-    for (const u of uplinks) lines.push(...buildUplinkRoutingDelete(u.slot, net.isIPv6(u.cfg.gateway ?? u.cfg.source ?? '')));
-    // Best effort, line by line: a rule already gone must not keep the rest in place.
-    for (const l of lines) await ipBatch([l]).catch(() => undefined);
-  }
-
-  /** Put back the limits found at start (cleanup removes the rest by ownership). */
-  async restore(): Promise<void> {
-    if (!this.savedLimits) return;
-    const saved = this.savedLimits;
-    this.savedLimits = null;
-    await ipBatch([buildLimits(saved)]).catch((e: Error) => this.log.warn('steering: MPTCP limits not restored', { error: e.message }));
+    await this.kstate.removeInstalled(items);
   }
 }

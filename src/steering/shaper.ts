@@ -11,8 +11,9 @@
  * acquire/release/filter* are synchronous and only append `tc -batch` lines: the caller runs
  * them in one batch with its nftables transaction. prepare/warm/prune reach the kernel themselves.
  */
+import type { KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
-import { buildIfbAdd, buildLinkDelete, ipBatch } from '../sys/iproute';
+import { buildIfbAdd, ipBatch } from '../sys/iproute';
 import {
   IFB_PREFIX,
   U32_MAX_ITEM,
@@ -20,7 +21,6 @@ import {
   buildClassDelete,
   buildIfbRoot,
   buildIngressAdd,
-  buildIngressDelete,
   buildIngressRedirect,
   buildLeaf,
   buildRootAdd,
@@ -78,7 +78,10 @@ export class Shaper {
   private readonly devs = new Map<string, DevState | 'foreign'>();
   private readonly refills = new Set<Promise<void>>();
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly kstate: KernelState,
+  ) {}
 
   /** Our root on dev (and its IFB when `upload`); null where an operator's qdisc is in the way. */
   async prepare(dev: string, upload: boolean): Promise<DevState | null> {
@@ -91,7 +94,7 @@ export class Shaper {
         this.log.error('steering: interface has its own root qdisc; rate policies are not applied there', { interface: dev });
         return null;
       }
-      if (owner === 'default') await tcBatch([buildRootAdd(dev)]);
+      if (owner === 'default') await this.kstate.install({ kind: 'root-qdisc', dev }, () => tcBatch([buildRootAdd(dev)]));
       st = { ifb: null, classes: new Map(), spares: new Map(), minors: new Set(), items: new Set() };
       this.devs.set(dev, st);
     }
@@ -114,9 +117,10 @@ export class Shaper {
     let n = 0;
     while (taken.has(n)) n++;
     const ifb = `${IFB_PREFIX}${n}`;
-    await ipBatch(buildIfbAdd(ifb));
+    await this.kstate.install({ kind: 'ifb', name: ifb }, () => ipBatch(buildIfbAdd(ifb)));
     const all = [...st.classes.values(), ...[...st.spares.values()].flat()];
-    await tcBatch([...buildIfbRoot(ifb), ...all.flatMap((c) => classLines('add', ifb, c)), buildIngressAdd(dev), buildIngressRedirect(dev, ifb)]);
+    await this.kstate.install({ kind: 'root-qdisc', dev: ifb }, () => tcBatch([...buildIfbRoot(ifb), ...all.flatMap((c) => classLines('add', ifb, c))]));
+    await this.kstate.install({ kind: 'ingress', dev }, () => tcBatch([buildIngressAdd(dev), buildIngressRedirect(dev, ifb)]));
     st.ifb = ifb;
   }
 
@@ -224,14 +228,9 @@ export class Shaper {
     await tcBatch(lines);
   }
 
-  /** Remove the ingress redirects and IFBs this run made (cleanup removes the roots by ownership). */
+  /** Stop: no refill lands after this; the owner of kernel state removes roots, redirects and IFBs. */
   async teardown(): Promise<void> {
     await this.settle();
-    for (const [dev, st] of this.devs) {
-      if (st === 'foreign' || !st.ifb) continue;
-      await tcBatch([buildIngressDelete(dev)]).catch(() => undefined);
-      await ipBatch([buildLinkDelete(st.ifb)]).catch(() => undefined);
-    }
     this.devs.clear();
   }
 

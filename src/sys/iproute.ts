@@ -57,12 +57,6 @@ export function buildUplinkRouting(u: UplinkRoute): string[] {
   ];
 }
 
-export function buildUplinkRoutingDelete(slot: number, ipv6 = false): string[] {
-  const f = ipv6 ? '-6 ' : '';
-  const t = slotTable(slot);
-  return [`${f}rule del pref ${t}`, `${f}route flush table ${t}`];
-}
-
 export type EndpointFlag = 'signal' | 'subflow' | 'backup' | 'fullmesh';
 
 export function buildEndpointAdd(id: number, address: string, flags: readonly EndpointFlag[], dev?: string): string {
@@ -142,14 +136,33 @@ export function parseLinkNames(json: unknown): string[] {
 
 export const listIfbLinks = async (): Promise<string[]> => parseLinkNames(await ipJson(['link', 'show', 'type', 'ifb']));
 
-/** Remove transparent mode's rule and table if present (idempotent: also a crashed run's). */
-export async function removeTproxyRouting(ipv6: boolean): Promise<boolean> {
-  const t = slotTable(TPROXY_SLOT);
+/**
+ * Remove every rule of an owned slot's priority, then flush its table, when present (idempotent;
+ * rules first, so none points at an empty table). True when something was removed.
+ */
+export async function removeSlotRouting(table: number, ipv6: boolean): Promise<boolean> {
   const f = ipv6 ? '-6 ' : '';
-  const rules = (await listRules(ipv6)).filter((r) => r.priority === t);
-  const tables = (await listOwnedTables(ipv6)).filter((x) => x === t);
-  await ipBatch([...rules.map(() => `${f}rule del pref ${t}`), ...tables.map(() => `${f}route flush table ${t}`)]);
+  const rules = (await listRules(ipv6)).filter((r) => r.priority === table);
+  const tables = (await listOwnedTables(ipv6)).filter((x) => x === table);
+  await ipBatch([...rules.map(() => `${f}rule del pref ${table}`), ...tables.map(() => `${f}route flush table ${table}`)]);
   return rules.length + tables.length > 0;
+}
+
+/** Remove transparent mode's rule and table if present (idempotent: also a crashed run's). */
+export const removeTproxyRouting = (ipv6: boolean): Promise<boolean> => removeSlotRouting(slotTable(TPROXY_SLOT), ipv6);
+
+/** Delete an MPTCP endpoint by id when it exists. */
+export async function removeEndpoint(id: number): Promise<boolean> {
+  if (!(await listEndpoints()).some((e) => e.id === id)) return false;
+  await ipBatch([buildEndpointDelete(id)]);
+  return true;
+}
+
+/** Delete a link by name when it exists. */
+export async function removeLink(name: string): Promise<boolean> {
+  if (!parseLinkNames(await ipJson(['link', 'show'])).includes(name)) return false;
+  await ipBatch([buildLinkDelete(name)]);
+  return true;
 }
 
 /** Idempotent and gap-free: an existing rule stays (removing it, even briefly, would let redirected packets be forwarded). */

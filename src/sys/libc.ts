@@ -8,6 +8,7 @@ import koffi from 'koffi';
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const IPPROTO_TCP = 6;
@@ -23,6 +24,8 @@ export const SO_PRIORITY = 12;
 export const SO_REUSEPORT = 15;
 /** Like SO_SNDBUF/SO_RCVBUF, but past net.core.[rw]mem_max (needs CAP_NET_ADMIN). */
 export const SO_SNDBUFFORCE = 32;
+/** The network namespace's cookie: unique per namespace for the whole boot, never reused (Linux 5.14+). */
+export const SO_NETNS_COOKIE = 71;
 export const SO_RCVBUFFORCE = 33;
 export const SO_MARK = 36;
 

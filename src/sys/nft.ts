@@ -13,7 +13,7 @@
 import net from 'node:net';
 import koffi from 'koffi';
 import { parseCidr } from '../core/address';
-import { ExecErrorCode, execTool, parseJsonOutput, tryExecTool, ExecError } from './exec';
+import { ExecErrorCode, execTool, parseJsonOutput, ExecError } from './exec';
 
 export const NFT_FAMILY = 'inet';
 export const NFT_TABLE = 'mptcp_proxy';
@@ -206,12 +206,16 @@ export async function nftApply(script: string): Promise<void> {
   if (r.rc !== 0) throw new ExecError(ExecErrorCode.Failed, ['libnftables', 'nft_run_cmd_from_buffer'], r.error, r.rc);
 }
 
+/** Names of the tables of our family (inet). */
+export async function listTables(): Promise<string[]> {
+  const argv = ['nft', '-j', 'list', 'tables', NFT_FAMILY];
+  const j = parseJsonOutput<{ nftables?: { table?: { name: string } }[] }>(argv, (await execTool(argv)).stdout);
+  return (j.nftables ?? []).flatMap((e) => (e.table ? [e.table.name] : []));
+}
+
 /** Does our table (or another owned one, e.g. the tuning module's) exist? (after a crash it may) */
 export async function nftTableExists(table = NFT_TABLE): Promise<boolean> {
-  const r = await tryExecTool(['nft', '-j', 'list', 'tables', NFT_FAMILY]);
-  if (r instanceof ExecError) throw r;
-  const j = parseJsonOutput<{ nftables?: { table?: { name: string } }[] }>(['nft', '-j', 'list', 'tables'], r.stdout);
-  return (j.nftables ?? []).some((e) => e.table?.name === table);
+  return (await listTables()).includes(table);
 }
 
 /** Remove our table if present; true when one was removed. */

@@ -23,6 +23,7 @@ import {
   MPTCP_TCPINFO,
   POLLOUT,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
   SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_MPTCP,
@@ -31,6 +32,7 @@ import {
   SO_ERROR,
   SO_KEEPALIVE,
   SO_MARK,
+  SO_NETNS_COOKIE,
   SO_PRIORITY,
   SO_RCVBUF,
   SO_REUSEADDR,
@@ -336,4 +338,19 @@ export function setSocketBufferSize(fd: number, dir: BufferDirection, bytes: num
   const [force, plain] = dir === 'rcv' ? [SO_RCVBUFFORCE, SO_RCVBUF] : [SO_SNDBUFFORCE, SO_SNDBUF];
   if (libc.setsockopt(fd, SOL_SOCKET, force, b, 4) < 0) check(`setsockopt(${dir === 'rcv' ? 'SO_RCVBUF' : 'SO_SNDBUF'})`, libc.setsockopt(fd, SOL_SOCKET, plain, b, 4));
   return socketBufferSize(fd, dir) ?? bytes;
+}
+
+/**
+ * This process's network namespace as a cookie (decimal text): unlike the namespace inode, it is
+ * never given to another namespace during the boot. Null when the kernel has no SO_NETNS_COOKIE.
+ */
+export function netnsCookie(): string | null {
+  const fd = libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) return null;
+  try {
+    const b = getRaw(fd, SOL_SOCKET, SO_NETNS_COOKIE, 8);
+    return b && b.length === 8 ? b.readBigUInt64LE(0).toString() : null;
+  } finally {
+    libc.close(fd);
+  }
 }

@@ -170,6 +170,21 @@ class TcSession {
     return next;
   }
 
+  /**
+   * End the running tc after the batches before this call; the next batch starts a fresh one.
+   * tc resolves an interface name once and keeps its index: after a link is deleted and made
+   * again under the same name (an IFB after a crash-restart), the old tc would name a device
+   * that no longer exists ("No such device"), half-building the shaping.
+   */
+  restart(): Promise<void> {
+    const next = this.chain.then(() => {
+      this.child?.stdin.end();
+      this.child = null;
+    });
+    this.chain = next;
+    return next;
+  }
+
   private start(): ChildProcessWithoutNullStreams {
     const child = spawn(TC_ARGV[0], TC_ARGV.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.line = 0;
@@ -239,6 +254,11 @@ class TcSession {
 
 const session = new TcSession();
 
+/** After deleting a link: later batches must not use tc's cached index of its name (see TcSession.restart). */
+export function forgetLinks(): Promise<void> {
+  return session.restart();
+}
+
 /** Run tc lines in order through the session; an ExecError naming the failed lines if any failed. */
 export async function tcBatch(lines: readonly string[]): Promise<void> {
   if (lines.length === 0) return;
@@ -269,14 +289,16 @@ export function parseRootQdiscs(json: unknown, dev?: string): RootQdisc[] {
     .filter((q) => q.dev !== '');
 }
 
+/** The kinds of the qdiscs in `tc -j qdisc show dev X` output (pure). */
+function qdiscKinds(json: unknown): unknown[] {
+  return Array.isArray(json) ? json.map((q) => (q as { kind?: unknown } | null)?.kind) : [];
+}
+
 /** Does dev have an ingress (or clsact) qdisc? */
 export async function hasIngress(dev: string): Promise<boolean> {
   const argv = ['tc', '-j', 'qdisc', 'show', 'dev', dev];
   const r = await execTool(argv);
-  return (parseJsonOutput(argv, r.stdout) as unknown[]).some((q) => {
-    const k = (q as { kind?: unknown } | null)?.kind;
-    return k === 'ingress' || k === 'clsact';
-  });
+  return qdiscKinds(parseJsonOutput(argv, r.stdout)).some((k) => k === 'ingress' || k === 'clsact');
 }
 
 /** Root qdiscs of one interface, or of all when dev is omitted. */
@@ -293,5 +315,19 @@ export async function removeOwnedRoot(dev: string): Promise<boolean> {
   const root = parseRootQdiscs(parseJsonOutput(['tc'], roots.stdout), dev)[0];
   if (rootOwner(root) !== 'ours') return false;
   await tcBatch([buildRootDelete(dev)]);
+  return true;
+}
+
+/**
+ * Delete dev's ingress qdisc (with its filters). For the owner of kernel state, which knows from
+ * its journal that the proxy added it, even when the redirect filter that marks it as ours never
+ * got there. False when there is none or the interface is gone.
+ */
+export async function removeIngress(dev: string): Promise<boolean> {
+  const argv = ['tc', '-j', 'qdisc', 'show', 'dev', dev];
+  const r = await tryExecTool(argv);
+  if (r instanceof ExecError) return false;
+  if (!qdiscKinds(parseJsonOutput(argv, r.stdout)).includes('ingress')) return false;
+  await tcBatch([buildIngressDelete(dev)]);
   return true;
 }

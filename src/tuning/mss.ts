@@ -8,16 +8,18 @@
  * The proxy's own sockets already advertise an MSS from their route's MTU; the rule makes the
  * same hold for traffic the host forwards (the proxy as the clients' gateway, router mode) and
  * for any program on the host, so one lowered link MTU cannot blackhole full-size segments.
- * The table is replaced atomically on start (a crashed run's table goes in the same transaction)
- * and removed on stop and by `mptcp-proxy cleanup`.
+ * The table is replaced atomically on start and reload, and, like all kernel state, installed
+ * and removed through its one owner (src/kstate): on stop, after a crash, by `mptcp-proxy cleanup`.
  */
 import { CodedError } from '../core/errors';
+import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
 import { ExecError, ExecErrorCode } from '../sys/exec';
-import { NFT_FAMILY, interfaceMatch, nftApply, nftDeleteTable, ownedTableScript } from '../sys/nft';
+import { NFT_FAMILY, NFT_TABLE, interfaceMatch, nftApply, ownedTableScript } from '../sys/nft';
 
-/** Owned by name: cleanup removes exactly this table. */
-export const MSS_TABLE = 'mptcp_proxy_mss';
+/** Owned by name (the steering table's name is its prefix). */
+export const MSS_TABLE = `${NFT_TABLE}_mss`;
+const TABLE_ITEM: KernelItem = { kind: 'nft-table', table: MSS_TABLE };
 
 /** auto: install when nft works here (root with nftables), else carry on without. */
 export type MssClampMode = 'auto' | boolean;
@@ -47,23 +49,17 @@ export class MssClampError extends CodedError<'MPX_MSS_CLAMP'> {
 }
 
 export class MssClamp {
-  private installed = false;
-
   constructor(
     private config: MssClampConfig,
     private readonly log: Logger,
+    private readonly kstate: KernelState,
   ) {}
-
-  get active(): boolean {
-    return this.installed;
-  }
 
   /** Install (or replace) the table. `true` makes a failure fatal; `auto` logs it and goes on. */
   async start(): Promise<void> {
     if (this.config.mssClamp === false) return;
     try {
-      await nftApply(buildMssClampScript(this.config.mssInterfaces));
-      this.installed = true;
+      await this.kstate.install(TABLE_ITEM, () => nftApply(buildMssClampScript(this.config.mssInterfaces)));
       this.log.info('MSS clamp installed', { table: `${NFT_FAMILY} ${MSS_TABLE}`, interfaces: this.config.mssInterfaces.length ? this.config.mssInterfaces : 'all' });
     } catch (e) {
       const why = e instanceof ExecError && e.code === ExecErrorCode.NotFound ? 'nft is not installed' : (e as Error).message;
@@ -72,24 +68,10 @@ export class MssClamp {
     }
   }
 
-  /**
-   * Replace or remove the table. Always re-installs when enabled: steering's start removes every
-   * owned table (crash leftovers), so a reload that starts steering must be followed by this.
-   */
+  /** Replace the table, or remove it when switched off. */
   async reload(next: MssClampConfig): Promise<void> {
     this.config = next;
-    if (next.mssClamp === false) await this.stop();
+    if (next.mssClamp === false) await this.kstate.removeInstalled([TABLE_ITEM]);
     else await this.start();
-  }
-
-  /** Remove the table; never throws (shutdown path). */
-  async stop(): Promise<void> {
-    if (!this.installed) return;
-    this.installed = false;
-    try {
-      await nftDeleteTable(MSS_TABLE);
-    } catch (e) {
-      this.log.warn('MSS clamp: could not remove the nft table', { table: MSS_TABLE, error: (e as Error).message });
-    }
   }
 }

@@ -168,8 +168,8 @@ describe('steering engine (testbed, real kernel)', () => {
     assert.deepEqual(left.qdiscs, ['mpx-ifb0', tb.ifaces.proxy1].sort());
     assert.deepEqual(left.ingress, [tb.ifaces.proxy1]);
     const h2 = await startSteeredProxy(tb, cfg);
-    const removed = await h2.waitForLog((l) => l.message === 'steering: removed state left by an earlier run');
-    for (const what of [`qdisc ${tb.ifaces.proxy1}`, `ingress ${tb.ifaces.proxy1}`, 'ifb mpx-ifb0']) assert.ok((removed.removed as string[]).includes(what), JSON.stringify(removed));
+    const removed = await h2.waitForLog((l) => l.message === 'kernel state: removed what an earlier run left');
+    for (const what of [`root qdisc ${tb.ifaces.proxy1}`, `ingress ${tb.ifaces.proxy1}`, 'ifb mpx-ifb0']) assert.ok((removed.removed as string[]).includes(what), JSON.stringify(removed));
     assert.equal((await h2.stop()).code, 0);
     assert.deepEqual(await ownedState(tb), NONE);
     await foreignStateIntact(tb);

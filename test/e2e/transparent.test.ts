@@ -260,7 +260,7 @@ describe('transparent mode: kernel state after a crash', { timeout: 60_000 }, ()
     assert.ok((await kernelState(tb())).table, 'left by the SIGKILL');
     const px = await tb().startProxy(['--http', `${tb().addr.proxy1}:3128`, '--allow-client', tb().cidr, '--no-metrics', '--log-format', 'json']);
     try {
-      await px.waitForLog((l) => l.message === 'transparent mode: removed TPROXY rules left by an earlier run');
+      await px.waitForLog((l) => l.message === 'kernel state: removed what an earlier run left' && (l.removed as string[]).includes(`nft table inet ${TPROXY_TABLE}`));
       assert.deepEqual(await kernelState(tb()), { table: null, rule: false, route: false });
     } finally {
       assert.equal((await px.stop()).code, 0);

@@ -1,0 +1,185 @@
+/**
+ * The one owner of the kernel state the proxy changes (see ./items for the kinds). Subsystems
+ * install through it; it alone removes, in one order (REMOVE_ORDER), on reload, at stop, at the
+ * next start after a crash and for `mptcp-proxy cleanup`.
+ *
+ * What it installs is written to a journal BEFORE the kernel is changed, so a SIGKILL at any
+ * point leaves a record that covers everything in the kernel: at worst it names an item that
+ * never got there, and removal is idempotent. The journal also keeps what only it can know: the
+ * original MPTCP limits. It lives in the run directory (systemd's RuntimeDirectory, else
+ * /run/mptcp-proxy), one per network namespace (its cookie, never reused during a boot), and is
+ * gone after a clean stop. Owned names (table prefix, qdisc handle, IFB prefix, rule/table and
+ * endpoint ranges) are scanned as well, for a journal that is lost or from an older version.
+ *
+ * One namespace, one owner: in a cluster only the supervisor has one (src/subflow-plane.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log/logger';
+import { ExecError, ExecErrorCode } from '../sys/exec';
+import { netnsCookie } from '../sys/socket';
+import { REMOVE_ORDER, itemKey, itemLabel, removeItem, scanKind, type KernelItem, type KernelItemKind } from './items';
+
+export type { KernelItem } from './items';
+
+const JOURNAL = 'kernel-state.json';
+const KINDS = new Set<string>(REMOVE_ORDER);
+
+/** The journal's directory for this process's network namespace. */
+export function journalDir(): string {
+  const base = (process.env.RUNTIME_DIRECTORY ?? '').split(':')[0] || '/run/mptcp-proxy';
+  const id = netnsCookie() ?? `ino-${fs.statSync('/proc/self/ns/net').ino}`;
+  return path.join(base, `netns-${id}`);
+}
+
+/** A missing tool means nothing of ours can exist in its domain. */
+const toolMissing = (e: unknown): boolean => e instanceof ExecError && e.code === ExecErrorCode.NotFound;
+
+export class KernelState {
+  /** This run's record, by item key: exactly what the journal holds. */
+  private readonly record = new Map<string, KernelItem>();
+  private adoptedLabels: string[] = [];
+  private persistFailed = false;
+  /** Test-only deterministic crash point: `<journaled|installed|removed>:<item key>[@N]`. */
+  private readonly crashAt: { point: string; nth: number; seen: number } | null;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly dir: string = journalDir(),
+  ) {
+    const at = process.env.MPTCP_PROXY_CRASH_AT;
+    const m = at ? /^(.*?)(?:@(\d+))?$/.exec(at) : null;
+    this.crashAt = m ? { point: m[1]!, nth: Number(m[2] ?? 1), seen: 0 } : null;
+  }
+
+  /** What the start took over from an earlier run and removed (for the stop log). */
+  get adopted(): readonly string[] {
+    return this.adoptedLabels;
+  }
+
+  /**
+   * Take over what an earlier run left (its journal, plus anything found by owned name) and
+   * remove it in order, originals restored; before any subsystem installs. Returns what was removed.
+   */
+  async adopt(): Promise<string[]> {
+    const leftovers = [...this.readJournal(), ...(await this.scan())];
+    for (const i of leftovers) if (!this.record.has(itemKey(i))) this.record.set(itemKey(i), i);
+    this.persist();
+    this.adoptedLabels = await this.remove([...this.record.values()]);
+    return this.adoptedLabels;
+  }
+
+  /**
+   * Record `item`, then run `apply` (which makes it, or replaces it in place on a reload). An item
+   * already recorded keeps its record (the limits keep their first original). When `apply`
+   * fails, whatever part of a new item it made is removed again and the error goes on.
+   */
+  async install(item: KernelItem, apply: () => Promise<unknown>): Promise<void> {
+    const key = itemKey(item);
+    const known = this.record.has(key);
+    if (!known) {
+      this.record.set(key, item);
+      this.persist();
+    }
+    this.crashPoint('journaled', key);
+    try {
+      await apply();
+    } catch (e) {
+      if (!known) await this.remove([item]);
+      throw e;
+    }
+    this.crashPoint('installed', key);
+  }
+
+  has(item: KernelItem): boolean {
+    return this.record.has(itemKey(item));
+  }
+
+  /** Remove items (recorded or not) in REMOVE_ORDER; returns what was there and is gone. Never throws. */
+  async remove(items: readonly KernelItem[]): Promise<string[]> {
+    const byKey = new Map(items.map((i) => [itemKey(i), this.record.get(itemKey(i)) ?? i]));
+    const ordered = [...byKey.values()].sort((a, b) => REMOVE_ORDER.indexOf(a.kind) - REMOVE_ORDER.indexOf(b.kind));
+    const removed: string[] = [];
+    for (const i of ordered) {
+      const key = itemKey(i);
+      try {
+        if (await removeItem(i)) removed.push(itemLabel(i));
+      } catch (e) {
+        if (!toolMissing(e)) {
+          // Kept in the record: the next stop, start or cleanup tries again.
+          this.log.warn('kernel state: could not remove', { item: key, error: (e as Error).message });
+          continue;
+        }
+      }
+      this.record.delete(key);
+      this.persist();
+      this.crashPoint('removed', key);
+    }
+    return removed;
+  }
+
+  /** Remove those of `items` this run installed (others are not looked for). */
+  removeInstalled(items: readonly KernelItem[]): Promise<string[]> {
+    return this.remove(items.filter((i) => this.has(i)));
+  }
+
+  /** Stop: everything recorded, and anything else found by owned name, in order. */
+  async removeAll(): Promise<string[]> {
+    return this.remove([...this.record.values(), ...(await this.scan())]);
+  }
+
+  private async scan(): Promise<KernelItem[]> {
+    const found: KernelItem[] = [];
+    for (const kind of REMOVE_ORDER) {
+      try {
+        found.push(...(await scanKind(kind)));
+      } catch (e) {
+        if (!toolMissing(e)) this.log.warn('kernel state: could not look for owned state', { kind, error: (e as Error).message });
+      }
+    }
+    return found;
+  }
+
+  private readJournal(): KernelItem[] {
+    const file = path.join(this.dir, JOURNAL);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn('kernel state: journal unreadable; looking by owned names only', { file, error: (e as Error).message });
+      return [];
+    }
+    try {
+      const items = (JSON.parse(text) as { items?: unknown }).items;
+      if (!Array.isArray(items)) throw new Error('no items');
+      return items.filter((i): i is KernelItem => typeof i === 'object' && i !== null && KINDS.has((i as { kind?: string }).kind as KernelItemKind));
+    } catch (e) {
+      this.log.warn('kernel state: journal malformed; looking by owned names only', { file, error: (e as Error).message });
+      return [];
+    }
+  }
+
+  /** Write the record (temp file + rename: a crash leaves the old journal or the new one, whole). */
+  private persist(): void {
+    const file = path.join(this.dir, JOURNAL);
+    try {
+      if (this.record.size === 0) {
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        return;
+      }
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(`${file}.tmp`, JSON.stringify({ version: 1, pid: process.pid, items: [...this.record.values()] }) + '\n', { mode: 0o600 });
+      fs.renameSync(`${file}.tmp`, file);
+      this.persistFailed = false;
+    } catch (e) {
+      // Owned names still find most of it after a crash; the original limits would be lost.
+      if (!this.persistFailed) this.log.warn('kernel state: journal not written; a crash would lose the original MPTCP limits', { file, error: (e as Error).message });
+      this.persistFailed = true;
+    }
+  }
+
+  private crashPoint(phase: 'journaled' | 'installed' | 'removed', key: string): void {
+    const c = this.crashAt;
+    if (c && c.point === `${phase}:${key}` && ++c.seen === c.nth) process.kill(process.pid, 'SIGKILL');
+  }
+}
