@@ -88,6 +88,7 @@ export class KernelState {
       if (!known) await this.remove([item]);
       throw e;
     }
+    this.log.debug('kernel state: installed', { item: key });
     this.crashPoint('installed', key);
   }
 
@@ -113,6 +114,7 @@ export class KernelState {
       }
       this.record.delete(key);
       this.persist();
+      this.log.debug('kernel state: removed', { item: key });
       this.crashPoint('removed', key);
     }
     return removed;
