@@ -323,7 +323,7 @@ describe('kernel state: SIGKILL anywhere, start again, SIGTERM: the namespace is
     const bad = results.filter((r) => r.diff.length > 0);
     const lines = results.reduce((n, r) => n + r.diff.length, 0);
     const points = results.filter((r) => !r.point.startsWith('none')).length;
-    t.diagnostic(`kill points exercised: ${points} (the report's 1, start ${startPoints.length}, reload ${reloadPoints.length}, stop ${stopPoints.length}, timed 5, cleanup 1); snapshot diff lines: ${lines}`);
+    t.diagnostic(`kill points exercised: ${points} (the report's 1, start ${startPoints.length}, reload ${reloadPoints.length}, stop ${stopPoints.length}, timed 4, cleanup 1); snapshot diff lines: ${lines}`);
     assert.deepEqual(bad, [], `snapshots differing from the baseline:\n${bad.map((r) => `${r.point}:\n  ${r.diff.join('\n  ')}`).join('\n')}`);
 
     // No journal left once stopped cleanly.
