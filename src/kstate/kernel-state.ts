@@ -7,11 +7,14 @@
  * point leaves a record that covers everything in the kernel: at worst it names an item that
  * never got there, and removal is idempotent. The journal also keeps what only it can know: the
  * original MPTCP limits. It lives in the run directory (systemd's RuntimeDirectory, else
- * /run/mptcp-proxy), one per network namespace (its cookie, never reused during a boot), and is
- * gone after a clean stop. Owned names (table prefix, qdisc handle, IFB prefix, rule/table and
- * endpoint ranges) are scanned as well, for a journal that is lost or from an older version.
+ * /run/mptcp-proxy), in a directory per network namespace (its cookie, never reused during a
+ * boot), one file per process, and is gone after a clean stop. Owned names (table prefix, qdisc
+ * handle, IFB prefix, rule/table and endpoint ranges) are scanned as well, for a journal that is
+ * lost or from an older version.
  *
- * One namespace, one owner: in a cluster only the supervisor has one (src/subflow-plane.ts).
+ * One namespace, one owner: in a cluster only the supervisor has one (src/subflow-plane.ts). A
+ * journal whose process still runs (same pid and start time) belongs to another proxy in this
+ * namespace: its items are left alone, and nothing is looked for by name while it runs.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,8 +25,25 @@ import { REMOVE_ORDER, itemKey, itemLabel, removeItem, scanKind, type KernelItem
 
 export type { KernelItem } from './items';
 
-const JOURNAL = 'kernel-state.json';
 const KINDS = new Set<string>(REMOVE_ORDER);
+
+interface Journal {
+  pid: number;
+  /** The process's start time (field 22 of /proc/PID/stat): tells a reused pid apart. */
+  started: string;
+  items: KernelItem[];
+}
+
+/** Start time of a running process; null when there is none with that pid. */
+function processStart(pid: number): string | null {
+  try {
+    // After the command name, which may hold spaces and parentheses: state is field 3, starttime 22.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
 
 /** The journal's directory for this process's network namespace. */
 export function journalDir(): string {
@@ -40,6 +60,8 @@ export class KernelState {
   private readonly record = new Map<string, KernelItem>();
   private adoptedLabels: string[] = [];
   private persistFailed = false;
+  private readonly file: string;
+  private readonly started = processStart(process.pid) ?? '';
   /** Test-only deterministic crash point: `<journaled|installed|removed>:<item key>[@N]`. */
   private readonly crashAt: { point: string; nth: number; seen: number } | null;
 
@@ -47,6 +69,7 @@ export class KernelState {
     private readonly log: Logger,
     private readonly dir: string = journalDir(),
   ) {
+    this.file = path.join(dir, `${process.pid}.json`);
     const at = process.env.MPTCP_PROXY_CRASH_AT;
     const m = at ? /^(.*?)(?:@(\d+))?$/.exec(at) : null;
     this.crashAt = m ? { point: m[1]!, nth: Number(m[2] ?? 1), seen: 0 } : null;
@@ -62,9 +85,13 @@ export class KernelState {
    * remove it in order, originals restored; before any subsystem installs. Returns what was removed.
    */
   async adopt(): Promise<string[]> {
-    const leftovers = [...this.readJournal(), ...(await this.scan())];
+    const { dead, live } = this.readJournals();
+    for (const pid of live) this.log.error('kernel state: another mptcp-proxy runs in this network namespace; its kernel state is left alone', { pid });
+    const leftovers = [...dead.flatMap((j) => j.items), ...(live.length === 0 ? await this.scan() : [])];
     for (const i of leftovers) if (!this.record.has(itemKey(i))) this.record.set(itemKey(i), i);
+    // Ours now: once this record is written, the dead runs' journals can go.
     this.persist();
+    for (const j of dead) fs.rmSync(path.join(this.dir, `${j.pid}.json`), { force: true });
     this.adoptedLabels = await this.remove([...this.record.values()]);
     return this.adoptedLabels;
   }
@@ -125,57 +152,71 @@ export class KernelState {
     return this.remove(items.filter((i) => this.has(i)));
   }
 
-  /** Stop: everything recorded, and anything else found by owned name, in order. */
+  /** Stop: everything recorded, and anything else found by owned name (unless another proxy runs here), in order. */
   async removeAll(): Promise<string[]> {
-    return this.remove([...this.record.values(), ...(await this.scan())]);
+    const others = this.readJournals().live.length > 0;
+    return this.remove([...this.record.values(), ...(others ? [] : await this.scan())]);
   }
 
+  /** Every kind at once: a start pays one round of listings, not seven in a row. */
   private async scan(): Promise<KernelItem[]> {
-    const found: KernelItem[] = [];
-    for (const kind of REMOVE_ORDER) {
+    const found = await Promise.all(
+      REMOVE_ORDER.map((kind) =>
+        scanKind(kind).catch((e: unknown) => {
+          if (!toolMissing(e)) this.log.warn('kernel state: could not look for owned state', { kind, error: (e as Error).message });
+          return [];
+        }),
+      ),
+    );
+    return found.flat();
+  }
+
+  /** Other processes' journals in this namespace's directory: of runs that are gone, and pids of ones still running. */
+  private readJournals(): { dead: Journal[]; live: number[] } {
+    const out: { dead: Journal[]; live: number[] } = { dead: [], live: [] };
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn('kernel state: journals unreadable; looking by owned names only', { dir: this.dir, error: (e as Error).message });
+      return out;
+    }
+    for (const name of names) {
+      const file = path.join(this.dir, name);
+      const tmp = /^(\d+)\.json\.tmp$/.exec(name);
+      // A run killed between writing and renaming its journal: the journal before it holds its items.
+      if (tmp && processStart(Number(tmp[1])) === null) fs.rmSync(file, { force: true });
+      if (file === this.file || !/^\d+\.json$/.test(name)) continue;
       try {
-        found.push(...(await scanKind(kind)));
+        const j = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Journal>;
+        if (typeof j.pid !== 'number' || typeof j.started !== 'string' || !Array.isArray(j.items)) throw new Error('not a journal');
+        const items = j.items.filter((i): i is KernelItem => typeof i === 'object' && i !== null && KINDS.has((i as { kind?: string }).kind as KernelItemKind));
+        if (processStart(j.pid) === j.started) out.live.push(j.pid);
+        else out.dead.push({ pid: j.pid, started: j.started, items });
       } catch (e) {
-        if (!toolMissing(e)) this.log.warn('kernel state: could not look for owned state', { kind, error: (e as Error).message });
+        this.log.warn('kernel state: journal malformed; looking by owned names only', { file, error: (e as Error).message });
       }
     }
-    return found;
-  }
-
-  private readJournal(): KernelItem[] {
-    const file = path.join(this.dir, JOURNAL);
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn('kernel state: journal unreadable; looking by owned names only', { file, error: (e as Error).message });
-      return [];
-    }
-    try {
-      const items = (JSON.parse(text) as { items?: unknown }).items;
-      if (!Array.isArray(items)) throw new Error('no items');
-      return items.filter((i): i is KernelItem => typeof i === 'object' && i !== null && KINDS.has((i as { kind?: string }).kind as KernelItemKind));
-    } catch (e) {
-      this.log.warn('kernel state: journal malformed; looking by owned names only', { file, error: (e as Error).message });
-      return [];
-    }
+    return out;
   }
 
   /** Write the record (temp file + rename: a crash leaves the old journal or the new one, whole). */
   private persist(): void {
-    const file = path.join(this.dir, JOURNAL);
     try {
       if (this.record.size === 0) {
-        fs.rmSync(this.dir, { recursive: true, force: true });
+        fs.rmSync(this.file, { force: true });
+        // Only when empty: another proxy's journal may be beside ours.
+        if (fs.existsSync(this.dir) && fs.readdirSync(this.dir).length === 0) fs.rmdirSync(this.dir);
         return;
       }
       fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      fs.writeFileSync(`${file}.tmp`, JSON.stringify({ version: 1, pid: process.pid, items: [...this.record.values()] }) + '\n', { mode: 0o600 });
-      fs.renameSync(`${file}.tmp`, file);
+      const journal: Journal = { pid: process.pid, started: this.started, items: [...this.record.values()] };
+      fs.writeFileSync(`${this.file}.tmp`, JSON.stringify(journal) + '\n', { mode: 0o600 });
+      fs.renameSync(`${this.file}.tmp`, this.file);
       this.persistFailed = false;
     } catch (e) {
       // Owned names still find most of it after a crash; the original limits would be lost.
-      if (!this.persistFailed) this.log.warn('kernel state: journal not written; a crash would lose the original MPTCP limits', { file, error: (e as Error).message });
+      if (!this.persistFailed) this.log.warn('kernel state: journal not written; a crash would lose the original MPTCP limits', { file: this.file, error: (e as Error).message });
       this.persistFailed = true;
     }
   }
