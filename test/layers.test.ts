@@ -21,6 +21,7 @@ const LAYERS = [
   'sys',
   'config',
   'log',
+  'kstate',
   'access',
   'upstream',
   'relay',
