@@ -142,8 +142,11 @@ describe('steering engine (testbed, real kernel)', () => {
       // The capped range's congestion-control rule and route survive the reload (cubic for new subflows).
       assert.match((await tb.exec('proxy', ['ip', 'rule', 'show'])).stdout, new RegExp(`^${CC_TABLE}:\\s+from all to ${tb.addr.path1Subnet.replace(/\./g, '\\.')} lookup ${CC_TABLE}`, 'm'));
       assert.match((await tb.exec('proxy', ['ip', 'route', 'show', 'table', String(CC_TABLE)])).stdout, /congctl lock cubic/);
+      // The scheduler moves data back to path 1 as its congestion window grows: on a loaded
+      // machine that takes more than one window, so up to three are measured.
       await sleep(500);
-      const fast = await window();
+      let fast = await window();
+      for (let i = 0; i < 2 && fast <= 10; i++) fast = await window();
       console.log(`# SIGHUP 5mbit -> 30mbit: path-1 rate ${slow.toFixed(1)} -> ${fast.toFixed(1)} Mbit/s`);
       assert.ok(slow < 6.5, `path 1 at ${slow.toFixed(1)} Mbit/s under a 5mbit cap`);
       assert.ok(fast > 10, `path 1 at ${fast.toFixed(1)} Mbit/s after raising the cap`);
