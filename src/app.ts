@@ -17,6 +17,7 @@ import type { ProxyMetrics } from './metrics/metrics';
 import { KernelView } from './mptcp/kernel-view';
 import { sampleConnection } from './mptcp/sample';
 import type { FrontEnd, ProxyContext } from './proxy/context';
+import { handleConvert } from './proxy/convert/server';
 import { createHttpFrontEnd, type HttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
@@ -27,7 +28,7 @@ import { DefaultUpstreamConnector } from './upstream/connector';
 import { createBufferTuner } from './tuning/tuning';
 import type { BufferTuner } from './tuning/tuner';
 
-const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}`;
+const listenerIdentity = (l: ListenerConfig): string => `${l.protocol}|${l.host}|${l.port}|${l.mptcp}|${l.fastOpenQueue ?? ''}`;
 
 export interface ProxyAppOptions {
   /** Where connection samples go, and subflow-up comes from: the local registry, or the supervisor of a cluster. */
@@ -70,7 +71,7 @@ export class ProxyApp {
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, sink: opts.sink, log, metrics: metrics.registry });
     const http = (this.http = createHttpFrontEnd(this.ctx));
-    this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()) };
+    this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()), convert: handleConvert };
   }
 
   get config(): Config {
@@ -91,6 +92,8 @@ export class ProxyApp {
       ...(this.opts.reusePort ? { reusePort: true } : {}),
       // TPROXY hands a listener foreign-addressed connections only when it is transparent.
       ...(l.protocol === 'transparent' ? { transparent: true } : {}),
+      // A Convert client's first message rides in its SYN; Linux MPTCP clients send it without a cookie.
+      ...(l.fastOpenQueue !== undefined ? { fastOpen: l.fastOpenQueue, fastOpenNoCookie: true } : {}),
     });
     await listener.start();
     this.listeners.push(listener);

@@ -41,9 +41,10 @@ function advertisedHost(l: ListenerConfig, opts: PacOptions): string {
 /** PAC proxy directives, HTTP-capable listeners first (browsers resolve names on the proxy then). */
 export function pacDirectives(listeners: readonly ListenerConfig[], opts: PacOptions = {}): string[] {
   const rank = { http: 0, mixed: 1, socks: 2 } as const;
-  // Transparent listeners take only redirected traffic: never a proxy to advertise.
+  // Transparent listeners take only redirected traffic and browsers do not speak Convert:
+  // neither is a proxy to advertise.
   return listeners
-    .filter((l): l is ListenerConfig & { protocol: keyof typeof rank } => l.protocol !== 'transparent')
+    .filter((l): l is ListenerConfig & { protocol: keyof typeof rank } => l.protocol in rank)
     .sort((a, b) => rank[a.protocol] - rank[b.protocol])
     .map((l) => `${l.protocol === 'socks' ? 'SOCKS5' : 'PROXY'} ${advertisedHost(l, opts)}:${l.port}`);
 }

@@ -5,13 +5,14 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
-import { ConfigError, validateConfig, type Config } from './schema';
+import { CONVERT_DEFAULTS, ConfigError, validateConfig, type Config } from './schema';
 
 export const RUN_FLAGS = {
   config: { type: 'string', short: 'c', help: 'YAML config file' },
   http: { type: 'string', multiple: true, help: 'HTTP proxy listener HOST:PORT (default 127.0.0.1:3128)' },
   socks: { type: 'string', multiple: true, help: 'SOCKS 4/4a/5 listener HOST:PORT (default 127.0.0.1:1080)' },
   mixed: { type: 'string', multiple: true, help: 'HTTP+SOCKS listener on one port HOST:PORT' },
+  convert: { type: 'string', multiple: true, help: `RFC 8803 Transport Converter listener HOST[:PORT] (port default ${CONVERT_DEFAULTS.port}), TCP Fast Open (repeatable)` },
   transparent: { type: 'string', multiple: true, help: 'transparent (TPROXY) listener IP:PORT, takes redirected traffic to PORT (repeatable)' },
   'transparent-interface': { type: 'string', multiple: true, help: 'interface whose TCP the transparent listeners intercept (repeatable; default all)' },
   'allow-client': { type: 'string', multiple: true, help: 'client CIDR allowed to use the proxy (repeatable)' },
@@ -83,6 +84,7 @@ export function loadConfig(flags: FlagValues): Config {
     ...(flags.socks ?? []).map((listen) => ({ protocol: 'socks', listen })),
     ...(flags.mixed ?? []).map((listen) => ({ protocol: 'mixed', listen })),
     ...(flags.transparent ?? []).map((listen) => ({ protocol: 'transparent', listen })),
+    ...(flags.convert ?? []).map((listen) => ({ protocol: 'convert', listen })),
   ];
   if (cliListeners.length > 0) raw.listeners = cliListeners;
   if (flags['no-mptcp'] && Array.isArray(raw.listeners)) raw.listeners = raw.listeners.map((l: object) => ({ ...l, mptcp: false }));

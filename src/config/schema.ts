@@ -10,7 +10,8 @@ import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './st
 import { bool, cidrs, int, interfaceNames, isObject, oneOf, onlyKeys, Reader, section, type Raw } from './validate';
 
 /** transparent: takes only traffic redirected by TPROXY (see TransparentConfig); never a proxy port. */
-export type ListenerProtocol = 'http' | 'socks' | 'mixed' | 'transparent';
+/** convert: the RFC 8803 Transport Converter (src/proxy/convert), TCP Fast Open on its socket. */
+export type ListenerProtocol = 'http' | 'socks' | 'mixed' | 'transparent' | 'convert';
 
 export interface ListenerConfig {
   /** Stable name used in logs, metrics labels and steering matches. */
@@ -26,6 +27,10 @@ export interface ListenerConfig {
    * listener's port (the kernel refuses a join on another port: MismatchPortSynRx).
    */
   ports?: number[];
+  /** convert only: accepted Cookie TLV values (hex); when set, a Connect without one of them is refused. */
+  cookies?: string[];
+  /** convert only: TCP Fast Open queue length of the listening socket. */
+  fastOpenQueue?: number;
 }
 
 /** How redirected traffic reaches the transparent listeners (src/proxy/transparent.ts). */
@@ -138,6 +143,12 @@ export const DEFAULTS: Config = {
   transparent: { interfaces: [], rules: true },
 };
 
+/**
+ * protocol: convert. IANA names the service `convert` but assigns no port; 5124 is the one
+ * Wireshark's Convert dissector uses, taken when `listen` names only a host.
+ */
+export const CONVERT_DEFAULTS = { port: 5124, fastOpenQueue: 1024 } as const;
+
 export { ConfigError };
 
 function listeners(v: unknown, r: Reader): ListenerConfig[] {
@@ -147,12 +158,12 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
   return v.map((item, i) => {
     const ri = r.at(`[${i}]`);
     if (!isObject(item)) throw ri.error('must be a mapping');
-    const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed', 'transparent'], ri);
-    onlyKeys(item, protocol === 'transparent' ? ['name', 'protocol', 'listen', 'mptcp', 'ports'] : ['name', 'protocol', 'listen', 'mptcp'], ri);
+    const protocol = oneOf<ListenerProtocol>(item, 'protocol', 'http', ['http', 'socks', 'mixed', 'transparent', 'convert'], ri);
+    onlyKeys(item, ['name', 'protocol', 'listen', 'mptcp', ...(PROTOCOL_KEYS[protocol] ?? [])], ri);
     if (typeof item.listen !== 'string') throw ri.at('listen').error('must be "HOST:PORT"');
     let ep: HostPort;
     try {
-      ep = parseEndpoint(item.listen);
+      ep = parseEndpoint(protocol === 'convert' ? withConvertPort(item.listen) : item.listen);
     } catch (e) {
       throw ri.at('listen').error((e as Error).message);
     }
@@ -162,8 +173,25 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
     seen.add(uniqueName);
     const l: ListenerConfig = { name: uniqueName, protocol, host: ep.host, port: ep.port, mptcp: bool(item, 'mptcp', true, ri) };
     if (protocol === 'transparent') l.ports = transparentPorts(item, l, ri);
+    if (protocol === 'convert') Object.assign(l, convertKeys(item, ri));
     return l;
   });
+}
+
+/** Listener keys beyond name, protocol, listen and mptcp. */
+const PROTOCOL_KEYS: Partial<Record<ListenerProtocol, string[]>> = { transparent: ['ports'], convert: ['cookies', 'fastOpenQueue'] };
+
+/** "HOST" or "[V6]" alone means the Convert default port. */
+function withConvertPort(listen: string): string {
+  if (/\]$/.test(listen) || !/:\d+$/.test(listen)) return `${listen}:${CONVERT_DEFAULTS.port}`;
+  return listen;
+}
+
+function convertKeys(item: Raw, r: Reader): Pick<ListenerConfig, 'cookies' | 'fastOpenQueue'> {
+  const cookies = item.cookies ?? [];
+  // A Cookie TLV holds at most 1014 bytes (one message of 255 words, less the headers).
+  if (!Array.isArray(cookies) || cookies.some((c) => typeof c !== 'string' || !/^([0-9a-f]{2}){1,1014}$/i.test(c))) throw r.at('cookies').error('must be a list of hex strings (1..1014 bytes each)');
+  return { cookies: cookies as string[], fastOpenQueue: int(item, 'fastOpenQueue', CONVERT_DEFAULTS.fastOpenQueue, r, 1, 65535) };
 }
 
 /** The redirect target of the nft rule: an IP literal and a fixed port. */

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import { ErrorCode, type ProxyError } from './errors';
 
-export type ProxyProtocol = 'http' | 'connect' | 'socks4' | 'socks5' | 'transparent' | 'unknown';
+export type ProxyProtocol = 'http' | 'connect' | 'socks4' | 'socks5' | 'transparent' | 'convert' | 'unknown';
 
 export interface Destination {
   host: string;

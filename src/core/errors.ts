@@ -19,6 +19,7 @@ export const ErrorCode = {
   CommandUnsupported: 'MPX_COMMAND_UNSUPPORTED',
   AddressTypeUnsupported: 'MPX_ADDRESS_TYPE_UNSUPPORTED',
   VersionUnsupported: 'MPX_VERSION_UNSUPPORTED',
+  TcpOptionUnsupported: 'MPX_TCP_OPTION_UNSUPPORTED',
   HandshakeTimeout: 'MPX_HANDSHAKE_TIMEOUT',
   IdleTimeout: 'MPX_IDLE_TIMEOUT',
   LimitReached: 'MPX_LIMIT_REACHED',
@@ -33,6 +34,10 @@ export interface ErrorMapping {
   socks5: number;
   /** SOCKS4 reply code: 0x5B rejected or failed, the only failure SOCKS4 clients act on. */
   socks4: number;
+  /** RFC 8803 Error TLV code sent to a Convert client (§6.6). */
+  convert: number;
+  /** ICMP Destination Unreachable code this failure stands for: the Convert error 97's value. */
+  icmp?: number;
   /** Log level of the one line written for it. Expected client mistakes stay below warn. */
   log: 'info' | 'warn' | 'error';
   /** Short, stable text for the HTTP body and logs. */
@@ -43,25 +48,26 @@ const SOCKS4_REJECTED = 0x5b;
 
 /** The only place codes turn into protocol answers. */
 export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorMapping>> = {
-  MPX_BAD_REQUEST: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'info', text: 'malformed request' },
-  MPX_CLIENT_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, log: 'warn', text: 'client not allowed' },
-  MPX_DEST_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, log: 'warn', text: 'destination not allowed' },
-  MPX_PORT_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, log: 'warn', text: 'port not allowed' },
-  MPX_AUTH_REQUIRED: { http: 407, socks5: 0x02, socks4: SOCKS4_REJECTED, log: 'info', text: 'proxy authentication required' },
-  MPX_AUTH_FAILED: { http: 407, socks5: 0x02, socks4: SOCKS4_REJECTED, log: 'warn', text: 'proxy authentication failed' },
-  MPX_DNS_FAILED: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, log: 'info', text: 'destination name not resolved' },
-  MPX_CONNECT_REFUSED: { http: 502, socks5: 0x05, socks4: SOCKS4_REJECTED, log: 'info', text: 'connection refused by destination' },
-  MPX_NET_UNREACHABLE: { http: 502, socks5: 0x03, socks4: SOCKS4_REJECTED, log: 'info', text: 'network unreachable' },
-  MPX_HOST_UNREACHABLE: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, log: 'info', text: 'host unreachable' },
-  MPX_CONNECT_TIMEOUT: { http: 504, socks5: 0x06, socks4: SOCKS4_REJECTED, log: 'info', text: 'connect to destination timed out' },
-  MPX_UPSTREAM_RESET: { http: 502, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'info', text: 'destination reset the connection' },
-  MPX_COMMAND_UNSUPPORTED: { http: 405, socks5: 0x07, socks4: SOCKS4_REJECTED, log: 'info', text: 'command not supported' },
-  MPX_ADDRESS_TYPE_UNSUPPORTED: { http: 400, socks5: 0x08, socks4: SOCKS4_REJECTED, log: 'info', text: 'address type not supported' },
-  MPX_VERSION_UNSUPPORTED: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'info', text: 'protocol version not supported' },
-  MPX_HANDSHAKE_TIMEOUT: { http: 408, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'info', text: 'handshake timed out' },
-  MPX_IDLE_TIMEOUT: { http: 504, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'info', text: 'idle timeout' },
-  MPX_LIMIT_REACHED: { http: 503, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'warn', text: 'connection limit reached' },
-  MPX_INTERNAL: { http: 500, socks5: 0x01, socks4: SOCKS4_REJECTED, log: 'error', text: 'internal proxy error' },
+  MPX_BAD_REQUEST: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 1, log: 'info', text: 'malformed request' },
+  MPX_CLIENT_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, convert: 32, log: 'warn', text: 'client not allowed' },
+  MPX_DEST_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, convert: 32, log: 'warn', text: 'destination not allowed' },
+  MPX_PORT_DENIED: { http: 403, socks5: 0x02, socks4: SOCKS4_REJECTED, convert: 32, log: 'warn', text: 'port not allowed' },
+  MPX_AUTH_REQUIRED: { http: 407, socks5: 0x02, socks4: SOCKS4_REJECTED, convert: 3, log: 'info', text: 'proxy authentication required' },
+  MPX_AUTH_FAILED: { http: 407, socks5: 0x02, socks4: SOCKS4_REJECTED, convert: 32, log: 'warn', text: 'proxy authentication failed' },
+  MPX_DNS_FAILED: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'destination name not resolved' },
+  MPX_CONNECT_REFUSED: { http: 502, socks5: 0x05, socks4: SOCKS4_REJECTED, convert: 96, log: 'info', text: 'connection refused by destination' },
+  MPX_NET_UNREACHABLE: { http: 502, socks5: 0x03, socks4: SOCKS4_REJECTED, convert: 97, icmp: 0, log: 'info', text: 'network unreachable' },
+  MPX_HOST_UNREACHABLE: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, convert: 97, icmp: 1, log: 'info', text: 'host unreachable' },
+  MPX_CONNECT_TIMEOUT: { http: 504, socks5: 0x06, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'connect to destination timed out' },
+  MPX_UPSTREAM_RESET: { http: 502, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 96, log: 'info', text: 'destination reset the connection' },
+  MPX_TCP_OPTION_UNSUPPORTED: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 33, log: 'info', text: 'TCP option not supported' },
+  MPX_COMMAND_UNSUPPORTED: { http: 405, socks5: 0x07, socks4: SOCKS4_REJECTED, convert: 2, log: 'info', text: 'command not supported' },
+  MPX_ADDRESS_TYPE_UNSUPPORTED: { http: 400, socks5: 0x08, socks4: SOCKS4_REJECTED, convert: 1, log: 'info', text: 'address type not supported' },
+  MPX_VERSION_UNSUPPORTED: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 0, log: 'info', text: 'protocol version not supported' },
+  MPX_HANDSHAKE_TIMEOUT: { http: 408, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 1, log: 'info', text: 'handshake timed out' },
+  MPX_IDLE_TIMEOUT: { http: 504, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'idle timeout' },
+  MPX_LIMIT_REACHED: { http: 503, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 64, log: 'warn', text: 'connection limit reached' },
+  MPX_INTERNAL: { http: 500, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'error', text: 'internal proxy error' },
 };
 
 export class ProxyError extends Error {

@@ -13,6 +13,7 @@ import { ERROR_TABLE } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
 import { isLimitCode } from '../log/limit-log';
 import type { Logger } from '../log/logger';
+import { CONVERT_VERSION, ConvertError, encodeConvertError } from './convert/codec';
 import { encodeSocks4Reply } from './socks/codec/socks4';
 import { encodeSocks5Reply } from './socks/codec/socks5';
 
@@ -66,13 +67,21 @@ export function httpRefusal(code: ErrorCode, status = ERROR_TABLE[code].http, cl
   };
 }
 
-export type RefusalProtocol = 'http' | 'socks5' | 'socks4';
+export type RefusalProtocol = 'http' | 'socks5' | 'socks4' | 'convert';
 
-/** The bytes a refusal puts on the wire, for a front end that writes to the socket itself. */
-export function refusalBytes(protocol: RefusalProtocol, code: ErrorCode, httpStatus?: number): Buffer {
+/**
+ * The bytes a refusal puts on the wire, for a front end that writes to the socket itself.
+ * `convertValue` is a Convert Error TLV's value the front end alone knows (the message echoed
+ * back, the refused TCP option kinds); by default the version supported, the ICMP code, or none.
+ */
+export function refusalBytes(protocol: RefusalProtocol, code: ErrorCode, httpStatus?: number, convertValue?: Buffer): Buffer {
   const m = ERROR_TABLE[code];
   if (protocol === 'socks5') return encodeSocks5Reply(m.socks5);
   if (protocol === 'socks4') return encodeSocks4Reply(m.socks4);
+  if (protocol === 'convert') {
+    const value = convertValue ?? (m.convert === ConvertError.UnsupportedVersion ? Buffer.of(CONVERT_VERSION) : m.icmp !== undefined ? Buffer.of(m.icmp) : undefined);
+    return encodeConvertError(m.convert, value);
+  }
   const r = httpRefusal(code, httpStatus);
   const head = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   return Buffer.from(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status]}\r\n${head}\r\n${r.body}`);

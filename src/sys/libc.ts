@@ -46,6 +46,7 @@ export const TCP_KEEPCNT = 6;
 export const TCP_INFO = 11;
 export const TCP_CONGESTION = 13;
 export const TCP_FASTOPEN = 23;
+export const TCP_FASTOPEN_NO_COOKIE = 34;
 export const TCP_NOTSENT_LOWAT = 25;
 export const TCP_IS_MPTCP = 43;
 

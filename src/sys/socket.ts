@@ -43,6 +43,7 @@ import {
   SysError,
   TCP_CONGESTION,
   TCP_FASTOPEN,
+  TCP_FASTOPEN_NO_COOKIE,
   TCP_INFO,
   TCP_IS_MPTCP,
   TCP_KEEPCNT,
@@ -71,6 +72,12 @@ export interface SocketOptions {
   congestion?: string;
   /** Listener only: TFO queue length. */
   fastOpen?: number;
+  /**
+   * Listener only: take data in a SYN that carries no TFO cookie. Without it a Linux MPTCP
+   * client sending data in its SYN (MSG_FASTOPEN, no cookie yet) falls back to plain TCP
+   * (NOTES.md); RFC 8803 App. A.2 asks converters for it.
+   */
+  fastOpenNoCookie?: boolean;
   /**
    * IP_TRANSPARENT (IPV6_TRANSPARENT on IPv6): a listener TPROXY may hand foreign-addressed
    * connections to; needs CAP_NET_ADMIN. Measured: MPTCP listeners take it, the accepted socket
@@ -110,6 +117,7 @@ export function applySocketOptions(fd: number, family: 4 | 6, o: SocketOptions):
     check('setsockopt(TCP_CONGESTION)', libc.setsockopt(fd, SOL_TCP, TCP_CONGESTION, b, b.length));
   }
   if (o.fastOpen !== undefined) setInt(fd, SOL_TCP, TCP_FASTOPEN, o.fastOpen, 'TCP_FASTOPEN');
+  if (o.fastOpenNoCookie !== undefined) setInt(fd, SOL_TCP, TCP_FASTOPEN_NO_COOKIE, +o.fastOpenNoCookie, 'TCP_FASTOPEN_NO_COOKIE');
   if (o.transparent !== undefined) {
     if (family === 6) setInt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, +o.transparent, 'IPV6_TRANSPARENT');
     else setInt(fd, IPPROTO_IP, IP_TRANSPARENT, +o.transparent, 'IP_TRANSPARENT');
