@@ -17,7 +17,7 @@ import type { ProxyMetrics } from './metrics/metrics';
 import { KernelView } from './mptcp/kernel-view';
 import { sampleConnection } from './mptcp/sample';
 import type { FrontEnd, ProxyContext } from './proxy/context';
-import { handleConvert } from './proxy/convert/server';
+import { fastOpenServerEnabled, handleConvert } from './proxy/convert/server';
 import { createHttpFrontEnd, type HttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
@@ -97,6 +97,9 @@ export class ProxyApp {
     });
     await listener.start();
     this.listeners.push(listener);
+    if (l.protocol === 'convert' && fastOpenServerEnabled() === false) {
+      this.log.warn('TCP Fast Open server side is off here: Convert messages wait for the handshake and MPTCP clients sending data in the SYN fall back to TCP', { listener: l.name, hint: 'sysctl -w net.ipv4.tcp_fastopen=3' });
+    }
   }
 
   /** Where this proxy listens now: what a transparent connection must never be sent back to. */

@@ -116,7 +116,7 @@ export interface StartProxyOptions {
   argvPrefix?: string[];
 }
 
-const LISTEN_FLAGS = new Set(['--http', '--socks', '--mixed', '--metrics']);
+const LISTEN_FLAGS = new Set(['--http', '--socks', '--mixed', '--convert', '--metrics']);
 
 /** "HOST:PORT" or "[v6]:PORT" → parts; null when not of that form. */
 export function splitHostPort(s: string): { host: string; port: number } | null {

@@ -14,6 +14,7 @@ import { CidrSet } from '../../core/address';
 import type { ClientConnection } from '../../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import { socketFd, tcpInfoRaw } from '../../sys/socket';
+import { readSysctl } from '../../sys/sysctl';
 import { handshakeTimeLeft, type ProxyContext } from '../context';
 import { refuse, refusalBytes } from '../refusal';
 import { closeGracefully } from '../socks/server';
@@ -45,6 +46,19 @@ const MPTCP_OPTION = 30;
 /** The option kinds a Connect may ask for, which Info announces: MPTCP only when the upstream side tries it. */
 export function honouredTcpOptions(upstreamMptcp: boolean): number[] {
   return upstreamMptcp ? [...KERNEL_SYN_OPTIONS, MPTCP_OPTION] : KERNEL_SYN_OPTIONS;
+}
+
+/** net.ipv4.tcp_fastopen bit 0x2: the server side of TCP Fast Open, per network namespace. */
+const TFO_SERVER_ENABLE = 0x2;
+
+/**
+ * Whether this namespace takes data in SYNs on a TFO listener. Measured: without bit 0x2 the
+ * socket options alone do nothing, and a Linux MPTCP client sending data in its SYN falls back
+ * to plain TCP (the Convert message then comes after the handshake). Null when unreadable.
+ */
+export function fastOpenServerEnabled(): boolean | null {
+  const v = readSysctl('net.ipv4.tcp_fastopen');
+  return v === null || !/^\d+$/.test(v) ? null : (Number(v) & TFO_SERVER_ENABLE) !== 0;
 }
 
 /** FrontEnd for `protocol: convert` listeners. */

@@ -1,0 +1,213 @@
+/**
+ * The RFC 8803 Transport Converter end to end: a real MPTCP client (bench/tools/convert-client.py,
+ * python's socket module) puts its Convert message in the SYN with TCP Fast Open, the proxy dials
+ * the legacy server over IPv4 or IPv6 and relays. Checked: the message rode in the SYN (the proxy
+ * namespace's TcpExtTCPFastOpenPassive counter), 1 MB echoed byte-identical, a message after the
+ * handshake, v4-mapped and IPv6 destinations, Info, cookies, every refusal with its RFC error code
+ * and nothing reaching the origin (the server namespace's TcpPassiveOpens), the proxy serving on
+ * after each bad input, 100 concurrent converts.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { firstLine, useTestbed, type ProxyHandle, type ProxyLogLine } from '../helpers/testbed';
+import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+
+const PORT = 5124;
+const COOKIE_PORT = 5125;
+const COOKIE = '0badc0de55';
+const CLIENT = 'bench/tools/convert-client.py';
+
+interface Summary {
+  reply: ({ type: string; code?: number; value?: string; kinds?: number[]; header?: string } | null)[] | null;
+  received: number;
+  sha256: string;
+  mptcp: boolean;
+  error: string | null;
+}
+
+describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
+  const tb = useTestbed({ before, after }, { shapeMbit: 0 });
+  let px: ProxyHandle;
+  let v4: LegacyServer;
+  let v6Echo: { host: string; port: number };
+  let dataFile: string;
+  let dataSha: string;
+
+  /** Run the client in the client namespace; its stdout is one JSON summary. */
+  async function convert(args: string[], converterPort = PORT): Promise<Summary> {
+    const r = await tb().exec('client', ['python3', CLIENT, `${tb().addr.proxy1}:${converterPort}`, ...args, '--summary'], { timeoutMs: 30_000 });
+    assert.ok(r.stdout.trim(), `no summary from the client (exit ${r.code}): ${r.stderr}`);
+    return JSON.parse(r.stdout) as Summary;
+  }
+
+  const counter = async (ns: 'proxy' | 'server', name: string): Promise<number> => {
+    const r = await tb().exec(ns, ['nstat', '-asz', name]);
+    const m = new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(r.stdout);
+    assert.ok(m, `no ${name} in nstat output: ${r.stdout}${r.stderr}`);
+    return Number(m[1]);
+  };
+
+  const echoDest = (): string => `${v4.host}:${v4.echoPort}`;
+
+  /** A small convert through the proxy still works (the proxy keeps serving). */
+  async function assertServing(): Promise<void> {
+    const r = await convert([echoDest(), '--data-file', dataFile.replace('.bin', '-small.bin')]);
+    assert.deepEqual(r.reply?.map((t) => t?.type), ['extended-tcp-header'], `after a bad input: ${JSON.stringify(r)}`);
+    assert.equal(r.received, 4096);
+  }
+
+  before(async () => {
+    const t = tb();
+    // Client: TFO client side with data in the SYN even without a cookie (0x1 | 0x4).
+    // Proxy: TFO server side (0x2); the listener's own socket options waive the cookie.
+    await t.exec('client', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=5']);
+    await t.exec('proxy', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=3']);
+    // IPv6 on the legacy side only: the destinations are v6, the client path stays v4.
+    const [, o] = t.addr.server.split('.');
+    const v6 = { proxy: `fd00:${o}::1`, server: `fd00:${o}::2` };
+    await t.exec('proxy', ['ip', '-6', 'addr', 'add', `${v6.proxy}/64`, 'dev', t.ifaces.proxyServerSide, 'nodad']);
+    await t.exec('server', ['ip', '-6', 'addr', 'add', `${v6.server}/64`, 'dev', t.ifaces.server, 'nodad']);
+    v4 = await startLegacyServer(t);
+    const v6Proc = t.spawnNode('server', 'dist/test/helpers/legacy-server.js', [v6.server]);
+    v6Echo = { host: v6.server, port: (JSON.parse(await firstLine(v6Proc, 10_000)) as { echo: number }).echo };
+
+    const data = randomBytes(1 << 20);
+    dataFile = path.join(t.tmpDir, 'convert-data.bin');
+    writeFileSync(dataFile, data);
+    writeFileSync(dataFile.replace('.bin', '-small.bin'), data.subarray(0, 4096));
+    dataSha = createHash('sha256').update(data).digest('hex');
+
+    const config = path.join(t.tmpDir, 'convert.yaml');
+    writeFileSync(
+      config,
+      [
+        'listeners:',
+        `  - { name: conv, protocol: convert, listen: "${t.addr.proxy1}" }`,
+        `  - { name: conv-cookie, protocol: convert, listen: "${t.addr.proxy1}:${COOKIE_PORT}", cookies: ["${COOKIE}"] }`,
+        'access:',
+        `  allowClients: ["${t.cidr}"]`,
+        'upstream: { connectTimeoutMs: 2000 }',
+        'log: { format: json }',
+      ].join('\n'),
+    );
+    px = await t.startProxy(['--config', config], { waitReady: false });
+    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv' && l.address === `${t.addr.proxy1}:${PORT}` && l.mptcp === true, 10_000);
+    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv-cookie', 10_000);
+  });
+
+  after(async () => {
+    await px?.stop();
+  });
+
+  test('the Connect rides in the MPTCP SYN, 1 MB comes back byte-identical, the reply precedes the data', async () => {
+    const before = await counter('proxy', 'TcpExtTCPFastOpenPassive');
+    const r = await convert([echoDest(), '--data-file', dataFile]);
+    const afterCount = await counter('proxy', 'TcpExtTCPFastOpenPassive');
+    assert.equal(r.error, null);
+    assert.equal(r.mptcp, true, 'the client connection is not MPTCP');
+    assert.equal(afterCount - before, 1, 'the proxy namespace took no data in a SYN');
+    assert.equal(r.reply?.length, 1);
+    const ext = r.reply![0]!;
+    assert.equal(ext.type, 'extended-tcp-header');
+    // First option: the destination's MSS (kind 2, length 4).
+    assert.match(ext.header!, /^0204[0-9a-f]{4}/);
+    assert.equal(r.received, 1 << 20);
+    assert.equal(r.sha256, dataSha);
+    const line = await px.waitForLog((l) => l.message === 'connection' && l.listener === 'conv' && l.destination === echoDest());
+    assert.equal(line.protocol, 'convert');
+    assert.equal(line.result, 'ok');
+    assert.equal(line.mptcp, true);
+  });
+
+  test('a Convert message after the handshake (a client without TFO) is served the same', async () => {
+    const r = await convert([echoDest(), '--data-file', dataFile.replace('.bin', '-small.bin'), '--no-tfo']);
+    assert.deepEqual(r.reply?.map((t) => t?.type), ['extended-tcp-header']);
+    assert.equal(r.received, 4096);
+    assert.equal(r.mptcp, true);
+  });
+
+  test('IPv6 and IPv4-mapped destinations', async () => {
+    const six = await convert([`[${v6Echo.host}]:${v6Echo.port}`, '--data-file', dataFile]);
+    assert.equal(six.sha256, dataSha);
+    const l6 = await px.waitForLog((l) => l.message === 'connection' && String(l.destination).includes(v6Echo.host));
+    assert.equal(l6.upstream, v6Echo.host);
+    // The client spells the IPv4 address as ::ffff:a.b.c.d itself.
+    const mapped = await convert([`[::ffff:${v4.host}]:${v4.echoPort}`, '--data-file', dataFile.replace('.bin', '-small.bin')]);
+    assert.equal(mapped.received, 4096);
+  });
+
+  test('Info is answered with the Supported TCP Extensions', async () => {
+    const r = await convert(['--info']);
+    assert.deepEqual(r.reply, [{ type: 'supported-tcp-extensions', kinds: [2, 3, 4, 8] }]);
+  });
+
+  test('cookies: the right one passes, none is Missing Cookie (3), a wrong one Not Authorized (32)', async () => {
+    const ok = await convert([echoDest(), '--cookie', COOKIE, '--data-file', dataFile.replace('.bin', '-small.bin')], COOKIE_PORT);
+    assert.equal(ok.received, 4096);
+    const missing = await convert([echoDest()], COOKIE_PORT);
+    assert.deepEqual(missing.reply, [{ type: 'error', code: 3, value: '00' }]);
+    const wrong = await convert([echoDest(), '--cookie', 'deadbeef'], COOKIE_PORT);
+    assert.deepEqual(wrong.reply, [{ type: 'error', code: 32, value: '00' }]);
+  });
+
+  // [what, client args, expected Error TLV code, expected value (hex, before padding) or null = any, stable proxy code]
+  const hdr = (words: number): string => `01${words.toString(16).padStart(2, '0')}2263`;
+  const cases: [string, (t: { dest: string; closed: string }) => string[], number, string | null, string][] = [
+    ['closed port', (t) => [t.closed], 96, '', 'MPX_CONNECT_REFUSED'],
+    ['denied destination (link-local)', () => ['169.254.1.1:80'], 32, '', 'MPX_DEST_DENIED'],
+    ['loopback destination (§6.2.5)', () => ['127.0.0.1:80'], 1, '', 'MPX_BAD_REQUEST'],
+    ['multicast destination', () => ['224.0.0.1:80'], 1, '', 'MPX_BAD_REQUEST'],
+    ['unsupported version', () => ['--raw', '02012263'], 0, '01', 'MPX_VERSION_UNSUPPORTED'],
+    ['wrong magic number', () => ['--raw', '01011234'], 1, '', 'MPX_BAD_REQUEST'],
+    ['zero Total Length', () => ['--raw', '01002263'], 1, '', 'MPX_BAD_REQUEST'],
+    ['zero TLV Length', () => ['--raw', `${hdr(2)}0a000000`], 1, `00${hdr(2)}0a000000`, 'MPX_BAD_REQUEST'],
+    ['oversized TLV Length', () => ['--raw', `${hdr(2)}0aff0000`], 1, `00${hdr(2)}0aff0000`, 'MPX_BAD_REQUEST'],
+    ['Connect TLV too short for an address', () => ['--raw', `${hdr(3)}0a020050 00000000`], 1, null, 'MPX_BAD_REQUEST'],
+    ['truncated message (client closes)', () => ['--raw', `${hdr(6)}0a050050`], 1, '', 'MPX_BAD_REQUEST'],
+    ['unknown TLV type', () => ['--raw', `${hdr(2)}63010000`], 2, null, 'MPX_COMMAND_UNSUPPORTED'],
+    ['unsupported TCP option (TFO, kind 34)', (t) => ['--raw', connectWithOptions(t.dest, '22020000')], 33, '22', 'MPX_TCP_OPTION_UNSUPPORTED'],
+  ];
+
+  for (const [what, args, code, value, mpx] of cases) {
+    test(`refusal: ${what} → Error TLV ${code}, nothing reaches the origin, the proxy serves on`, async () => {
+      const opens = await counter('server', 'TcpPassiveOpens');
+      const r = await convert(args({ dest: echoDest(), closed: `${v4.host}:1` }));
+      assert.equal(r.reply?.length, 1, JSON.stringify(r));
+      const e = r.reply![0]!;
+      assert.equal(e.type, 'error');
+      assert.equal(e.code, code);
+      // The value is padded with zeros to a word boundary.
+      if (value !== null) assert.equal(e.value!.replace(/(00)+$/, ''), value.replace(/\s/g, '').replace(/(00)+$/, ''));
+      assert.equal(r.received, 0, 'bytes after the Error TLV');
+      assert.equal(await counter('server', 'TcpPassiveOpens'), opens, 'a connection reached the origin');
+      const line = await px.waitForLog((l: ProxyLogLine) => l.message === 'refused' && l.code === mpx && l.protocol === 'convert');
+      assert.equal(line.listener, 'conv');
+      px.logs.splice(px.logs.indexOf(line), 1);
+      await assertServing();
+    });
+  }
+
+  test('100 concurrent converts', async () => {
+    const small = dataFile.replace('.bin', '-small.bin');
+    const results = await Promise.all(Array.from({ length: 100 }, () => convert([echoDest(), '--data-file', small])));
+    const bad = results.filter((r) => r.received !== 4096 || r.reply?.[0]?.type !== 'extended-tcp-header');
+    assert.equal(bad.length, 0, `${bad.length} of 100 failed: ${JSON.stringify(bad[0])}`);
+  });
+});
+
+/** A whole Convert message: header and a Connect TLV to `dest` (IPv4) with raw TCP options. */
+function connectWithOptions(dest: string, optionsHex: string): string {
+  const [host, port] = dest.split(':');
+  const opts = Buffer.from(optionsHex, 'hex');
+  const tlv = Buffer.alloc(20 + opts.length);
+  tlv[0] = 10;
+  tlv[1] = tlv.length / 4;
+  tlv.writeUInt16BE(Number(port), 2);
+  tlv.writeUInt16BE(0xffff, 14);
+  host!.split('.').forEach((o, i) => (tlv[16 + i] = Number(o)));
+  opts.copy(tlv, 20);
+  return Buffer.concat([Buffer.of(1, 1 + tlv.length / 4, 0x22, 0x63), tlv]).toString('hex');
+}
