@@ -69,3 +69,25 @@ test('unknown flags and unreadable files are ConfigErrors, not crashes', () => {
   assert.throws(() => parseRunFlags(['--bogus']), ConfigError);
   assert.throws(() => loadConfig(parseRunFlags(['--config', '/nonexistent/x.yaml'])), ConfigError);
 });
+
+test('convert listeners: --convert HOST takes port 5124, cookies and the TFO queue validated, other protocols refuse them', () => {
+  const c = loadConfig(parseRunFlags(['--convert', '127.0.0.1', '--convert', '[::1]', '--convert', '127.0.0.1:6000']));
+  assert.deepEqual(
+    c.listeners.map((l) => [l.protocol, l.host, l.port, l.fastOpenQueue, l.cookies]),
+    [
+      ['convert', '127.0.0.1', 5124, 1024, []],
+      ['convert', '::1', 5124, 1024, []],
+      ['convert', '127.0.0.1', 6000, 1024, []],
+    ],
+  );
+  const y = validateConfig({ listeners: [{ protocol: 'convert', listen: '127.0.0.1', cookies: ['0a1B'], fastOpenQueue: 16 }] });
+  assert.deepEqual([y.listeners[0]!.cookies, y.listeners[0]!.fastOpenQueue], [['0a1B'], 16]);
+  const bad: [unknown, RegExp][] = [
+    [{ listeners: [{ protocol: 'convert', listen: '127.0.0.1', cookies: ['xyz'] }] }, /listeners\.\[0\]\.cookies/],
+    [{ listeners: [{ protocol: 'convert', listen: '127.0.0.1', cookies: 'ab' }] }, /cookies/],
+    [{ listeners: [{ protocol: 'convert', listen: '127.0.0.1', fastOpenQueue: 0 }] }, /fastOpenQueue/],
+    [{ listeners: [{ protocol: 'http', listen: '127.0.0.1:1', cookies: ['ab'] }] }, /cookies: unknown key/],
+    [{ listeners: [{ protocol: 'socks', listen: '127.0.0.1' }] }, /HOST:PORT/],
+  ];
+  for (const [raw, re] of bad) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
+});

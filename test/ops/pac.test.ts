@@ -30,6 +30,11 @@ describe('PAC generator', () => {
     assert.equal(findProxy(pac, 'http://example.org/', 'example.org'), 'PROXY 127.0.0.1:3128; PROXY 10.0.0.1:8080; SOCKS5 127.0.0.1:1080');
   });
 
+  test('convert (RFC 8803) listeners are no browser proxy: never advertised', () => {
+    const pac = generatePac([L('convert', '127.0.0.1', 5124), L('http', '127.0.0.1', 3128)]);
+    assert.equal(findProxy(pac, 'http://example.org/', 'example.org'), 'PROXY 127.0.0.1:3128');
+  });
+
   test('loopback and plain names go DIRECT', () => {
     const pac = generatePac([L('http', '127.0.0.1', 3128)]);
     for (const h of ['localhost', 'intranet', '127.0.0.1', '127.8.9.1', '::1', 'app.localhost']) assert.equal(findProxy(pac, `http://${h}/`, h), 'DIRECT', h);
