@@ -23,19 +23,10 @@ import {
 } from '../../src/proxy/convert/codec';
 import { optionsFromTcpInfo } from '../../src/proxy/convert/server';
 import { refusalBytes } from '../../src/proxy/refusal';
-import type { ParseResult } from '../../src/proxy/socks/codec/common';
+import { errorCode, okValue } from '../helpers/parse-result';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
-function okValue<T>(r: ParseResult<T>): { value: T; consumed: number } {
-  assert.equal(r.kind, 'ok', `expected ok, got ${JSON.stringify(r)}`);
-  return r as { kind: 'ok'; value: T; consumed: number };
-}
-
-function errorCode<T>(r: ParseResult<T>): ErrorCode {
-  assert.equal(r.kind, 'error', `expected error, got ${JSON.stringify(r)}`);
-  return (r as { code: ErrorCode }).code;
-}
 
 /** Every proper prefix is incomplete; the whole parses and consumes exactly itself. */
 function assertFramed(msg: Buffer): ConvertTlv[] {

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ErrorCode } from '../../src/core/errors';
 import type { ParseResult } from '../../src/proxy/socks/codec/common';
+import { errorCode, okValue } from '../helpers/parse-result';
 import { encodeSocks4Reply, parseSocks4Request } from '../../src/proxy/socks/codec/socks4';
 import {
   encodeAuthStatus,
@@ -25,15 +26,6 @@ import { encodeSocks4Request, encodeSocks5Auth, encodeSocks5Greeting, encodeSock
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const ascii = (s: string): string => Buffer.from(s, 'latin1').toString('hex');
 
-function okValue<T>(r: ParseResult<T>): { value: T; consumed: number } {
-  assert.equal(r.kind, 'ok', `expected ok, got ${JSON.stringify(r)}`);
-  return r as { kind: 'ok'; value: T; consumed: number };
-}
-
-function errorCode<T>(r: ParseResult<T>): ErrorCode {
-  assert.equal(r.kind, 'error', `expected error, got ${JSON.stringify(r)}`);
-  return (r as { code: ErrorCode }).code;
-}
 
 /** Every proper prefix is incomplete, the whole message parses and consumes exactly itself. */
 function assertFramed<T>(parse: (b: Buffer) => ParseResult<T>, msg: Buffer): T {
