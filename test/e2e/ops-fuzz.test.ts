@@ -1,7 +1,7 @@
 /**
- * Live fuzz and abuse suite against the real proxy CLI (HTTP, SOCKS and mixed ports), run in a
+ * Live fuzz and abuse suite against the real proxy CLI (HTTP, SOCKS, mixed and convert ports), run in a
  * namespace of its own so that no mistaken connect can leave the machine: fast-check cases
- * (random bytes, HTTP-shaped, SOCKS-shaped; whole and in small delayed pieces), request
+ * (random bytes, HTTP-shaped, SOCKS-shaped, Convert-shaped; whole and in small delayed pieces), request
  * smuggling vectors, every SSRF spelling with a tripwire listener on the target, and slowloris.
  * The proxy must never crash or hang, must answer with the protocol's refusal, and its open
  * file descriptors must come back to the baseline. FUZZ_RUNS sets cases per generator and port
@@ -22,7 +22,7 @@ import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../hel
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { pickPorts } from '../ops/ports';
 import { exchange, httpStatus, splitAt, type Exchange } from '../ops/wire-client';
-import { httpCase, judgeHttp, judgeSocks, randomBytesCase, socks5Command, socksCase, SMUGGLING, SSRF_HOSTS, type FuzzCase } from '../ops/fuzz-cases';
+import { convertCase, httpCase, judgeConvert, judgeHttp, judgeSocks, randomBytesCase, socks5Command, socksCase, SMUGGLING, SSRF_HOSTS, type FuzzCase } from '../ops/fuzz-cases';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 700);
 const SEED = Number(process.env.FUZZ_SEED ?? randomInt(1, 2 ** 31 - 1));
@@ -36,7 +36,7 @@ const STALLED = 250;
 /** Handshake timeout plus slack for timers that are checked periodically. */
 const STALL_WAIT_MS = HANDSHAKE_MS + 10_000;
 
-type Port = 'http' | 'socks' | 'mixed';
+type Port = 'http' | 'socks' | 'mixed' | 'convert';
 
 interface Failure {
   what: string;
@@ -134,20 +134,21 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     // The metadata address is local in the proxy's namespace, so a connect to it would reach
     // the tripwire instead of leaving the machine.
     await tb.exec('proxy', ['ip', 'addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
-    const [pHttp, pSocks, pMixed, pTrip] = pickPorts(4) as [number, number, number, number];
-    usedPorts.push(pHttp, pSocks, pMixed, pTrip);
+    const [pHttp, pSocks, pMixed, pTrip, pConvert] = pickPorts(5) as [number, number, number, number, number];
+    usedPorts.push(pHttp, pSocks, pMixed, pTrip, pConvert);
     const trip = tb.spawnNode('proxy', 'dist/test/ops/tripwire.js', [String(pTrip)]);
     assert.deepEqual(JSON.parse(await firstLine(trip, 10_000)), { port: pTrip });
     readline.createInterface({ input: trip.stdout! }).on('line', (l) => tripped.push(l));
     tripPort = pTrip;
     const configFile = path.join(tb.tmpDir, 'fuzz.yaml');
     fs.writeFileSync(configFile, `timeouts:\n  handshakeMs: ${HANDSHAKE_MS}\n`);
-    proxy = await tb.startProxy(['--config', configFile, '--http', `127.0.0.1:${pHttp}`, '--socks', `127.0.0.1:${pSocks}`, '--mixed', `127.0.0.1:${pMixed}`, '--no-metrics', '--log-level', 'warn', '--log-format', 'json']);
+    proxy = await tb.startProxy(['--config', configFile, '--http', `127.0.0.1:${pHttp}`, '--socks', `127.0.0.1:${pSocks}`, '--mixed', `127.0.0.1:${pMixed}`, '--convert', `127.0.0.1:${pConvert}`, '--no-metrics', '--log-level', 'warn', '--log-format', 'json']);
     pid = proxy.proc.pid!;
     assert.equal(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'node', 'the spawned pid is the proxy itself (ip netns exec execs)');
     bridges.http = await tb.bridge('proxy', '127.0.0.1', pHttp);
     bridges.socks = await tb.bridge('proxy', '127.0.0.1', pSocks);
     bridges.mixed = await tb.bridge('proxy', '127.0.0.1', pMixed);
+    bridges.convert = await tb.bridge('proxy', '127.0.0.1', pConvert);
     // Warm up every path once (agent pool, lazy modules, the relay engine's event loop) before
     // taking the baseline: those are opened once, not per connection.
     assert.equal(await normalGet('http'), 200);
@@ -180,7 +181,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
         if (!x.closed) record(`${name}@${port}`, c.bytes, `connection still open ${CLOSE_WITHIN_MS} ms after the client's FIN (hang); got ${x.data.length} B`);
         const socksish = port === 'socks' || (port === 'mixed' && (c.bytes[0] === 4 || c.bytes[0] === 5));
         // UDP ASSOCIATE needs no reachable destination: its success is a proper reply.
-        const verdict = socksish ? judgeSocks(x.data, socks5Command(c.bytes) === 3) : judgeHttp(x.data);
+        const verdict = port === 'convert' ? judgeConvert(x.data) : socksish ? judgeSocks(x.data, socks5Command(c.bytes) === 3) : judgeHttp(x.data);
         if (verdict) record(`${name}@${port}`, c.bytes, verdict);
       });
       assert.ok(alive(), `proxy crashed during ${name}@${port}; seed ${SEED}\n${proxy.stderr.slice(-3000)}`);
@@ -190,9 +191,10 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     await assertHealthy(t, name);
   }
 
-  test('random bytes, whole and split, on every port', (t) => fuzz(t, 'random-bytes', randomBytesCase, ['http', 'socks', 'mixed'], RUNS));
+  test('random bytes, whole and split, on every port', (t) => fuzz(t, 'random-bytes', randomBytesCase, ['http', 'socks', 'mixed', 'convert'], RUNS));
   test('HTTP-shaped garbage on the HTTP and mixed ports', (t) => fuzz(t, 'http-shaped', httpCase, ['http', 'mixed'], RUNS));
   test('SOCKS-shaped garbage on the SOCKS and mixed ports', (t) => fuzz(t, 'socks-shaped', socksCase, ['socks', 'mixed'], RUNS));
+  test('Convert-shaped (RFC 8803) garbage on the convert port', (t) => fuzz(t, 'convert-shaped', convertCase, ['convert'], RUNS));
 
   test('request smuggling vectors: 400 and close; oversize header blocks refused', async (t) => {
     const target = `${legacy.host}:${legacy.httpPort}`;
@@ -222,7 +224,7 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
     await assertHealthy(t, 'smuggling');
   });
 
-  test('SSRF spellings: HTTP 403, SOCKS5 0x02, SOCKS4 0x5B, and no connection reaches the target', async (t) => {
+  test('SSRF spellings: HTTP 403, SOCKS5 0x02, SOCKS4 0x5B, Convert Error TLV 1/32, and no connection reaches the target', async (t) => {
     const failedBefore = failures.length;
     const P = tripPort;
     let probes = 0;
@@ -249,6 +251,17 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       // SOCKS4a by name (0.0.0.1 + name); SOCKS4 by IPv4 address.
       await socksProbe(`SOCKS4a ${h}`, Buffer.concat([Buffer.from([4, 1]), port, Buffer.from([0, 0, 0, 1]), Buffer.from('u\0'), name, Buffer.from([0])]), 0, 0x5b);
       if (lit?.length === 4) await socksProbe(`SOCKS4 ${h}`, Buffer.concat([Buffer.from([4, 1]), port, lit, Buffer.from('u\0')]), 0, 0x5b);
+    }
+    // Convert: a Connect TLV carries only addresses; loopback and unspecified are Malformed (1), the rest Not Authorized (32).
+    for (const h of SSRF_HOSTS) {
+      const lit = literalBytes(h);
+      if (!lit) continue;
+      probes++;
+      const addr = lit.length === 4 ? Buffer.concat([Buffer.from('00000000000000000000ffff', 'hex'), lit]) : lit;
+      const msg = Buffer.concat([Buffer.from([1, 6, 0x22, 0x63, 10, 5]), port, addr]);
+      const x = await exchange({ path: bridges.convert }, [msg], { waitMs: 4000 });
+      const code = x.data.length === 8 && x.data[4] === 30 ? x.data[6] : null;
+      if (code !== 1 && code !== 32) record('ssrf-convert', msg, `Connect ${h}: reply ${x.data.toString('hex')} (want Error TLV 1 or 32)`);
     }
     await sleep(300);
     t.diagnostic(`${SSRF_HOSTS.length} spellings, ${probes} probes, ${failures.length - failedBefore} failure(s), tripwire: ${tripped.length}`);

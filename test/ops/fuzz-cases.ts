@@ -1,10 +1,11 @@
 /**
- * Hostile inputs for the live fuzz suite: fast-check generators of raw bytes, HTTP-shaped and
- * SOCKS-shaped messages (each with cut points and a delay, so the proxy sees them whole and in
+ * Hostile inputs for the live fuzz suite: fast-check generators of raw bytes, HTTP-shaped,
+ * SOCKS-shaped and Convert-shaped (RFC 8803) messages (each with cut points and a delay, so the proxy sees them whole and in
  * small pieces), the fixed smuggling vectors, and every SSRF spelling of a local address. The
  * judges decide whether a reply is one the protocol allows.
  */
 import fc from 'fast-check';
+import { parseConvertMessage } from '../../src/proxy/convert/codec';
 
 export interface FuzzCase {
   kind: string;
@@ -99,6 +100,58 @@ const socksLike = fc.oneof(
 );
 
 export const socksCase = withDelivery('socks', socksLike);
+
+/**
+ * RFC 8803 messages: version, Total Length and magic right or wrong, TLVs of every type (and
+ * unknown ones) with lengths that fit, lie or are zero; Connect TLVs to unrouted test-net,
+ * loopback, multicast and unspecified addresses or random bytes; truncated or with data behind.
+ */
+const convertAddress = fc.oneof(
+  fc.constantFrom('00000000000000000000ffffc0000207', '20010db8000000000000000000000007', '00000000000000000000ffff7f000001', '00000000000000000000000000000001', '00000000000000000000ffffe0000001', '00000000000000000000000000000000').map((h) => Buffer.from(h, 'hex')),
+  fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b)),
+);
+const convertTlv = fc.oneof(
+  fc.record({ type: fc.constant(10), port: fc.uint8Array({ minLength: 2, maxLength: 2 }), addr: convertAddress, options: fc.uint8Array({ maxLength: 12 }), lenLie: fc.option(u8, { nil: undefined }) }).map((t) => {
+    const body = Buffer.concat([Buffer.from(t.port), t.addr, Buffer.from(t.options)]);
+    return Buffer.concat([Buffer.from([t.type, t.lenLie ?? Math.ceil((body.length + 2) / 4)]), body, Buffer.alloc((4 - ((body.length + 2) % 4)) % 4)]);
+  }),
+  fc.record({ type: fc.oneof(fc.constantFrom(1, 20, 21, 22, 30), u8), body: fc.uint8Array({ maxLength: 30 }), lenLie: fc.option(u8, { nil: undefined }) }).map((t) => {
+    const body = Buffer.from(t.body);
+    return Buffer.concat([Buffer.from([t.type, t.lenLie ?? Math.ceil((body.length + 2) / 4)]), body, Buffer.alloc((4 - ((body.length + 2) % 4)) % 4)]);
+  }),
+);
+const convertLike = fc
+  .record({
+    version: fc.constantFrom(1, 1, 1, 0, 2, 255),
+    magic: fc.oneof(fc.constant(0x2263), fc.constant(0x2263), fc.integer({ min: 0, max: 0xffff })),
+    tlvs: fc.array(convertTlv, { maxLength: 4 }),
+    totalLie: fc.option(u8, { nil: undefined }),
+    truncate: fc.option(fc.nat(120), { nil: undefined }),
+    tail: fc.uint8Array({ maxLength: 20 }),
+  })
+  .map((r) => {
+    const body = Buffer.concat(r.tlvs);
+    const all = Buffer.concat([Buffer.from([r.version, r.totalLie ?? Math.min(255, (body.length + 4) / 4), r.magic >> 8, r.magic & 255]), body, Buffer.from(r.tail)]);
+    return r.truncate === undefined ? all : all.subarray(0, r.truncate);
+  });
+
+export const convertCase = withDelivery('convert', convertLike);
+
+/**
+ * A Convert answer to hostile input: nothing, or one Convert message holding one Error TLV (or
+ * the Supported TCP Extensions for an Info), then nothing more. An Extended TCP Header means a
+ * connection was made, which no generated destination allows.
+ */
+export function judgeConvert(data: Buffer): string | null {
+  if (data.length === 0) return null;
+  const r = parseConvertMessage(data);
+  if (r.kind !== 'ok') return `reply is not a Convert message: ${data.subarray(0, 16).toString('hex')}`;
+  if (r.consumed !== data.length) return `${data.length - r.consumed} bytes after the Convert reply`;
+  const types = r.value.map((t) => t.type).join(',');
+  if (types === 'extended-tcp-header') return 'Convert success for hostile input';
+  if (types !== 'error' && types !== 'supported-tcp-extensions') return `Convert reply with TLVs ${types}`;
+  return null;
+}
 
 /** What a refusal may look like on each protocol; null = acceptable, else the reason. */
 export function judgeHttp(data: Buffer): string | null {
