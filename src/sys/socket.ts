@@ -75,7 +75,7 @@ export interface SocketOptions {
   /**
    * Listener only: take data in a SYN that carries no TFO cookie. Without it a Linux MPTCP
    * client sending data in its SYN (MSG_FASTOPEN, no cookie yet) falls back to plain TCP
-   * (NOTES.md); RFC 8803 App. A.2 asks converters for it.
+   * (measured on Linux 6.18); RFC 8803 App. A.2 asks converters for it.
    */
   fastOpenNoCookie?: boolean;
   /**
