@@ -190,6 +190,29 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     });
   }
 
+  test('/connections shows a live convert connection with its subflows (one per client path); metrics count by listener and code', async () => {
+    const held = tb().spawn('client', ['python3', CLIENT, `${tb().addr.proxy1}:${PORT}`, echoDest(), '--summary', '--keep-open']);
+    try {
+      type Live = { protocol: string; listener: string; mptcp: boolean; destination: string; subflows: unknown[] };
+      let live: Live | undefined;
+      for (let i = 0; i < 100 && !(live && live.subflows.length >= 2); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const body = await tb().exec('proxy', ['curl', '-sS', '--noproxy', '*', 'http://127.0.0.1:9464/connections']);
+        live = (JSON.parse(body.stdout) as { connections: Live[] }).connections.find((c) => c.protocol === 'convert') ?? live;
+      }
+      assert.ok(live, 'no convert connection in /connections');
+      assert.deepEqual([live.listener, live.mptcp, live.destination], ['conv', true, echoDest()]);
+      assert.equal(live.subflows.length, 2, `subflows: ${JSON.stringify(live.subflows)}`);
+    } finally {
+      held.kill('SIGKILL');
+    }
+    await convert(['--raw', connectWithOptions(echoDest(), '22020000')]);
+    const metrics = (await tb().exec('proxy', ['curl', '-sS', '--noproxy', '*', 'http://127.0.0.1:9464/metrics'])).stdout;
+    const value = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? 0);
+    assert.ok(value(/^mptcp_proxy_connections_total\{listener="conv",mptcp="true",result="ok"\} (\d+)/m) >= 1, 'finished convert connections by listener');
+    assert.ok(value(/^mptcp_proxy_errors_total\{code="MPX_TCP_OPTION_UNSUPPORTED"\} (\d+)/m) >= 1, 'the Convert-only code is counted');
+  });
+
   test('100 concurrent converts', async () => {
     const small = dataFile.replace('.bin', '-small.bin');
     const results = await Promise.all(Array.from({ length: 100 }, () => convert([echoDest(), '--data-file', small])));
