@@ -67,6 +67,7 @@ export class ProxyApp {
     logFinishedConnections(this.events, log);
     this.limitLog = logLimitHits(this.events, log);
     metrics.observeConnections(this.events);
+    metrics.observeAuth(access.guard);
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, sink: opts.sink, log, metrics: metrics.registry });
@@ -128,7 +129,7 @@ export class ProxyApp {
    * accepting, their connections continue).
    */
   async reload(next: Config): Promise<void> {
-    const access = new AccessControl(next.access);
+    const access = new AccessControl(next.access, this.ctx.access.guard);
     this.ctx.access = access;
     this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
     this.log.level = next.log.level;

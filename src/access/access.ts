@@ -3,9 +3,10 @@
  * connected to (after DNS), so names that resolve into denied ranges are refused too.
  */
 import { CidrSet, DANGEROUS_DEST_RANGES, LOOPBACK_RANGES, PRIVATE_DEST_RANGES } from '../core/address';
-import { ErrorCode, ProxyError } from '../core/errors';
+import { ErrorCode, ProxyError, toProxyError } from '../core/errors';
 import type { Config } from '../config/schema';
-import { verifyPassword } from './passwords';
+import { AuthGuard } from './auth-guard';
+import { decoyHash } from './passwords';
 
 export class AccessControl {
   private readonly clients: CidrSet;
@@ -13,13 +14,21 @@ export class AccessControl {
   private readonly opened: CidrSet;
   private readonly ports: ReadonlySet<number>;
   private readonly users: ReadonlyMap<string, string>;
+  private readonly decoy: string;
+  private readonly credentialsTtlMs: number;
 
-  constructor(access: Config['access']) {
+  /** `guard` carries the credential cache and failure scores over a reload. */
+  constructor(
+    access: Config['access'],
+    readonly guard = new AuthGuard(),
+  ) {
     this.clients = new CidrSet(access.allowClients.length > 0 ? access.allowClients : LOOPBACK_RANGES);
     this.denied = new CidrSet([...DANGEROUS_DEST_RANGES, ...(access.denyPrivate ? PRIVATE_DEST_RANGES : []), ...access.denyDest]);
     this.opened = new CidrSet(access.allowDest);
     this.ports = new Set(access.connectPorts);
     this.users = new Map(access.users.map((u) => [u.name, u.password]));
+    this.decoy = decoyHash(this.users.values());
+    this.credentialsTtlMs = access.credentialsTtlMs;
   }
 
   clientAllowed(ip: string): boolean {
@@ -30,11 +39,17 @@ export class AccessControl {
     return this.users.size > 0;
   }
 
-  /** Constant-time password check; unknown users cost the same as wrong passwords. */
-  authenticate(user: string, password: string): boolean {
-    const stored = this.users.get(user);
-    const ok = verifyPassword(stored ?? 'plain$\u0000unknown-user', password);
-    return stored !== undefined && ok;
+  /**
+   * Null when the credentials are right, else the refusal to answer with. Off the event loop,
+   * constant-time, unknown users cost what wrong passwords cost (see AuthGuard).
+   */
+  authenticate(user: string, password: string, client: string): Promise<ProxyError | null> {
+    const request = { user, password, stored: this.users.get(user), decoy: this.decoy, ttlMs: this.credentialsTtlMs, client };
+    return this.guard.check(request).then((outcome) => {
+      if (outcome === 'cached' || outcome === 'verified') return null;
+      if (outcome === 'busy' || outcome === 'throttled') return new ProxyError(ErrorCode.AuthBusy, `${outcome}, user ${JSON.stringify(user)}`);
+      return new ProxyError(ErrorCode.AuthFailed, `user ${JSON.stringify(user)}`);
+    }, toProxyError);
   }
 
   /** Throws before any connect when the port is not allowed. */

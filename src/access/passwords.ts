@@ -1,10 +1,13 @@
 /**
  * Password hashes for the user table: "scrypt$N$r$p$salt-b64$hash-b64", verified in constant
  * time. "plain$secret" exists for tests and throwaway setups and is still compared in constant time.
+ * Verification runs scrypt on libuv's threadpool (crypto.scrypt), never on the event loop.
  */
 import crypto from 'node:crypto';
+import { promisify } from 'node:util';
 
 const KEYLEN = 32;
+const scrypt = promisify(crypto.scrypt) as (password: crypto.BinaryLike, salt: crypto.BinaryLike, keylen: number, options: crypto.ScryptOptions) => Promise<Buffer>;
 
 export function hashPassword(password: string, cost = 16384): string {
   const salt = crypto.randomBytes(16);
@@ -19,12 +22,41 @@ function equalConstantTime(a: Buffer, b: Buffer): boolean {
   return crypto.timingSafeEqual(da, db) && a.length === b.length;
 }
 
-export function verifyPassword(stored: string, password: string): boolean {
+interface ScryptHash {
+  N: number;
+  r: number;
+  p: number;
+  salt: Buffer;
+  hash: Buffer;
+}
+
+function parseScrypt(stored: string): ScryptHash | null {
   const parts = stored.split('$');
-  if (parts[0] === 'plain') return equalConstantTime(Buffer.from(stored.slice(6)), Buffer.from(password));
-  if (parts[0] !== 'scrypt' || parts.length !== 6) return false;
+  if (parts[0] !== 'scrypt' || parts.length !== 6) return null;
   const [, n, r, p, salt, hash] = parts as [string, string, string, string, string, string];
-  const expected = Buffer.from(hash, 'base64');
-  const actual = crypto.scryptSync(password, Buffer.from(salt, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 256 * 1024 * 1024 });
-  return equalConstantTime(actual, expected);
+  return { N: Number(n), r: Number(r), p: Number(p), salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') };
+}
+
+export async function verifyPassword(stored: string, password: string): Promise<boolean> {
+  if (stored.startsWith('plain$')) return equalConstantTime(Buffer.from(stored.slice(6)), Buffer.from(password));
+  const s = parseScrypt(stored);
+  if (!s) return false;
+  const actual = await scrypt(password, s.salt, s.hash.length, { N: s.N, r: s.r, p: s.p, maxmem: 256 * 1024 * 1024 });
+  return equalConstantTime(actual, s.hash);
+}
+
+/**
+ * What an unknown user's password is checked against: the same kind of work as a real user's
+ * check (scrypt with the same cost, or the plain comparison when no user has a hash), against
+ * random bytes nothing hashes to, so the answer's time does not tell which names exist.
+ */
+export function decoyHash(users: Iterable<string>): string {
+  let costliest: ScryptHash | null = null;
+  for (const stored of users) {
+    const s = parseScrypt(stored);
+    if (s && (!costliest || s.N * s.r * s.p > costliest.N * costliest.r * costliest.p)) costliest = s;
+  }
+  const random = (n: number): string => crypto.randomBytes(n).toString('base64');
+  if (!costliest) return `plain$${random(24)}`;
+  return `scrypt$${costliest.N}$${costliest.r}$${costliest.p}$${random(costliest.salt.length)}$${random(costliest.hash.length)}`;
 }

@@ -80,6 +80,8 @@ export interface Config {
     /** Ports CONNECT / SOCKS may reach; empty = any. */
     connectPorts: number[];
     users: UserConfig[];
+    /** How long verified credentials are reused without hashing again (Squid's credentialsttl); 0 = never. */
+    credentialsTtlMs: number;
   };
   upstream: {
     /** Try MPTCP to the destination first, then plain TCP. */
@@ -130,7 +132,7 @@ export const DEFAULTS: Config = {
     { name: 'http', protocol: 'http', host: '127.0.0.1', port: 3128, mptcp: true },
     { name: 'socks', protocol: 'socks', host: '127.0.0.1', port: 1080, mptcp: true },
   ],
-  access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [] },
+  access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [], credentialsTtlMs: 3_600_000 },
   upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
   timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
   limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxHeaderLines: 100, maxUdpAssociations: 1_000 },
@@ -220,6 +222,16 @@ function checkTransparent(c: Config): void {
   }
 }
 
+/** A hash scrypt can run: caught here, not at a client's first login. */
+function validScrypt(stored: string): boolean {
+  const m = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$/.exec(stored);
+  if (!m) return false;
+  const [n, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  // OpenSSL's limits: N a power of two above 1 and below 2^(16r), 128·r·(N+p+2) bytes within the
+  // 256 MiB maxmem src/access/passwords.ts allows.
+  return n > 1 && (n & (n - 1)) === 0 && r >= 1 && p >= 1 && Math.log2(n) < 16 * r && 128 * r * (n + p + 2) <= 256 * 2 ** 20;
+}
+
 function users(v: unknown, r: Reader): UserConfig[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) throw r.error('must be a list');
@@ -228,7 +240,7 @@ function users(v: unknown, r: Reader): UserConfig[] {
     if (!isObject(u)) throw ri.error('must be a mapping');
     onlyKeys(u, ['name', 'password'], ri);
     if (typeof u.name !== 'string' || u.name.length === 0 || u.name.length > 255) throw ri.at('name').error('must be a string of 1..255 bytes');
-    if (typeof u.password !== 'string' || !/^(scrypt|plain)\$/.test(u.password)) throw ri.at('password').error('must be "scrypt$..." (mptcp-proxy hash-password) or "plain$..."');
+    if (typeof u.password !== 'string' || !(u.password.startsWith('plain$') || validScrypt(u.password))) throw ri.at('password').error('must be "scrypt$N$r$p$salt$hash" (mptcp-proxy hash-password) or "plain$..."');
     return { name: u.name, password: u.password };
   });
 }
@@ -269,7 +281,7 @@ export function validateConfig(input: unknown): Config {
 
   const a = section(raw, 'access', root);
   const ar = root.at('access');
-  onlyKeys(a, ['allowClients', 'allowDest', 'denyDest', 'denyPrivate', 'connectPorts', 'users'], ar);
+  onlyKeys(a, ['allowClients', 'allowDest', 'denyDest', 'denyPrivate', 'connectPorts', 'users', 'credentialsTtlMs'], ar);
   const connectPorts = a.connectPorts === undefined ? [] : a.connectPorts;
   if (!Array.isArray(connectPorts) || connectPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw ar.at('connectPorts').error('must be a list of ports');
 
@@ -313,6 +325,7 @@ export function validateConfig(input: unknown): Config {
       denyPrivate: bool(a, 'denyPrivate', d.access.denyPrivate, ar),
       connectPorts: connectPorts as number[],
       users: users(a.users, ar.at('users')),
+      credentialsTtlMs: int(a, 'credentialsTtlMs', d.access.credentialsTtlMs, ar, 0, 86_400_000),
     },
     upstream: {
       mptcp: bool(u, 'mptcp', d.upstream.mptcp, root.at('upstream')),

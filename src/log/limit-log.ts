@@ -1,6 +1,7 @@
 /**
- * Limit hits (connection limits, header limits, handshake/idle/connect timeouts) are what an
- * attack or an overload produces by the thousand, so they are not logged one line each: the
+ * Limit hits (connection limits, header limits, handshake/idle/connect timeouts, password checks
+ * refused by the auth guard) are what an attack or an overload produces by the thousand, so they
+ * are not logged one line each: the
  * first hit of a (code, client) pair in an interval is logged at once, the rest of that interval
  * are counted and summed up in one line when it ends (or when the proxy stops). Counting every
  * hit is the metrics' job (mptcp_proxy_errors_total{code}), which sees them all.
@@ -10,7 +11,7 @@ import { ErrorCode, type ProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
 import type { Logger } from './logger';
 
-const LIMIT_CODES: ReadonlySet<string> = new Set([ErrorCode.LimitReached, ErrorCode.HandshakeTimeout, ErrorCode.IdleTimeout, ErrorCode.ConnectTimeout]);
+const LIMIT_CODES: ReadonlySet<string> = new Set([ErrorCode.LimitReached, ErrorCode.HandshakeTimeout, ErrorCode.IdleTimeout, ErrorCode.ConnectTimeout, ErrorCode.AuthBusy]);
 
 export function isLimitCode(code: string): boolean {
   return LIMIT_CODES.has(code);

@@ -7,6 +7,7 @@
  * same registry.
  */
 import client from 'prom-client';
+import { AUTH_FAILURE_REASONS, type AuthGuard } from '../access/auth-guard';
 import type { ProxyEvents } from '../core/events';
 import type { SubflowRegistry } from '../registry/registry';
 
@@ -81,6 +82,9 @@ export class ProxyMetrics {
   /** Effective MSS (tcp_info snd_mss) per path: shows a lowered MTU or the MSS clamp (src/tuning) at work. */
   readonly subflowMss = new client.Histogram({ name: 'mptcp_proxy_subflow_mss_bytes', help: 'Effective MSS of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [536, 960, 1200, 1380, 1448, 1460, 4000, 8948, 9000, 65483], registers: [this.registry] });
   readonly errors = new client.Counter({ name: 'mptcp_proxy_errors_total', help: 'Refusals and failures by stable error code', labelNames: ['code'] as const, registers: [this.registry] });
+  readonly authFailures = new client.Counter({ name: 'mptcp_proxy_auth_failures_total', help: 'Password checks refused, by reason (throttled: the client failed recently and has a check in flight or too many; busy: the hash queue was full)', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache)', registers: [this.registry] });
+  readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry });
@@ -110,6 +114,17 @@ export class ProxyMetrics {
       down.inc(r.bytesDown);
     });
     events.on('proxy-error', (e) => errors(e.code).inc());
+  }
+
+  /** Password check metrics from the auth guard (it outlives reloads, so this is called once). */
+  observeAuth(guard: AuthGuard): void {
+    const failures = new Map(AUTH_FAILURE_REASONS.map((r) => [r as string, this.authFailures.labels(r)]));
+    for (const c of failures.values()) c.inc(0); // every reason exported from the start, at 0
+    guard.on('hash', () => this.authHashes.inc());
+    guard.on('outcome', (o) => {
+      if (o === 'cached') this.authCacheHits.inc();
+      else failures.get(o)?.inc();
+    });
   }
 
   /** Subflow metrics from the registry; path byte totals are read from it at each collection. */

@@ -26,12 +26,14 @@ test('ports outside the allowed list are refused with MPX_PORT_DENIED', () => {
   assert.throws(() => a.checkPort(25), (e: ProxyError) => e.code === ErrorCode.PortDenied);
 });
 
-test('passwords: scrypt hashes verify, wrong ones and unknown users fail', () => {
+test('passwords: scrypt hashes verify, wrong ones and unknown users fail', async () => {
   const h = hashPassword('s3cret', 1024);
-  assert.ok(verifyPassword(h, 's3cret'));
-  assert.ok(!verifyPassword(h, 's3cret!'));
+  assert.ok(await verifyPassword(h, 's3cret'));
+  assert.ok(!(await verifyPassword(h, 's3cret!')));
   const a = new AccessControl(validateConfig({ access: { users: [{ name: 'u', password: h }] } }).access);
-  assert.ok(a.authRequired && a.authenticate('u', 's3cret') && !a.authenticate('v', 's3cret'));
+  assert.ok(a.authRequired);
+  assert.equal(await a.authenticate('u', 's3cret', '127.0.0.1'), null);
+  assert.equal((await a.authenticate('v', 's3cret', '127.0.0.2'))?.code, ErrorCode.AuthFailed);
 });
 
 test('every error code maps to an HTTP status, SOCKS replies and a log level', () => {

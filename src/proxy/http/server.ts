@@ -59,15 +59,16 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
 
   const refuse = (conn: ClientConnection, err: ProxyError): void => refuseConnection(ctx, conn, err);
 
-  /** Client ACL and proxy auth; returns the error to answer with, or null to go on. */
-  const admit = (conn: ClientConnection, req: http.IncomingMessage): ProxyError | null => {
+  /** Client ACL and proxy auth; resolves to the error to answer with, or null to go on. */
+  const admit = async (conn: ClientConnection, req: http.IncomingMessage): Promise<ProxyError | null> => {
     if (!ctx.access.clientAllowed(conn.clientAddress)) return new ProxyError(ErrorCode.ClientDenied, conn.clientAddress);
     if (!ctx.access.authRequired) return null;
     const header = req.headers['proxy-authorization'];
     if (header && authCache.get(conn) === header) return null;
     const creds = parseBasicCredentials(header);
     if (!creds) return new ProxyError(ErrorCode.AuthRequired);
-    if (!ctx.access.authenticate(creds.user, creds.password)) return new ProxyError(ErrorCode.AuthFailed, `user ${JSON.stringify(creds.user)}`);
+    const refused = await ctx.access.authenticate(creds.user, creds.password, conn.clientAddress);
+    if (refused) return refused;
     conn.user = creds.user;
     authCache.set(conn, header!);
     return null;
@@ -86,7 +87,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     setTimeout(() => socket.destroy(), 2_000).unref();
   };
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+  server.on('request', async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const conn = connections.get(req.socket);
     if (!conn) return void res.destroy();
     // Pipelined behind an answer that closes the connection: never forwarded, never answered.
@@ -103,7 +104,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       refuse(conn, broken);
       return errorResponse(res, broken, true);
     }
-    const denied = admit(conn, req);
+    const denied = await admit(conn, req);
+    if (req.socket.destroyed) return; // the client left while its password was checked
     if (denied) {
       refuse(conn, denied);
       // A body the client may still send would be read as the next request: close unless there is none.
@@ -151,7 +153,7 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     req.pipe(upstreamReq);
   });
 
-  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+  server.on('connect', async (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const conn = connections.get(socket);
     if (!conn) return void socket.destroy();
     if (closing.has(socket)) return void socket.end();
@@ -163,7 +165,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (crowded) return answer(crowded, 431);
     const broken = brokenRule(req);
     if (broken) return answer(broken);
-    const denied = admit(conn, req);
+    const denied = await admit(conn, req);
+    if (socket.destroyed) return;
     if (denied) return answer(denied);
     const target = parseAuthority(req.url ?? '');
     if (!target) return answer(new ProxyError(ErrorCode.BadRequest, `CONNECT target ${JSON.stringify(req.url)}`));

@@ -142,7 +142,8 @@ class SocksSession {
     socket.write(encodeMethodSelection(Socks5Method.UserPass));
     this.refusalReply = () => encodeAuthStatus(AuthStatus.Failure);
     const { user, password } = await this.reader.read(parseSocks5Auth);
-    if (!this.ctx.access.authenticate(user, password)) throw new ProxyError(ErrorCode.AuthFailed, `user "${user}"`);
+    const refused = await this.ctx.access.authenticate(user, password, this.conn.clientAddress);
+    if (refused) throw refused;
     this.conn.user = user;
     socket.write(encodeAuthStatus(AuthStatus.Success));
   }
