@@ -114,7 +114,7 @@ function clientKey(ip: string): string {
   return net.isIPv6(ip) ? `${expandIPv6(ip).slice(0, 19)}::/64` : ip;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class AuthGuard extends EventEmitter<AuthGuardEvents> {
   private readonly key = crypto.randomBytes(32);
@@ -164,7 +164,8 @@ export class AuthGuard extends EventEmitter<AuthGuardEvents> {
       rec.score = this.decayed(rec, failedAt) + 1;
       rec.at = failedAt;
       // Held while waiting: a client that failed has one check in flight, so parallel guesses are refused.
-      await sleep(this.delayFor(rec.score));
+      const delay = this.delayFor(rec.score);
+      if (delay > 0) await sleep(delay);
       return req.stored === undefined ? 'unknown_user' : 'wrong_password';
     } finally {
       rec.checking--;

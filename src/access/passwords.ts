@@ -4,14 +4,21 @@
  * Verification runs scrypt on libuv's threadpool (crypto.scrypt), never on the event loop.
  */
 import crypto from 'node:crypto';
-import { promisify } from 'node:util';
 
 const KEYLEN = 32;
-const scrypt = promisify(crypto.scrypt) as (password: crypto.BinaryLike, salt: crypto.BinaryLike, keylen: number, options: crypto.ScryptOptions) => Promise<Buffer>;
+/** Room for costs above the default (Node's own 32 MiB limit stops at N = 16384 with r = 8). */
+const MAXMEM = 256 * 1024 * 1024;
+
+function scrypt(password: string, s: ScryptHash): Promise<Buffer> {
+  // A bad parameter throws synchronously: inside the executor it becomes the rejection.
+  return new Promise((resolve, reject) =>
+    crypto.scrypt(password, s.salt, s.hash.length, { N: s.N, r: s.r, p: s.p, maxmem: MAXMEM }, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
 
 export function hashPassword(password: string, cost = 16384): string {
   const salt = crypto.randomBytes(16);
-  const hash = crypto.scryptSync(password, salt, KEYLEN, { N: cost, r: 8, p: 1 });
+  const hash = crypto.scryptSync(password, salt, KEYLEN, { N: cost, r: 8, p: 1, maxmem: MAXMEM });
   return `scrypt$${cost}$8$1$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
@@ -41,8 +48,7 @@ export async function verifyPassword(stored: string, password: string): Promise<
   if (stored.startsWith('plain$')) return equalConstantTime(Buffer.from(stored.slice(6)), Buffer.from(password));
   const s = parseScrypt(stored);
   if (!s) return false;
-  const actual = await scrypt(password, s.salt, s.hash.length, { N: s.N, r: s.r, p: s.p, maxmem: 256 * 1024 * 1024 });
-  return equalConstantTime(actual, s.hash);
+  return equalConstantTime(await scrypt(password, s), s.hash);
 }
 
 /**
