@@ -15,6 +15,7 @@ const OPTIONS: Record<string, { quick: object; full: object }> = {
   'steering-reaction': { quick: { connections: 8 }, full: { connections: 50 } },
   failover: { quick: { quick: true }, full: { repetitions: 3 } },
   'registry-latency': { quick: { count: 50 }, full: { count: 200 } },
+  auth: { quick: { quick: true }, full: {} },
 };
 
 /** Targets from the issues for figures whose scripts do not state one. */
@@ -74,7 +75,7 @@ export async function external(mode: 'quick' | 'full', log: (s: string) => void)
       rows.push({ workload: `ext:${fig}`, subject: fig, label: fig, kind: 'ours', value, unit: `${f.unit ?? ''}${typeof f.value !== 'number' && typeof f.p99 === 'number' ? ' p99' : ''}`, higherIsBetter: false, runs: [], extra });
       log(`  external ${fig}: ${JSON.stringify(extra)}`);
       const known = KNOWN_TARGETS[fig];
-      const t = f.target && typeof f.target.threshold === 'number' ? { op: f.target.op, threshold: f.target.threshold, what: `${fig} p99 ${f.target.op ?? '<'} ${f.target.threshold} ${f.unit ?? ''}` } : known;
+      const t = f.target && typeof f.target.threshold === 'number' ? { op: f.target.op, threshold: f.target.threshold, what: `${fig}${typeof f.value === 'number' ? '' : ' p99'} ${f.target.op ?? '<'} ${f.target.threshold} ${f.unit ?? ''}` } : known;
       if (t) {
         const op: Target['op'] = t.op === '<=' ? '<=' : t.op === '>=' ? '>=' : '<';
         const met = value === null ? null : op === '<' ? value < t.threshold : op === '<=' ? value <= t.threshold : value >= t.threshold;

@@ -15,6 +15,7 @@
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import os from 'node:os';
 import { expandIPv6 } from '../core/address';
 import { verifyPassword } from './passwords';
 
@@ -23,7 +24,10 @@ export type AuthOutcome = 'cached' | 'verified' | 'unknown_user' | 'wrong_passwo
 export const AUTH_FAILURE_REASONS = ['unknown_user', 'wrong_password', 'throttled', 'busy'] as const;
 
 export interface AuthGuardLimits {
-  /** scrypt runs at once (default: half of libuv's threadpool, so DNS keeps the other half). */
+  /**
+   * scrypt runs at once. Default: half the cores (a flood of guesses leaves the others to the
+   * proxy), at most half of libuv's threadpool (DNS keeps the other half).
+   */
   concurrency: number;
   /** Checks waiting for a pool slot; beyond, refused as busy. */
   queue: number;
@@ -42,7 +46,7 @@ export interface AuthGuardLimits {
 const THREADPOOL = Number(process.env.UV_THREADPOOL_SIZE) || 4;
 
 export const AUTH_GUARD_DEFAULTS: AuthGuardLimits = {
-  concurrency: Math.max(1, Math.floor(THREADPOOL / 2)),
+  concurrency: Math.max(1, Math.min(Math.floor(THREADPOOL / 2), Math.floor(os.availableParallelism() / 2))),
   queue: 64,
   perClient: 4,
   cacheEntries: 10_000,
