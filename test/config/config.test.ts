@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { hashPassword } from '../../src/access/passwords';
 import { loadConfig, parseRunFlags } from '../../src/config/load';
 import { ConfigError, DEFAULTS, validateConfig } from '../../src/config/schema';
 
@@ -42,6 +43,12 @@ test('limits.maxHeaderLines: 100 by default, a configured value is kept', () => 
   assert.equal(validateConfig({ limits: { maxHeaderLines: 20 } }).limits.maxHeaderLines, 20);
 });
 
+test('access.credentialsTtlMs: one hour by default, 0 turns the cache off', () => {
+  assert.equal(validateConfig(undefined).access.credentialsTtlMs, 3_600_000);
+  assert.equal(validateConfig({ access: { credentialsTtlMs: 0 } }).access.credentialsTtlMs, 0);
+  assert.doesNotThrow(() => validateConfig({ access: { users: [{ name: 'a', password: hashPassword('pw', 1024) }] } }));
+});
+
 test('a non-loopback listener without allow-list or users is refused with an explanation', () => {
   assert.throws(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128'])), (e: Error) => e instanceof ConfigError && /open proxy/.test(e.message));
   assert.doesNotThrow(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128', '--allow-client', '10.0.0.0/8'])));
@@ -61,6 +68,12 @@ test('bad values name the key that is wrong', () => {
     [{ limits: { maxHeaderLines: 10_001 } }, /^limits\.maxHeaderLines: must be an integer in 1\.\.10000/],
     [{ limits: { maxHeaderLines: 2.5 } }, /^limits\.maxHeaderLines: must be an integer/],
     [{ access: { users: [{ name: 'a', password: 'secret' }] } }, /password/],
+    [{ access: { credentialsTtlMs: -1 } }, /^access\.credentialsTtlMs: must be an integer/],
+    [{ access: { credentialsTtlMs: 86_400_001 } }, /^access\.credentialsTtlMs: must be an integer/],
+    // scrypt hashes the check could not run are caught at load, not at a client's first login
+    [{ access: { users: [{ name: 'a', password: 'scrypt$1000$8$1$c2FsdA==$aGFzaA==' }] } }, /^access\.users\.\[0\]\.password/],
+    [{ access: { users: [{ name: 'a', password: 'scrypt$65536$1$1$c2FsdA==$aGFzaA==' }] } }, /^access\.users\.\[0\]\.password/],
+    [{ access: { users: [{ name: 'a', password: 'scrypt$16384$8$1$c2FsdA==' }] } }, /^access\.users\.\[0\]\.password/],
   ];
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
 });
