@@ -145,17 +145,19 @@ export class AuthGuard extends EventEmitter<AuthGuardEvents> {
     const hit = this.cache.get(key);
     if (hit && req.stored !== undefined && hit.stored === req.stored && now - hit.at < req.ttlMs) return 'cached';
     const rec = this.client(req.client, now);
-    let pending = this.inFlight.get(key);
+    // Joined only when checked against the same stored hash: a reload may change it meanwhile.
+    const flight = `${key} ${req.stored ?? ''}`;
+    let pending = this.inFlight.get(flight);
     if (!pending) {
-      if (rec.checking >= (rec.score >= 1 ? 1 : this.limits.perClient)) return 'throttled';
+      if (rec.checking >= (this.decayed(rec, now) >= 1 ? 1 : this.limits.perClient)) return 'throttled';
       if (this.pool.full) return 'busy';
       pending = this.pool.run(() => {
         this.emit('hash');
         return verifyPassword(req.stored ?? req.decoy, req.password);
       });
-      this.inFlight.set(key, pending);
+      this.inFlight.set(flight, pending);
       // A rejection reaches the caller through the await below; this only forgets the entry.
-      const forget = (): void => void this.inFlight.delete(key);
+      const forget = (): void => void this.inFlight.delete(flight);
       pending.then(forget, forget);
     }
     rec.checking++;
