@@ -53,7 +53,7 @@ export const AUTH_GUARD_DEFAULTS: AuthGuardLimits = {
   clients: 10_000,
   halfLifeMs: 60_000,
   delayBaseMs: 250,
-  delayMaxMs: 4_000,
+  delayMaxMs: 2_000,
 };
 
 export interface AuthGuardEvents {
