@@ -29,6 +29,7 @@ export interface AuthBenchOptions {
 }
 
 const USER = 'alice';
+const REQUEST_TIMEOUT_MS = 10_000;
 const PASSWORD = 'correct horse';
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
@@ -63,6 +64,8 @@ function get(t: Target, o: { auth?: string; agent?: http.Agent | false; from?: s
       res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - start) / 1e6 }));
     });
     req.on('error', reject);
+    // A proxy that stalls (the event-loop scrypt of old builds) fails the request instead of the run.
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)));
     req.end();
   });
 }
@@ -107,7 +110,8 @@ interface VictimFigures {
 /** The victim's latencies while `attack` (if any) runs beside it. */
 async function victim(t: Target, rate: number, ms: number, attack?: () => Promise<unknown>): Promise<VictimFigures> {
   const auth = basic(USER, PASSWORD);
-  const [answers] = await Promise.all([steady(rate, ms, () => get(t, { auth })), attack?.()]);
+  // A failed request counts as an error, not as the end of the run.
+  const [answers] = await Promise.all([steady(rate, ms, () => get(t, { auth }).catch(() => ({ status: 0, ms: 0 }))), attack?.()]);
   const ok = answers.filter((a) => a.status === 200).map((a) => a.ms);
   return { p50: percentile(ok, 50), p99: percentile(ok, 99), requests: answers.length, errors: answers.length - ok.length };
 }
