@@ -44,8 +44,13 @@ const basic = (user: string, password: string): string => `Basic ${Buffer.from(`
 
 let origin: http.Server;
 let originPort: number;
+/** Paths the origin was asked for. */
+const originSaw: string[] = [];
 before(async () => {
-  origin = http.createServer((req, res) => res.end(`origin ${req.url}`));
+  origin = http.createServer((req, res) => {
+    originSaw.push(req.url ?? '');
+    res.end(`origin ${req.url}`);
+  });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
   originPort = (origin.address() as net.AddressInfo).port;
 });
@@ -118,6 +123,22 @@ describe('password checks do not hold up other clients', () => {
     await Promise.all(guesses);
     assert.deepEqual(order.slice(0, 3), ['served', 'served', 'served'], `order of answers: ${order.join(', ')}`);
     assert.deepEqual(order.slice(3), new Array(6).fill('refused 407'));
+  });
+});
+
+describe('pipelined requests', () => {
+  it('a request behind a refusal that closes the connection is not forwarded, even when its own check ends first', async () => {
+    const { proxy } = await startProxy({ users: [{ name: 'alice', password: ALICE_HASH }] });
+    running = proxy;
+    assert.equal((await get(proxy, basic('alice', 'secret'))).status, 200); // cached: the second check ends first
+    const target = `127.0.0.1:${originPort}`;
+    const first = `POST http://${target}/first HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: ${basic('alice', 'wrong')}\r\nContent-Length: 5\r\n\r\nhello\r\n`; // an empty line before the next request line (RFC 9112 §2.2)
+    const second = `GET http://${target}/second HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: ${basic('alice', 'secret')}\r\n\r\n`;
+    const r = await rawExchange(proxy.port, Buffer.from(first + second));
+    assert.match(r.received.toString(), /^HTTP\/1\.1 407 /);
+    assert.equal(r.received.toString().match(/HTTP\/1\.1 /g)?.length, 1, r.received.toString());
+    assert.ok(r.closed);
+    assert.deepEqual(originSaw.filter((p) => p.endsWith('/second')), []);
   });
 });
 

@@ -59,6 +59,19 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
 
   const refuse = (conn: ClientConnection, err: ProxyError): void => refuseConnection(ctx, conn, err);
 
+  /**
+   * Pipelined requests are admitted in order: a later request's check may end first (a cached
+   * password), but it goes on only after the earlier one was answered, so a refusal that closes
+   * the connection (`closing`) is seen before anything behind it is forwarded.
+   */
+  const admitted = new WeakMap<net.Socket, Promise<unknown>>();
+  const admitInOrder = (conn: ClientConnection, req: http.IncomingMessage): Promise<ProxyError | null> => {
+    const check = admit(conn, req);
+    const turn = Promise.all([admitted.get(req.socket), check]).then(([, denied]) => denied);
+    admitted.set(req.socket, turn);
+    return turn;
+  };
+
   /** Client ACL and proxy auth; resolves to the error to answer with, or null to go on. */
   const admit = async (conn: ClientConnection, req: http.IncomingMessage): Promise<ProxyError | null> => {
     if (!ctx.access.clientAllowed(conn.clientAddress)) return new ProxyError(ErrorCode.ClientDenied, conn.clientAddress);
@@ -104,8 +117,9 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       refuse(conn, broken);
       return errorResponse(res, broken, true);
     }
-    const denied = await admit(conn, req);
-    if (req.socket.destroyed) return; // the client left while its password was checked
+    const denied = await admitInOrder(conn, req);
+    // The client left while its password was checked, or an earlier request's refusal closes the connection.
+    if (req.socket.destroyed || closing.has(req.socket)) return;
     if (denied) {
       refuse(conn, denied);
       // A body the client may still send would be read as the next request: close unless there is none.
@@ -165,8 +179,9 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (crowded) return answer(crowded, 431);
     const broken = brokenRule(req);
     if (broken) return answer(broken);
-    const denied = await admit(conn, req);
+    const denied = await admitInOrder(conn, req);
     if (socket.destroyed) return;
+    if (closing.has(socket)) return void socket.end();
     if (denied) return answer(denied);
     const target = parseAuthority(req.url ?? '');
     if (!target) return answer(new ProxyError(ErrorCode.BadRequest, `CONNECT target ${JSON.stringify(req.url)}`));
