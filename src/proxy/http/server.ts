@@ -60,31 +60,41 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
   const refuse = (conn: ClientConnection, err: ProxyError): void => refuseConnection(ctx, conn, err);
 
   /**
-   * Pipelined requests are admitted in order: a later request's check may end first (a cached
-   * password), but it goes on only after the earlier one was answered, so a refusal that closes
-   * the connection (`closing`) is seen before anything behind it is forwarded.
+   * Client ACL and proxy auth: the error to answer with, or null to go on; a promise only when a
+   * password is checked (off the event loop), so every other request goes on at once.
    */
-  const admitted = new WeakMap<net.Socket, Promise<unknown>>();
-  const admitInOrder = (conn: ClientConnection, req: http.IncomingMessage): Promise<ProxyError | null> => {
-    const check = admit(conn, req);
-    const turn = Promise.all([admitted.get(req.socket), check]).then(([, denied]) => denied);
-    admitted.set(req.socket, turn);
-    return turn;
-  };
-
-  /** Client ACL and proxy auth; resolves to the error to answer with, or null to go on. */
-  const admit = async (conn: ClientConnection, req: http.IncomingMessage): Promise<ProxyError | null> => {
+  const admit = (conn: ClientConnection, req: http.IncomingMessage): ProxyError | null | Promise<ProxyError | null> => {
     if (!ctx.access.clientAllowed(conn.clientAddress)) return new ProxyError(ErrorCode.ClientDenied, conn.clientAddress);
     if (!ctx.access.authRequired) return null;
     const header = req.headers['proxy-authorization'];
     if (header && authCache.get(conn) === header) return null;
     const creds = parseBasicCredentials(header);
     if (!creds) return new ProxyError(ErrorCode.AuthRequired);
-    const refused = await ctx.access.authenticate(creds.user, creds.password, conn.clientAddress);
-    if (refused) return refused;
-    conn.user = creds.user;
-    authCache.set(conn, header!);
-    return null;
+    return ctx.access.authenticate(creds.user, creds.password, conn.clientAddress).then((refused) => {
+      if (refused) return refused;
+      conn.user = creds.user;
+      authCache.set(conn, header!);
+      return null;
+    });
+  };
+
+  /**
+   * Pipelined requests are admitted in order: a later request's check may end first (a cached
+   * password), but it goes on only after the earlier one was answered, so a refusal that closes
+   * the connection (`closing`) is seen before anything behind it is forwarded.
+   */
+  const admitted = new WeakMap<net.Socket, Promise<unknown>>();
+  const admitInOrder = (conn: ClientConnection, req: http.IncomingMessage): ReturnType<typeof admit> => {
+    const check = admit(conn, req);
+    const earlier = admitted.get(req.socket);
+    if (!earlier && !(check instanceof Promise)) return check;
+    const turn = Promise.all([earlier, check]).then(([, denied]) => denied);
+    admitted.set(req.socket, turn);
+    // The last one done, later requests on the connection go on at once again.
+    void turn.then(() => {
+      if (admitted.get(req.socket) === turn) admitted.delete(req.socket);
+    });
+    return turn;
   };
 
   const errorResponse = (res: http.ServerResponse, err: ProxyError, close: boolean, status = err.mapping.http): void => {
@@ -117,7 +127,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
       refuse(conn, broken);
       return errorResponse(res, broken, true);
     }
-    const denied = await admitInOrder(conn, req);
+    const verdict = admitInOrder(conn, req);
+    const denied = verdict instanceof Promise ? await verdict : verdict;
     // The client left while its password was checked, or an earlier request's refusal closes the connection.
     if (req.socket.destroyed || closing.has(req.socket)) return;
     if (denied) {
@@ -179,7 +190,8 @@ export function createHttpFrontEnd(ctx: ProxyContext): HttpFrontEnd {
     if (crowded) return answer(crowded, 431);
     const broken = brokenRule(req);
     if (broken) return answer(broken);
-    const denied = await admitInOrder(conn, req);
+    const verdict = admitInOrder(conn, req);
+    const denied = verdict instanceof Promise ? await verdict : verdict;
     if (socket.destroyed) return;
     if (closing.has(socket)) return void socket.end();
     if (denied) return answer(denied);
