@@ -134,6 +134,17 @@ describe('HTTP front end: RFC 9112 message rules', () => {
     assert.equal(originConnections, 0);
   });
 
+  test('a request straight after a body (no CRLF between) is served, in one piece or two', async () => {
+    seen.length = 0;
+    const post = `POST http://${T}/a HTTP/1.1\r\nHost: ${T}\r\nContent-Length: 3\r\n\r\nabc`;
+    const get = `GET http://${T}/b HTTP/1.1\r\nHost: ${T}\r\nConnection: close\r\n\r\n`;
+    for (const pieces of [[post + get], [post, get]]) {
+      const x = await send(pieces, 50);
+      assert.deepEqual(statuses(x.data), [200, 200], x.data.toString('latin1'));
+    }
+    assert.deepEqual(seen.map((s) => s.url), ['/a', '/b', '/a', '/b']);
+  });
+
   test('request lines are checked on every keep-alive request, after bodies, in any pieces', async () => {
     seen.length = 0;
     // Bodies that hold what looks like a request line, sized, chunked and large; the heads cut

@@ -56,20 +56,27 @@ export class RequestLineWatch {
     socket.prependListener('data', this.onData);
   }
 
-  /** Whether `req`'s request line arrived exactly as "METHOD SP target SP HTTP/x.y CRLF" at a line start. */
+  /** Whether `req`'s request line arrived exactly as "METHOD SP target SP HTTP/x.y CRLF". */
   sawRequestLine(req: http.IncomingMessage): boolean {
     // llhttp hands the target over byte for byte, as latin1.
     const line = Buffer.from(`${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`, 'latin1');
     const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    let found = -1;
     for (let at = buf.indexOf(line); at >= 0; at = buf.indexOf(line, at + 1)) {
-      if (at > 0 && buf[at - 1] !== 0x0a) continue;
-      const rest = buf.subarray(at + line.length);
-      this.chunks = rest.length > 0 ? [rest] : [];
-      this.held = rest.length;
-      this.reading = req;
-      return true;
+      if (found < 0) found = at;
+      // Preferred at a line start; but a request may also follow a body straight away (no CRLF
+      // after a Content-Length body), and the tap cannot tell where that body ended.
+      if (at === 0 || buf[at - 1] === 0x0a) {
+        found = at;
+        break;
+      }
     }
-    return false;
+    if (found < 0) return false;
+    const rest = buf.subarray(found + line.length);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.held = rest.length;
+    this.reading = req;
+    return true;
   }
 
   /** The socket became a tunnel: its bytes are no longer HTTP. */
