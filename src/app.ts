@@ -22,6 +22,7 @@ import { createHttpFrontEnd, type HttpFrontEnd } from './proxy/http/server';
 import { createMixedFrontEnd } from './proxy/mixed';
 import { handleSocks } from './proxy/socks/server';
 import { createTransparentFrontEnd } from './proxy/transparent';
+import { servedListeners } from './proxy/announce';
 import { feedConnectionEvents, type ConnectionSink } from './registry/kernel-feed';
 import { selectRelayEngine } from './relay/select';
 import { DefaultUpstreamConnector } from './upstream/connector';
@@ -81,7 +82,7 @@ export class ProxyApp {
 
   async start(): Promise<void> {
     try {
-      for (const l of this.config.listeners) await this.startListener(l);
+      for (const l of servedListeners(this.config)) await this.startListener(l);
     } catch (e) {
       await this.stop(0);
       throw e;
@@ -134,7 +135,7 @@ export class ProxyApp {
     this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
     this.log.level = next.log.level;
     this.tuner.reload(next.tuning.buffers);
-    const wanted = new Map(next.listeners.map((l) => [listenerIdentity(l), l]));
+    const wanted = new Map(servedListeners(next).map((l) => [listenerIdentity(l), l]));
     const keep: ProxyListener[] = [];
     for (const l of this.listeners) {
       const id = listenerIdentity(l.config);

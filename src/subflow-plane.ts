@@ -17,6 +17,7 @@ import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
 import { MssClamp } from './tuning/mss';
 import { TransparentRules } from './proxy/transparent';
+import { ClusterAnnounce } from './proxy/announce';
 
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
@@ -28,6 +29,8 @@ export class SubflowPlane {
   readonly mss: MssClamp;
   /** Transparent mode's TPROXY table and local route: kernel-wide, so here too. */
   readonly transparent: TransparentRules;
+  /** Cluster mode's C flag and announce endpoint: per namespace too. */
+  readonly announce: ClusterAnnounce;
   private sniffer: SubflowSniffer | null = null;
 
   constructor(
@@ -41,6 +44,7 @@ export class SubflowPlane {
     this.steering = SteeringEngine.provision(config.steering, this.registry, log, this.kstate, { metrics: metrics.registry });
     this.mss = new MssClamp(config.tuning, log, this.kstate);
     this.transparent = new TransparentRules(config, log, this.kstate);
+    this.announce = new ClusterAnnounce(config, log, this.kstate);
   }
 
   /**
@@ -51,6 +55,8 @@ export class SubflowPlane {
   async start(): Promise<void> {
     const removed = await this.kstate.adopt();
     if (removed.length > 0) this.log.warn('kernel state: removed what an earlier run left', { removed });
+    // First: its start checks refuse a bad announce address before anything else is installed.
+    await this.announce.start();
     await this.startKernelView();
     if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.registry, this.log);
     if (this.steering.active) await this.steering.start();
@@ -73,6 +79,7 @@ export class SubflowPlane {
     await this.steering.reload(next.steering);
     await this.mss.reload(next.tuning);
     await this.transparent.reload(next);
+    await this.announce.reload(next);
     this.config = next;
   }
 

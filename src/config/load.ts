@@ -30,6 +30,8 @@ export const RUN_FLAGS = {
   relay: { type: 'string', help: 'relay engine: auto | splice | stream' },
   sniff: { type: 'string', multiple: true, help: 'client-facing interface to watch with the pcap subflow sniffer (repeatable)' },
   'no-mptcp': { type: 'boolean', help: 'listen with plain TCP' },
+  instance: { type: 'string', help: "this instance's name, the instance label on every metric (default: the host name)" },
+  'cluster-announce': { type: 'string', help: "cluster mode behind an L4 load balancer: this instance's own address, announced so clients join it (C flag set)" },
   workers: { type: 'string', help: 'worker processes sharing the ports: N or auto (one per core); default 1' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -111,6 +113,8 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags.relay) sub('relay').engine = flags.relay;
   if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
   if (flags['transparent-interface']) sub('transparent').interfaces = flags['transparent-interface'];
+  if (flags.instance) raw.instance = flags.instance;
+  if (flags['cluster-announce']) sub('cluster').announce = flags['cluster-announce'];
   if (flags.workers) raw.workers = flags.workers === 'auto' ? 'auto' : intFlag('workers', flags.workers);
   return validateConfig(raw);
 }

@@ -4,10 +4,10 @@
  */
 import net from 'node:net';
 import os from 'node:os';
-import { CidrSet, parseEndpoint, type HostPort } from '../core/address';
+import { CidrSet, normalizeIpLiteral, parseEndpoint, type HostPort } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
-import { bool, cidrs, int, interfaceNames, isObject, oneOf, onlyKeys, Reader, section, type Raw } from './validate';
+import { bool, cidrs, int, interfaceNames, ip, isObject, oneOf, onlyKeys, Reader, section, str, type Raw } from './validate';
 
 /** transparent: takes only traffic redirected by TPROXY (see TransparentConfig); never a proxy port. */
 /** convert: the RFC 8803 Transport Converter (src/proxy/convert), TCP Fast Open on its socket. */
@@ -64,7 +64,19 @@ export interface TuningConfig {
   mssInterfaces: string[];
 }
 
+/** Scale-out behind an L4 load balancer (src/proxy/announce.ts, docs/scale-out.md). */
+export interface ClusterConfig {
+  /**
+   * This instance's own unicast address, announced (ADD_ADDR) to every client: with the C flag
+   * set, clients send their joins here instead of to the load balancer's shared address. null = off.
+   */
+  announce: string | null;
+}
+
 export interface Config {
+  /** This instance's name: the `instance` label on every metric. */
+  instance: string;
+  cluster: ClusterConfig;
   /** Worker processes sharing the listening ports (SO_REUSEPORT); 1 = a single process. */
   workers: number;
   listeners: ListenerConfig[];
@@ -127,6 +139,8 @@ export interface Config {
 }
 
 export const DEFAULTS: Config = {
+  instance: os.hostname(),
+  cluster: { announce: null },
   workers: 1,
   listeners: [
     { name: 'http', protocol: 'http', host: '127.0.0.1', port: 3128, mptcp: true },
@@ -250,6 +264,29 @@ function transparentSection(t: Raw, r: Reader): TransparentConfig {
   return { interfaces: interfaceNames(t, 'interfaces', r), rules: bool(t, 'rules', DEFAULTS.transparent.rules, r) };
 }
 
+const UNROUTABLE = new CidrSet(['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '224.0.0.0/3', '::/128', '::1/128', 'fe80::/10', 'ff00::/8']);
+
+function clusterSection(c: Raw, r: Reader): ClusterConfig {
+  onlyKeys(c, ['announce'], r);
+  const announce = ip(c, 'announce', r);
+  if (announce === undefined) return { ...DEFAULTS.cluster };
+  // Clients join it from their other paths: it must be a unicast address they can route to.
+  if (UNROUTABLE.has(announce)) r.at('announce').fail(`"${announce}" is not a unicast address clients can reach (loopback, link-local, multicast or unspecified)`);
+  // One spelling, the kernel's (as `ip` and getifaddrs print it), for comparisons at start.
+  const plain = normalizeIpLiteral(announce) ?? announce;
+  return { announce: net.isIPv6(plain) ? new net.SocketAddress({ address: plain, family: 'ipv6' }).address : plain };
+}
+
+/** Joins to the announced address go to the connection's port: each listener needs a fixed one. */
+function checkCluster(c: Config): void {
+  const announce = c.cluster.announce;
+  if (announce === null) return;
+  for (const l of c.listeners) {
+    if (!l.mptcp) continue;
+    if (l.port === 0) throw new ConfigError(`cluster.announce: listener ${l.name} has no fixed port (joins to ${announce} come to the connection's port)`);
+  }
+}
+
 function tuningSection(t: Raw, r: Reader): TuningConfig {
   const d = DEFAULTS.tuning;
   onlyKeys(t, ['buffers', 'mssClamp', 'mssInterfaces'], r);
@@ -276,7 +313,7 @@ export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', 'transparent', ...STEERING_KEYS], root);
+  onlyKeys(raw, ['instance', 'cluster', 'workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', 'transparent', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -315,7 +352,12 @@ export function validateConfig(input: unknown): Config {
   let workers = d.workers;
   if (raw.workers === 'auto') workers = os.availableParallelism();
   else if (raw.workers !== undefined) workers = int(raw, 'workers', d.workers, root, 1, 256);
+  const instance = str(raw, 'instance', root) ?? d.instance;
+  // A Prometheus label value: printable, bounded.
+  if (!/^[\w.:@-]{1,64}$/.test(instance)) root.at('instance').fail('must be 1..64 of letters, digits, _ . : @ -');
   const config: Config = {
+    instance,
+    cluster: clusterSection(section(raw, 'cluster', root), root.at('cluster')),
     workers,
     listeners: listeners(raw.listeners, root.at('listeners')),
     access: {
@@ -356,6 +398,7 @@ export function validateConfig(input: unknown): Config {
     transparent: transparentSection(section(raw, 'transparent', root), root.at('transparent')),
   };
   checkTransparent(config);
+  checkCluster(config);
   checkNoOpenProxy(config);
   return config;
 }

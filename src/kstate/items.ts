@@ -2,10 +2,12 @@
  * The kinds of kernel state the proxy owns, each with how to remove it and how to find it by
  * ownership alone (names, handles, owned ranges) when no journal says it exists. Inner state
  * (HTB classes and filters, nft map elements, endpoint backup flags) lives inside these and goes
- * with them. The proxy sets no sysctls while it runs (`doctor --fix` is the operator's one-off
- * command, and the systemd unit makes /proc/sys read-only), so there is no sysctl kind.
+ * with them. The one sysctl the proxy sets while it runs is cluster mode's
+ * net.mptcp.allow_join_initial_addr_port (per namespace); everything else is `doctor --fix`, the
+ * operator's one-off command.
  */
 import { buildLimits, getLimits, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listIfbLinks, listOwnedTables, listRules, removeEndpoint, removeLink, removeSlotRouting, type MptcpLimits } from '../sys/iproute';
+import { readSysctl, writeSysctl } from '../sys/sysctl';
 import { NFT_FAMILY, NFT_TABLE, listTables, nftDeleteTable } from '../sys/nft';
 import { IFB_PREFIX, forgetLinks, listOwnedIngress, listRootQdiscs, removeIngress, removeOwnedRoot, rootOwner } from '../sys/tc';
 
@@ -21,7 +23,9 @@ export type KernelItem =
   | { kind: 'route-slot'; table: number; v6: boolean }
   | { kind: 'endpoint'; id: number; address: string }
   /** The path manager's limits, raised by the proxy: `original` is what it found before the first change. */
-  | { kind: 'mptcp-limits'; original: MptcpLimits };
+  | { kind: 'mptcp-limits'; original: MptcpLimits }
+  /** A per-namespace sysctl the proxy set: `original` is the value it found before the first change. */
+  | { kind: 'sysctl'; key: string; original: string };
 
 export type KernelItemKind = KernelItem['kind'];
 
@@ -29,9 +33,10 @@ export type KernelItemKind = KernelItem['kind'];
  * The one removal order. Packets stop being marked, classified and diverted first (nft); an
  * ingress redirect goes before the IFB it points at (a redirect to a missing device drops all
  * that arrives); HTB roots before their IFBs; routing after the marks that select it; endpoints;
- * the limits last, restored to the original once nothing of ours needs them.
+ * the limits, restored to the original once nothing of ours needs them; sysctls last (the C flag
+ * keeps clients off the initial address until the endpoint announcing the other one is gone).
  */
-export const REMOVE_ORDER: readonly KernelItemKind[] = ['nft-table', 'ingress', 'root-qdisc', 'ifb', 'route-slot', 'endpoint', 'mptcp-limits'];
+export const REMOVE_ORDER: readonly KernelItemKind[] = ['nft-table', 'ingress', 'root-qdisc', 'ifb', 'route-slot', 'endpoint', 'mptcp-limits', 'sysctl'];
 
 /** Identity: one item per key (the journal's, the logs' and `cleanup`'s name for it). */
 export function itemKey(i: KernelItem): string {
@@ -50,6 +55,8 @@ export function itemKey(i: KernelItem): string {
       return `endpoint ${i.id}`;
     case 'mptcp-limits':
       return 'mptcp limits';
+    case 'sysctl':
+      return `sysctl ${i.key}`;
   }
 }
 
@@ -57,6 +64,7 @@ export function itemKey(i: KernelItem): string {
 export function itemLabel(i: KernelItem): string {
   if (i.kind === 'endpoint') return `endpoint ${i.id} ${i.address}`;
   if (i.kind === 'mptcp-limits') return `mptcp limits subflows ${i.original.subflows} add_addr_accepted ${i.original.addAddrAccepted} (restored)`;
+  if (i.kind === 'sysctl') return `sysctl ${i.key}=${i.original} (restored)`;
   return itemKey(i);
 }
 
@@ -84,12 +92,18 @@ export async function removeItem(i: KernelItem): Promise<boolean> {
       await ipBatch([buildLimits(i.original)]);
       return true;
     }
+    case 'sysctl': {
+      if (readSysctl(i.key) === i.original) return false;
+      writeSysctl(i.key, i.original);
+      return true;
+    }
   }
 }
 
 /**
  * Everything of a kind found by ownership: what a crashed run left when its journal is gone or
- * predates it. The limits' original value cannot be seen in the kernel: only the journal has it.
+ * predates it. The limits' and sysctls' original values cannot be seen in the kernel: only the
+ * journal has them.
  */
 export async function scanKind(kind: KernelItemKind): Promise<KernelItem[]> {
   switch (kind) {
@@ -112,6 +126,7 @@ export async function scanKind(kind: KernelItemKind): Promise<KernelItem[]> {
     case 'endpoint':
       return (await listEndpoints()).filter((e) => isOwnedEndpointId(e.id)).map((e) => ({ kind, id: e.id, address: e.address }));
     case 'mptcp-limits':
+    case 'sysctl':
       return [];
   }
 }

@@ -6,7 +6,7 @@
  * What it installs is written to a journal BEFORE the kernel is changed, so a SIGKILL at any
  * point leaves a record that covers everything in the kernel: at worst it names an item that
  * never got there, and removal is idempotent. The journal also keeps what only it can know: the
- * original MPTCP limits. It lives in the run directory (systemd's RuntimeDirectory, else
+ * original MPTCP limits and sysctl values. It lives in the run directory (systemd's RuntimeDirectory, else
  * /run/mptcp-proxy), in a directory per network namespace (its cookie, never reused during a
  * boot), one file per process, and is gone after a clean stop. Owned names (table prefix, qdisc
  * handle, IFB prefix, rule/table and endpoint ranges) are scanned as well, for a journal that is
@@ -215,8 +215,8 @@ export class KernelState {
       fs.renameSync(`${this.file}.tmp`, this.file);
       this.persistFailed = false;
     } catch (e) {
-      // Owned names still find most of it after a crash; the original limits would be lost.
-      if (!this.persistFailed) this.log.warn('kernel state: journal not written; a crash would lose the original MPTCP limits', { file: this.file, error: (e as Error).message });
+      // Owned names still find most of it after a crash; the original limits and sysctls would be lost.
+      if (!this.persistFailed) this.log.warn('kernel state: journal not written; a crash would lose the original MPTCP limits and sysctls', { file: this.file, error: (e as Error).message });
       this.persistFailed = true;
     }
   }

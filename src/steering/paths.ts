@@ -15,7 +15,7 @@ import net from 'node:net';
 import type { PolicyConfig, UplinkConfig } from '../config/steering';
 import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
-import { OWN_ENDPOINT_BASE, buildEndpointAdd, buildEndpointBackup, buildLimits, buildUplinkRouting, getLimits, ipBatch, isOwnedEndpointId, listEndpoints, slotTable } from '../sys/iproute';
+import { ANNOUNCE_ENDPOINT_ID, OWN_ENDPOINT_BASE, buildEndpointAdd, buildEndpointBackup, buildLimits, buildUplinkRouting, getLimits, ipBatch, isOwnedEndpointId, listEndpoints, slotTable } from '../sys/iproute';
 
 /** Client path count assumed when sizing the limit (a phone: Wi-Fi + cellular). */
 export const ASSUMED_CLIENT_PATHS = 2;
@@ -89,7 +89,7 @@ export class PathManager {
         continue;
       }
       while (this.endpoints.has(next)) next++;
-      if (next >= UPLINK_ENDPOINT_BASE) break;
+      if (next >= ANNOUNCE_ENDPOINT_ID) break;
       // No signal/subflow flag: the endpoint only carries the backup flag for that address.
       await this.addEndpoint(next, addr, [], undefined);
     }

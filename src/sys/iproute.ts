@@ -12,8 +12,12 @@ export const OWN_BASE = 0x4d50;
 export const OWN_SPAN = 64;
 /** Routing marks: OWN_MARK_BASE | (slot+1). */
 export const OWN_MARK_BASE = 0x4d500000;
-/** MPTCP endpoint ids OWN_ENDPOINT_BASE .. 255 are ours. */
+/**
+ * MPTCP endpoint ids OWN_ENDPOINT_BASE .. 255 are ours: backup-policy endpoints from the base,
+ * cluster mode's announce endpoint at ANNOUNCE_ENDPOINT_ID, uplinks' signal endpoints above it.
+ */
 export const OWN_ENDPOINT_BASE = 192;
+export const ANNOUNCE_ENDPOINT_ID = OWN_ENDPOINT_BASE + 31;
 
 export const isOwnedPref = (p: number): boolean => p > OWN_BASE && p <= OWN_BASE + OWN_SPAN;
 export const isOwnedTable = (t: number): boolean => isOwnedPref(t);
