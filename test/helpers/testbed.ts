@@ -114,6 +114,8 @@ export interface StartProxyOptions {
   env?: NodeJS.ProcessEnv;
   /** Run the client-facing process under mptcpize (not needed: the proxy makes MPTCP sockets). */
   argvPrefix?: string[];
+  /** The namespace to run in (default the proxy's; another instance's from addNamespace). */
+  ns?: Role | string;
 }
 
 const LISTEN_FLAGS = new Set(['--http', '--socks', '--mixed', '--convert', '--metrics']);
@@ -165,6 +167,8 @@ export class Testbed {
   /** Temporary directory for unix sockets and files; removed by destroy(). */
   readonly tmpDir: string;
   private readonly procs = new Set<ChildProcess>();
+  /** Namespaces added by addNamespace(), removed with the others. */
+  private readonly extraNs: string[] = [];
   private readonly bridges = new Map<string, Promise<string>>();
   private destroyed = false;
 
@@ -221,7 +225,26 @@ export class Testbed {
   }
 
   private namespaces(): string[] {
-    return [this.ns.client, this.ns.proxy, this.ns.server, ...(this.ns.router ? [this.ns.router] : [])];
+    return [this.ns.client, this.ns.proxy, this.ns.server, ...(this.ns.router ? [this.ns.router] : []), ...this.extraNs];
+  }
+
+  /**
+   * One more namespace (e.g. a second proxy instance), set up like the others (rp_filter off,
+   * MPTCP on, lo up) and removed by destroy(); the test links it. Returns its name.
+   */
+  async addNamespace(role: string): Promise<string> {
+    const n = `mpx-${role}-${this.id}`;
+    await mustRun(['ip', 'netns', 'add', n]);
+    this.extraNs.push(n);
+    await this.prepareNamespace(n);
+    return n;
+  }
+
+  private async prepareNamespace(n: string): Promise<void> {
+    // rp_filter off before any interface exists, so every new interface inherits it: replies
+    // and joins arrive on a path other than the one the route to their source points at.
+    await this.sysctl(n, { 'net.ipv4.conf.all.rp_filter': 0, 'net.ipv4.conf.default.rp_filter': 0, 'net.mptcp.enabled': 1 });
+    await this.ipBatch(n, ['link set lo up']);
   }
 
   private async ipBatch(ns: string, lines: string[]): Promise<void> {
@@ -240,10 +263,7 @@ export class Testbed {
     const { ns, addr: a, ifaces: i, octet: o } = this;
     for (const n of this.namespaces()) {
       await mustRun(['ip', 'netns', 'add', n]);
-      // rp_filter off before any interface exists, so every new interface inherits it: replies
-      // and joins arrive on a path other than the one the route to their source points at.
-      await this.sysctl(n, { 'net.ipv4.conf.all.rp_filter': 0, 'net.ipv4.conf.default.rp_filter': 0, 'net.mptcp.enabled': 1 });
-      await this.ipBatch(n, ['link set lo up']);
+      await this.prepareNamespace(n);
     }
     // Client-side peers: the proxy directly, or the router.
     const near = ns.router ?? ns.proxy;
@@ -429,7 +449,8 @@ export class Testbed {
 
   /** Run the proxy CLI inside the proxy namespace. */
   async startProxy(args: string[], opts: StartProxyOptions = {}): Promise<ProxyHandle> {
-    const child = this.spawn('proxy', [...(opts.argvPrefix ?? []), process.execPath, CLI_ENTRY, ...args], { env: opts.env });
+    const ns = opts.ns ?? 'proxy';
+    const child = this.spawn(ns, [...(opts.argvPrefix ?? []), process.execPath, CLI_ENTRY, ...args], { env: opts.env });
     const logs: ProxyLogLine[] = [];
     const waiters: { pred: (l: ProxyLogLine) => boolean; resolve: (l: ProxyLogLine) => void }[] = [];
     let stderr = '';
@@ -489,7 +510,7 @@ export class Testbed {
       const exitedEarly = closed.then(() => true);
       for (const l of handle.listens) {
         for (;;) {
-          if (await this.listening('proxy', l.port)) break;
+          if (await this.listening(ns, l.port)) break;
           const early = await Promise.race([exitedEarly, sleep(50).then(() => false)]);
           if (early) throw new Error(`proxy exited before ${l.flag} ${l.host}:${l.port} listened: code ${child.exitCode}; stderr:\n${stderr}`);
           if (Date.now() > deadline) {

@@ -1,0 +1,207 @@
+/**
+ * Cluster mode behind an L4 load balancer, in namespaces:
+ *
+ *   CLIENT ==path1== LB (nft DNAT of the VIP, jhash of saddr.sport mod 2) ==== A (testbed proxy) --- SERVER
+ *          ==path2==                                                     ==== B (added namespace) --/
+ *
+ * Each instance has a backend address (the DNAT target, on its first link) and an announce
+ * address (on its second link), both routed by the LB, which forwards by destination only. A
+ * client's join leaves from path2: without cluster mode it goes to the VIP, is hashed anew and
+ * half the time reaches the other instance, which has no such token and resets it; with
+ * `--cluster-announce` the C flag keeps clients off the VIP and each instance's ADD_ADDR sends
+ * the join straight to it. Kernel counters per instance (MPJoinAckRx, MPJoinNoTokenFound) and the
+ * proxies' connection lines say where the joins went. Then a SIGKILLed instance leaves its C flag
+ * and endpoint behind, and a restart + SIGTERM restores its namespace to the snapshot from before.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { curl, connectionLogFor, type CurlResult, type ProxyKind } from '../helpers/clients';
+import { diff, snapshot } from '../helpers/kernel-snapshot';
+import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { patternSha256 } from '../helpers/pattern';
+import { createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
+
+const CONNECTIONS = 20;
+const BYTES = 400_000;
+/** Paced so every connection lives ~1 s: time for its join to come up (or be reset). */
+const KBPS = 400;
+const HTTP_PORT = 3128;
+const SOCKS_PORT = 1080;
+const C_FLAG = 'net.mptcp.allow_join_initial_addr_port';
+
+interface Instance {
+  name: 'A' | 'B';
+  ns: string;
+  /** The DNAT target. */
+  backend: string;
+  announce: string;
+  /** Where its listeners bind: A a specific address (joins need the twin listener), B the wildcard. */
+  listen: string;
+}
+
+type Counters = Record<string, number>;
+
+interface Round {
+  results: CurlResult[];
+  lines: { instance: string; line: ProxyLogLine }[];
+  counters: Record<string, Counters>;
+}
+
+describe('cluster mode: instances behind an nftables jhash load balancer', { timeout: 300_000 }, () => {
+  let tb: Testbed;
+  let srv: LegacyServer;
+  let vip: string;
+  let inst: Instance[];
+
+  before(async () => {
+    tb = await createTestbed({ router: true, shapeMbit: 0 });
+    const o = tb.octet;
+    const a = tb.addr;
+    const rtr = tb.ns.router!;
+    vip = `10.${o}.100.1`;
+    const nsB = await tb.addNamespace('prxb');
+    inst = [
+      { name: 'A', ns: tb.ns.proxy, backend: a.proxy1, announce: a.proxy2, listen: a.proxy1 },
+      { name: 'B', ns: nsB, backend: `10.${o}.13.2`, announce: `10.${o}.14.2`, listen: '0.0.0.0' },
+    ];
+    const ip = (ns: string, lines: string[]): Promise<unknown> => tb.exec(ns, ['ip', '-batch', '-'], { input: lines.join('\n') + '\n' }).then((r) => assert.equal(r.code, 0, r.stderr));
+    // The testbed's router sends all of path2 to its one proxy; a load balancer routes by destination.
+    await ip(rtr, ['rule del pref 100']);
+    // B: two links to the LB (backend, announce) and one to the server, which answers on its usual address.
+    await ip(rtr, [
+      'link add r5 type veth peer name b1 netns ' + nsB,
+      'link add r6 type veth peer name b2 netns ' + nsB,
+      `addr add 10.${o}.13.1/24 dev r5`,
+      `addr add 10.${o}.14.1/24 dev r6`,
+      'link set r5 up',
+      'link set r6 up',
+    ]);
+    await ip(nsB, [
+      `link add bs type veth peer name s1 netns ${tb.ns.server}`,
+      `addr add 10.${o}.13.2/24 dev b1`,
+      `addr add 10.${o}.14.2/24 dev b2`,
+      `addr add 10.${o}.4.1/24 dev bs`,
+      'link set b1 up',
+      'link set b2 up',
+      'link set bs up',
+      `route add ${a.path1Subnet} via 10.${o}.13.1 dev b1`,
+      `route add ${a.path2Subnet} via 10.${o}.14.1 dev b2`,
+      `route add ${a.server}/32 via 10.${o}.4.2 dev bs`,
+      'mptcp limits set subflows 4 add_addr_accepted 4',
+    ]);
+    await ip(tb.ns.server, [`addr add 10.${o}.4.2/24 dev s1`, 'link set s1 up']);
+    // The VIP: new connections hashed over the two backends; conntrack keeps each flow on its pick.
+    await tb.nft(
+      'router',
+      `table ip mpx_lb {
+  chain pre {
+    type nat hook prerouting priority dstnat;
+    ip daddr ${vip} tcp dport { ${HTTP_PORT}, ${SOCKS_PORT} } dnat to jhash ip saddr . tcp sport mod 2 map { 0 : ${inst[0]!.backend}, 1 : ${inst[1]!.backend} }
+  }
+}
+`,
+    );
+    srv = await startLegacyServer(tb);
+  });
+
+  after(async () => {
+    if (tb) await tb.destroy();
+  });
+
+  /** The kernel's MPTCP counters of a namespace (/proc/net/netstat is per namespace). */
+  const mptcpCounters = async (ns: string): Promise<Counters> => {
+    const r = await tb.exec(ns, ['cat', '/proc/net/netstat']);
+    const rows = r.stdout.split('\n').filter((l) => l.startsWith('MPTcpExt:'));
+    const names = rows[0]!.split(/\s+/).slice(1);
+    const values = rows[1]!.split(/\s+/).slice(1).map(Number);
+    return Object.fromEntries(names.map((n, i) => [n, values[i]!]));
+  };
+
+  const start = (i: Instance, cluster: boolean, env: NodeJS.ProcessEnv = process.env): Promise<ProxyHandle> =>
+    tb.startProxy(
+      [
+        '--http', `${i.listen}:${HTTP_PORT}`,
+        '--socks', `${i.listen}:${SOCKS_PORT}`,
+        '--allow-client', tb.cidr,
+        '--instance', i.name,
+        '--log-format', 'json',
+        ...(cluster ? ['--cluster-announce', i.announce] : []),
+      ],
+      { ns: i.ns, env },
+    );
+
+  const round = async (cluster: boolean): Promise<Round> => {
+    const proxies = await Promise.all(inst.map((i) => start(i, cluster)));
+    try {
+      const before = await Promise.all(inst.map((i) => mptcpCounters(i.ns)));
+      const kinds: ProxyKind[] = ['connect', 'socks5h'];
+      const results = await Promise.all(
+        Array.from({ length: CONNECTIONS }, (_, n) => {
+          const kind = kinds[n % 2]!;
+          return curl(tb, { url: srv.url(`/bytes/${BYTES}?seed=${n + 1}&kBps=${KBPS}`), proxy: { kind, host: vip, port: kind === 'connect' ? HTTP_PORT : SOCKS_PORT }, timeoutMs: 30_000 });
+        }),
+      );
+      const lines = await Promise.all(
+        results.map((r) => Promise.any(proxies.map((p, k) => connectionLogFor(p, r, 5_000).then((line) => ({ instance: inst[k]!.name, line }))))),
+      );
+      const afterC = await Promise.all(inst.map((i) => mptcpCounters(i.ns)));
+      const counters = Object.fromEntries(inst.map((i, k) => [i.name, Object.fromEntries(Object.keys(afterC[k]!).map((n) => [n, afterC[k]![n]! - (before[k]![n] ?? 0)]))]));
+      results.forEach((r, n) => {
+        assert.equal(r.exitCode, 0, `curl ${n}: ${r.stderr}`);
+        assert.equal(r.sha256, patternSha256(n + 1, BYTES), `curl ${n}: body differs`);
+      });
+      return { results, lines, counters };
+    } finally {
+      for (const p of proxies) assert.equal((await p.stop(10_000)).code, 0);
+    }
+  };
+
+  const summary = (r: Round): string => {
+    const per = inst.map((i) => {
+      const c = r.counters[i.name]!;
+      const served = r.lines.filter((l) => l.instance === i.name).length;
+      return `${i.name}: ${served} connections, joins SYN ${c.MPJoinSynRx} established ${c.MPJoinAckRx} no-token ${c.MPJoinNoTokenFound}`;
+    });
+    const two = r.lines.filter((l) => l.line.subflows === 2).length;
+    return `${two}/${r.lines.length} connections with 2 subflows; ${per.join('; ')}`;
+  };
+  const sum = (r: Round, counter: string): number => inst.reduce((n, i) => n + (r.counters[i.name]![counter] ?? 0), 0);
+
+  test('without cluster mode, joins sent to the VIP are hashed to the other instance and reset', async (t) => {
+    const r = await round(false);
+    t.diagnostic(summary(r));
+    assert.ok(sum(r, 'MPJoinNoTokenFound') > 0, `no join reached the wrong instance: ${summary(r)}`);
+    assert.ok(r.lines.some((l) => l.line.subflows === 1), `every connection aggregated: ${summary(r)}`);
+  });
+
+  test('with --cluster-announce, every join lands on the instance that holds its connection', async (t) => {
+    const r = await round(true);
+    t.diagnostic(summary(r));
+    for (const i of inst) assert.ok(r.lines.some((l) => l.instance === i.name), `instance ${i.name} got no connection: ${summary(r)}`);
+    assert.equal(sum(r, 'MPJoinNoTokenFound'), 0, `joins reached the wrong instance: ${summary(r)}`);
+    assert.equal(sum(r, 'MPJoinAckRx'), CONNECTIONS, `one established join per connection: ${summary(r)}`);
+    for (const { instance, line } of r.lines) assert.equal(line.subflows, 2, `instance ${instance}: ${JSON.stringify(line)}`);
+  });
+
+  test('SIGKILL an instance in cluster mode: the restart takes its C flag and endpoint back, SIGTERM restores the namespace', async () => {
+    const b = inst[1]!;
+    const baseline = await snapshot(tb, b.ns);
+    const sysctl = async (): Promise<string> => (await tb.exec(b.ns, ['sysctl', '-n', C_FLAG])).stdout.trim();
+    const endpoints = async (): Promise<string> => (await tb.exec(b.ns, ['ip', 'mptcp', 'endpoint', 'show'])).stdout;
+    assert.equal(await sysctl(), '1');
+    const first = await start(b, true);
+    assert.equal(await sysctl(), '0');
+    assert.match(await endpoints(), new RegExp(`${b.announce.replaceAll('.', '\\.')} id \\d+ signal`));
+    first.proc.kill('SIGKILL');
+    assert.equal((await first.exited).signal, 'SIGKILL');
+    // The crash left both in the kernel.
+    assert.equal(await sysctl(), '0');
+    assert.match(await endpoints(), /signal/);
+    const second = await start(b, true);
+    const adopted = await second.waitForLog((l) => l.message === 'kernel state: removed what an earlier run left');
+    assert.ok((adopted.removed as string[]).some((x) => x.startsWith(`sysctl ${C_FLAG}=1`)), JSON.stringify(adopted));
+    assert.equal(await sysctl(), '0');
+    assert.equal((await second.stop(10_000)).code, 0);
+    assert.deepEqual(diff(baseline, await snapshot(tb, b.ns)), []);
+  });
+});
