@@ -281,6 +281,9 @@ function clusterSection(c: Raw, r: Reader): ClusterConfig {
 function checkCluster(c: Config): void {
   const announce = c.cluster.announce;
   if (announce === null) return;
+  const uplink = c.steering.uplinks.find((u) => u.signal && u.source === announce);
+  // The kernel takes one endpoint per address: the uplink's would fail beside the announce one.
+  if (uplink) throw new ConfigError(`cluster.announce ${announce} is uplink ${uplink.name}'s source, which steering already announces: drop one`);
   for (const l of c.listeners) {
     if (!l.mptcp) continue;
     if (l.port === 0) throw new ConfigError(`cluster.announce: listener ${l.name} has no fixed port (joins to ${announce} come to the connection's port)`);
