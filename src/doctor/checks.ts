@@ -5,9 +5,9 @@
  */
 import net from 'node:net';
 import type { Config } from '../config/schema';
-import { slotTable, TPROXY_MARK, TPROXY_SLOT, type Endpoint, type MptcpLimits, type RuleEntry } from '../sys/iproute';
+import { ANNOUNCE_ENDPOINT_ID, slotTable, TPROXY_MARK, TPROXY_SLOT, type Endpoint, type MptcpLimits, type RuleEntry } from '../sys/iproute';
 import type { FeatureState, ProbeResult } from '../sys/kernel-features';
-import { sysctlIfName } from '../sys/sysctl';
+import { C_FLAG_SYSCTL, sysctlIfName } from '../sys/sysctl';
 
 export type CheckStatus = 'pass' | 'fail' | 'warn' | 'skip';
 
@@ -45,6 +45,8 @@ export interface DoctorFacts {
   mptcpSocket: ProbeResult;
   /** Transparent mode's kernel needs, tried; null when the config has no transparent listener. */
   transparent: TransparentFacts | null;
+  /** Cluster mode's needs; null when cluster.announce is not configured. */
+  cluster: ClusterFacts | null;
   /** CapEff of the doctor process. */
   capEff: bigint | null;
   /** Why a fact is missing, by fact name. */
@@ -66,8 +68,19 @@ export interface TransparentFacts {
   routing: { family: 4 | 6; atSlot: RuleEntry[]; trial: ProbeResult | null }[] | null;
 }
 
+export interface ClusterFacts {
+  /** The interface that has the announce address; null when no interface here has it. */
+  device: string | null;
+  /** net.mptcp.allow_join_initial_addr_port now; null when the kernel has no such key. */
+  cFlag: string | null;
+  /** Writing its current value back (changes nothing): can the proxy set it at start? */
+  cFlagWritable: ProbeResult;
+  /** rp_filter in effect on that interface: max(all, interface); null when unreadable. */
+  rpFilter: number | null;
+}
+
 export interface DoctorInput {
-  config: Pick<Config, 'listeners' | 'steering' | 'transparent'>;
+  config: Pick<Config, 'listeners' | 'steering' | 'transparent' | 'cluster'>;
   /** Bandwidth of each path in Mbit/s and the largest path RTT, for the buffer check. */
   pathMbit: number[];
   maxRttMs: number | null;
@@ -91,7 +104,7 @@ const K = {
   wmem: 'net.ipv4.tcp_wmem',
   rpAll: 'net.ipv4.conf.all.rp_filter',
 } as const;
-const rpKey = (ifname: string): string => `net.ipv4.conf.${sysctlIfName(ifname)}.rp_filter`;
+export const rpKey = (ifname: string): string => `net.ipv4.conf.${sysctlIfName(ifname)}.rp_filter`;
 
 /** Interfaces that carry subflows: configured uplinks and MPTCP endpoint devices. */
 export function multipathInterfaces(config: DoctorInput['config'], endpoints: readonly Endpoint[] | null): string[] {
@@ -339,6 +352,54 @@ export function checkTproxyRouting(f: DoctorFacts): CheckResult {
   return result('tproxy-routing', title, 'pass', `fwmark 0x${TPROXY_MARK.toString(16)} → table ${pref} (local route): ${how}`);
 }
 
+/**
+ * Cluster mode (cluster.announce): the C flag the proxy sets at start (or finds set), the
+ * announce address on this host with no foreign non-signal endpoint in the way, a subflow limit
+ * that accepts the join, and no strict rp_filter where joins arrive (clients join from their
+ * other path, whose route back may leave elsewhere).
+ */
+export function checkCluster(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'cluster mode (C flag, announce endpoint, limits, rp_filter)';
+  const announce = input.config.cluster.announce;
+  const c = f.cluster;
+  if (announce === null || !c) return result('cluster', title, 'skip', 'cluster.announce not configured');
+  const fails: string[] = [];
+  const fix: string[] = [];
+  const sysctls: Record<string, string> = {};
+  const ok: string[] = [];
+  if (c.cFlag === null) {
+    fails.push(`${C_FLAG_SYSCTL} does not exist: the kernel cannot send the C flag`);
+    fix.push('boot Linux 5.18 or later');
+  } else if (c.cFlag === '0') ok.push('C flag set');
+  else if (c.cFlagWritable.ok) ok.push('C flag: the proxy sets it at start');
+  else {
+    fails.push(`${C_FLAG_SYSCTL} = ${c.cFlag} and the proxy cannot change it (${c.cFlagWritable.error})`);
+    sysctls[C_FLAG_SYSCTL] = '0';
+    fix.push(...sysctlCommand({ [C_FLAG_SYSCTL]: '0' }), `echo '${C_FLAG_SYSCTL} = 0' > /etc/sysctl.d/90-mptcp-proxy-cluster.conf   # before the proxy starts; it then leaves it as it is`);
+  }
+  if (c.device === null) {
+    fails.push(`${announce} is not an address of this host`);
+    fix.push(`ip addr add ${announce}/${announce.includes(':') ? 128 : 32} dev <interface clients reach>`);
+  }
+  const foreign = f.endpoints?.find((e) => e.address === announce && e.id !== ANNOUNCE_ENDPOINT_ID);
+  if (foreign && !foreign.flags.includes('signal')) {
+    fails.push(`endpoint id ${foreign.id} holds ${announce} without "signal": the proxy cannot announce it`);
+    fix.push(`ip mptcp endpoint delete id ${foreign.id}`);
+  } else ok.push(foreign ? `announced by endpoint id ${foreign.id}` : f.endpoints?.some((e) => e.id === ANNOUNCE_ENDPOINT_ID) ? `announced (endpoint id ${ANNOUNCE_ENDPOINT_ID})` : `endpoint id ${ANNOUNCE_ENDPOINT_ID} signal added at start`);
+  if (f.limits && f.limits.subflows < 1) {
+    fails.push('subflows limit 0: every join is reset');
+    fix.push(`ip mptcp limits set subflows 2 add_addr_accepted ${f.limits.addAddrAccepted}`);
+  } else if (f.limits) ok.push(`subflows ${f.limits.subflows}`);
+  if (c.device !== null && c.rpFilter === 1) {
+    fails.push(`strict rp_filter on ${c.device}: joins whose way back leaves by another interface are dropped`);
+    const s = { [rpKey(c.device)]: '2', ...(f.sysctl[K.rpAll] === '1' ? { [K.rpAll]: '2' } : {}) };
+    Object.assign(sysctls, s);
+    fix.push(...sysctlCommand(s));
+  } else if (c.device !== null) ok.push(`rp_filter on ${c.device} loose or off`);
+  if (fails.length > 0) return result('cluster', title, 'fail', `${announce}: ${fails.join('; ')}`, fix, sysctls);
+  return result('cluster', title, 'pass', `${announce}${c.device ? ` on ${c.device}` : ''}: ${ok.join(', ')}`);
+}
+
 /** Every check, in the order they are printed. */
 export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
   return [
@@ -355,5 +416,6 @@ export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
     checkTproxyRule(f),
     checkTransparentSocket(f),
     checkTproxyRouting(f),
+    checkCluster(f, input),
   ];
 }

@@ -5,8 +5,10 @@
 import { getLimits, installTproxyRouting, listEndpoints, listRules, removeTproxyRouting, slotTable, TPROXY_SLOT } from '../sys/iproute';
 import { effectiveCapabilities, kernelFeature, mptcpSocketProbe, readKernelConfig, toolWorks, transparentSocketProbe, type ProbeResult } from '../sys/kernel-features';
 import { buildTproxyProbeScript, nftApply } from '../sys/nft';
-import { readSysctl, writeSysctl } from '../sys/sysctl';
-import { SHAPING_FEATURES, sysctlKeys, transparentFamilies, type DoctorFacts, type DoctorInput, type ShapingFeature, type TransparentFacts } from './checks';
+import { C_FLAG_SYSCTL, readSysctl, writeSysctl } from '../sys/sysctl';
+import os from 'node:os';
+import { unmapIPv6 } from '../core/address';
+import { SHAPING_FEATURES, rpKey, sysctlKeys, transparentFamilies, type ClusterFacts, type DoctorFacts, type DoctorInput, type ShapingFeature, type TransparentFacts } from './checks';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const attempt = (fn: () => Promise<unknown>): Promise<ProbeResult> =>
@@ -43,6 +45,33 @@ async function gatherTransparent(config: DoctorInput['config']): Promise<Transpa
   return { families, tproxy, ipTransparent, routing: config.transparent.rules ? routing : null };
 }
 
+/** Cluster mode's facts; the C flag's writability is tried by writing its own value back. */
+function gatherCluster(config: DoctorInput['config'], errors: Record<string, string>): ClusterFacts | null {
+  const announce = config.cluster.announce;
+  if (announce === null) return null;
+  const device = Object.entries(os.networkInterfaces()).find(([, list]) => (list ?? []).some((a) => unmapIPv6(a.address) === announce))?.[0] ?? null;
+  const read = (key: string): string | null => {
+    try {
+      return readSysctl(key);
+    } catch (e) {
+      errors[key] = message(e);
+      return null;
+    }
+  };
+  const cFlag = read(C_FLAG_SYSCTL);
+  let cFlagWritable: ProbeResult = { ok: false, error: 'no such key' };
+  if (cFlag !== null) {
+    try {
+      writeSysctl(C_FLAG_SYSCTL, cFlag);
+      cFlagWritable = { ok: true };
+    } catch (e) {
+      cFlagWritable = { ok: false, error: message(e) };
+    }
+  }
+  const rp = [read('net.ipv4.conf.all.rp_filter'), device ? read(rpKey(device)) : null].filter((v): v is string => v !== null).map(Number);
+  return { device, cFlag, cFlagWritable, rpFilter: rp.length > 0 ? Math.max(...rp) : null };
+}
+
 export async function gatherFacts(config: DoctorInput['config']): Promise<DoctorFacts> {
   const errors: Record<string, string> = {};
   const limits = await getLimits().catch((e: unknown) => ((errors.limits = message(e)), null));
@@ -68,6 +97,7 @@ export async function gatherFacts(config: DoctorInput['config']): Promise<Doctor
     tools: { nft: await toolWorks(['nft', '--version']) },
     mptcpSocket: mptcpSocketProbe(),
     transparent: await gatherTransparent(config),
+    cluster: gatherCluster(config, errors),
     capEff: effectiveCapabilities(),
     errors,
   };

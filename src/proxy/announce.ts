@@ -18,11 +18,8 @@ import { CodedError } from '../core/errors';
 import type { KernelItem, KernelState } from '../kstate/kernel-state';
 import type { Logger } from '../log/logger';
 import { ANNOUNCE_ENDPOINT_ID, buildEndpointAdd, ipBatch, listEndpoints } from '../sys/iproute';
-import { readSysctl, writeSysctl } from '../sys/sysctl';
+import { C_FLAG_SYSCTL, SysctlError, SysctlErrorCode, readSysctl, writeSysctl } from '../sys/sysctl';
 import { localAddresses } from './transparent';
-
-/** 0 sets the C flag on every MP_CAPABLE SYN/ACK of this namespace. */
-export const C_FLAG_SYSCTL = 'net.mptcp.allow_join_initial_addr_port';
 
 export class ClusterAnnounceError extends CodedError<'MPX_CLUSTER_ANNOUNCE'> {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -97,7 +94,9 @@ export class ClusterAnnounce {
       // An operator's own signal endpoint for the address already announces it.
       if (!foreign) await this.kstate.install(endpointItem(announce), () => ipBatch([buildEndpointAdd(ANNOUNCE_ENDPOINT_ID, announce, ['signal'])]));
     } catch (e) {
-      throw new ClusterAnnounceError(`cluster mode: cannot set up ${announce}: ${(e as Error).message}`, { cause: e });
+      // /proc/sys read-only (systemd's ProtectKernelTunables) or no CAP_NET_ADMIN: set beforehand, it is left as it is.
+      const hint = e instanceof SysctlError && e.code === SysctlErrorCode.Denied ? `; set ${C_FLAG_SYSCTL}=0 before the proxy starts (/etc/sysctl.d, or mptcp-proxy doctor --fix)` : '';
+      throw new ClusterAnnounceError(`cluster mode: cannot set up ${announce}: ${(e as Error).message}${hint}`, { cause: e });
     }
     this.installed = announce;
     this.log.info('cluster mode: C flag set, announcing this instance', { announce, sysctl: `${C_FLAG_SYSCTL}=0`, endpoint: foreign ? `id ${foreign.id} (existing)` : `id ${ANNOUNCE_ENDPOINT_ID}` });

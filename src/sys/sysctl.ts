@@ -8,6 +8,9 @@ import path from 'node:path';
 
 const PROC_SYS = '/proc/sys';
 
+/** 0 sets the C flag ("do not join my initial address") on every MP_CAPABLE SYN/ACK of the namespace. */
+export const C_FLAG_SYSCTL = 'net.mptcp.allow_join_initial_addr_port';
+
 export const SysctlErrorCode = {
   /** The key does not exist on this kernel (feature not built, interface gone). */
   NotFound: 'MPX_SYSCTL_NOT_FOUND',

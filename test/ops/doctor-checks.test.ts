@@ -17,6 +17,7 @@ import {
   sysctlKeys,
   transparentFamilies,
   type CheckResult,
+  type ClusterFacts,
   type DoctorFacts,
   type DoctorInput,
   type TransparentFacts,
@@ -48,6 +49,7 @@ function healthy(over: Partial<DoctorFacts> = {}, sysctl: Record<string, string 
     tools: { nft: true },
     mptcpSocket: { ok: true },
     transparent: null,
+    cluster: null,
     capEff: ALL_CAPS,
     errors: {},
     ...over,
@@ -59,6 +61,7 @@ function input(over: Partial<Config['steering']> = {}, extra: Partial<DoctorInpu
     config: {
       listeners: DEFAULTS.listeners,
       transparent: DEFAULTS.transparent,
+      cluster: DEFAULTS.cluster,
       steering: {
         policies: [],
         uplinks: [
@@ -111,16 +114,51 @@ describe('doctor checks', () => {
     const rs = runChecks(healthy(), input());
     assert.deepEqual(
       rs.filter((r) => r.status !== 'pass').map((r) => `${r.id}: ${r.status}: ${r.detail}`),
-      TRANSPARENT_IDS.map((id) => `${id}: skip: no transparent listener configured`),
+      [...TRANSPARENT_IDS.map((id) => `${id}: skip: no transparent listener configured`), 'cluster: skip: cluster.announce not configured'],
     );
     assert.match(formatResults(rs), /^✓ MPTCP enabled/m);
+  });
+
+  test('cluster mode: ✓ when ready, ✗ with the fix for each missing piece', () => {
+    const inp = input({}, {});
+    inp.config = { ...inp.config, cluster: { announce: '198.51.100.7' } };
+    const ready: ClusterFacts = { device: 'eth1', cFlag: '1', cFlagWritable: { ok: true }, rpFilter: 2 };
+    const ok = byId(runChecks(healthy({ cluster: ready }), inp), 'cluster');
+    assert.equal(ok.status, 'pass', ok.detail);
+    assert.match(ok.detail, /C flag: the proxy sets it at start.*endpoint id 223 signal added at start.*subflows 4.*rp_filter on eth1 loose or off/);
+    const bad = byId(
+      runChecks(
+        healthy(
+          {
+            cluster: { device: 'eth1', cFlag: '1', cFlagWritable: { ok: false, error: 'EROFS' }, rpFilter: 1 },
+            limits: { subflows: 0, addAddrAccepted: 0 },
+            endpoints: [{ id: 9, address: '198.51.100.7', dev: 'eth1', flags: ['subflow'] }],
+          },
+          { 'net.ipv4.conf.all.rp_filter': '1' },
+        ),
+        inp,
+      ),
+      'cluster',
+    );
+    assert.equal(bad.status, 'fail');
+    assert.match(bad.detail, /cannot change it \(EROFS\).*endpoint id 9 holds 198\.51\.100\.7 without "signal".*subflows limit 0.*strict rp_filter on eth1/);
+    assert.deepEqual(bad.sysctls, { 'net.mptcp.allow_join_initial_addr_port': '0', 'net.ipv4.conf.eth1.rp_filter': '2', 'net.ipv4.conf.all.rp_filter': '2' });
+    assert.ok(bad.fix.includes('ip mptcp endpoint delete id 9'), bad.fix.join('\n'));
+    assert.ok(bad.fix.includes('ip mptcp limits set subflows 2 add_addr_accepted 0'), bad.fix.join('\n'));
+    const missing = byId(runChecks(healthy({ cluster: { ...ready, device: null } }), inp), 'cluster');
+    assert.equal(missing.status, 'fail');
+    assert.match(missing.fix.join('\n'), /ip addr add 198\.51\.100\.7\/32/);
+    // Set beforehand (or the proxy runs): nothing to change, and an operator's signal endpoint counts.
+    const set = byId(runChecks(healthy({ cluster: { ...ready, cFlag: '0', cFlagWritable: { ok: false, error: 'EROFS' } }, endpoints: [{ id: 5, address: '198.51.100.7', flags: ['signal'] }] }), inp), 'cluster');
+    assert.equal(set.status, 'pass', set.detail);
+    assert.match(set.detail, /C flag set.*announced by endpoint id 5/);
   });
 
   test('transparent mode, all in order: ✓ for TPROXY, IP_TRANSPARENT and the routing slot', () => {
     const t = transparentSetup();
     const rs = runChecks(healthy(t.facts), t.input);
     assert.deepEqual(
-      rs.filter((r) => r.status !== 'pass').map((r) => `${r.id}: ${r.detail}`),
+      rs.filter((r) => r.status !== 'pass' && r.id !== 'cluster').map((r) => `${r.id}: ${r.detail}`),
       [],
     );
     assert.match(byId(rs, 'tproxy-routing').detail, /IPv4 installed and removed again, IPv6 in place/);
@@ -335,7 +373,7 @@ describe('doctor checks', () => {
         fc.option(transparentFacts, { nil: null }),
         (sysctl, limits, endpoints, capEff, transparent) => {
           const rs = runChecks(healthy({ limits, endpoints: endpoints as Endpoint[] | null, capEff, transparent }, sysctl), transparent ? transparentSetup().input : input());
-          assert.equal(rs.length, 13);
+          assert.equal(rs.length, 14);
           for (const r of rs) if (r.status === 'fail') assert.ok(r.fix.length > 0, `${r.id} fails without a fix`);
         },
       ),
