@@ -28,7 +28,7 @@ function quantiles(xs: number[]): { p50: number; p99: number; max: number } {
 export async function run(opts: { count?: number } = {}): Promise<RegistryLatencyResult> {
   const count = opts.count ?? 200;
   const config = { ...DEFAULTS, sniffer: { interfaces: [] }, steering: { policies: [], uplinks: [] } };
-  const plane = new SubflowPlane(config as typeof DEFAULTS, silentLogger(), new ProxyMetrics());
+  const plane = new SubflowPlane(config as typeof DEFAULTS, silentLogger(), new ProxyMetrics(config.instance));
   await plane.start();
   const ls = createListenSocket('127.0.0.1', 0, { mptcp: true, backlog: 1024, options: {} });
   const port = socketName(ls.fd).port;

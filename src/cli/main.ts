@@ -27,7 +27,7 @@ const SUBCOMMANDS: Record<string, { help: string; run: (argv: string[]) => Promi
     run: runSniffCommand,
   },
   status: {
-    help: 'status [--metrics HOST:PORT] [--json]   list open connections and their subflows',
+    help: 'status [--metrics HOST:PORT | --targets HOST:PORT,...] [--json]   list open connections and their subflows (of several instances merged)',
     run: runStatusCommand,
   },
   'hash-password': {

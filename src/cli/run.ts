@@ -19,7 +19,7 @@ import { SubflowPlane } from '../subflow-plane';
 import { raiseOpenFileLimit } from '../sys/rlimit';
 
 async function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics(config.instance);
   const plane = new SubflowPlane(config, log, metrics);
   const app = new ProxyApp(config, log, metrics, { sink: registrySink(plane.registry), reusePort: false, kernel: plane.kernel });
   let admin: import('node:http').Server | null = null;

@@ -1,5 +1,6 @@
 /**
- * `mptcp-proxy status`: the admin endpoint's /connections as a readable table (or raw JSON).
+ * `mptcp-proxy status`: the admin endpoint's /connections as a readable table (or raw JSON);
+ * with `--targets`, several instances' (a cluster behind a load balancer) merged into one view.
  */
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -44,12 +45,63 @@ export function formatStatusTable(conns: ConnectionStatus[]): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** "http://host:port[/]" or "host:port" → the admin endpoint. */
+export function parseTarget(t: string): { host: string; port: number } {
+  const m = /^(?:http:\/\/)?([^/]+)\/?$/.exec(t.trim());
+  if (!m) throw new ConfigError(`status: target "${t}" is not HOST:PORT or http://HOST:PORT`);
+  try {
+    return parseEndpoint(m[1]!);
+  } catch (e) {
+    throw new ConfigError(`status: target "${t}": ${(e as Error).message}`);
+  }
+}
+
+export interface TargetStatus {
+  target: string;
+  connections: ConnectionStatus[] | null;
+  error?: string;
+}
+
+/** Each connection once, marked with the instance (target) that holds it. */
+export function mergeTargets(per: readonly TargetStatus[]): { targets: { target: string; connections: number | null; error?: string }[]; connections: (ConnectionStatus & { target: string })[] } {
+  return {
+    targets: per.map((p) => ({ target: p.target, connections: p.connections?.length ?? null, ...(p.error ? { error: p.error } : {}) })),
+    connections: per.flatMap((p) => (p.connections ?? []).map((c) => ({ ...c, target: p.target }))),
+  };
+}
+
+export function formatTargets(per: readonly TargetStatus[]): string {
+  const total = per.reduce((n, p) => n + (p.connections?.length ?? 0), 0);
+  const down = per.filter((p) => p.connections === null).length;
+  const parts = per.map((p) => (p.connections === null ? `== ${p.target}: unreachable: ${p.error}\n` : `== ${p.target}: ${p.connections.length} connection(s)\n${formatStatusTable(p.connections)}`));
+  return `${parts.join('')}${per.length} instance(s)${down ? `, ${down} unreachable` : ''}, ${total} connection(s)\n`;
+}
+
+async function fetchTarget(target: string): Promise<TargetStatus> {
+  const ep = parseTarget(target);
+  try {
+    const data = (await fetchJson(ep.host, ep.port, '/connections')) as { connections: ConnectionStatus[] };
+    return { target, connections: data.connections };
+  } catch (e) {
+    return { target, connections: null, error: (e as Error).message };
+  }
+}
+
 export async function runStatusCommand(argv: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { metrics: { type: 'string' }, json: { type: 'boolean' } }, strict: true }));
+    ({ values } = parseArgs({ args: argv, options: { metrics: { type: 'string' }, targets: { type: 'string' }, json: { type: 'boolean' } }, strict: true }));
   } catch (e) {
     throw new ConfigError((e as Error).message);
+  }
+  if (values.targets !== undefined) {
+    const targets = values.targets.split(',').filter((t) => t.trim() !== '');
+    if (targets.length === 0) throw new ConfigError('status: --targets needs at least one HOST:PORT');
+    for (const t of targets) parseTarget(t);
+    const per = await Promise.all(targets.map(fetchTarget));
+    process.stdout.write(values.json ? `${JSON.stringify(mergeTargets(per), null, 2)}\n` : formatTargets(per));
+    // Partial answers are printed; the exit code says one was missing.
+    return per.some((p) => p.connections === null) ? 1 : 0;
   }
   const ep = values.metrics ? parseEndpoint(values.metrics) : { host: DEFAULTS.metrics.host, port: DEFAULTS.metrics.port };
   let data: { connections: ConnectionStatus[] };

@@ -29,7 +29,7 @@ const REQUEST_TIMEOUT_MS = 2_000;
 export async function runSupervisor(flags: FlagValues, config: Config, log: Logger): Promise<number> {
   /** The config in force (reloads replace it); the PAC file follows its listeners. */
   let current = config;
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics(config.instance);
   const plane = new SubflowPlane(config, log, metrics);
   const sink = registrySink(plane.registry);
   const views = new Map<number, ClientView>();

@@ -27,7 +27,7 @@ export async function runWorker(flags: FlagValues, config: Config, log: Logger):
     // The registry is in the supervisor: the tuner's settle timer is this process's only sight.
     onSubflowUp: () => {},
   };
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics(config.instance);
   const app = new ProxyApp(config, log.child({ worker: index }), metrics, { sink, reusePort: true });
   try {
     await app.start();

@@ -1,8 +1,8 @@
 /**
  * Prometheus metrics (prom-client): every metric the proxy exports is defined in this file. The
  * names and labels below are a contract (README, Grafana dashboard). Labels stay bounded:
- * listener, interface, direction, result, code, uplink, policy; never per connection or per
- * client address. Connection and subflow metrics are fed here from events; the steering engine
+ * listener, interface, direction, result, code, uplink, policy, and the instance name on every
+ * metric; never per connection or per client address. Connection and subflow metrics are fed here from events; the steering engine
  * and the buffer tuner observe their own (steeringMetrics, bufferTunerMetrics), registered in the
  * same registry.
  */
@@ -86,7 +86,12 @@ export class ProxyMetrics {
   readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache)', registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
-  constructor() {
+  /**
+   * `instance` goes on every metric, process_* and nodejs_* included (the registry's default
+   * labels): instances behind one load balancer stay apart when their series are summed.
+   */
+  constructor(instance: string) {
+    this.registry.setDefaultLabels({ instance });
     client.collectDefaultMetrics({ register: this.registry });
   }
 

@@ -11,7 +11,7 @@ test('every mptcp_proxy_* metric the Grafana dashboard queries is one the proxy 
   const dash = JSON.parse(fs.readFileSync(path.join(root, 'dashboards/grafana-mptcp-proxy.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
   const queried = new Set<string>();
   for (const p of dash.panels) for (const t of p.targets) for (const m of t.expr.matchAll(/\b(mptcp_proxy_[a-z_]+?)(?:_bucket)?\b/g)) queried.add(m[1]!);
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics('test');
   metrics.observeConnections(new ProxyEvents());
   metrics.observeSubflows(new SubflowRegistry());
   const exported = new Set((await metrics.registry.getMetricsAsJSON()).map((m) => m.name));

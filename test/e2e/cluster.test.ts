@@ -19,14 +19,15 @@ import { curl, connectionLogFor, type CurlResult, type ProxyKind } from '../help
 import { diff, snapshot } from '../helpers/kernel-snapshot';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { patternSha256 } from '../helpers/pattern';
-import { createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
+import { CLI_ENTRY, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
 
 const CONNECTIONS = 20;
 const BYTES = 400_000;
-/** Paced so every connection lives ~1 s: time for its join to come up (or be reset). */
-const KBPS = 400;
+/** Paced so every connection lives ~2 s: time for its join to come up (or be reset) and a status look. */
+const KBPS = 200;
 const HTTP_PORT = 3128;
 const SOCKS_PORT = 1080;
+const ADMIN_PORT = 9464;
 const C_FLAG = 'net.mptcp.allow_join_initial_addr_port';
 
 interface Instance {
@@ -125,22 +126,25 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
         '--allow-client', tb.cidr,
         '--instance', i.name,
         '--log-format', 'json',
+        '--metrics', `${i.backend}:${ADMIN_PORT}`,
         ...(cluster ? ['--cluster-announce', i.announce] : []),
       ],
       { ns: i.ns, env },
     );
 
-  const round = async (cluster: boolean): Promise<Round> => {
+  const round = async (cluster: boolean, during?: () => Promise<void>): Promise<Round> => {
     const proxies = await Promise.all(inst.map((i) => start(i, cluster)));
     try {
       const before = await Promise.all(inst.map((i) => mptcpCounters(i.ns)));
       const kinds: ProxyKind[] = ['connect', 'socks5h'];
-      const results = await Promise.all(
+      const downloads = Promise.all(
         Array.from({ length: CONNECTIONS }, (_, n) => {
           const kind = kinds[n % 2]!;
           return curl(tb, { url: srv.url(`/bytes/${BYTES}?seed=${n + 1}&kBps=${KBPS}`), proxy: { kind, host: vip, port: kind === 'connect' ? HTTP_PORT : SOCKS_PORT }, timeoutMs: 30_000 });
         }),
       );
+      if (during) await during();
+      const results = await downloads;
       const lines = await Promise.all(
         results.map((r) => Promise.any(proxies.map((p, k) => connectionLogFor(p, r, 5_000).then((line) => ({ instance: inst[k]!.name, line }))))),
       );
@@ -174,8 +178,27 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     assert.ok(r.lines.some((l) => l.line.subflows === 1), `every connection aggregated: ${summary(r)}`);
   });
 
-  test('with --cluster-announce, every join lands on the instance that holds its connection', async (t) => {
-    const r = await round(true);
+  test('with --cluster-announce, every join lands on the instance that holds its connection; status --targets merges the instances', async (t) => {
+    let merged: { targets: { target: string; connections: number | null }[]; connections: { target: string; subflows: unknown[] }[] } | null = null;
+    const metrics: string[] = [];
+    const r = await round(true, async () => {
+      // Mid-download (each lasts ~2 s): every connection is open on one of the instances.
+      await new Promise((res) => setTimeout(res, 800));
+      const targets = [`${inst[0]!.backend}:${ADMIN_PORT}`, `http://${inst[1]!.backend}:${ADMIN_PORT}/`];
+      const st = await tb.exec('router', [process.execPath, CLI_ENTRY, 'status', '--targets', targets.join(','), '--json']);
+      assert.equal(st.code, 0, st.stderr);
+      merged = JSON.parse(st.stdout) as typeof merged;
+      for (const i of inst) metrics.push((await tb.exec('router', ['curl', '-sS', `http://${i.backend}:${ADMIN_PORT}/metrics`])).stdout);
+    });
+    const m = merged!;
+    t.diagnostic(`status --targets: ${m.targets.map((x) => `${x.target} ${x.connections}`).join(', ')}; ${m.connections.filter((c) => c.subflows.length === 2).length}/${m.connections.length} with 2 subflows`);
+    assert.equal(m.connections.length, CONNECTIONS);
+    assert.deepEqual(m.targets.map((x) => x.connections), inst.map((i) => r.lines.filter((l) => l.instance === i.name).length));
+    inst.forEach((i, k) => {
+      const samples = metrics[k]!.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+      assert.ok(samples.length > 50, metrics[k]);
+      for (const l of samples) assert.match(l, new RegExp(`instance="${i.name}"`), l);
+    });
     t.diagnostic(summary(r));
     for (const i of inst) assert.ok(r.lines.some((l) => l.instance === i.name), `instance ${i.name} got no connection: ${summary(r)}`);
     assert.equal(sum(r, 'MPJoinNoTokenFound'), 0, `joins reached the wrong instance: ${summary(r)}`);

@@ -32,7 +32,7 @@ describe('HTTP front end: RFC 9112 message rules', () => {
   const seen: Seen[] = [];
   let originConnections = 0;
   const logLines: Record<string, unknown>[] = [];
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics('test');
 
   before(async () => {
     origin = http.createServer((req, res) => {
