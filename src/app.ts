@@ -155,12 +155,18 @@ export class ProxyApp {
 
   /** Stop accepting, let established connections finish for up to drainMs, then close them. */
   async stop(drainMs: number): Promise<void> {
-    for (const l of this.listeners) l.close();
+    // Cluster mode: clients join the announced address through the listeners until the drain ends.
+    const keepJoins = this.config.cluster.announce !== null && drainMs > 0;
+    for (const l of this.listeners) if (keepJoins) l.refuseNew();
+    else l.close();
     // Idle keep-alive connections would hold the drain to its end for nothing.
     this.http.drain();
     const deadline = Date.now() + drainMs;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const l of this.listeners) l.destroyAll();
+    for (const l of this.listeners) {
+      l.close();
+      l.destroyAll();
+    }
     this.tuner.stop();
     this.limitLog.flush();
   }

@@ -31,6 +31,8 @@ export class ProxyListener {
   private readonly perClient = new Map<string, number>();
   /** Gives a passed (socket-activated) socket back when this listener closes. */
   private releasePassed: (() => void) | null = null;
+  /** Draining with the socket open (see refuseNew). */
+  private refusing = false;
 
   constructor(
     readonly config: ListenerConfig,
@@ -99,6 +101,7 @@ export class ProxyListener {
   }
 
   private accept(socket: net.Socket): void {
+    if (this.refusing) return void socket.resetAndDestroy();
     const fd = socketFd(socket);
     const conn = new ClientConnection(socket, this.name, fd);
     identifyAccepted(conn);
@@ -122,6 +125,15 @@ export class ProxyListener {
       return refuse(this.ctx, conn, new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`), () => socket.destroy());
     }
     this.frontEnd(conn, this.ctx);
+  }
+
+  /**
+   * Drain with the listening socket kept open: new connections are reset as they are accepted,
+   * while MP_JOINs of established connections, which the kernel matches on the listening socket
+   * and never hands to accept(), still find it. close() at the end of the drain.
+   */
+  refuseNew(): void {
+    this.refusing = true;
   }
 
   /** Stop accepting; established connections continue. */

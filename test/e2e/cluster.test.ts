@@ -118,7 +118,7 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     return Object.fromEntries(names.map((n, i) => [n, values[i]!]));
   };
 
-  const start = (i: Instance, cluster: boolean, env: NodeJS.ProcessEnv = process.env): Promise<ProxyHandle> =>
+  const start = (i: Instance, cluster: boolean, env: NodeJS.ProcessEnv = process.env, extra: string[] = []): Promise<ProxyHandle> =>
     tb.startProxy(
       [
         '--http', `${i.listen}:${HTTP_PORT}`,
@@ -128,6 +128,7 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
         '--log-format', 'json',
         '--metrics', `${i.backend}:${ADMIN_PORT}`,
         ...(cluster ? ['--cluster-announce', i.announce] : []),
+        ...extra,
       ],
       { ns: i.ns, env },
     );
@@ -204,6 +205,39 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     assert.equal(sum(r, 'MPJoinNoTokenFound'), 0, `joins reached the wrong instance: ${summary(r)}`);
     assert.equal(sum(r, 'MPJoinAckRx'), CONNECTIONS, `one established join per connection: ${summary(r)}`);
     for (const { instance, line } of r.lines) assert.equal(line.subflows, 2, `instance ${instance}: ${JSON.stringify(line)}`);
+  });
+
+  test('draining: a join that first arrives after SIGTERM still reaches its connection on the draining instance', async (t) => {
+    const proxies = await Promise.all(inst.map((i) => start(i, true, process.env, ['--drain-timeout', '20000'])));
+    try {
+      // The client's path2 SYNs (its join) are held back until the instance is draining.
+      await tb.nft('client', `table inet mpx_hold {\n  chain out {\n    type filter hook output priority 0;\n    ip saddr ${tb.addr.client2} tcp flags syn drop\n  }\n}\n`);
+      const download = curl(tb, { url: srv.url(`/bytes/1200000?seed=7&kBps=${KBPS}`), proxy: { kind: 'connect', host: vip, port: HTTP_PORT }, timeoutMs: 30_000 });
+      let k = -1;
+      for (let n = 0; k < 0 && n < 100; n++) {
+        await new Promise((res) => setTimeout(res, 100));
+        const st = await tb.exec('router', [process.execPath, CLI_ENTRY, 'status', '--targets', inst.map((i) => `${i.backend}:${ADMIN_PORT}`).join(','), '--json']);
+        const m = JSON.parse(st.stdout) as { targets: { connections: number | null }[] };
+        k = m.targets.findIndex((x) => x.connections === 1);
+      }
+      assert.ok(k >= 0, 'the download never showed up on an instance');
+      const before = await mptcpCounters(inst[k]!.ns);
+      const stopped = proxies[k]!.stop(30_000);
+      await proxies[k]!.waitForLog((l) => l.message === 'stopping');
+      await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'mpx_hold']);
+      const r = await download;
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(r.sha256, patternSha256(7, 1_200_000));
+      assert.equal((await stopped).code, 0);
+      const afterC = await mptcpCounters(inst[k]!.ns);
+      const line = await connectionLogFor(proxies[k]!, r);
+      t.diagnostic(`instance ${inst[k]!.name} draining: join SYN ${afterC.MPJoinSynRx! - before.MPJoinSynRx!}, established ${afterC.MPJoinAckRx! - before.MPJoinAckRx!}; connection subflows ${String(line.subflows)}`);
+      assert.equal(afterC.MPJoinAckRx! - before.MPJoinAckRx!, 1, 'the join was not established on the draining instance');
+      assert.equal(line.subflows, 2);
+    } finally {
+      await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'mpx_hold']);
+      for (const p of proxies) await p.stop(10_000);
+    }
   });
 
   test('SIGKILL an instance in cluster mode: the restart takes its C flag and endpoint back, SIGTERM restores the namespace', async () => {
