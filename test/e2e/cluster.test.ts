@@ -16,7 +16,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { curl, connectionLogFor, type CurlResult, type ProxyKind } from '../helpers/clients';
-import { diff, snapshot } from '../helpers/kernel-snapshot';
+import { diff, settledSnapshot, snapshot } from '../helpers/kernel-snapshot';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
 import { patternSha256 } from '../helpers/pattern';
 import { CLI_ENTRY, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
@@ -118,20 +118,18 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     return Object.fromEntries(names.map((n, i) => [n, values[i]!]));
   };
 
+  const startArgs = (i: Instance, cluster: boolean, extra: string[] = []): string[] => [
+    '--http', `${i.listen}:${HTTP_PORT}`,
+    '--socks', `${i.listen}:${SOCKS_PORT}`,
+    '--allow-client', tb.cidr,
+    '--instance', i.name,
+    '--log-format', 'json',
+    '--metrics', `${i.backend}:${ADMIN_PORT}`,
+    ...(cluster ? ['--cluster-announce', i.announce] : []),
+    ...extra,
+  ];
   const start = (i: Instance, cluster: boolean, env: NodeJS.ProcessEnv = process.env, extra: string[] = []): Promise<ProxyHandle> =>
-    tb.startProxy(
-      [
-        '--http', `${i.listen}:${HTTP_PORT}`,
-        '--socks', `${i.listen}:${SOCKS_PORT}`,
-        '--allow-client', tb.cidr,
-        '--instance', i.name,
-        '--log-format', 'json',
-        '--metrics', `${i.backend}:${ADMIN_PORT}`,
-        ...(cluster ? ['--cluster-announce', i.announce] : []),
-        ...extra,
-      ],
-      { ns: i.ns, env },
-    );
+    tb.startProxy(startArgs(i, cluster, extra), { ns: i.ns, env });
 
   const round = async (cluster: boolean, during?: () => Promise<void>): Promise<Round> => {
     const proxies = await Promise.all(inst.map((i) => start(i, cluster)));
@@ -240,9 +238,9 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     }
   });
 
-  test('SIGKILL an instance in cluster mode: the restart takes its C flag and endpoint back, SIGTERM restores the namespace', async () => {
+  test('SIGKILL an instance in cluster mode (running, and at each journal/kernel step of its C flag and endpoint): the restart takes them back, SIGTERM restores the namespace', async () => {
     const b = inst[1]!;
-    const baseline = await snapshot(tb, b.ns);
+    const baseline = await settledSnapshot(tb, b.ns);
     const sysctl = async (): Promise<string> => (await tb.exec(b.ns, ['sysctl', '-n', C_FLAG])).stdout.trim();
     const endpoints = async (): Promise<string> => (await tb.exec(b.ns, ['ip', 'mptcp', 'endpoint', 'show'])).stdout;
     assert.equal(await sysctl(), '1');
@@ -260,5 +258,19 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     assert.equal(await sysctl(), '0');
     assert.equal((await second.stop(10_000)).code, 0);
     assert.deepEqual(diff(baseline, await snapshot(tb, b.ns)), []);
+    // The journal goes first: a SIGKILL right after it, or right after the kernel changed, or
+    // in the middle of the stop's removal, leaves nothing a restart does not put back.
+    const items = [`sysctl ${C_FLAG}`, 'endpoint 223'];
+    for (const point of [...items.flatMap((i) => [`journaled:${i}`, `installed:${i}`]), ...items.map((i) => `removed:${i}`)]) {
+      const h = await tb.startProxy(startArgs(b, true), { ns: b.ns, waitReady: false, env: { ...process.env, MPTCP_PROXY_CRASH_AT: point } });
+      if (point.startsWith('removed:')) {
+        await h.waitForLog((l) => l.message === 'listening', 10_000);
+        h.proc.kill('SIGTERM');
+      }
+      assert.equal((await h.exited).signal, 'SIGKILL', `${point}: ${h.stderr.slice(-2000)}`);
+      const again = await start(b, true);
+      assert.equal((await again.stop(10_000)).code, 0);
+      assert.deepEqual(diff(baseline, await snapshot(tb, b.ns)), [], point);
+    }
   });
 });

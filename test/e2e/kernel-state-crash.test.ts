@@ -20,7 +20,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { curl } from '../helpers/clients';
 import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { diff, snapshot, type Snapshot } from '../helpers/kernel-snapshot';
+import { diff, settledSnapshot, snapshot, type Snapshot } from '../helpers/kernel-snapshot';
 import { CLI_ENTRY, REPO_ROOT, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -93,14 +93,7 @@ describe('kernel state: SIGKILL anywhere, start again, SIGTERM: the namespace is
         { name: 'bk', match: { local: `${a.proxy1}/32` }, backup: true },
       ],
     });
-    // Links come up and IPv6 link-local addresses finish DAD on their own time: wait for that.
-    for (let i = 0; ; i++) {
-      baseline = await snapshot(tb);
-      const settled = !baseline['ip link']!.some((l) => l.includes('NO-CARRIER')) && (await tb.exec('proxy', ['ip', '-6', 'addr', 'show', 'tentative'])).stdout.trim() === '';
-      if (settled && diff(baseline, await snapshot(tb)).length === 0) break;
-      assert.ok(i < 100, 'the proxy namespace did not settle');
-      await sleep(100);
-    }
+    baseline = await settledSnapshot(tb);
   });
 
   after(async () => {

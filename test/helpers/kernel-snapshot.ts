@@ -56,3 +56,18 @@ export function diff(before: Snapshot, now: Snapshot): string[] {
   }
   return lines;
 }
+
+/**
+ * The baseline: links come up and IPv6 link-local addresses finish DAD (adding their local
+ * routes) on their own time, so wait until no link lacks carrier, no address is tentative and
+ * two snapshots in a row agree.
+ */
+export async function settledSnapshot(tb: Testbed, ns: Role | string = 'proxy'): Promise<Snapshot> {
+  for (let i = 0; ; i++) {
+    const s = await snapshot(tb, ns);
+    const settled = !s['ip link']!.some((l) => l.includes('NO-CARRIER')) && (await tb.exec(ns, ['ip', '-6', 'addr', 'show', 'tentative'])).stdout.trim() === '';
+    if (settled && diff(s, await snapshot(tb, ns)).length === 0) return s;
+    if (i >= 100) throw new Error(`namespace ${ns} did not settle`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
