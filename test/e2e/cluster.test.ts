@@ -22,8 +22,8 @@ import { patternSha256 } from '../helpers/pattern';
 import { CLI_ENTRY, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
 
 const CONNECTIONS = 20;
-const BYTES = 400_000;
-/** Paced so every connection lives ~2 s: time for its join to come up (or be reset) and a status look. */
+const BYTES = 600_000;
+/** Paced so every connection lives ~3 s: time for its join to come up (or be reset) and a status look. */
 const KBPS = 200;
 const HTTP_PORT = 3128;
 const SOCKS_PORT = 1080;
@@ -181,12 +181,14 @@ describe('cluster mode: instances behind an nftables jhash load balancer', { tim
     let merged: { targets: { target: string; connections: number | null }[]; connections: { target: string; subflows: unknown[] }[] } | null = null;
     const metrics: string[] = [];
     const r = await round(true, async () => {
-      // Mid-download (each lasts ~2 s): every connection is open on one of the instances.
-      await new Promise((res) => setTimeout(res, 800));
+      // Mid-download (each lasts ~3 s): once all have started, every one is open on an instance.
       const targets = [`${inst[0]!.backend}:${ADMIN_PORT}`, `http://${inst[1]!.backend}:${ADMIN_PORT}/`];
-      const st = await tb.exec('router', [process.execPath, CLI_ENTRY, 'status', '--targets', targets.join(','), '--json']);
-      assert.equal(st.code, 0, st.stderr);
-      merged = JSON.parse(st.stdout) as typeof merged;
+      for (let n = 0; n < 40 && (merged?.connections.length ?? 0) < CONNECTIONS; n++) {
+        await new Promise((res) => setTimeout(res, 100));
+        const st = await tb.exec('router', [process.execPath, CLI_ENTRY, 'status', '--targets', targets.join(','), '--json']);
+        assert.equal(st.code, 0, st.stderr);
+        merged = JSON.parse(st.stdout) as typeof merged;
+      }
       for (const i of inst) metrics.push((await tb.exec('router', ['curl', '-sS', `http://${i.backend}:${ADMIN_PORT}/metrics`])).stdout);
     });
     const m = merged!;
