@@ -7,6 +7,7 @@
  * same registry.
  */
 import client from 'prom-client';
+import { DEFAULTS } from '../config/schema';
 import { AUTH_FAILURE_REASONS, type AuthGuard } from '../access/auth-guard';
 import type { ProxyEvents } from '../core/events';
 import type { SubflowRegistry } from '../registry/registry';
@@ -90,7 +91,7 @@ export class ProxyMetrics {
    * `instance` goes on every metric, process_* and nodejs_* included (the registry's default
    * labels): instances behind one load balancer stay apart when their series are summed.
    */
-  constructor(instance: string) {
+  constructor(instance: string = DEFAULTS.instance) {
     this.registry.setDefaultLabels({ instance });
     client.collectDefaultMetrics({ register: this.registry });
   }
