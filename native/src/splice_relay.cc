@@ -20,6 +20,8 @@
 // 1 MB for an 11-byte request cost 256 page allocations per call.
 #include <napi.h>
 
+#include "splice_native.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -127,6 +129,9 @@ struct Pair {
   bool dead = false;
   bool queuedReady = false;
   bool waitingPipe = false;
+  // Set for relays started from native code: reported to this callback, not to JavaScript.
+  splice_native::DoneFn onDone = nullptr;
+  void* doneCtx = nullptr;
 };
 
 // A pipe of up to `want` bytes; the kernel may refuse large sizes (pipe-max-size, per-user
@@ -477,7 +482,8 @@ class Engine {
     pairs_.erase(p->id);
     graveyard_.push_back(p);  // events of this pass may still point at it
     active_--;
-    results_.push_back(Result{p->id, p->dir[0].bytes, p->dir[1].bytes, end, err});
+    if (p->onDone) p->onDone(p->doneCtx, p->dir[0].bytes, p->dir[1].bytes, int(end), err);
+    else results_.push_back(Result{p->id, p->dir[0].bytes, p->dir[1].bytes, end, err});
   }
 
   // One call into JavaScript per loop pass, carrying every pair that ended in it.
@@ -546,6 +552,21 @@ class Engine {
   int64_t nextIdleCheck_ = INT64_MAX;
 };
 
+Pair* NewPair(int clientFd, int upstreamFd, int64_t idleMs, size_t pipeSize) {
+  auto* p = new Pair();
+  p->fd[kClient] = clientFd;
+  p->fd[kUpstream] = upstreamFd;
+  for (int s = 0; s < 2; s++) p->tag[s] = {p, s};
+  p->dir[0].from = kClient;
+  p->dir[0].to = kUpstream;
+  p->dir[1].from = kUpstream;
+  p->dir[1].to = kClient;
+  p->pipeSize = pipeSize;
+  p->idleMs = idleMs;
+  p->id = Engine::Get().NextId();
+  return p;
+}
+
 Napi::Value ThrowErrno(Napi::Env env, const char* what, int err) {
   Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
   e.Set("code", Napi::String::New(env, ErrnoName(err)));
@@ -611,21 +632,9 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "bad fd or pipe size").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  Engine& eng = Engine::Get();
-  auto* p = new Pair();
-  for (int s = 0; s < 2; s++) {
-    p->fd[s] = fds[s];
-    p->tag[s] = {p, s};
-  }
-  p->dir[0].from = kClient;
-  p->dir[0].to = kUpstream;
-  p->dir[1].from = kUpstream;
-  p->dir[1].to = kClient;
-  p->pipeSize = size_t(pipeSize);
-  p->idleMs = idleMs;
-  p->id = eng.NextId();
+  Pair* p = NewPair(fds[0], fds[1], idleMs, size_t(pipeSize));
   if (jsPending++ == 0) reporter.Ref(env);
-  eng.Submit(p);
+  Engine::Get().Submit(p);
   return Napi::Number::New(env, double(p->id));
 }
 
@@ -652,9 +661,27 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("start", Napi::Function::New(env, Start, "start"));
   exports.Set("abort", Napi::Function::New(env, Abort, "abort"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  FastPathRegister(env, exports);
   return exports;
 }
 
 }  // namespace
+
+namespace splice_native {
+
+int Submit(int clientFd, int upstreamFd, int64_t idleMs, size_t pipeSize, DoneFn done, void* ctx, uint64_t* id) {
+  Engine& eng = Engine::Get();
+  if (int err = eng.EnsureStarted()) return err;
+  Pair* p = NewPair(clientFd, upstreamFd, idleMs, pipeSize);
+  p->onDone = done;
+  p->doneCtx = ctx;
+  *id = p->id;
+  eng.Submit(p);
+  return 0;
+}
+
+void Abort(uint64_t id) { Engine::Get().Abort(id); }
+
+}  // namespace splice_native
 
 NODE_API_MODULE(splice_relay, InitModule)
