@@ -9,6 +9,7 @@ import type { Config, ListenerConfig, ListenerProtocol } from './config/schema';
 import type { HostPort } from './core/address';
 import type { ClientConnection } from './core/connection';
 import { ProxyEvents } from './core/events';
+import { FastPath } from './fastpath/fastpath';
 import { ProxyListener } from './listener/listener';
 import { logFinishedConnections } from './log/connection-log';
 import { logLimitHits, type LimitLog } from './log/limit-log';
@@ -49,6 +50,8 @@ export class ProxyApp {
   private readonly limitLog: LimitLog;
   /** Per-connection buffer sizes (src/tuning); its status feeds /connections. */
   readonly tuner: BufferTuner;
+  /** The native accept-to-splice path (src/fastpath), when on. */
+  private readonly fastPath: FastPath | null;
 
   constructor(
     config: Config,
@@ -72,6 +75,7 @@ export class ProxyApp {
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, sink: opts.sink, log, metrics: metrics.registry });
+    this.fastPath = FastPath.create(config, this.events, log);
     const http = (this.http = createHttpFrontEnd(this.ctx));
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()), convert: handleConvert };
   }
@@ -96,7 +100,7 @@ export class ProxyApp {
       ...(l.protocol === 'transparent' ? { transparent: true } : {}),
       // A Convert client's first message rides in its SYN; Linux MPTCP clients send it without a cookie.
       ...(l.fastOpenQueue !== undefined ? { fastOpen: l.fastOpenQueue, fastOpenNoCookie: true } : {}),
-    });
+    }, this.fastPath);
     await listener.start();
     this.listeners.push(listener);
     if (l.protocol === 'convert' && fastOpenServerEnabled() === false) {
@@ -113,10 +117,11 @@ export class ProxyApp {
 
   *openConnections(): Iterable<ClientConnection> {
     for (const l of this.listeners) yield* l.active;
+    if (this.fastPath) yield* this.fastPath.open.values();
   }
 
   get activeConnections(): number {
-    return this.listeners.reduce((n, l) => n + l.active.size, 0);
+    return this.listeners.reduce((n, l) => n + l.active.size, this.fastPath?.active ?? 0);
   }
 
   /** Read every open connection's kernel state now (status pages, scrapes). */
@@ -133,6 +138,7 @@ export class ProxyApp {
     const access = new AccessControl(next.access, this.ctx.access.guard);
     this.ctx.access = access;
     this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
+    this.fastPath?.configure(next);
     this.log.level = next.log.level;
     this.tuner.reload(next.tuning.buffers);
     const wanted = new Map(servedListeners(next).map((l) => [listenerIdentity(l), l]));
@@ -167,6 +173,7 @@ export class ProxyApp {
       l.close();
       l.destroyAll();
     }
+    this.fastPath?.closeAll();
     this.tuner.stop();
     this.limitLog.flush();
   }

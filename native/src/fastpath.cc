@@ -103,7 +103,6 @@ struct Tables {
   ParseLimits parse{2048, 100};
   size_t pipeSize = 1 << 18;
   std::vector<Refusal> refusals;  // by error code index
-  std::string httpTimeout;        // the HTTP server's own 408 (another header order)
   int codeHandshakeTimeout = 0, codeDestDenied = 0, codePortDenied = 0, codeConnectTimeout = 0, codeLimit = 0, codeInternal = 0;
   std::unordered_map<int, int> errnoCode;  // connect errno → error code index
 };
@@ -574,7 +573,10 @@ struct Loop {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
     c->st = State::Connecting;
     if (connect(ufd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) return Connected(c);
-    if (errno != EINPROGRESS) return Refuse(c, CodeOfErrno(t, errno));
+    if (errno != EINPROGRESS) {
+      c->rec.err = errno;
+      return Refuse(c, CodeOfErrno(t, errno));
+    }
     epoll_event ev{};
     ev.events = EPOLLOUT;
     ev.data.ptr = &c->tu;
@@ -678,11 +680,8 @@ struct Loop {
       c->rec.code = int16_t(t->codeHandshakeTimeout);
       return Finish(c);
     }
-    if (c->po.proto == Proto::Connect || (c->len == 0 && kind == ListenerKind::Http)) {
-      c->rec.code = int16_t(t->codeHandshakeTimeout);
-      Send(c, t->httpTimeout.data(), t->httpTimeout.size());
-      return CloseGracefully(c, kHttpGraceMs);
-    }
+    // An HTTP port answers a silent client too (408), as the HTTP front end's head deadline does.
+    if (c->len == 0 && kind == ListenerKind::Http) c->po.proto = Proto::Connect;
     Refuse(c, t->codeHandshakeTimeout);
   }
 
@@ -836,8 +835,6 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
     x.socks4 = uint8_t(r.Get("socks4").As<Napi::Number>().Uint32Value());
     t->refusals.push_back(std::move(x));
   }
-  auto timeout = o.Get("httpTimeout").As<Napi::Buffer<char>>();
-  t->httpTimeout.assign(timeout.Data(), timeout.Length());
   Napi::Object codes = o.Get("codes").As<Napi::Object>();
   auto code = [&](const char* k) {
     int v = codes.Get(k).As<Napi::Number>().Int32Value();

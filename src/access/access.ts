@@ -8,6 +8,15 @@ import type { Config } from '../config/schema';
 import { AuthGuard } from './auth-guard';
 import { decoyHash } from './passwords';
 
+/** The ranges the access policy is made of (also compiled into the native fast path's tables). */
+export function accessRanges(access: Config['access']): { clients: readonly string[]; denied: readonly string[]; opened: readonly string[] } {
+  return {
+    clients: access.allowClients.length > 0 ? access.allowClients : LOOPBACK_RANGES,
+    denied: [...DANGEROUS_DEST_RANGES, ...(access.denyPrivate ? PRIVATE_DEST_RANGES : []), ...access.denyDest],
+    opened: access.allowDest,
+  };
+}
+
 export class AccessControl {
   private readonly clients: CidrSet;
   private readonly denied: CidrSet;
@@ -22,9 +31,10 @@ export class AccessControl {
     access: Config['access'],
     readonly guard = new AuthGuard(),
   ) {
-    this.clients = new CidrSet(access.allowClients.length > 0 ? access.allowClients : LOOPBACK_RANGES);
-    this.denied = new CidrSet([...DANGEROUS_DEST_RANGES, ...(access.denyPrivate ? PRIVATE_DEST_RANGES : []), ...access.denyDest]);
-    this.opened = new CidrSet(access.allowDest);
+    const ranges = accessRanges(access);
+    this.clients = new CidrSet(ranges.clients);
+    this.denied = new CidrSet(ranges.denied);
+    this.opened = new CidrSet(ranges.opened);
     this.ports = new Set(access.connectPorts);
     this.users = new Map(access.users.map((u) => [u.name, u.password]));
     this.decoy = decoyHash(this.users.values());

@@ -28,6 +28,7 @@ export const RUN_FLAGS = {
   'idle-timeout': { type: 'string', help: 'relay idle timeout, ms (0 = none)' },
   'drain-timeout': { type: 'string', help: 'on SIGTERM, ms established connections may take to finish' },
   relay: { type: 'string', help: 'relay engine: auto | splice | stream' },
+  'fast-path': { type: 'string', help: 'native accept-to-splice fast path: auto | on | off' },
   sniff: { type: 'string', multiple: true, help: 'client-facing interface to watch with the pcap subflow sniffer (repeatable)' },
   'no-mptcp': { type: 'boolean', help: 'listen with plain TCP' },
   instance: { type: 'string', help: "this instance's name, the instance label on every metric (default: the host name)" },
@@ -111,6 +112,7 @@ export function loadConfig(flags: FlagValues): Config {
   if (flags['idle-timeout']) sub('timeouts').idleMs = intFlag('idle-timeout', flags['idle-timeout']);
   if (flags['drain-timeout']) sub('timeouts').drainMs = intFlag('drain-timeout', flags['drain-timeout']);
   if (flags.relay) sub('relay').engine = flags.relay;
+  if (flags['fast-path']) sub('relay').fastPath = flags['fast-path'];
   if (flags.sniff) sub('sniffer').interfaces = flags.sniff;
   if (flags['transparent-interface']) sub('transparent').interfaces = flags['transparent-interface'];
   if (flags.instance) raw.instance = flags.instance;

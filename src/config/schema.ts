@@ -119,6 +119,13 @@ export interface Config {
   relay: {
     /** splice = native zero-copy addon when built, stream = JS fallback. */
     engine: 'auto' | 'splice' | 'stream';
+    /**
+     * Native accept-to-splice fast path (src/fastpath): auto = when the addon is built and the
+     * engine is not stream, on = demand it, off = every connection on the TS front ends.
+     */
+    fastPath: 'auto' | 'on' | 'off';
+    /** Fast path epoll threads per process; 0 = the cores divided among the workers. */
+    fastPathThreads: number;
   };
   log: {
     level: 'error' | 'warn' | 'info' | 'debug';
@@ -150,7 +157,7 @@ export const DEFAULTS: Config = {
   upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
   timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
   limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxHeaderLines: 100, maxUdpAssociations: 1_000 },
-  relay: { engine: 'auto' },
+  relay: { engine: 'auto', fastPath: 'off', fastPathThreads: 0 },
   log: { level: 'info', format: 'auto' },
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
   sniffer: { interfaces: [] },
@@ -332,7 +339,7 @@ export function validateConfig(input: unknown): Config {
   const l = section(raw, 'limits', root);
   onlyKeys(l, ['maxConnections', 'maxConnectionsPerClient', 'maxHeaderBytes', 'maxHeaderLines', 'maxUdpAssociations'], root.at('limits'));
   const rl = section(raw, 'relay', root);
-  onlyKeys(rl, ['engine'], root.at('relay'));
+  onlyKeys(rl, ['engine', 'fastPath', 'fastPathThreads'], root.at('relay'));
   const lg = section(raw, 'log', root);
   onlyKeys(lg, ['level', 'format'], root.at('log'));
   const sn = section(raw, 'sniffer', root);
@@ -389,7 +396,11 @@ export function validateConfig(input: unknown): Config {
       maxHeaderLines: int(l, 'maxHeaderLines', d.limits.maxHeaderLines, root.at('limits'), 1, 10_000),
       maxUdpAssociations: int(l, 'maxUdpAssociations', d.limits.maxUdpAssociations, root.at('limits'), 0),
     },
-    relay: { engine: oneOf(rl, 'engine', d.relay.engine, ['auto', 'splice', 'stream'], root.at('relay')) },
+    relay: {
+      engine: oneOf(rl, 'engine', d.relay.engine, ['auto', 'splice', 'stream'], root.at('relay')),
+      fastPath: oneOf(rl, 'fastPath', d.relay.fastPath, ['auto', 'on', 'off'], root.at('relay')),
+      fastPathThreads: int(rl, 'fastPathThreads', d.relay.fastPathThreads, root.at('relay'), 0, 256),
+    },
     log: {
       level: oneOf(lg, 'level', d.log.level, ['error', 'warn', 'info', 'debug'], root.at('log')),
       format: oneOf(lg, 'format', d.log.format, ['auto', 'json', 'text'], root.at('log')),

@@ -61,8 +61,7 @@ export function viewOf(c: ClientView): ClientView {
 
 export class ClientConnection implements ClientView {
   readonly id = nextId++;
-  readonly acceptedAt = process.hrtime.bigint();
-  readonly startedAtMs = Date.now();
+  readonly startedAtMs: number;
   protocol: ProxyProtocol = 'unknown';
   /** True/false once known from TCP_IS_MPTCP; null when the socket could not be asked. */
   mptcp: boolean | null = null;
@@ -88,7 +87,11 @@ export class ClientConnection implements ClientView {
     readonly listener: string,
     /** OS fd of the accepted socket, -1 when not available. */
     readonly fd: number,
-  ) {}
+    /** process.hrtime.bigint() at accept; earlier than now when the native fast path accepted it. */
+    readonly acceptedAt: bigint = process.hrtime.bigint(),
+  ) {
+    this.startedAtMs = Date.now() - Number(process.hrtime.bigint() - acceptedAt) / 1e6;
+  }
 
   get clientAddress(): string {
     return this.socket.remoteAddress ?? '';

@@ -85,7 +85,7 @@ export class ProxyError extends Error {
 }
 
 /** Socket errnos from connect() and DNS lookups, mapped to proxy codes. */
-const ERRNO_TO_CODE: Readonly<Record<string, ErrorCode>> = {
+export const ERRNO_TO_CODE: Readonly<Record<string, ErrorCode>> = {
   ECONNREFUSED: ErrorCode.ConnectRefused,
   ENETUNREACH: ErrorCode.NetUnreachable,
   EHOSTUNREACH: ErrorCode.HostUnreachable,

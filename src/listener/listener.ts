@@ -2,7 +2,9 @@
  * One proxy listener: an IPPROTO_MPTCP listening socket made through FFI and handed to
  * net.Server, or plain TCP when the kernel refuses MPTCP (one warning). Every accepted socket
  * becomes a ClientConnection, is asked whether the client really used MPTCP, is checked against
- * the connection limits, and is handed paused to the protocol front end.
+ * the connection limits, and is handed paused to the protocol front end. With the native fast
+ * path (src/fastpath) native accepts instead, and this listener serves only the connections it
+ * hands off.
  */
 import dns from 'node:dns';
 import net from 'node:net';
@@ -12,7 +14,10 @@ import { ErrorCode, ProxyError } from '../core/errors';
 import type { FrontEnd, ProxyContext } from '../proxy/context';
 import { refuse } from '../proxy/refusal';
 import { identifyAccepted, sampleConnection } from '../mptcp/sample';
-import { createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
+import { closeFd, createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
+import type { FastPath, FastPathTarget } from '../fastpath/fastpath';
+import { NATIVE_PROTO, type NativeHandoff } from '../fastpath/addon';
+import { handleSocks } from '../proxy/socks/server';
 import { activatedSockets, type ActivatedSocket } from './activation';
 import { ListenerError } from './listener-error';
 
@@ -21,8 +26,10 @@ const BACKLOG = 4096;
 /** Re-exported for callers that still import it from here (cluster/supervisor.ts). */
 export { ListenerError } from './listener-error';
 
-export class ProxyListener {
+export class ProxyListener implements FastPathTarget {
   private server: net.Server | null = null;
+  /** With the fast path: the listening fd native accepts on, and its id there. */
+  private native: { fd: number; id: number } | null = null;
   /** Whether the listening socket really is MPTCP (false after a fallback). */
   mptcp = false;
   /** The port actually bound (differs from the config for port 0). */
@@ -39,6 +46,7 @@ export class ProxyListener {
     private readonly frontEnd: FrontEnd,
     private readonly ctx: ProxyContext,
     private readonly socketOptions: SocketOptions = {},
+    private readonly fastPath: FastPath | null = null,
   ) {}
 
   get name(): string {
@@ -53,6 +61,17 @@ export class ProxyListener {
       const why = passed ? { reason: 'the passed socket is TCP', hint: 'SocketProtocol=mptcp in the .socket unit (systemd >= 257)' } : { reason: ls.fallbackReason, hint: 'sysctl -w net.mptcp.enabled=1' };
       this.ctx.log.warn('listening with plain TCP, not MPTCP', { listener: this.name, ...why });
     }
+    const bound = socketName(ls.fd);
+    this.boundPort = bound.port;
+    const { protocol } = this.config;
+    // Transparent and Convert connections are not on the fast path (see README).
+    if (this.fastPath && (protocol === 'http' || protocol === 'socks' || protocol === 'mixed')) {
+      this.native = { fd: ls.fd, id: this.fastPath.attach(this, ls.fd, protocol) };
+    } else await this.serve(ls);
+    this.ctx.log.info('listening', { listener: this.name, protocol, address: `${bound.address}:${bound.port}`, mptcp: this.mptcp, ...(this.native ? { fastPath: true } : {}) });
+  }
+
+  private async serve(ls: ListenSocket): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
     server.maxConnections = this.ctx.config.limits.maxConnections;
     // Node has closed the socket already: no ClientConnection, so the limit log is told the peer.
@@ -69,9 +88,6 @@ export class ProxyListener {
     });
     server.on('error', (e) => this.ctx.log.error('listener error', { listener: this.name, error: e.message }));
     this.server = server;
-    const bound = socketName(ls.fd);
-    this.boundPort = bound.port;
-    this.ctx.log.info('listening', { listener: this.name, protocol: this.config.protocol, address: `${bound.address}:${bound.port}`, mptcp: this.mptcp });
   }
 
   /** A socket passed by socket activation (see ./activation), served whatever `listen:` says. */
@@ -105,26 +121,53 @@ export class ProxyListener {
     const fd = socketFd(socket);
     const conn = new ClientConnection(socket, this.name, fd);
     identifyAccepted(conn);
-    // The client's FIN arrives while the fd is still open: last chance for plain HTTP connections.
-    socket.once('end', () => sampleConnection(conn, this.ctx.events));
     const client = conn.clientAddress;
     const count = (this.perClient.get(client) ?? 0) + 1;
     this.perClient.set(client, count);
+    this.track(conn, () => {
+      const left = (this.perClient.get(client) ?? 1) - 1;
+      if (left === 0) this.perClient.delete(client);
+      else this.perClient.set(client, left);
+    });
+    if (count > this.ctx.config.limits.maxConnectionsPerClient) {
+      return refuse(this.ctx, conn, new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`), () => socket.destroy());
+    }
+    this.frontEnd(conn, this.ctx);
+  }
+
+  /**
+   * A connection the fast path accepted and handed over (native checked the limits and counts
+   * it until `release`): the front end gets it with the bytes native already read in front.
+   */
+  adoptHandoff(h: NativeHandoff, release: () => void): void {
+    const socket = new net.Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+    const conn = new ClientConnection(socket, this.name, h.fd, h.acceptedNs);
+    conn.mptcp = h.mptcp < 0 ? null : h.mptcp === 1;
+    if (conn.mptcp) conn.token = h.token;
+    conn.subflows = h.subflows;
+    // Bytes native read and wrote never passed the socket's own counters.
+    conn.relayBytesUp = h.head.length;
+    if (h.greeted) conn.relayBytesDown = 2;
+    this.track(conn, release);
+    if (h.greeted && NATIVE_PROTO[h.proto] === 'socks5') return handleSocks(conn, this.ctx, h.head, true);
+    if (h.head.length > 0) socket.unshift(h.head);
+    this.frontEnd(conn, this.ctx);
+  }
+
+  /** Bookkeeping every served connection gets, from open to close. */
+  private track(conn: ClientConnection, onClose: () => void): void {
+    const socket = conn.socket;
+    // The client's FIN arrives while the fd is still open: last chance for plain HTTP connections.
+    socket.once('end', () => sampleConnection(conn, this.ctx.events));
     this.active.add(conn);
     socket.on('error', () => {}); // errors are handled by whoever owns the socket; never crash on a late one
     socket.once('close', () => {
       conn.closed = true;
       this.active.delete(conn);
-      const left = (this.perClient.get(client) ?? 1) - 1;
-      if (left === 0) this.perClient.delete(client);
-      else this.perClient.set(client, left);
+      onClose();
       this.ctx.events.emit('connection-close', conn);
     });
     this.ctx.events.emit('connection-open', conn);
-    if (count > this.ctx.config.limits.maxConnectionsPerClient) {
-      return refuse(this.ctx, conn, new ProxyError(ErrorCode.LimitReached, `per-client limit for ${client}`), () => socket.destroy());
-    }
-    this.frontEnd(conn, this.ctx);
   }
 
   /**
@@ -141,6 +184,11 @@ export class ProxyListener {
     // server.close()'s callback waits for every connection; draining is the caller's business.
     this.server?.close();
     this.server = null;
+    if (this.native) {
+      this.fastPath!.detach(this.native.id);
+      closeFd(this.native.fd);
+      this.native = null;
+    }
     this.releasePassed?.();
     this.releasePassed = null;
   }

@@ -40,9 +40,11 @@ export function isSocksFirstByte(byte: number): boolean {
 /**
  * FrontEnd for SOCKS listeners. The socket arrives paused. `head` is what a dispatcher already
  * read from it (the mixed port peeks at the first byte), processed before anything new.
+ * `greeted`: the native fast path already answered this SOCKS5 greeting (in `head`) with
+ * "no authentication", so it is not answered again.
  */
-export function handleSocks(conn: ClientConnection, ctx: ProxyContext, head?: Buffer): void {
-  void new SocksSession(conn, ctx, head).run();
+export function handleSocks(conn: ClientConnection, ctx: ProxyContext, head?: Buffer, greeted = false): void {
+  void new SocksSession(conn, ctx, head, greeted).run();
 }
 
 /** End our side now (with a last message), destroy once the client closes or after a grace. */
@@ -80,6 +82,7 @@ class SocksSession {
     private readonly conn: ClientConnection,
     private readonly ctx: ProxyContext,
     head?: Buffer,
+    private readonly greeted = false,
   ) {
     this.reader = new HandshakeReader(conn.socket, head);
     // Counted from accept: on the mixed port the wait for the first byte is part of it.
@@ -135,7 +138,7 @@ class SocksSession {
     const { socket } = this.conn;
     if (!this.ctx.access.authRequired) {
       if (!methods.includes(Socks5Method.NoAuth)) throw new ProxyError(ErrorCode.BadRequest, `no acceptable method among [${methods.join(', ')}]`);
-      socket.write(encodeMethodSelection(Socks5Method.NoAuth));
+      if (!this.greeted) socket.write(encodeMethodSelection(Socks5Method.NoAuth));
       return;
     }
     if (!methods.includes(Socks5Method.UserPass)) throw new ProxyError(ErrorCode.AuthRequired, 'client did not offer username/password');
