@@ -6,6 +6,7 @@
  * front ends. JavaScript runs once per batch, not once per connection.
  */
 import os from 'node:os';
+import client from 'prom-client';
 import type { Config } from '../config/schema';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
@@ -47,15 +48,21 @@ export class FastPath {
   private readonly targets = new Map<number, FastPathTarget>();
   /** Connections native relays now (open record seen, close not yet), by native id. */
   readonly open = new Map<number, NativeConnection>();
+  /** Connections by the path that served them: native, or handed off to the TS front ends. */
+  private readonly served: { native: client.Counter.Internal; handoff: client.Counter.Internal };
 
   private constructor(
     private readonly addon: FastPathAddon,
     private readonly events: ProxyEvents,
     private readonly log: Logger,
-  ) {}
+    metrics: client.Registry,
+  ) {
+    const total = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them', labelNames: ['path'] as const, registers: [metrics] });
+    this.served = { native: total.labels('native'), handoff: total.labels('handoff') };
+  }
 
   /** The fast path the config asks for, or null (off, addon missing with `auto`, stream engine). */
-  static create(config: Config, events: ProxyEvents, log: Logger): FastPath | null {
+  static create(config: Config, events: ProxyEvents, log: Logger, metrics: client.Registry): FastPath | null {
     const wanted = config.relay.fastPath;
     if (wanted === 'off') return null;
     const why = config.relay.engine === 'stream' ? 'relay.engine is stream' : null;
@@ -68,7 +75,7 @@ export class FastPath {
     const threads = config.relay.fastPathThreads || Math.max(1, Math.floor(os.availableParallelism() / config.workers));
     if (!nativeReady) load.addon.fastPathInit(deliver, threads);
     nativeReady = true;
-    const fp = new FastPath(load.addon, events, log);
+    const fp = new FastPath(load.addon, events, log, metrics);
     fp.configure(config);
     log.info('native fast path on', { threads });
     return fp;
@@ -105,6 +112,7 @@ export class FastPath {
   }
 
   handoff(h: NativeHandoff): void {
+    this.served.handoff.inc();
     this.targets.get(h.listener)!.adoptHandoff(h, () => this.addon.fastPathRelease(h.listener, h.key));
   }
 
@@ -117,6 +125,7 @@ export class FastPath {
     }
     let conn = this.open.get(r.nid);
     if (!conn) {
+      this.served.native.inc();
       conn = new NativeConnection(listener, r);
       this.events.emit('connection-open', conn);
     } else conn.update(r);
