@@ -24,13 +24,15 @@ export interface Subject {
   listener: 'http' | 'socks' | 'tcp';
 }
 
-export type ServerName = 'origin' | 'ours-splice' | 'ours-splice-w2' | 'ours-stream' | 'dante' | 'squid' | 'haproxy' | 'microsocks' | 'node-pipe';
+export type ServerName = 'origin' | 'ours-splice' | 'ours-splice-w2' | 'ours-fast' | 'ours-stream' | 'dante' | 'squid' | 'haproxy' | 'microsocks' | 'node-pipe';
 
 export const SUBJECTS: readonly Subject[] = [
   { id: 'limit', label: 'limit: MPTCP straight to nginx', kind: 'limit', mode: 'direct', server: 'origin', listener: 'tcp' },
   { id: 'ours-connect-splice', label: 'mptcp-proxy CONNECT splice', kind: 'ours', mode: 'connect', server: 'ours-splice', listener: 'http' },
   { id: 'ours-socks-splice', label: 'mptcp-proxy SOCKS5 splice', kind: 'ours', mode: 'socks5', server: 'ours-splice', listener: 'socks' },
   { id: 'ours-connect-splice-w2', label: 'mptcp-proxy CONNECT splice, 2 workers', kind: 'ours', mode: 'connect', server: 'ours-splice-w2', listener: 'http' },
+  { id: 'ours-connect-fast', label: 'mptcp-proxy CONNECT native fast path', kind: 'ours', mode: 'connect', server: 'ours-fast', listener: 'http' },
+  { id: 'ours-socks-fast', label: 'mptcp-proxy SOCKS5 native fast path', kind: 'ours', mode: 'socks5', server: 'ours-fast', listener: 'socks' },
   { id: 'ours-connect-stream', label: 'mptcp-proxy CONNECT stream', kind: 'ours', mode: 'connect', server: 'ours-stream', listener: 'http' },
   { id: 'ours-socks-stream', label: 'mptcp-proxy SOCKS5 stream', kind: 'ours', mode: 'socks5', server: 'ours-stream', listener: 'socks' },
   { id: 'ours-forward', label: 'mptcp-proxy HTTP forward', kind: 'ours', mode: 'forward', server: 'ours-splice', listener: 'http' },
@@ -96,6 +98,7 @@ export class Servers {
       origin: ['mptcpize'],
       'ours-splice': [],
       'ours-splice-w2': [],
+      'ours-fast': [],
       'ours-stream': [],
       dante: ['danted', 'mptcpize'],
       squid: ['squid', 'mptcpize'],
@@ -165,6 +168,7 @@ export class Servers {
         return this.startOrigin();
       case 'ours-splice':
       case 'ours-splice-w2':
+      case 'ours-fast':
       case 'ours-stream': {
         const [http, socks] = [await freePort(), await freePort()];
         const cfg = path.join(this.sub(name), 'config.yaml');
@@ -173,7 +177,7 @@ export class Servers {
         // BENCH_PROXY_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p") profiles our proxy under a workload.
         const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
         const [exe, ...rest] = node('dist/src/cli/main.js');
-        const argv = [exe!, ...flags, ...rest, '--config', cfg, '--http', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', 'warn', '--no-metrics', '--relay', name === 'ours-stream' ? 'stream' : 'splice', ...(name === 'ours-splice-w2' ? ['--workers', '2'] : [])];
+        const argv = [exe!, ...flags, ...rest, '--config', cfg, '--http', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', 'warn', '--no-metrics', '--relay', name === 'ours-stream' ? 'stream' : 'splice', ...(name === 'ours-splice-w2' ? ['--workers', '2'] : []), '--fast-path', name === 'ours-fast' ? 'on' : 'off'];
         return started(new Daemon(name, withNofile(argv)), { http, socks });
       }
       case 'dante': {

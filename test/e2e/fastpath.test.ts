@@ -88,12 +88,14 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
   before(async () => {
     server = await startLegacyServer(tb());
     const t = tb();
-    fast = await t.startProxy(['--config', writeConfig(t, 'on', httpPort, socksPort, 'relay: { fastPath: on }\n'), '--metrics', `127.0.0.1:${metricsPort}`]);
-    ts = await t.startProxy(['--config', writeConfig(t, 'off', tsHttpPort, tsSocksPort, 'relay: { fastPath: off }\n'), '--no-metrics']);
+    fast = await t.startProxy(['--config', writeConfig(t, 'on', httpPort, socksPort, ''), '--fast-path', 'on', '--metrics', `127.0.0.1:${metricsPort}`]);
+    ts = await t.startProxy(['--config', writeConfig(t, 'off', tsHttpPort, tsSocksPort, ''), '--fast-path', 'off', '--no-metrics']);
     const [limSocks] = pickPorts(1, [httpPort, socksPort, tsHttpPort, tsSocksPort, limPort, metricsPort, limMetricsPort, closedPort]);
     limited = await t.startProxy([
       '--config',
-      writeConfig(t, 'limited', limPort, limSocks!, 'relay: { fastPath: on }\nlimits: { maxConnectionsPerClient: 3 }\n').replace(/handshakeMs: \d+/, 'handshakeMs: 10000'),
+      writeConfig(t, 'limited', limPort, limSocks!, 'limits: { maxConnectionsPerClient: 3 }\n').replace(/handshakeMs: \d+/, 'handshakeMs: 10000'),
+      '--fast-path',
+      'on',
       '--metrics',
       `127.0.0.1:${limMetricsPort}`,
     ]);

@@ -450,7 +450,10 @@ export class Testbed {
   /** Run the proxy CLI inside the proxy namespace. */
   async startProxy(args: string[], opts: StartProxyOptions = {}): Promise<ProxyHandle> {
     const ns = opts.ns ?? 'proxy';
-    const child = this.spawn(ns, [...(opts.argvPrefix ?? []), process.execPath, CLI_ENTRY, ...args], { env: opts.env });
+    // MPTCP_PROXY_TEST_FAST_PATH=on|off runs the suite's proxies with that relay.fastPath.
+    const fastPath = process.env.MPTCP_PROXY_TEST_FAST_PATH;
+    const forced = fastPath && !args.includes('--fast-path') ? ['--fast-path', fastPath] : [];
+    const child = this.spawn(ns, [...(opts.argvPrefix ?? []), process.execPath, CLI_ENTRY, ...args, ...forced], { env: opts.env });
     const logs: ProxyLogLine[] = [];
     const waiters: { pred: (l: ProxyLogLine) => boolean; resolve: (l: ProxyLogLine) => void }[] = [];
     let stderr = '';
