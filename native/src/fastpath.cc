@@ -42,6 +42,7 @@
 
 #include "fastpath_parse.h"
 #include "splice_native.h"
+#include "wake_queue.h"
 
 namespace fastpath {
 namespace {
@@ -277,7 +278,8 @@ struct Conn {
   int ufd = -1;
   State st = State::Handshake;
   Tag tc{kTagClient, nullptr}, tu{kTagUpstream, nullptr};
-  uint8_t buf[kBuf];
+  // Handshake bytes; freed once the tunnel runs, so an idle tunnel costs no more than its record.
+  std::unique_ptr<uint8_t[]> buf{new uint8_t[kBuf]};
   size_t len = 0;
   ParseOut po;
   bool greeted = false;
@@ -303,22 +305,10 @@ void OnRelayDone(void* ctx, uint64_t up, uint64_t down, int end, int err);
 
 struct Loop {
   int ep = -1;
-  int wake = -1;
-  std::mutex mu;
-  std::deque<Cmd> cmds;
+  WakeQueue<Cmd> cmds;
   std::unordered_map<uint32_t, std::pair<std::shared_ptr<Listener>, Tag*>> listeners;
   std::set<std::pair<int64_t, Conn*>> timers;
   std::unordered_set<Conn*> conns;
-
-  void Post(Cmd c) {
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      cmds.push_back(std::move(c));
-    }
-    uint64_t one = 1;
-    ssize_t w = write(wake, &one, sizeof one);
-    (void)w;  // EAGAIN: a wake-up is pending anyway
-  }
 
   void Run() {
     epoll_event evs[128];
@@ -350,15 +340,7 @@ struct Loop {
   }
 
   void Commands() {
-    uint64_t v;
-    while (read(wake, &v, sizeof v) > 0) {
-    }
-    std::deque<Cmd> todo;
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      todo.swap(cmds);
-    }
-    for (Cmd& c : todo) {
+    for (Cmd& c : cmds.Take()) {
       if (c.op == Cmd::Add) {
         auto* tag = new Tag{kTagListener, c.l.get()};
         epoll_event ev{};
@@ -489,7 +471,7 @@ struct Loop {
     Forget(c);
     if (c->ufd >= 0) close(c->ufd);
     Handoff h{c->fd, c->rec.listener, uint8_t(c->po.proto), c->greeted, c->rec.mptcp, c->rec.token, c->rec.subflows, c->rec.acceptedNs, c->key,
-              std::string(reinterpret_cast<const char*>(c->buf), c->len)};
+              std::string(reinterpret_cast<const char*>(c->buf.get()), c->len)};
     gActive--;
     delete c;
     PublishHandoff(std::move(h));
@@ -518,13 +500,13 @@ struct Loop {
 
   void Readable(Conn* c) {
     if (c->st != State::Handshake) return;
-    ssize_t n = read(c->fd, c->buf + c->len, kBuf - c->len);
+    ssize_t n = read(c->fd, c->buf.get() + c->len, kBuf - c->len);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     // A client leaving mid-handshake is judged by the TS path, which sees the same EOF or error.
     if (n <= 0) return HandOff(c);
     c->len += size_t(n);
     auto t = CurrentTables();
-    c->po = ParseHandshake(c->buf, c->len, c->listener ? c->listener->kind : ListenerKind::Http, t->parse);
+    c->po = ParseHandshake(c->buf.get(), c->len, c->listener ? c->listener->kind : ListenerKind::Http, t->parse);
     c->rec.proto = uint8_t(c->po.proto);
     if (c->po.verdict == Verdict::Handoff || (c->po.verdict == Verdict::NeedMore && c->len == kBuf)) return HandOff(c);
     if (c->po.proto == Proto::Socks5 && c->po.greetingLen > 0 && !c->greeted) {
@@ -629,23 +611,21 @@ struct Loop {
     bool ok = rn ? Send(c, reply, rn) : Send(c, kEstablished, sizeof kEstablished - 1);
     // Bytes the client sent behind its handshake go first (a fresh socket takes a few KiB).
     size_t rest = c->len - c->po.consumed;
-    if (ok && rest > 0) ok = send(c->ufd, c->buf + c->po.consumed, rest, MSG_NOSIGNAL) == ssize_t(rest);
+    if (ok && rest > 0) ok = send(c->ufd, c->buf.get() + c->po.consumed, rest, MSG_NOSIGNAL) == ssize_t(rest);
     if (!ok) return Finish(c);
+    c->buf.reset();
     MptcpIdentity(c->fd, c->rec.mptcp, c->rec.token, c->rec.subflows);
     Forget(c);
     c->rec.kind = kRecOpen;
     Publish(c->rec);
+    int e;
     {
+      // Under the lock: closeAll() must not see the relay before its id is set.
       std::lock_guard<std::mutex> lk(gRelayMu);
       gRelaying.insert(c);
+      e = splice_native::Submit(c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &c->relayId);
     }
-    uint64_t id;
-    if (int e = splice_native::Submit(c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &id)) {
-      OnRelayDone(c, 0, 0, splice_native::kClientError, e);
-      return;
-    }
-    std::lock_guard<std::mutex> lk(gRelayMu);
-    if (gRelaying.count(c)) c->relayId = id;
+    if (e) OnRelayDone(c, 0, 0, splice_native::kClientError, e);
   }
 
   // A refusal in the protocol's words, then the TS path's graceful close.
@@ -746,12 +726,12 @@ int StartLoops(size_t n) {
   while (gLoops.size() < n) {
     auto* l = new Loop();
     l->ep = epoll_create1(EPOLL_CLOEXEC);
-    l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->ep < 0 || l->wake < 0) return errno;
+    if (l->ep < 0) return errno;
+    if (int e = l->cmds.Open()) return e;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
-    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wake, &ev);
+    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->cmds.fd(), &ev);
     std::thread([l] { l->Run(); }).detach();  // loops live as long as the process
     gLoops.push_back(l);
   }
@@ -766,7 +746,7 @@ void PostAll(Cmd::Op op, const std::shared_ptr<Listener>& l) {
     loops = gLoops;
   }
   auto pending = std::make_shared<std::atomic<int>>(int(loops.size()));
-  for (Loop* lp : loops) lp->Post(Cmd{op, l, pending});
+  for (Loop* lp : loops) lp->cmds.Post(Cmd{op, l, pending});
   std::unique_lock<std::mutex> lk(gAckMu);
   gAckCv.wait(lk, [&] { return pending->load() == 0; });
 }

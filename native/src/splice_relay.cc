@@ -21,6 +21,7 @@
 #include <napi.h>
 
 #include "splice_native.h"
+#include "wake_queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -205,20 +206,18 @@ class Engine {
     if (started_) return 0;
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (ep_ < 0) return errno;
-    wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_ < 0) {
-      int e = errno;
+    if (int e = cmds_.Open()) {
       close(ep_);
       return e;
     }
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;  // null tag = wake-up eventfd
-    epoll_ctl(ep_, EPOLL_CTL_ADD, wake_, &ev);
+    epoll_ctl(ep_, EPOLL_CTL_ADD, cmds_.fd(), &ev);
     pthread_t t;
     int rc = pthread_create(&t, nullptr, &Engine::ThreadMain, this);
     if (rc != 0) {
-      close(wake_);
+      cmds_.Close();
       close(ep_);
       return rc;
     }
@@ -246,15 +245,7 @@ class Engine {
     uint64_t abort;  // otherwise: end the pair with this id
   };
 
-  void Post(Cmd c) {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      cmds_.push_back(c);
-    }
-    uint64_t one = 1;
-    ssize_t w = write(wake_, &one, sizeof one);
-    (void)w;  // EAGAIN means the counter is already non-zero: a wake-up is pending anyway
-  }
+  void Post(Cmd c) { cmds_.Post(c); }
 
   static void* ThreadMain(void* self) {
     static_cast<Engine*>(self)->Loop();
@@ -306,15 +297,7 @@ class Engine {
   }
 
   void DrainCommands() {
-    uint64_t v;
-    while (read(wake_, &v, sizeof v) > 0) {
-    }
-    std::deque<Cmd> cmds;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      cmds.swap(cmds_);
-    }
-    for (const Cmd& c : cmds) {
+    for (const Cmd& c : cmds_.Take()) {
       if (c.add) Add(c.add);
       else {
         auto it = pairs_.find(c.abort);
@@ -533,8 +516,7 @@ class Engine {
   std::mutex mu_;
   bool started_ = false;
   int ep_ = -1;
-  int wake_ = -1;
-  std::deque<Cmd> cmds_;
+  WakeQueue<Cmd> cmds_;
   Napi::ThreadSafeFunction report_;
   std::atomic<int> active_{0};
   std::atomic<uint64_t> lastId_{0};

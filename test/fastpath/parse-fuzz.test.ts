@@ -71,6 +71,19 @@ function sameAddress(native: NativeParse, host: string): boolean {
   return ts !== null && normalizeIpLiteral(native.address!) === ts;
 }
 
+/** Native's verdict agrees with TS's (throws if not); true when both connect. */
+function agree(n: NativeParse, t: TsVerdict, at: string): boolean {
+  if (n.verdict === 'more') assert.equal(t.kind, 'more', at);
+  if (n.verdict !== 'connect') return false;
+  assert.equal(t.kind, 'connect', at);
+  if (t.kind !== 'connect') return false;
+  assert.equal(n.host, t.host, at);
+  assert.equal(n.port, t.port, at);
+  assert.equal(n.consumed, t.consumed, at);
+  assert.ok(sameAddress(n, t.host), at);
+  return true;
+}
+
 // xorshift32: reproducible from the printed seed.
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
@@ -145,16 +158,7 @@ describe('fast path parser: differential against the TS path', { skip: !load.ok 
           const n = addon.fastPathParse(b, kind, MAX_HEAD, MAX_LINES);
           const t = tsSocks(b);
           const at = `seed ${seed} case ${i} bytes ${b.toString('hex')}: native ${JSON.stringify(n)} ts ${JSON.stringify(t)}`;
-          if (n.verdict === 'more') assert.equal(t.kind, 'more', at);
-          if (n.verdict === 'connect') {
-            assert.equal(t.kind, 'connect', at);
-            if (t.kind !== 'connect') continue;
-            assert.equal(n.host, t.host, at);
-            assert.equal(n.port, t.port, at);
-            assert.equal(n.consumed, t.consumed, at);
-            assert.ok(sameAddress(n, t.host), at);
-            if (cut === whole.length) connects++;
-          }
+          if (agree(n, t, at) && cut === whole.length) connects++;
         }
       }
     }
@@ -177,16 +181,7 @@ describe('fast path parser: differential against the TS path', { skip: !load.ok 
         for (const kind of socksByte ? [LISTENER_KIND.http] : [LISTENER_KIND.http, LISTENER_KIND.mixed]) {
           const v = addon.fastPathParse(b, kind, MAX_HEAD, MAX_LINES);
           const at = `seed ${seed} case ${i} bytes ${JSON.stringify(b.toString('latin1'))}: native ${JSON.stringify(v)} ts ${JSON.stringify(t)}`;
-          if (v.verdict === 'more') assert.equal(t.kind, 'more', at);
-          if (v.verdict === 'connect') {
-            assert.equal(t.kind, 'connect', at);
-            if (t.kind !== 'connect') continue;
-            assert.equal(v.host, t.host, at);
-            assert.equal(v.port, t.port, at);
-            assert.equal(v.consumed, t.consumed, at);
-            assert.ok(sameAddress(v, t.host), at);
-            if (cut === whole.length && kind === LISTENER_KIND.http) connects++;
-          }
+          if (agree(v, t, at) && cut === whole.length && kind === LISTENER_KIND.http) connects++;
         }
       }
     }
