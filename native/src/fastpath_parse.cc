@@ -107,6 +107,33 @@ bool DottedQuad(const char* s, uint8_t out[4]) {
   return *p == '\0';
 }
 
+// A Host value the HTTP front end's message rules take (src/proxy/http/message-rules.ts
+// HOST_VALUE): uri-host [":" port], bracketed IP literal or reg-name with %XX, maybe empty.
+bool HostValueOk(const uint8_t* v, size_t n) {
+  while (n > 0 && (v[0] == ' ' || v[0] == '\t')) v++, n--;
+  while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  size_t i = 0;
+  auto hex = [](uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+  if (n > 0 && v[0] == '[') {
+    for (i = 1; i < n && (hex(v[i]) || v[i] == ':' || v[i] == '.'); i++) {
+    }
+    if (i == 1 || i >= n || v[i] != ']') return false;
+    i++;
+  } else {
+    while (i < n) {
+      uint8_t c = v[i];
+      if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || strchr("._~!$&'()*+,;=-", c)) i++;
+      else if (c == '%' && i + 2 < n && hex(v[i + 1]) && hex(v[i + 2])) i += 3;
+      else break;
+    }
+  }
+  if (i < n && v[i] == ':') {
+    for (i++; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
+    }
+  }
+  return i == n;
+}
+
 // "a.b.c.d:port" or "[v6]:port"; the port as TS's parseAuthority reads it (1..5 digits, 1..65535).
 ParseOut Authority(const uint8_t* t, size_t len, ParseOut o) {
   size_t colon = len;
@@ -171,6 +198,7 @@ ParseOut ParseConnect(const uint8_t* b, size_t n, const ParseLimits& lim, ParseO
   if (b[i] != '0' && b[i] != '1') return Handoff(o, "CONNECT version");
   i++;
   size_t lines = 0;
+  bool host = false;
   for (;;) {
     // At the CR ending the previous line.
     if (i >= n) return o;
@@ -197,13 +225,17 @@ ParseOut ParseConnect(const uint8_t* b, size_t n, const ParseLimits& lim, ParseO
     // A body or framing on a CONNECT is for the TS path to judge.
     if (NameIs(b + nameStart, i - nameStart, "content-length") || NameIs(b + nameStart, i - nameStart, "transfer-encoding"))
       return Handoff(o, "framing header on CONNECT");
-    i++;
+    bool isHost = NameIs(b + nameStart, i - nameStart, "host");
+    if (isHost && host) return Handoff(o, "second Host line");
+    host = host || isHost;
+    size_t valueStart = ++i;
     while (i < n && b[i] != '\r') {
       uint8_t c = b[i];
       if (!(c == '\t' || (c >= 0x20 && c < 0x7f))) return Handoff(o, "header value byte");
       i++;
     }
     if (i > lim.maxHeadBytes) return Handoff(o, "head too large");
+    if (isHost && i < n && !HostValueOk(b + valueStart, i - valueStart)) return Handoff(o, "Host value");
   }
 }
 
