@@ -32,6 +32,7 @@ const LAYERS = [
   'tuning',
   'steering',
   'proxy',
+  'fastpath',
   'listener',
   'process',
   'admin',

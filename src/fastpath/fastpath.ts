@@ -6,7 +6,7 @@
  * front ends. JavaScript runs once per batch, not once per connection.
  */
 import os from 'node:os';
-import client from 'prom-client';
+import type client from 'prom-client';
 import type { Config } from '../config/schema';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
@@ -55,14 +55,14 @@ export class FastPath {
     private readonly addon: FastPathAddon,
     private readonly events: ProxyEvents,
     private readonly log: Logger,
-    metrics: client.Registry,
+    served: client.Counter<'path'>,
   ) {
-    const total = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them', labelNames: ['path'] as const, registers: [metrics] });
-    this.served = { native: total.labels('native'), handoff: total.labels('handoff') };
+    this.served = { native: served.labels('native'), handoff: served.labels('handoff') };
   }
 
   /** The fast path the config asks for, or null (off, addon missing with `auto`, stream engine). */
-  static create(config: Config, events: ProxyEvents, log: Logger, metrics: client.Registry): FastPath | null {
+  /** `served` is mptcp_proxy_fast_path_total (src/metrics). */
+  static create(config: Config, events: ProxyEvents, log: Logger, served: client.Counter<'path'>): FastPath | null {
     const wanted = config.relay.fastPath;
     if (wanted === 'off') return null;
     const why = config.relay.engine === 'stream' ? 'relay.engine is stream' : null;
@@ -75,7 +75,7 @@ export class FastPath {
     const threads = config.relay.fastPathThreads || Math.max(1, Math.floor(os.availableParallelism() / config.workers));
     if (!nativeReady) load.addon.fastPathInit(deliver, threads);
     nativeReady = true;
-    const fp = new FastPath(load.addon, events, log, metrics);
+    const fp = new FastPath(load.addon, events, log, served);
     fp.configure(config);
     log.info('native fast path on', { threads });
     return fp;

@@ -31,7 +31,7 @@ function withAddon<T>(file: string, fn: () => T): T {
 
 describe('fast path selection and tables', () => {
   const missing = path.join(os.tmpdir(), `no-fast-path-${process.pid}.node`);
-  const create = (relay: object): FastPath | null => FastPath.create(validateConfig({ relay }), new ProxyEvents(), silentLogger(), new client.Registry());
+  const create = (relay: object): FastPath | null => FastPath.create(validateConfig({ relay }), new ProxyEvents(), silentLogger(), new client.Counter({ name: 'fast_path_test_total', help: 'test', labelNames: ['path'] as const, registers: [] }));
 
   it('off (the default) never loads the addon', () => {
     assert.equal(validateConfig({}).relay.fastPath, 'off');
