@@ -177,6 +177,13 @@ export class ProxyListener implements FastPathTarget {
    */
   refuseNew(): void {
     this.refusing = true;
+    // The fast path would go on serving: the TS accept loop takes the socket over to reset them.
+    if (this.native) {
+      const { fd, id } = this.native;
+      this.native = null;
+      this.fastPath!.detach(id);
+      this.serve({ fd, mptcp: this.mptcp }).catch((e: Error) => this.ctx.log.error('listener error', { listener: this.name, error: e.message }));
+    }
   }
 
   /** Stop accepting; established connections continue. */
