@@ -46,10 +46,11 @@ async function exchange(bridge: string, send: Buffer[], timeoutMs = 6_000, open 
   return Buffer.concat(chunks);
 }
 
-async function metric(tb: Testbed, port: number, name: string): Promise<number> {
+/** A sample of metric `name` with the label `label="value"` (other labels, e.g. instance, may sit beside it). */
+async function metric(tb: Testbed, port: number, name: string, label: string): Promise<number> {
   const r = await tb.exec('proxy', ['curl', '-s', `http://127.0.0.1:${port}/metrics`]);
-  const m = new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\d+)`, 'm').exec(r.stdout);
-  return m ? Number(m[1]) : 0;
+  const line = r.stdout.split('\n').find((l) => l.startsWith(`${name}{`) && l.slice(0, l.indexOf('}')).split(',').some((kv) => kv.replace(/^.*\{/, '') === label));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
 function socketFds(pid: number): number {
@@ -107,8 +108,8 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
     await Promise.all([fast?.stop(), ts?.stop(), limited?.stop()]);
   });
 
-  const native = (): Promise<number> => metric(tb(), metricsPort, 'mptcp_proxy_fast_path_total{path="native"}');
-  const handedOff = (): Promise<number> => metric(tb(), metricsPort, 'mptcp_proxy_fast_path_total{path="handoff"}');
+  const native = (): Promise<number> => metric(tb(), metricsPort, 'mptcp_proxy_fast_path_total', 'path="native"');
+  const handedOff = (): Promise<number> => metric(tb(), metricsPort, 'mptcp_proxy_fast_path_total', 'path="handoff"');
 
   const kinds: { kind: ProxyKind; port: () => number; protocol: string }[] = [
     { kind: 'connect', port: () => httpPort, protocol: 'connect' },
@@ -207,8 +208,8 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
       const line = await fast.waitForLog((l, i = fast.logs.indexOf(l)) => i >= lines && l.message === 'connection', 3_000);
       assert.notEqual(line.result, 'ok', `${what}: ${JSON.stringify(line)}`);
     }
-    assert.ok((await metric(tb(), metricsPort, 'mptcp_proxy_errors_total{code="MPX_DEST_DENIED"}')) >= 3);
-    assert.ok((await metric(tb(), metricsPort, 'mptcp_proxy_errors_total{code="MPX_HANDSHAKE_TIMEOUT"}')) >= 6);
+    assert.ok((await metric(tb(), metricsPort, 'mptcp_proxy_errors_total', 'code="MPX_DEST_DENIED"')) >= 3);
+    assert.ok((await metric(tb(), metricsPort, 'mptcp_proxy_errors_total', 'code="MPX_HANDSHAKE_TIMEOUT"')) >= 6);
   });
 
   test('/connections lists a native tunnel while it is open', async () => {
@@ -224,8 +225,8 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
 
   test('per-client limit: native and handed-off connections share it, refusals are counted, slots come back', async () => {
     const t = tb();
-    const code = 'mptcp_proxy_errors_total{code="MPX_LIMIT_REACHED"}';
-    const before = await metric(t, limMetricsPort, code);
+    const limitHits = (): Promise<number> => metric(t, limMetricsPort, 'mptcp_proxy_errors_total', 'code="MPX_LIMIT_REACHED"');
+    const before = await limitHits();
     const open = async (send: Buffer): Promise<net.Socket> => {
       const s = net.connect(bridges.lim!);
       s.on('error', () => {});
@@ -238,7 +239,7 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
     await sleep(300);
     const over = await exchange(bridges.lim!, [tunnel], 3_000);
     assert.equal(over.length, 0, 'a connection over the limit is closed unanswered');
-    assert.equal((await metric(t, limMetricsPort, code)) - before, 1);
+    assert.equal((await limitHits()) - before, 1);
     for (const s of held) s.destroy();
     await sleep(500);
     const again = await exchange(bridges.lim!, [tunnel, Buffer.from('x')], 1_000, true);
