@@ -24,5 +24,7 @@ else
 fi
 if [ "$mode" != unit ]; then
   run $e2e_files || status=1
+  # The native fast path's parser once more, under AddressSanitizer (its own build of the addon).
+  if [ -f native/binding.gyp ]; then FASTPATH_FUZZ_CASES=${FASTPATH_FUZZ_CASES:-5000} bash scripts/asan-fuzz.sh || status=1; fi
 fi
 exit $status
