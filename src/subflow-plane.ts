@@ -39,6 +39,8 @@ export class SubflowPlane {
     metrics: ProxyMetrics,
   ) {
     metrics.observeSubflows(this.registry);
+    // Kernel counters are per namespace, and this plane is the one per namespace.
+    metrics.observeKernelMptcp();
     feedKernelEvents(this.kernel, this.registry);
     this.kstate = new KernelState(log);
     this.steering = SteeringEngine.provision(config.steering, this.registry, log, this.kstate, { metrics: metrics.registry });

@@ -5,7 +5,8 @@
  */
 import http from 'node:http';
 import type { Logger } from '../log/logger';
-import type { SubflowRegistry } from '../registry/registry';
+import type { MptcpConnectionRecord, SubflowRegistry } from '../registry/registry';
+import { diagnoseSinglePath, readPathManagerView, type PathDiagnosis, type PathManagerView } from '../registry/diagnosis';
 import type { ClientView } from '../core/connection';
 import { formatEndpoint } from '../core/address';
 import type { ConnectionBuffers } from '../tuning/tuner';
@@ -50,13 +51,20 @@ export interface ConnectionStatus {
   }[];
   /** Receive/send buffer sizes (kernel bytes) and why; null when the tuner does not track it. */
   buffers?: ConnectionBuffers | null;
+  /**
+   * Why the connection uses one path, with the fix (src/registry/diagnosis); null when it uses
+   * more, or nothing is known; absent from instances that predate it.
+   */
+  singlePath?: PathDiagnosis | null;
 }
 
-export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections' | 'buffers'>): ConnectionStatus[] {
+export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'connections' | 'buffers'>, pm: PathManagerView): ConnectionStatus[] {
   const byClient = new Map<number, ConnectionStatus['subflows']>();
+  const records = new Map<number, MptcpConnectionRecord>();
   const now = Date.now();
   for (const rec of sources.subflows.connections.values()) {
     if (!rec.client) continue;
+    records.set(rec.client.id, rec);
     byClient.set(
       rec.client.id,
       [...rec.subflows.values()]
@@ -90,6 +98,7 @@ export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'conne
     bytesOut: c.bytesToClient,
     subflows: byClient.get(c.id) ?? [],
     ...(sources.buffers ? { buffers: sources.buffers(c.id) } : {}),
+    singlePath: diagnoseSinglePath(c.mptcp, records.get(c.id), pm),
   }));
 }
 
@@ -113,8 +122,13 @@ export function startAdminServer(host: string, port: number, sources: AdminSourc
         },
       );
     } else if (path === '/connections') {
-      Promise.resolve(sources.refresh()).then(
-        () => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ connections: connectionStatus(sources) })),
+      Promise.resolve(sources.refresh())
+        .then(() => readPathManagerView())
+        .then(
+        (pm) => {
+          if (pm.errors.length > 0) log.warn('path manager state unreadable; one-path diagnoses are less precise', { errors: pm.errors });
+          res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ connections: connectionStatus(sources, pm) }));
+        },
         (e) => {
           log.error('status refresh failed', { error: (e as Error).message });
           res.writeHead(500).end();

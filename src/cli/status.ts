@@ -41,6 +41,7 @@ export function formatStatusTable(conns: ConnectionStatus[]): string {
         `    ${s.kind.padEnd(7)} ${s.remote.padEnd(22)} → ${s.local.padEnd(22)} ${(s.interface ?? '?').padEnd(10)} ${s.backup ? 'backup ' : 'active '} tx=${human(s.bytesTx).padStart(7)} rx=${human(s.bytesRx).padStart(7)} rtt=${s.rttMs === null ? '-' : `${s.rttMs.toFixed(2)}ms`}${s.mss ? ` mss=${s.mss}` : ''}`,
       );
     }
+    if (c.singlePath) lines.push(`    one path: ${c.singlePath.cause}: ${c.singlePath.detail}`, `      fix: ${c.singlePath.fix}`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -11,6 +11,8 @@ import { DEFAULTS } from '../config/schema';
 import { AUTH_FAILURE_REASONS, type AuthGuard } from '../access/auth-guard';
 import type { ProxyEvents } from '../core/events';
 import type { SubflowRegistry } from '../registry/registry';
+import { readMptcpCounters } from '../sys/netstat';
+import { readSysctl } from '../sys/sysctl';
 
 const UNKNOWN_IF = 'unknown';
 
@@ -62,6 +64,46 @@ export function bufferTunerMetrics(registry: client.Registry) {
 }
 export type BufferTunerMetrics = ReturnType<typeof bufferTunerMetrics>;
 
+/**
+ * Which of the kernel's MPTcpExt counters (/proc/net/netstat, names as in Linux 6.18) feeds which
+ * kernel health metric, under which label value. Several counters may share a label value (summed).
+ */
+const KERNEL_MPTCP = {
+  /** A connection that started as MPTCP (or was asked to) and went on as plain TCP, by why. */
+  fallbacks: {
+    MPCapableFallbackACK: 'no-mp-capable-ack',
+    MPCapableFallbackSYNACK: 'no-mp-capable-synack',
+    MPCapableDataFallback: 'no-mp-capable-data',
+    MPFallbackTokenInit: 'token-init',
+    DssFallback: 'dss',
+    DSSCorruptionFallback: 'dss-corruption',
+    InfiniteMapRx: 'mp-fail',
+    MD5SigFallback: 'md5sig',
+    SimultConnectFallback: 'simultaneous-connect',
+  },
+  /** MP_JOIN subflows, by stage: SYNs received, final ACKs received (established), SYNs sent. */
+  joins: { MPJoinSynRx: 'syn-rx', MPJoinAckRx: 'ack-rx', MPJoinSynTx: 'syn-tx' },
+  /** MP_JOINs refused, by why ('limit': the path manager's subflow limit). */
+  joinRejections: {
+    MPJoinRejected: 'limit',
+    MPJoinNoTokenFound: 'no-token',
+    MPJoinSynAckHMacFailure: 'hmac',
+    MPJoinAckHMacFailure: 'hmac',
+    MismatchPortSynRx: 'port-mismatch',
+    MismatchPortAckRx: 'port-mismatch',
+    MPJoinSynTxCreatSkErr: 'create-error',
+    MPJoinSynTxBindErr: 'bind-error',
+    MPJoinSynTxConnectErr: 'connect-error',
+  },
+  addAddr: { AddAddr: 'rx', AddAddrDrop: 'rx-dropped', AddAddrTx: 'tx', AddAddrTxDrop: 'tx-dropped' },
+  /** Blackhole detection (MPTCP SYNs lost on the way) and the SYNs then sent without MPTCP. */
+  blackhole: { Blackhole: 'detected', MPCapableSYNTXDisabled: 'syn-without-mptcp' },
+  /** Subflows marked stale after losses (net.mptcp.stale_loss_cnt) and recovered. */
+  stale: { SubflowStale: 'stale', SubflowRecover: 'recovered' },
+} as const satisfies Record<string, Record<string, string>>;
+
+const KERNEL_LABEL: Record<keyof typeof KERNEL_MPTCP, string> = { fallbacks: 'cause', joins: 'stage', joinRejections: 'cause', addAddr: 'event', blackhole: 'event', stale: 'event' };
+
 export class ProxyMetrics {
   readonly registry = new client.Registry();
   private readonly exportedPathBytes = new Map<string, number>();
@@ -88,6 +130,20 @@ export class ProxyMetrics {
   readonly fastPathTotal = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them (native, or handoff to the TS front ends)', labelNames: ['path'] as const, registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
+  /** The kernel's MPTCP counters of the proxy's namespace (KERNEL_MPTCP), read at each scrape. */
+  private readonly kernelCounters = {
+    // Registered first of the kernel metrics, its collect reads the kernel for all of them.
+    fallbacks: this.kernelCounter('mptcp_proxy_kernel_fallbacks_total', 'MPTCP connections that fell back to plain TCP, by cause (kernel counters)', KERNEL_LABEL.fallbacks, () => this.syncKernel?.()),
+    joins: this.kernelCounter('mptcp_proxy_kernel_joins_total', 'MP_JOIN subflows by stage: syn-rx attempts, ack-rx established, syn-tx sent (kernel counters)', KERNEL_LABEL.joins),
+    joinRejections: this.kernelCounter('mptcp_proxy_kernel_join_rejections_total', 'MP_JOINs refused, by cause (limit = the path manager subflow limit; kernel counters)', KERNEL_LABEL.joinRejections),
+    addAddr: this.kernelCounter('mptcp_proxy_kernel_add_addr_total', 'ADD_ADDR announcements received/sent, and dropped (kernel counters)', KERNEL_LABEL.addAddr),
+    blackhole: this.kernelCounter('mptcp_proxy_kernel_blackhole_total', 'MPTCP blackholes detected, and SYNs sent without MPTCP while active MPTCP was off (kernel counters)', KERNEL_LABEL.blackhole),
+    stale: this.kernelCounter('mptcp_proxy_kernel_subflow_stale_total', 'Subflows marked stale after losses, and recovered (kernel counters)', KERNEL_LABEL.stale),
+  };
+  readonly blackholeTimeout = new client.Gauge({ name: 'mptcp_proxy_kernel_blackhole_timeout_seconds', help: 'net.mptcp.blackhole_timeout: how long active MPTCP stays off after a blackhole (0: detection off)', registers: [this.registry] });
+  readonly blackholeActive = new client.Gauge({ name: 'mptcp_proxy_kernel_blackhole_active', help: '1 while within blackhole_timeout of the last blackhole seen (at a scrape): outgoing MPTCP is off', registers: [this.registry] });
+  private blackholeSeenAt: number | null = null;
+
   /**
    * `instance` goes on every metric, process_* and nodejs_* included (the registry's default
    * labels): instances behind one load balancer stay apart when their series are summed.
@@ -96,6 +152,45 @@ export class ProxyMetrics {
     this.registry.setDefaultLabels({ instance });
     client.collectDefaultMetrics({ register: this.registry });
   }
+
+  private kernelCounter(name: string, help: string, label: string, collect?: () => void): client.Counter<string> {
+    return new client.Counter({ name, help, labelNames: [label], registers: [this.registry], ...(collect ? { collect } : {}) });
+  }
+
+  /**
+   * Export the kernel's MPTCP counters of this namespace; only one process per namespace does
+   * (the subflow plane's), so a cluster's merged metrics count them once.
+   */
+  observeKernelMptcp(read: () => Map<string, number> = readMptcpCounters, sysctl: (key: string) => string | null = readSysctl): void {
+    const exported = new Map<string, number>();
+    const sync = (): void => {
+      const now = read();
+      for (const [group, names] of Object.entries(KERNEL_MPTCP) as [keyof typeof KERNEL_MPTCP, Record<string, string>][]) {
+        const sums = new Map<string, number>();
+        for (const [counter, value] of Object.entries(names)) {
+          const n = now.get(counter);
+          if (n !== undefined) sums.set(value, (sums.get(value) ?? 0) + n);
+        }
+        const metric = this.kernelCounters[group];
+        const label = KERNEL_LABEL[group];
+        for (const [value, total] of sums) {
+          const key = `${group}|${value}`;
+          const seen = exported.get(key);
+          // The first reading is the baseline of the namespace's life so far; later ones add growth.
+          if (seen === undefined) metric.inc({ [label]: value }, total);
+          else if (total > seen) metric.inc({ [label]: value }, total - seen);
+          if (group === 'blackhole' && value === 'detected' && seen !== undefined && total > seen) this.blackholeSeenAt = Date.now();
+          exported.set(key, Math.max(total, seen ?? 0));
+        }
+      }
+      const timeout = Number(sysctl('net.mptcp.blackhole_timeout') ?? 0);
+      this.blackholeTimeout.set(timeout);
+      this.blackholeActive.set(this.blackholeSeenAt !== null && timeout > 0 && Date.now() - this.blackholeSeenAt < timeout * 1000 ? 1 : 0);
+    };
+    this.syncKernel = sync;
+  }
+
+  private syncKernel: (() => void) | null = null;
 
   /** Connection metrics from a connection plane's events. */
   observeConnections(events: ProxyEvents): void {

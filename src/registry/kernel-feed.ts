@@ -48,7 +48,7 @@ export function feedKernelEvents(view: KernelView, registry: SubflowRegistry): v
     if (!accepted(e.token)) return;
     registry.subflowUp({ token: tokenHex(e.token), local: ep(e.local), remote: ep(e.remote), interface: iface(e.local, e.remote, e.ifName), kind: 'join', backup: e.backup, source: 'kernel' });
   });
-  view.on('subflow-closed', (e) => registry.subflowDown(tokenHex(e.token), ep(e.local), ep(e.remote)));
+  view.on('subflow-closed', (e) => registry.subflowDown(tokenHex(e.token), ep(e.local), ep(e.remote), { ...(e.error !== undefined ? { error: e.error } : {}), ...(e.resetReason !== undefined ? { resetReason: e.resetReason } : {}) }));
   view.on('priority-changed', (e) => registry.priorityChanged(tokenHex(e.token), ep(e.local), ep(e.remote), e.backup));
   view.on('connection-closed', (e) => registry.connectionClosed(tokenHex(e.token)));
 }

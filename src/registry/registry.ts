@@ -34,6 +34,15 @@ export interface Subflow {
   rttUs: number | null;
   mss: number | null;
   source: Source;
+  /** Why it closed, when the kernel said (SUB_CLOSED): the subflow's socket error and the peer's MP_TCPRST reason. */
+  closeError: number | null;
+  resetReason: number | null;
+}
+
+/** What the kernel said about a subflow's end. */
+export interface SubflowEnd {
+  error?: number;
+  resetReason?: number;
 }
 
 export interface MptcpConnectionRecord {
@@ -130,6 +139,8 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
       rttUs: null,
       mss: null,
       source: s.source,
+      closeError: null,
+      resetReason: null,
     };
     c.subflows.set(key, sub);
     this.emit('subflow-up', sub, c);
@@ -162,10 +173,13 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     this.emit('priority-change', sub, c);
   }
 
-  subflowDown(token: string, local: HostPort, remote: HostPort): void {
+  subflowDown(token: string, local: HostPort, remote: HostPort, end: SubflowEnd = {}): void {
     const c = this.connections.get(token);
     const sub = c?.subflows.get(keyOf(local, remote));
     if (!c || !sub || sub.state === 'closed') return;
+    // The kernel sends 0 for "no error"; keep null for "not said".
+    sub.closeError = end.error || null;
+    sub.resetReason = end.resetReason ?? null;
     this.close(sub, c);
   }
 
