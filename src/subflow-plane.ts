@@ -16,6 +16,7 @@ import { startSnifferFeed } from './registry/sniffer-feed';
 import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
 import { MssClamp } from './tuning/mss';
+import { RtoCap } from './tuning/rto';
 import { TransparentRules } from './proxy/transparent';
 import { ClusterAnnounce } from './proxy/announce';
 
@@ -27,6 +28,8 @@ export class SubflowPlane {
   readonly steering: SteeringEngine;
   /** Kernel-wide like steering's state, so here (src/tuning/mss.ts). */
   readonly mss: MssClamp;
+  /** The namespace's retransmission backoff cap (paths.rtoMaxMs): per namespace, so here. */
+  readonly rto: RtoCap;
   /** Transparent mode's TPROXY table and local route: kernel-wide, so here too. */
   readonly transparent: TransparentRules;
   /** Cluster mode's C flag and announce endpoint: per namespace too. */
@@ -45,6 +48,7 @@ export class SubflowPlane {
     this.kstate = new KernelState(log);
     this.steering = SteeringEngine.provision(config.steering, this.registry, log, this.kstate, { metrics: metrics.registry });
     this.mss = new MssClamp(config.tuning, log, this.kstate);
+    this.rto = new RtoCap(config.paths.rtoMaxMs, log, this.kstate);
     this.transparent = new TransparentRules(config, log, this.kstate);
     this.announce = new ClusterAnnounce(config, log, this.kstate);
   }
@@ -63,6 +67,7 @@ export class SubflowPlane {
     if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.registry, this.log);
     if (this.steering.active) await this.steering.start();
     await this.mss.start();
+    await this.rto.start();
     await this.transparent.start();
   }
 
@@ -80,6 +85,7 @@ export class SubflowPlane {
   async reload(next: Config): Promise<void> {
     await this.steering.reload(next.steering);
     await this.mss.reload(next.tuning);
+    await this.rto.reload(next.paths.rtoMaxMs);
     await this.transparent.reload(next);
     await this.announce.reload(next);
     this.config = next;

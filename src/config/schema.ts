@@ -143,6 +143,18 @@ export interface Config {
   steering: SteeringConfig;
   tuning: TuningConfig;
   transparent: TransparentConfig;
+  paths: PathsConfig;
+}
+
+/** How client paths recover (src/tuning/rto.ts). */
+export interface PathsConfig {
+  /**
+   * Cap on the retransmission backoff of every TCP socket in the proxy's network namespace
+   * (net.ipv4.tcp_rto_max_ms, set while the proxy runs and restored after): a subflow whose path
+   * was blackholed retries at least this often, so it carries again about this soon after the
+   * repair. null = the kernel's own (120000). The kernel allows 1000..120000.
+   */
+  rtoMaxMs: number | null;
 }
 
 export const DEFAULTS: Config = {
@@ -164,6 +176,7 @@ export const DEFAULTS: Config = {
   steering: { policies: [], uplinks: [] },
   tuning: { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 }, mssClamp: 'auto', mssInterfaces: [] },
   transparent: { interfaces: [], rules: true },
+  paths: { rtoMaxMs: null },
 };
 
 /**
@@ -323,7 +336,7 @@ export function validateConfig(input: unknown): Config {
   const root = new Reader('');
   const raw = input ?? {};
   if (!isObject(raw)) throw root.error('config must be a mapping');
-  onlyKeys(raw, ['instance', 'cluster', 'workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', 'transparent', ...STEERING_KEYS], root);
+  onlyKeys(raw, ['instance', 'cluster', 'workers', 'listeners', 'access', 'upstream', 'timeouts', 'limits', 'relay', 'log', 'metrics', 'sniffer', 'tuning', 'transparent', 'paths', ...STEERING_KEYS], root);
   const d = DEFAULTS;
 
   const a = section(raw, 'access', root);
@@ -358,6 +371,8 @@ export function validateConfig(input: unknown): Config {
   }
 
   const tuning = tuningSection(section(raw, 'tuning', root), root.at('tuning'));
+  const pa = section(raw, 'paths', root);
+  onlyKeys(pa, ['rtoMaxMs'], root.at('paths'));
 
   let workers = d.workers;
   if (raw.workers === 'auto') workers = os.availableParallelism();
@@ -410,6 +425,8 @@ export function validateConfig(input: unknown): Config {
     steering: validateSteeringConfig(raw),
     tuning,
     transparent: transparentSection(section(raw, 'transparent', root), root.at('transparent')),
+    // The kernel's own range for net.ipv4.tcp_rto_max_ms.
+    paths: { rtoMaxMs: pa.rtoMaxMs === undefined || pa.rtoMaxMs === null ? d.paths.rtoMaxMs : int(pa, 'rtoMaxMs', 0, root.at('paths'), 1000, 120_000) },
   };
   checkTransparent(config);
   checkCluster(config);

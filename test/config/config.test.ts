@@ -55,6 +55,11 @@ test('a non-loopback listener without allow-list or users is refused with an exp
   assert.doesNotThrow(() => loadConfig(parseRunFlags(['--http', '0.0.0.0:3128', '--user', 'alice:plain$pw'])));
 });
 
+test('paths.rtoMaxMs: off by default, a value in the kernel range kept', () => {
+  assert.equal(validateConfig({}).paths.rtoMaxMs, null);
+  assert.equal(validateConfig({ paths: { rtoMaxMs: 1000 } }).paths.rtoMaxMs, 1000);
+});
+
 test('bad values name the key that is wrong', () => {
   const cases: [unknown, RegExp][] = [
     [{ nope: 1 }, /^nope: unknown key/],
@@ -74,6 +79,9 @@ test('bad values name the key that is wrong', () => {
     [{ access: { users: [{ name: 'a', password: 'scrypt$1000$8$1$c2FsdA==$aGFzaA==' }] } }, /^access\.users\.\[0\]\.password/],
     [{ access: { users: [{ name: 'a', password: 'scrypt$65536$1$1$c2FsdA==$aGFzaA==' }] } }, /^access\.users\.\[0\]\.password/],
     [{ access: { users: [{ name: 'a', password: 'scrypt$16384$8$1$c2FsdA==' }] } }, /^access\.users\.\[0\]\.password/],
+    // The kernel's own range for net.ipv4.tcp_rto_max_ms.
+    [{ paths: { rtoMaxMs: 500 } }, /^paths\.rtoMaxMs: must be an integer in 1000\.\.120000/],
+    [{ paths: { bogus: 1 } }, /^paths\.bogus: unknown key/],
   ];
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
 });
