@@ -77,8 +77,9 @@ describe('paths.rtoMaxMs: a blackholed client path carries again within 1 s of i
     const px = await startProxy('default.yaml');
     try {
       assert.equal(await rtoMax(), '120000');
-      const ms = await outage();
-      console.log(`path 1 back ${ms} ms after the repair (no cap)`);
+      const times: number[] = [];
+      for (let i = 0; i < RUNS; i++) times.push(await outage());
+      console.log(`path 1 back ${times.join(', ')} ms after the repair (no cap)`);
     } finally {
       assert.equal((await px.stop()).code, 0);
     }
