@@ -81,7 +81,7 @@ describe('MPTCP health: one-path diagnosis and kernel counters (testbed)', { tim
   });
 
   test('proxy limit subflows 0: join-limit, and the refused join is counted', async () => {
-    const rejected = (m: string): number => Number(/^mptcp_proxy_kernel_join_rejections_total\{cause="limit"\} (\d+)/m.exec(m)?.[1] ?? 0);
+    const rejected = (m: string): number => Number(/^mptcp_proxy_kernel_join_rejections_total\{cause="limit"[^}]*\} (\d+)/m.exec(m)?.[1] ?? 0);
     const before = rejected(await admin('/metrics'));
     await ip('proxy', ['mptcp', 'limits', 'set', 'subflows', '0']);
     try {
