@@ -69,6 +69,8 @@ describe('kernel state: SIGKILL anywhere, start again, SIGTERM: the namespace is
       log: { level: 'debug', format: 'json' },
       tuning: { mssClamp: true },
       transparent: { interfaces: [i.proxy1] },
+      // A sysctl item (net.ipv4.tcp_rto_max_ms) among the kill points.
+      paths: { rtoMaxMs: 2000 },
     };
     const uplinks = [
       { name: 'wan1', interface: i.proxyServerSide, source: a.proxyServerSide, gateway: a.server },

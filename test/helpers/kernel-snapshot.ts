@@ -38,7 +38,7 @@ export async function snapshot(tb: Testbed, ns: Role | string = 'proxy'): Promis
   await show('ip -6 route all', ['ip', '-6', 'route', 'show', 'table', 'all']);
   await show('mptcp endpoints', ['ip', 'mptcp', 'endpoint', 'show']);
   await show('mptcp limits', ['ip', 'mptcp', 'limits', 'show']);
-  await show('sysctl', ['sysctl', 'net.mptcp', 'net.ipv4.tcp_rmem', 'net.ipv4.tcp_wmem', 'net.core.rmem_max', 'net.core.wmem_max', 'net.ipv4.ip_forward', 'net.ipv4.tcp_congestion_control', 'net.ipv4.conf.all', 'net.ipv4.conf.default']);
+  await show('sysctl', ['sysctl', 'net.mptcp', 'net.ipv4.tcp_rto_max_ms', 'net.ipv4.tcp_rmem', 'net.ipv4.tcp_wmem', 'net.core.rmem_max', 'net.core.wmem_max', 'net.ipv4.ip_forward', 'net.ipv4.tcp_congestion_control', 'net.ipv4.conf.all', 'net.ipv4.conf.default']);
   return out;
 }
 
