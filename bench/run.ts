@@ -19,12 +19,12 @@
  * Needs root (tcpdump, namespaces). Peers missing on the machine are reported, not fatal;
  * `scripts/setup.sh bench` installs them.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../test/helpers/testbed';
+import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { CLASSIC_PEERS, Servers, subject, SUBJECTS, type Subject } from './lib/peers';
 import { have } from './lib/proc';
 import { charts, consoleTable, markdown } from './lib/report';
@@ -83,7 +83,7 @@ async function main(): Promise<number> {
     publish(res);
     return 0;
   }
-  if (!values.host && !process.env[NETNS_ENV]) return inPrivateNetns();
+  if (!values.host && !inBenchNetns()) return inPrivateNetns();
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = plan.bulkRepeats = Math.max(1, Number(values.repeats));
   if (values.rate) plan.latencyRate = Math.max(1, Number(values.rate));
@@ -157,25 +157,6 @@ async function main(): Promise<number> {
   process.stdout.write(consoleTable(res) + '\n');
   process.stdout.write(`\nbench: ${res.mode} run took ${res.seconds.toFixed(0)} s; ${jsonFile}, charts in ${outDir}\n`);
   return 0;
-}
-
-const NETNS_ENV = 'MPX_BENCH_NETNS';
-
-/** This same command again, inside a fresh namespace with loopback up; the namespace goes after. */
-function inPrivateNetns(): number {
-  const ns = `mpx-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const ip = (...args: string[]): number => spawnSync('ip', args, { stdio: 'inherit' }).status ?? 1;
-  if (ip('netns', 'add', ns) !== 0) throw new Error(`ip netns add ${ns} failed`);
-  try {
-    if (ip('-n', ns, 'link', 'set', 'lo', 'up') !== 0) throw new Error(`lo up in ${ns} failed`);
-    // A saturating subject overflows listen queues; SYNs retransmitted twice would otherwise count
-    // as a blackhole and switch MPTCP off in this namespace for every subject after it.
-    if (ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.mptcp.blackhole_timeout=0') !== 0) process.stderr.write('bench: net.mptcp.blackhole_timeout not settable; MPTCP blackhole detection stays on\n');
-    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, [NETNS_ENV]: ns } });
-    return r.status ?? 1;
-  } finally {
-    ip('netns', 'del', ns);
-  }
 }
 
 /** Charts and the run's JSON to bench/results/, and bench/RESULTS.md around them. */

@@ -67,6 +67,25 @@ export interface OriginFiles {
 }
 
 const MPTCPIZE = ['mptcpize', 'run'];
+
+/** Per-client limits would refuse the 10,000-tunnel workload: every client here is 127.0.0.1. */
+export const BENCH_PROXY_CONFIG = 'limits:\n  maxConnections: 40000\n  maxConnectionsPerClient: 40000\ntimeouts:\n  drainMs: 500\n';
+
+/** argv of mptcp-proxy as the bench runs it (HTTP and SOCKS listeners on loopback, metrics off unless a port is given). */
+export function proxyCommand(o: { config: string; http: number; socks: number; relay: 'splice' | 'stream'; workers: number; fastPath: boolean; metrics?: number; logLevel?: string }): string[] {
+  // BENCH_PROXY_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p") profiles our proxy under a workload.
+  const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const [exe, ...rest] = node('dist/src/cli/main.js');
+  return withNofile([
+    exe!,
+    ...flags,
+    ...rest,
+    ...['--config', o.config, '--http', `127.0.0.1:${o.http}`, '--socks', `127.0.0.1:${o.socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', o.logLevel ?? 'warn', '--relay', o.relay],
+    ...(o.metrics === undefined ? ['--no-metrics'] : ['--metrics', `127.0.0.1:${o.metrics}`]),
+    ...(o.workers > 1 ? ['--workers', String(o.workers)] : []),
+    ...['--fast-path', o.fastPath ? 'on' : 'off'],
+  ]);
+}
 const node = (script: string, ...args: string[]): string[] => [process.execPath, path.join(REPO_ROOT, script), ...args];
 
 export class Servers {
@@ -172,13 +191,9 @@ export class Servers {
       case 'ours-stream': {
         const [http, socks] = [await freePort(), await freePort()];
         const cfg = path.join(this.sub(name), 'config.yaml');
-        // Per-client limits would refuse the 10,000-tunnel workload: every client here is 127.0.0.1.
-        fs.writeFileSync(cfg, 'limits:\n  maxConnections: 40000\n  maxConnectionsPerClient: 40000\ntimeouts:\n  drainMs: 500\n');
-        // BENCH_PROXY_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p") profiles our proxy under a workload.
-        const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
-        const [exe, ...rest] = node('dist/src/cli/main.js');
-        const argv = [exe!, ...flags, ...rest, '--config', cfg, '--http', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', 'warn', '--no-metrics', '--relay', name === 'ours-stream' ? 'stream' : 'splice', ...(name === 'ours-splice-w2' ? ['--workers', '2'] : []), '--fast-path', name === 'ours-fast' ? 'on' : 'off'];
-        return started(new Daemon(name, withNofile(argv)), { http, socks });
+        fs.writeFileSync(cfg, BENCH_PROXY_CONFIG);
+        const argv = proxyCommand({ config: cfg, http, socks, relay: name === 'ours-stream' ? 'stream' : 'splice', workers: name === 'ours-splice-w2' ? 2 : 1, fastPath: name === 'ours-fast' });
+        return started(new Daemon(name, argv), { http, socks });
       }
       case 'dante': {
         const port = await freePort();

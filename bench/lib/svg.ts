@@ -8,7 +8,7 @@ import { fmt } from './results';
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const FONT = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"';
 const KIND_COLOUR: Record<Row['kind'], string> = { limit: '#8c8c8c', ours: '#1f6fd1', peer: '#e07b24', info: '#9bbfe8' };
-const LINE_COLOURS = ['#1f6fd1', '#e07b24', '#2a9d4b', '#b03a8c'];
+const LINE_COLOURS = ['#1f6fd1', '#e07b24', '#2a9d4b', '#b03a8c', '#7a5c2e', '#5a5a5a'];
 
 /** A "nice" axis maximum (1, 2, 2.5 or 5 × a power of ten) at or above v. */
 export function niceMax(v: number): number {
@@ -64,17 +64,20 @@ export interface Panel {
   series: Series | undefined;
 }
 
-/** Side-by-side line charts sharing one y scale (so panels compare at a glance). */
-export function linePanels(title: string, unit: string, panels: readonly Panel[]): string {
+/**
+ * Side-by-side line charts sharing one y scale (so panels compare at a glance), or with
+ * `ownScale` each its own (panels of different quantities; the unit then goes in each title).
+ */
+export function linePanels(title: string, unit: string, panels: readonly Panel[], opts: { ownScale?: boolean; xLabel?: string } = {}): string {
   const pw = 320;
   const ph = 200;
   const left = 50;
   const top = 50;
-  const gap = 30;
+  const gap = opts.ownScale ? 60 : 30;
   const w = left + panels.length * (pw + gap) + 10;
   const h = top + ph + 70;
-  const all = panels.flatMap((p) => (p.series ? Object.values(p.series.lines).flat() : []));
-  const yMax = niceMax(Math.max(1, ...all));
+  const maxOf = (ps: readonly Panel[]): number => niceMax(Math.max(1, ...ps.flatMap((p) => (p.series ? Object.values(p.series.lines).flat() : []))));
+  const shared = maxOf(panels);
   const tMax = niceMax(Math.max(1, ...panels.flatMap((p) => p.series?.t ?? [])));
   const names = [...new Set(panels.flatMap((p) => (p.series ? Object.keys(p.series.lines) : [])))];
   const parts = [
@@ -84,15 +87,16 @@ export function linePanels(title: string, unit: string, panels: readonly Panel[]
   ];
   panels.forEach((p, i) => {
     const x0 = left + i * (pw + gap);
+    const yMax = opts.ownScale ? maxOf([p]) : shared;
     parts.push(text(x0 + pw / 2, top - 10, p.title, 'text-anchor="middle" font-weight="600"'));
     parts.push(`<rect x="${x0}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#bbb"/>`);
     for (let k = 0; k <= 4; k++) {
       const y = top + ph - (ph * k) / 4;
       parts.push(`<line x1="${x0}" y1="${y}" x2="${x0 + pw}" y2="${y}" stroke="#eee"/>`);
-      if (i === 0) parts.push(text(x0 - 6, y + 4, fmt((yMax * k) / 4), 'text-anchor="end" fill="#555"'));
+      if (i === 0 || opts.ownScale) parts.push(text(x0 - 6, y + 4, fmt((yMax * k) / 4), 'text-anchor="end" fill="#555"'));
     }
     for (let k = 0; k <= 4; k++) parts.push(text(x0 + (pw * k) / 4, top + ph + 16, fmt((tMax * k) / 4), 'text-anchor="middle" fill="#555"'));
-    parts.push(text(x0 + pw / 2, top + ph + 32, 'seconds', 'text-anchor="middle" fill="#555"'));
+    parts.push(text(x0 + pw / 2, top + ph + 32, opts.xLabel ?? 'seconds', 'text-anchor="middle" fill="#555"'));
     if (!p.series || p.series.t.length === 0) {
       parts.push(text(x0 + pw / 2, top + ph / 2, 'not measured', 'text-anchor="middle" fill="#999" font-style="italic"'));
       return;

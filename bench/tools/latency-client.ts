@@ -9,6 +9,13 @@
  *   node latency-client.js hold MODE PROXY ECHO COUNT
  *       opens COUNT tunnels (at most 256 handshakes at a time), checks each with one echo, keeps
  *       them all open, prints {"open":N,"errors":N,...} and closes everything when stdin ends.
+ *   node latency-client.js keep MODE PROXY ECHO COUNT PERIOD_S
+ *       as hold, then echoes a line through every held tunnel once per PERIOD_S (round robin, so
+ *       the proxy's idle timeout never fires) and prints a status line every 10 s:
+ *       {"status":"keep","open":N,"pings":N,"errors":N,"dropped":N,...}, until stdin ends.
+ *   node latency-client.js churn HTTP_PROXY SOCKS_PROXY ECHO RATE BYTES
+ *       RATE short tunnels per second, CONNECT and SOCKS5 in turn (to the two proxy ports); each sends BYTES, checks the
+ *       echo and closes. Prints {"status":"churn","ok":N,"errors":N,...} every 10 s, until stdin ends.
  */
 import net from 'node:net';
 
@@ -83,11 +90,12 @@ async function tunnel(mode: Mode, proxyPort: number, echoPort: number): Promise<
   }
 }
 
-async function pingPong(sock: net.Socket, id: number): Promise<void> {
-  const line = `ID${String(id).padStart(8, '0')}\n`;
+/** Sends "ID########\n" (plus `pad` bytes before the newline) and checks the echo. */
+async function pingPong(sock: net.Socket, id: number, pad = 0): Promise<void> {
+  const line = Buffer.from(`ID${String(id).padStart(8, '0')}${'x'.repeat(pad)}\n`, 'latin1');
   sock.write(line);
   const back = await readReply(sock, (b) => (b.length >= line.length ? line.length : 0));
-  if (back.toString() !== line) throw new Error('echo mismatch');
+  if (!back.equals(line)) throw new Error('echo mismatch');
 }
 
 interface Tally {
@@ -125,7 +133,8 @@ async function burst(mode: Mode, proxyPort: number, echoPort: number, count: num
   return t;
 }
 
-async function hold(mode: Mode, proxyPort: number, echoPort: number, count: number): Promise<void> {
+/** Opens COUNT tunnels (256 handshakes at a time), each checked with one echo; `open` follows closes. */
+async function openMany(mode: Mode, proxyPort: number, echoPort: number, count: number): Promise<{ t: Tally & { open: number; ms: number }; socks: net.Socket[] }> {
   const t: Tally & { open: number; ms: number } = { ok: 0, errors: 0, firstError: null, open: 0, ms: 0 };
   const socks: net.Socket[] = [];
   const start = performance.now();
@@ -147,12 +156,95 @@ async function hold(mode: Mode, proxyPort: number, echoPort: number, count: numb
   };
   await Promise.all(Array.from({ length: 256 }, worker));
   t.ms = performance.now() - start;
+  return { t, socks };
+}
+
+/** Prints `status()` every 10 s until stdin ends, then a final status, runs `done` and exits. */
+function untilStdinEnds(status: () => object, done: () => void): void {
+  const timer = setInterval(() => process.stdout.write(JSON.stringify(status()) + '\n'), 10_000);
+  process.stdin.resume();
+  process.stdin.on('end', () => {
+    clearInterval(timer);
+    process.stdout.write(JSON.stringify({ ...status(), final: true }) + '\n');
+    done();
+    process.exit(0);
+  });
+}
+
+async function hold(mode: Mode, proxyPort: number, echoPort: number, count: number): Promise<void> {
+  const { t, socks } = await openMany(mode, proxyPort, echoPort, count);
   process.stdout.write(JSON.stringify(t) + '\n');
   process.stdin.resume();
   process.stdin.on('end', () => {
     for (const s of socks) s.destroy();
     process.exit(0);
   });
+}
+
+async function keep(mode: Mode, proxyPort: number, echoPort: number, count: number, periodS: number): Promise<void> {
+  const { t, socks } = await openMany(mode, proxyPort, echoPort, count);
+  process.stdout.write(JSON.stringify(t) + '\n');
+  const opened = t.open;
+  const k: Tally & { pings: number } = { ok: 0, errors: 0, firstError: null, pings: 0 };
+  let i = 0;
+  let busy = 0;
+  // One tunnel every period/count ms; a tunnel whose previous echo is still out is skipped (counted).
+  const every = Math.max(1, (periodS * 1000) / Math.max(1, socks.length));
+  const start = performance.now();
+  let due = 0;
+  const ping = setInterval(() => {
+    const want = Math.floor((performance.now() - start) / every);
+    for (; due < want && socks.length; due++) {
+      const s = socks[i++ % socks.length];
+      if (s.destroyed) continue;
+      k.pings++;
+      busy++;
+      pingPong(s, i)
+        .then(() => k.ok++)
+        .catch((e) => fail(k, e))
+        .finally(() => busy--);
+    }
+  }, 5);
+  untilStdinEnds(
+    () => ({ status: 'keep', open: t.open, opened, dropped: opened - t.open, pings: k.pings, ok: k.ok, errors: k.errors, inFlight: busy, firstError: k.firstError }),
+    () => {
+      clearInterval(ping);
+      for (const s of socks) s.destroy();
+    },
+  );
+}
+
+async function churn(httpPort: number, socksPort: number, echoPort: number, rate: number, bytes: number): Promise<void> {
+  const t: Tally & { bytes: number; inFlight: number; connect: number; socks5: number } = { ok: 0, errors: 0, firstError: null, bytes: 0, inFlight: 0, connect: 0, socks5: 0 };
+  const start = performance.now();
+  let started = 0;
+  const one = async (id: number): Promise<void> => {
+    const mode: Mode = id % 2 ? 'socks5' : 'connect';
+    const s = await tunnel(mode, mode === 'connect' ? httpPort : socksPort, echoPort);
+    try {
+      await pingPong(s, id, Math.max(0, bytes - 11));
+      await new Promise<void>((resolve) => {
+        s.once('close', () => resolve());
+        s.end();
+        s.resume();
+      });
+    } finally {
+      s.destroy();
+    }
+    t[mode]++;
+    t.bytes += bytes;
+  };
+  const timer = setInterval(() => {
+    const due = Math.floor(((performance.now() - start) / 1000) * rate);
+    for (; started < due; started++) {
+      t.inFlight++;
+      one(started)
+        .then(() => t.ok++)
+        .catch((e) => fail(t, e))
+        .finally(() => t.inFlight--);
+    }
+  }, 5);
+  untilStdinEnds(() => ({ status: 'churn', started, ...t }), () => clearInterval(timer));
 }
 
 function echo(): void {
@@ -173,6 +265,8 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (cmd === 'hold') return hold(mode as Mode, Number(proxy), Number(echoPort), Number(count));
+  if (cmd === 'keep') return keep(mode as Mode, Number(proxy), Number(echoPort), Number(count), Number(rate));
+  if (cmd === 'churn') return churn(...(argv.slice(1, 6).map(Number) as [number, number, number, number, number]));
   throw new Error(`unknown command ${cmd}`);
 }
 
