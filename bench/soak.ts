@@ -3,9 +3,10 @@
  * `npm run bench` and not run in CI.
  *
  *   node dist/bench/soak.js [--minutes 60] [--tunnels 10000] [--rate 75] [--bytes 16384]
- *                           [--reload-every 300] [--sample-every 60] [--workers N] [--out DIR] [--publish]
+ *                           [--reload-every 300] [--sample-every 60] [--workers N] [--relay splice|stream]
+ *                           [--out DIR] [--publish]
  *
- * One mptcp-proxy (splice relay, metrics on) in a private namespace holds --tunnels long-lived
+ * One mptcp-proxy (splice relay unless --relay stream, metrics on) in a private namespace holds --tunnels long-lived
  * tunnels to an echo server (half CONNECT, half SOCKS5; each echoes a line once a minute, so
  * the idle timeout never closes them), while a second client opens --rate short tunnels a
  * second (CONNECT and SOCKS5 in turn, --bytes each way, then close). Every --reload-every
@@ -16,7 +17,10 @@
  * Verdict: the last quarter of the run against the first quarter after warm-up (1/12 of the
  * run), within the tolerances in bench/lib/soak.ts; and zero client failures, zero error-metric
  * deltas, zero warn/error lines in the proxy's log, one reload logged per serving process per
- * SIGHUP, the same listening sockets and proxy processes throughout. Exit status 1 on a fail.
+ * SIGHUP, the same listening sockets and proxy processes throughout. Exit status 0 = pass,
+ * 3 = the verdict failed (results written all the same), 1 = the soak could not run.
+ *
+ * --publish writes bench/results/soak.json, soak.svg and soak.md (the results section).
  *
  * The open-file hard limit (20,000 here, not raisable without CAP_SYS_RESOURCE) caps one
  * process at ~9,900 tunnels (two descriptors each): without --workers, as many workers as the
@@ -156,12 +160,18 @@ function procFigures(pids: readonly number[]): { fds: number; rssMB: number; lis
       const entries = fs.readdirSync(`/proc/${p}/fd`);
       fds += entries.length;
       for (const e of entries) {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${p}/fd/${e}`));
+        let link = '';
+        try {
+          link = fs.readlinkSync(`/proc/${p}/fd/${e}`);
+        } catch {
+          continue; // closed since the directory was read (the churn's sockets come and go)
+        }
+        const m = /^socket:\[(\d+)\]$/.exec(link);
         if (m && listening.has(m[1])) listeners++;
       }
       kb += Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
     } catch {
-      /* a descriptor closed while read, or the process went: the next sample sees it */
+      /* the process went: the pid check at the end sees it */
     }
   }
   return { fds, rssMB: kb / 1024, listeners };
@@ -177,6 +187,7 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
       'reload-every': { type: 'string', default: '300' },
       'sample-every': { type: 'string', default: '60' },
       workers: { type: 'string' },
+      relay: { type: 'string', default: 'splice' },
       out: { type: 'string' },
       publish: { type: 'boolean' },
     },
@@ -192,7 +203,8 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
   let workers = values.workers === undefined ? 1 : Math.floor(n('workers', 1));
   if (values.workers === undefined) while (need(workers) > NOFILE) workers++;
   if (need(workers) > NOFILE) throw new Error(`${tunnels} tunnels need ~${need(workers)} descriptors per process, the hard limit is ${NOFILE}: use more --workers`);
-  const s: Settings = { minutes: n('minutes', 0.1), tunnels, rate: n('rate', 1), bytes: Math.floor(n('bytes', 12)), reloadEveryS: n('reload-every', 1), sampleEveryS: n('sample-every', 1), workers };
+  if (values.relay !== 'splice' && values.relay !== 'stream') throw new Error('--relay must be splice or stream');
+  const s: Settings = { relay: values.relay, minutes: n('minutes', 0.1), tunnels, rate: n('rate', 1), bytes: Math.floor(n('bytes', 12)), reloadEveryS: n('reload-every', 1), sampleEveryS: n('sample-every', 1), workers };
   return { s, out: path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out')), publish: values.publish ?? false };
 }
 
@@ -206,7 +218,7 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
   // What each reload changes: something every serving process applies, harmless to open tunnels.
   const config = (i: number): string => BENCH_PROXY_CONFIG.replace('drainMs: 500', `drainMs: ${500 + (i % 2) * 100}`);
   fs.writeFileSync(cfg, config(0));
-  const proxy = new Daemon('mptcp-proxy', proxyCommand({ config: cfg, http: httpPort, socks: socksPort, relay: 'splice', workers: s.workers, fastPath: false, metrics: metricsPort, logLevel: 'info' }));
+  const proxy = new Daemon('mptcp-proxy', proxyCommand({ config: cfg, http: httpPort, socks: socksPort, relay: s.relay, workers: s.workers, fastPath: false, metrics: metricsPort, logLevel: 'info' }));
   const plog = new ProxyLog(proxy);
   const clients: JsonLines[] = [];
   try {
@@ -359,7 +371,7 @@ async function main(): Promise<number> {
   if (publish) write(path.join(REPO_ROOT, 'bench', 'results'), 'soak.json', 'soak.svg');
   process.stdout.write(soakMarkdown(r, 'soak.svg'));
   log(`soak: ${r.verdict.pass ? 'pass' : 'FAIL'}; ${path.join(out, `soak-${stamp}.json`)}${publish ? ', published to bench/results/soak.{json,svg,md}' : ''}`);
-  return r.verdict.pass ? 0 : 1;
+  return r.verdict.pass ? 0 : 3;
 }
 
 main().then(

@@ -13,6 +13,7 @@ import { describe, test } from 'node:test';
 import { conversionLatency, readPcap, type CapturedSegment } from '../bench/lib/capture';
 import { parseStat } from '../bench/lib/proc';
 import { addRatios, percentile, type BenchResults, type Row } from '../bench/lib/results';
+import { promSum, soakChart, verdict, windowsFor, type SoakCounts, type SoakResults, type SoakSample } from '../bench/lib/soak';
 import { barChart, niceMax } from '../bench/lib/svg';
 import { REPO_ROOT } from './helpers/testbed';
 
@@ -127,6 +128,42 @@ describe('bench: pure parts', () => {
   });
 });
 
+describe('bench: soak verdict', () => {
+  const sample = (t: number, fds: number, extra: Partial<SoakSample> = {}): SoakSample => ({
+    t, fds, rssMB: 300, processes: 1, listeners: 3, heapUsedMB: 100, heapTotalMB: 150, handles: fds - 60, timers: 2, resources: fds, connectionsActive: 10_000,
+    proxyErrors: 0, failedConnections: 0, finishedConnections: 0, heldOpen: 10_000, churnOk: t * 75, clientErrors: 0, reloads: Math.floor(t / 300), ...extra,
+  });
+  const clean: SoakCounts = {
+    tunnelsWanted: 10_000, tunnelsOpened: 10_000, openErrors: 0, heldDropped: 0, heldPings: 600_000, heldPingErrors: 0, churnOk: 270_000, churnErrors: 0, churnBytes: 1,
+    reloadsSent: 11, reloadsLogged: 22, proxyErrorsDelta: 0, failedConnectionsDelta: 0, logProblems: 0, listenersMin: 3, listenersMax: 3, pidsSeen: 3, pidsAtStart: 3,
+  };
+  const hour = windowsFor(3600);
+
+  test('promSum adds the series of one metric, optionally by label', () => {
+    const text = ['# HELP x', 'nodejs_active_resources{type="Timeout"} 7', 'nodejs_active_resources{type="TCPSocketWrap"} 5', 'nodejs_active_resources_total 12', 'nodejs_heap_size_used_bytes 1048576'].join('\n');
+    assert.equal(promSum(text, 'nodejs_active_resources'), 12);
+    assert.equal(promSum(text, 'nodejs_active_resources', 'type="Timeout"'), 7);
+    assert.equal(promSum(text, 'nodejs_active_resources_total'), 12);
+    assert.equal(promSum(text, 'mptcp_proxy_errors_total'), null);
+  });
+
+  test('flat figures and zero errors pass; a slow descriptor leak or any error fails', () => {
+    const flat = Array.from({ length: 61 }, (_, m) => sample(m * 60, 20_100 + (m % 3)));
+    assert.deepEqual(verdict(flat, hour, clean, 2).failures, []);
+    // One leaked descriptor every ten seconds: +300 between the windows, inside no tolerance.
+    const leak = Array.from({ length: 61 }, (_, m) => sample(m * 60, 20_100 + m * 6));
+    const v = verdict(leak, hour, clean, 2);
+    assert.equal(v.pass, false);
+    assert.match(v.failures.join('\n'), /fds grew/);
+    assert.ok(v.growth.find((g) => g.metric === 'rssMB')?.ok);
+    const errs = verdict(flat, hour, { ...clean, churnErrors: 1, reloadsLogged: 21, listenersMin: 2 }, 2);
+    assert.deepEqual(errs.failures.length, 3, errs.failures.join('\n'));
+    const svg = soakChart('soak <1 h>', flat);
+    assert.match(svg, /^<svg [\s\S]*<\/svg>$/);
+    assert.match(svg, /soak &lt;1 h&gt;/);
+  });
+});
+
 describe('bench: --quick end to end', () => {
   const root = process.getuid?.() === 0;
   const tools = ['mptcpize', 'curl', 'tcpdump'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
@@ -152,6 +189,40 @@ describe('bench: --quick end to end', () => {
         assert.match(svg, /^<svg [\s\S]*<\/svg>$/, c);
       }
       assert.match(r.stdout, /Targets \(issue 6\)/);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bench: soak end to end', () => {
+  const root = process.getuid?.() === 0;
+  const tools = spawnSync('sh', ['-c', 'command -v mptcpize']).status === 0;
+  test('a half-minute soak writes its JSON, chart and section, with every tunnel and reload accounted for', { skip: !root || !tools ? 'needs root and mptcpize' : false, timeout: 120_000 }, () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mpx-soak-smoke-'));
+    try {
+      const t0 = Date.now();
+      const args = ['--minutes', '0.5', '--tunnels', '200', '--rate', '20', '--reload-every', '8', '--sample-every', '5', '--workers', '1', '--out', out];
+      const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist/bench/soak.js'), ...args], { encoding: 'utf8', timeout: 110_000 });
+      const seconds = (Date.now() - t0) / 1000;
+      // 0 = pass, 3 = a figure failed the verdict: both wrote their results; 1 = it could not run.
+      assert.ok(r.status === 0 || r.status === 3, `exit ${r.status}: ${r.stderr.slice(-2000)}`);
+      assert.ok(seconds < 60, `soak smoke took ${seconds.toFixed(1)} s`);
+      const json = fs.readdirSync(out).filter((f) => /^soak-.*\.json$/.test(f));
+      assert.equal(json.length, 1);
+      const res = JSON.parse(fs.readFileSync(path.join(out, json[0]), 'utf8')) as SoakResults;
+      assert.equal(res.counts.tunnelsOpened, 200);
+      assert.equal(res.counts.openErrors + res.counts.heldDropped + res.counts.heldPingErrors + res.counts.churnErrors, 0, res.clientFirstErrors.join('; '));
+      assert.ok(res.counts.churnOk > 100, `${res.counts.churnOk} short tunnels`);
+      assert.ok(res.counts.reloadsSent >= 3, `${res.counts.reloadsSent} reloads`);
+      assert.equal(res.counts.reloadsLogged, res.counts.reloadsSent);
+      // HTTP, SOCKS and the admin endpoint, before and after every reload.
+      assert.deepEqual([res.counts.listenersMin, res.counts.listenersMax], [3, 3]);
+      assert.ok(res.samples.length >= 7, `${res.samples.length} samples`);
+      const held = res.samples.filter((x) => x.t >= 0);
+      assert.ok(held.every((x) => x.fds > 400 && (x.handles ?? 0) > 400 && (x.heapUsedMB ?? 0) > 0), 'descriptors and handles of the held tunnels seen');
+      assert.match(fs.readFileSync(path.join(out, 'soak.svg'), 'utf8'), /^<svg [\s\S]*<\/svg>$/);
+      assert.match(fs.readFileSync(path.join(out, 'soak.md'), 'utf8'), /\*\*Verdict: (pass|FAIL)\.\*\*/);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

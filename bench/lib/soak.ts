@@ -168,6 +168,7 @@ export function soakChart(title: string, samples: readonly SoakSample[]): string
 /** The soak's knobs (bench/soak.ts flags). */
 /** The soak's knobs (bench/soak.ts flags). */
 export interface Settings {
+  relay: 'splice' | 'stream';
   minutes: number;
   tunnels: number;
   rate: number;
@@ -214,7 +215,7 @@ export function soakMarkdown(r: SoakResults, chart: string): string {
     `# Soak: ${fmt(s.minutes)} minutes, ${c.tunnelsOpened} open tunnels, ${s.rate} short tunnels/s, SIGHUP every ${fmt(s.reloadEveryS / 60)} min`,
     '',
     `Measured ${r.date} on ${m.nproc} cores (${m.cpu}), ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}; open-file hard limit ${m.nofile}. ` +
-      `\`${r.command}\` (${Math.round(r.seconds)} s in all), mptcp-proxy with the splice relay and ${s.workers} worker${s.workers > 1 ? 's' : ''} in a private network namespace, loopback only. ` +
+      `\`${r.command}\` (${Math.round(r.seconds)} s in all), mptcp-proxy with the ${s.relay} relay and ${s.workers} worker${s.workers > 1 ? 's' : ''} in a private network namespace, loopback only. ` +
       `Held tunnels: half CONNECT, half SOCKS5, each echoing a line once a minute; short tunnels: CONNECT and SOCKS5 in turn, ${s.bytes} bytes each way. ` +
       `Sampled every ${fmt(s.sampleEveryS)} s (all proxy processes summed: /proc for descriptors, RSS and listening sockets; /metrics for heap, handles, timers = active \`Timeout\` resources, connections, errors).`,
     '',

@@ -159,16 +159,26 @@ async function openMany(mode: Mode, proxyPort: number, echoPort: number, count: 
   return { t, socks };
 }
 
-/** Prints `status()` every 10 s until stdin ends, then a final status, runs `done` and exits. */
-function untilStdinEnds(status: () => object, done: () => void): void {
+/**
+ * Prints `status()` every 10 s until stdin ends; then `stop` (which waits for work in flight, so
+ * the final status counts every tunnel as done or failed), a final status, and exit.
+ */
+function untilStdinEnds(status: () => object, stop: () => Promise<void>): void {
   const timer = setInterval(() => process.stdout.write(JSON.stringify(status()) + '\n'), 10_000);
   process.stdin.resume();
   process.stdin.on('end', () => {
     clearInterval(timer);
-    process.stdout.write(JSON.stringify({ ...status(), final: true }) + '\n');
-    done();
-    process.exit(0);
+    void stop().then(() => {
+      process.stdout.write(JSON.stringify({ ...status(), final: true }) + '\n');
+      process.exit(0);
+    });
   });
+}
+
+/** Resolves once `idle()` holds, or after `ms` (what is still in flight then shows in the final status). */
+async function settle(idle: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!idle() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 }
 
 async function hold(mode: Mode, proxyPort: number, echoPort: number, count: number): Promise<void> {
@@ -207,9 +217,10 @@ async function keep(mode: Mode, proxyPort: number, echoPort: number, count: numb
   }, 5);
   untilStdinEnds(
     () => ({ status: 'keep', open: t.open, opened, dropped: opened - t.open, pings: k.pings, ok: k.ok, errors: k.errors, inFlight: busy, firstError: k.firstError }),
-    () => {
+    // The tunnels close when the process exits, after the final status has counted them.
+    async () => {
       clearInterval(ping);
-      for (const s of socks) s.destroy();
+      await settle(() => busy === 0);
     },
   );
 }
@@ -244,7 +255,13 @@ async function churn(httpPort: number, socksPort: number, echoPort: number, rate
         .finally(() => t.inFlight--);
     }
   }, 5);
-  untilStdinEnds(() => ({ status: 'churn', started, ...t }), () => clearInterval(timer));
+  untilStdinEnds(
+    () => ({ status: 'churn', started, ...t }),
+    async () => {
+      clearInterval(timer);
+      await settle(() => t.inFlight === 0);
+    },
+  );
 }
 
 function echo(): void {
