@@ -3,14 +3,15 @@
  * `npm run bench` and not run in CI.
  *
  *   node dist/bench/soak.js [--minutes 60] [--tunnels 10000] [--rate 75] [--bytes 16384]
- *                           [--reload-every 300] [--sample-every 60] [--workers N] [--relay splice|stream]
+ *                           [--reload-every S] [--sample-every S] [--workers N] [--relay splice|stream]
  *                           [--out DIR] [--publish]
  *
  * One mptcp-proxy (splice relay unless --relay stream, metrics on) in a private namespace holds --tunnels long-lived
  * tunnels to an echo server (half CONNECT, half SOCKS5; each echoes a line once a minute, so
  * the idle timeout never closes them), while a second client opens --rate short tunnels a
  * second (CONNECT and SOCKS5 in turn, --bytes each way, then close). Every --reload-every
- * seconds the config file changes and the proxy gets SIGHUP. Every --sample-every seconds the
+ * seconds (300, or a quarter of a shorter run) the config file changes and the proxy gets SIGHUP.
+ * Every --sample-every seconds (60, or 1/24 of a shorter run, so each window holds samples) the
  * proxy's descriptors, RSS and listening sockets are read from /proc, and heap, active handles,
  * timers, open connections and error counters from its /metrics.
  *
@@ -184,8 +185,8 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
       tunnels: { type: 'string', default: '10000' },
       rate: { type: 'string', default: '75' },
       bytes: { type: 'string', default: '16384' },
-      'reload-every': { type: 'string', default: '300' },
-      'sample-every': { type: 'string', default: '60' },
+      'reload-every': { type: 'string' },
+      'sample-every': { type: 'string' },
       workers: { type: 'string' },
       relay: { type: 'string', default: 'splice' },
       out: { type: 'string' },
@@ -204,7 +205,10 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
   if (values.workers === undefined) while (need(workers) > NOFILE) workers++;
   if (need(workers) > NOFILE) throw new Error(`${tunnels} tunnels need ~${need(workers)} descriptors per process, the hard limit is ${NOFILE}: use more --workers`);
   if (values.relay !== 'splice' && values.relay !== 'stream') throw new Error('--relay must be splice or stream');
-  const s: Settings = { relay: values.relay, minutes: n('minutes', 0.1), tunnels, rate: n('rate', 1), bytes: Math.floor(n('bytes', 12)), reloadEveryS: n('reload-every', 1), sampleEveryS: n('sample-every', 1), workers };
+  const minutes = n('minutes', 0.1);
+  const reloadEveryS = values['reload-every'] === undefined ? Math.min(300, minutes * 15) : n('reload-every', 1);
+  const sampleEveryS = values['sample-every'] === undefined ? Math.min(60, minutes * 2.5) : n('sample-every', 1);
+  const s: Settings = { relay: values.relay, minutes, tunnels, rate: n('rate', 1), bytes: Math.floor(n('bytes', 12)), reloadEveryS, sampleEveryS, workers };
   return { s, out: path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out')), publish: values.publish ?? false };
 }
 
@@ -228,17 +232,27 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
     const pidsSeen = new Set(pidsAtStart);
     const samples: SoakSample[] = [];
     let reloads = 0;
+    let partialScrapes = 0;
     const status = { heldOpen: 0, churnOk: 0, clientErrors: 0 };
     let t0 = Date.now();
     const sample = async (): Promise<SoakSample> => {
       const pids = proxyPids(proxy.pid);
       for (const p of pids) pidsSeen.add(p);
-      const text = await get(metricsUrl);
+      const proc = procFigures(pids);
+      // With workers, /metrics sums the answers that came within the supervisor's 2 s: one slow
+      // worker's figures go missing. Its descriptors (prom-client's own count) then fall well
+      // short of /proc's: scrape again, and count it.
+      let text = await get(metricsUrl);
+      for (let i = 0; i < 5 && (promSum(text, 'process_open_fds') ?? 0) < proc.fds * 0.9; i++) {
+        partialScrapes++;
+        await sleep(1000);
+        text = await get(metricsUrl);
+      }
       const finished = promSum(text, 'mptcp_proxy_connections_total');
       const mb = (v: number | null): number | null => (v === null ? null : v / 2 ** 20);
       const x: SoakSample = {
         t: (Date.now() - t0) / 1000,
-        ...procFigures(pids),
+        ...proc,
         processes: pids.length,
         heapUsedMB: mb(promSum(text, 'nodejs_heap_size_used_bytes')),
         heapTotalMB: mb(promSum(text, 'nodejs_heap_size_total_bytes')),
@@ -306,6 +320,9 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
     refresh();
     // Reloads and samples once more at the end, so the last window ends at the run's end.
     const last = await sample();
+    // Closing 10,000 tunnels at once is not the steady state: log lines from then on are kept apart.
+    const problemsUntilEnd = plog.problems;
+    const excerptUntilEnd = plog.excerpt.length;
     const [k1, k2, ch] = await Promise.all([...keep, churn].map((c) => c.finish()));
     const finals = [k1, k2];
     const counts: SoakCounts = {
@@ -322,7 +339,8 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
       reloadsLogged: plog.reloads,
       proxyErrorsDelta: last.proxyErrors !== null && idle.proxyErrors !== null ? last.proxyErrors - idle.proxyErrors : null,
       failedConnectionsDelta: last.failedConnections !== null && idle.failedConnections !== null ? last.failedConnections - idle.failedConnections : null,
-      logProblems: plog.problems,
+      logProblems: problemsUntilEnd,
+      partialScrapes,
       listenersMin: Math.min(...samples.map((x) => x.listeners)),
       listenersMax: Math.max(...samples.map((x) => x.listeners)),
       pidsSeen: pidsSeen.size,
@@ -340,7 +358,8 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
       samples,
       counts,
       verdict: verdict(samples, w, counts, servers),
-      logExcerpt: plog.excerpt,
+      logExcerpt: plog.excerpt.slice(0, excerptUntilEnd),
+      teardownLog: plog.excerpt.slice(excerptUntilEnd),
       clientFirstErrors: [...opened, k1, k2, ch].map((o) => o?.firstError).filter((e): e is string => typeof e === 'string'),
       seconds: (Date.now() - started) / 1000,
     };

@@ -110,8 +110,10 @@ export interface SoakCounts {
   reloadsLogged: number;
   proxyErrorsDelta: number | null;
   failedConnectionsDelta: number | null;
-  /** warn/error lines in the proxy's log after start-up. */
+  /** warn/error lines in the proxy's log up to the last sample (the clients' teardown is apart). */
   logProblems: number;
+  /** /metrics answers that lacked a worker's figures (scraped again; not part of the verdict). */
+  partialScrapes: number;
   listenersMin: number;
   listenersMax: number;
   /** Processes of the proxy seen over the run (a worker restarted = a new pid). */
@@ -127,7 +129,7 @@ export interface Verdict {
 
 export function verdict(samples: readonly SoakSample[], w: Windows, c: SoakCounts, servers: number): Verdict {
   const g = growth(samples, w);
-  const failures: string[] = g.filter((x) => !x.ok).map((x) => `${x.metric} grew: ${fmt(x.first)} → ${fmt(x.last)} (limit ${fmt(x.limit)})`);
+  const failures: string[] = g.filter((x) => !x.ok).map((x) => (x.first === null || x.last === null ? `${x.metric}: no samples in a window` : `${x.metric} grew: ${fmt(x.first)} → ${fmt(x.last)} (limit ${fmt(x.limit)})`));
   const zero: [string, number | null][] = [
     ['tunnel open errors', c.openErrors],
     ['held tunnels dropped', c.heldDropped],
@@ -190,6 +192,8 @@ export interface SoakResults {
   verdict: Verdict;
   /** First warn/error lines of the proxy's log, and the clients' first errors, if any. */
   logExcerpt: string[];
+  /** warn/error lines logged while the clients closed their tunnels at the end. */
+  teardownLog: string[];
   clientFirstErrors: string[];
   seconds: number;
 }
@@ -247,10 +251,12 @@ export function soakMarkdown(r: SoakResults, chart: string): string {
         ['connections finished with an error (delta)', c.failedConnectionsDelta],
         ['warn/error lines in the proxy log', c.logProblems],
         ['listening sockets (min–max)', `${c.listenersMin}–${c.listenersMax}`],
+        ['/metrics answers missing a worker (scraped again)', c.partialScrapes],
         ['proxy processes at start / seen', `${c.pidsAtStart} / ${c.pidsSeen}`],
       ] as [string, string | number | null][]
     ).map(([k, v]) => row([k, v])),
     ...(r.logExcerpt.length ? ['', 'Proxy log lines at warn/error:', '', '```', ...r.logExcerpt, '```'] : []),
+    ...(r.teardownLog.length ? ['', 'Logged while the clients closed their tunnels at the end (not counted above):', '', '```', ...r.teardownLog, '```'] : []),
     ...(r.clientFirstErrors.length ? ['', 'Clients\' first errors:', '', ...r.clientFirstErrors.map((e) => `- ${e}`)] : []),
     '',
   ].join('\n');
