@@ -4,7 +4,7 @@
  *
  *   node dist/bench/soak.js [--minutes 60] [--tunnels 10000] [--rate 75] [--bytes 16384]
  *                           [--reload-every S] [--sample-every S] [--workers N] [--relay splice|stream]
- *                           [--out DIR] [--publish]
+ *                           [--out DIR] [--publish] [--render FILE]
  *
  * One mptcp-proxy (splice relay unless --relay stream, metrics on) in a private namespace holds --tunnels long-lived
  * tunnels to an echo server (half CONNECT, half SOCKS5; each echoes a line once a minute, so
@@ -21,7 +21,8 @@
  * SIGHUP, the same listening sockets and proxy processes throughout. Exit status 0 = pass,
  * 3 = the verdict failed (results written all the same), 1 = the soak could not run.
  *
- * --publish writes bench/results/soak.json, soak.svg and soak.md (the results section).
+ * --publish writes bench/results/soak.json, soak.svg and soak.md (the results section);
+ * --render FILE draws the chart and the section again from a soak's JSON, measuring nothing.
  *
  * The open-file hard limit (20,000 here, not raisable without CAP_SYS_RESOURCE) caps one
  * process at ~9,900 tunnels (two descriptors each): without --workers, as many workers as the
@@ -178,7 +179,7 @@ function procFigures(pids: readonly number[]): { fds: number; rssMB: number; lis
   return { fds, rssMB: kb / 1024, listeners };
 }
 
-function parseSettings(): { s: Settings; out: string; publish: boolean } {
+function parseSettings(): { s: Settings; out: string; publish: boolean; render?: string } {
   const { values } = parseArgs({
     options: {
       minutes: { type: 'string', default: '60' },
@@ -191,6 +192,7 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
       relay: { type: 'string', default: 'splice' },
       out: { type: 'string' },
       publish: { type: 'boolean' },
+      render: { type: 'string' },
     },
   });
   const n = (k: keyof typeof values, min: number): number => {
@@ -209,7 +211,7 @@ function parseSettings(): { s: Settings; out: string; publish: boolean } {
   const reloadEveryS = values['reload-every'] === undefined ? Math.min(300, minutes * 15) : n('reload-every', 1);
   const sampleEveryS = values['sample-every'] === undefined ? Math.min(60, minutes * 2.5) : n('sample-every', 1);
   const s: Settings = { relay: values.relay, minutes, tunnels, rate: n('rate', 1), bytes: Math.floor(n('bytes', 12)), reloadEveryS, sampleEveryS, workers };
-  return { s, out: path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out')), publish: values.publish ?? false };
+  return { s, out: path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'out')), publish: values.publish ?? false, render: values.render };
 }
 
 async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults> {
@@ -371,26 +373,38 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
 }
 
 async function main(): Promise<number> {
-  const { s, out, publish } = parseSettings();
+  const { s, out, publish, render } = parseSettings();
+  const log = (l: string): void => void process.stderr.write(`${l}\n`);
+  if (render) {
+    // No measuring: the chart and the section again from a soak's JSON (e.g. after a change to them).
+    const r = JSON.parse(fs.readFileSync(render, 'utf8')) as SoakResults;
+    write(r, out, path.basename(render), publish);
+    return 0;
+  }
   if (!inBenchNetns()) return inPrivateNetns();
   if (!have('mptcpize')) throw new Error('mptcpize not found (npm run bench:soak runs scripts/setup.sh bench)');
-  const log = (l: string): void => void process.stderr.write(`${l}\n`);
   log(`soak: ${fmt(s.minutes)} min, ${s.tunnels} tunnels, ${s.rate}/s short tunnels of ${s.bytes} bytes, SIGHUP every ${s.reloadEveryS} s, samples every ${s.sampleEveryS} s`);
   const r = await soak(s, log);
-  fs.mkdirSync(out, { recursive: true });
-  const stamp = r.date.replace(/[:.]/g, '-');
-  const title = `mptcp-proxy soak: ${fmt(s.minutes)} min, ${r.counts.tunnelsOpened} held tunnels + ${s.rate}/s short ones, SIGHUP every ${fmt(s.reloadEveryS)} s`;
-  const svg = soakChart(title, r.samples);
-  const write = (dir: string, json: string, chart: string): void => {
-    fs.writeFileSync(path.join(dir, json), JSON.stringify(r, null, 2) + '\n');
-    fs.writeFileSync(path.join(dir, chart), svg);
-    fs.writeFileSync(path.join(dir, 'soak.md'), soakMarkdown(r, chart));
-  };
-  write(out, `soak-${stamp}.json`, 'soak.svg');
-  if (publish) write(path.join(REPO_ROOT, 'bench', 'results'), 'soak.json', 'soak.svg');
+  const json = `soak-${r.date.replace(/[:.]/g, '-')}.json`;
+  write(r, out, json, publish);
   process.stdout.write(soakMarkdown(r, 'soak.svg'));
-  log(`soak: ${r.verdict.pass ? 'pass' : 'FAIL'}; ${path.join(out, `soak-${stamp}.json`)}${publish ? ', published to bench/results/soak.{json,svg,md}' : ''}`);
+  log(`soak: ${r.verdict.pass ? 'pass' : 'FAIL'}; ${path.join(out, json)}${publish ? ', published to bench/results/soak.{json,svg,md}' : ''}`);
   return r.verdict.pass ? 0 : 3;
+}
+
+/** JSON, chart and section into `out` (and bench/results/soak.* with `publish`). */
+function write(r: SoakResults, out: string, json: string, publish: boolean): void {
+  const s = r.settings;
+  const title = `mptcp-proxy soak: ${fmt(s.minutes)} min, ${r.counts.tunnelsOpened} held tunnels + ${s.rate}/s short ones, SIGHUP every ${fmt(s.reloadEveryS)} s`;
+  const svg = soakChart(title, r.samples, s.minutes);
+  const into = (dir: string, jsonName: string): void => {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, jsonName), JSON.stringify(r, null, 2) + '\n');
+    fs.writeFileSync(path.join(dir, 'soak.svg'), svg);
+    fs.writeFileSync(path.join(dir, 'soak.md'), soakMarkdown(r, 'soak.svg'));
+  };
+  into(out, json);
+  if (publish) into(path.join(REPO_ROOT, 'bench', 'results'), 'soak.json');
 }
 
 main().then(

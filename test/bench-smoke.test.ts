@@ -158,7 +158,7 @@ describe('bench: soak verdict', () => {
     assert.ok(v.growth.find((g) => g.metric === 'rssMB')?.ok);
     const errs = verdict(flat, hour, { ...clean, churnErrors: 1, reloadsLogged: 21, listenersMin: 2 }, 2);
     assert.deepEqual(errs.failures.length, 3, errs.failures.join('\n'));
-    const svg = soakChart('soak <1 h>', flat);
+    const svg = soakChart('soak <1 h>', flat, 60);
     assert.match(svg, /^<svg [\s\S]*<\/svg>$/);
     assert.match(svg, /soak &lt;1 h&gt;/);
   });

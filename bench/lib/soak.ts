@@ -149,8 +149,8 @@ export function verdict(samples: readonly SoakSample[], w: Windows, c: SoakCount
   return { pass: failures.length === 0, growth: g, failures };
 }
 
-/** Four panels over minutes: descriptors, memory, handles and timers, open connections. */
-export function soakChart(title: string, samples: readonly SoakSample[]): string {
+/** Four panels over the run's minutes: descriptors and handles, memory, timers, open connections. */
+export function soakChart(title: string, samples: readonly SoakSample[], minutes: number): string {
   const after = samples.filter((s) => s.t >= 0);
   const t = after.map((s) => s.t / 60);
   const line = (f: (s: SoakSample) => number | null): number[] => after.map((s) => f(s) ?? 0);
@@ -158,12 +158,12 @@ export function soakChart(title: string, samples: readonly SoakSample[]): string
     title,
     '',
     [
-      { title: 'open descriptors', series: { t, lines: { fds: line((s) => s.fds) } } },
+      { title: 'descriptors and active handles', series: { t, lines: { fds: line((s) => s.fds), handles: line((s) => s.handles) } } },
       { title: 'memory, MB', series: { t, lines: { RSS: line((s) => s.rssMB), 'heap total': line((s) => s.heapTotalMB), 'heap used': line((s) => s.heapUsedMB) } } },
-      { title: 'active handles and timers', series: { t, lines: { handles: line((s) => s.handles), timers: line((s) => s.timers) } } },
+      { title: 'active timers', series: { t, lines: { timers: line((s) => s.timers) } } },
       { title: 'connections open', series: { t, lines: { 'proxy metric': line((s) => s.connectionsActive), 'held by the client': line((s) => s.heldOpen) } } },
     ],
-    { ownScale: true, xLabel: 'minutes' },
+    { ownScale: true, xLabel: 'minutes', xMax: minutes },
   );
 }
 

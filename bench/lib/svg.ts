@@ -8,7 +8,7 @@ import { fmt } from './results';
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const FONT = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"';
 const KIND_COLOUR: Record<Row['kind'], string> = { limit: '#8c8c8c', ours: '#1f6fd1', peer: '#e07b24', info: '#9bbfe8' };
-const LINE_COLOURS = ['#1f6fd1', '#e07b24', '#2a9d4b', '#b03a8c', '#7a5c2e', '#5a5a5a'];
+const LINE_COLOURS = ['#1f6fd1', '#e07b24', '#2a9d4b', '#b03a8c', '#7a5c2e', '#5a5a5a', '#d13a3a', '#16a3a3'];
 
 /** A "nice" axis maximum (1, 2, 2.5 or 5 × a power of ten) at or above v. */
 export function niceMax(v: number): number {
@@ -66,9 +66,10 @@ export interface Panel {
 
 /**
  * Side-by-side line charts sharing one y scale (so panels compare at a glance), or with
- * `ownScale` each its own (panels of different quantities; the unit then goes in each title).
+ * `ownScale` each its own (panels of different quantities; the unit then goes in each title);
+ * `xMax` fixes the x axis (e.g. at a run's planned length).
  */
-export function linePanels(title: string, unit: string, panels: readonly Panel[], opts: { ownScale?: boolean; xLabel?: string } = {}): string {
+export function linePanels(title: string, unit: string, panels: readonly Panel[], opts: { ownScale?: boolean; xLabel?: string; xMax?: number } = {}): string {
   const pw = 320;
   const ph = 200;
   const left = 50;
@@ -78,7 +79,7 @@ export function linePanels(title: string, unit: string, panels: readonly Panel[]
   const h = top + ph + 70;
   const maxOf = (ps: readonly Panel[]): number => niceMax(Math.max(1, ...ps.flatMap((p) => (p.series ? Object.values(p.series.lines).flat() : []))));
   const shared = maxOf(panels);
-  const tMax = niceMax(Math.max(1, ...panels.flatMap((p) => p.series?.t ?? [])));
+  const tMax = opts.xMax ?? niceMax(Math.max(1, ...panels.flatMap((p) => p.series?.t ?? [])));
   const names = [...new Set(panels.flatMap((p) => (p.series ? Object.keys(p.series.lines) : [])))];
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" ${FONT} font-size="12">`,
