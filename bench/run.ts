@@ -27,7 +27,7 @@ import { REPO_ROOT } from '../test/helpers/testbed';
 import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { CLASSIC_PEERS, Servers, subject, SUBJECTS, type Subject } from './lib/peers';
 import { have } from './lib/proc';
-import { charts, consoleTable, markdown } from './lib/report';
+import { charts, consoleTable, markdown, readNotes } from './lib/report';
 import { addRatios, evaluateTargets, type BenchResults, type Machine, type Row } from './lib/results';
 import { CONCURRENCY_SUBJECTS, concurrency } from './workloads/concurrency';
 import { external } from './workloads/external';
@@ -152,7 +152,7 @@ async function main(): Promise<number> {
   const jsonFile = path.join(outDir, `results-${stamp}.json`);
   fs.writeFileSync(jsonFile, JSON.stringify(res, null, 2) + '\n');
   for (const [name, svg] of Object.entries(svgs)) fs.writeFileSync(path.join(outDir, name), svg);
-  fs.writeFileSync(path.join(outDir, 'RESULTS.md'), markdown(res, '.', readNotes()));
+  fs.writeFileSync(path.join(outDir, 'RESULTS.md'), markdown(res, '.', readNotes('notes.md')));
   if (values.publish) publish(res);
   process.stdout.write(consoleTable(res) + '\n');
   process.stdout.write(`\nbench: ${res.mode} run took ${res.seconds.toFixed(0)} s; ${jsonFile}, charts in ${outDir}\n`);
@@ -165,16 +165,7 @@ function publish(res: BenchResults): void {
   fs.mkdirSync(pub, { recursive: true });
   for (const [name, svg] of Object.entries(charts(res))) fs.writeFileSync(path.join(pub, name), svg);
   fs.writeFileSync(path.join(pub, 'results.json'), JSON.stringify(res, null, 2) + '\n');
-  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), markdown(res, 'results', readNotes()));
-}
-
-/** Hand-written commentary kept beside the published figures. */
-function readNotes(): string {
-  try {
-    return fs.readFileSync(path.join(REPO_ROOT, 'bench', 'results', 'notes.md'), 'utf8');
-  } catch {
-    return '';
-  }
+  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), markdown(res, 'results', readNotes('notes.md')));
 }
 
 main().then(

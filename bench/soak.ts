@@ -23,6 +23,7 @@
  *
  * --publish writes bench/results/soak.json, soak.svg and soak.md (the results section);
  * --render FILE draws the chart and the section again from a soak's JSON, measuring nothing.
+ * The section takes hand-written notes from bench/results/soak-notes.md (edits to soak.md are overwritten).
  *
  * The open-file hard limit (20,000 here, not raisable without CAP_SYS_RESOURCE) caps one
  * process at ~9,900 tunnels (two descriptors each): without --workers, as many workers as the
@@ -38,6 +39,7 @@ import { REPO_ROOT } from '../test/helpers/testbed';
 import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { BENCH_PROXY_CONFIG, proxyCommand } from './lib/peers';
 import { Daemon, NOFILE, freePort, have, processTree, sleep, waitPort, withNofile } from './lib/proc';
+import { readNotes } from './lib/report';
 import { fmt } from './lib/results';
 import { promSum, soakChart, soakMarkdown, verdict, windowsFor, TOLERANCES, type Settings, type SoakCounts, type SoakResults, type SoakSample } from './lib/soak';
 import { startEcho } from './workloads/latency';
@@ -235,42 +237,48 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
     const samples: SoakSample[] = [];
     let reloads = 0;
     let partialScrapes = 0;
+    let incompleteSamples = 0;
     const status = { heldOpen: 0, churnOk: 0, clientErrors: 0 };
     let t0 = Date.now();
     const sample = async (): Promise<SoakSample> => {
       const pids = proxyPids(proxy.pid);
       for (const p of pids) pidsSeen.add(p);
       const proc = procFigures(pids);
-      // With workers, /metrics sums the answers that came within the supervisor's 2 s: one slow
-      // worker's figures go missing. Its descriptors (prom-client's own count) then fall well
-      // short of /proc's: scrape again, and count it.
+      // With workers, /metrics sums the answers that came within the supervisor's 2 s: a busy
+      // worker's figures go missing. prom-client's own descriptor count then falls well short of
+      // /proc's: scrape again; still short after that, the sample keeps only the /proc figures.
+      const short = (text: string): boolean => (promSum(text, 'process_open_fds') ?? 0) < proc.fds * 0.9;
       let text = await get(metricsUrl);
-      for (let i = 0; i < 5 && (promSum(text, 'process_open_fds') ?? 0) < proc.fds * 0.9; i++) {
+      for (let i = 0; i < 6 && short(text); i++) {
         partialScrapes++;
-        await sleep(1000);
+        await sleep(3000);
         text = await get(metricsUrl);
       }
-      const finished = promSum(text, 'mptcp_proxy_connections_total');
+      const complete = !short(text);
+      if (!complete) incompleteSamples++;
+      const m = (name: string, labels?: string, absent: number | null = null): number | null => (complete ? (promSum(text, name, labels) ?? absent) : null);
+      const finished = m('mptcp_proxy_connections_total', undefined, 0);
+      const ok = m('mptcp_proxy_connections_total', 'result="ok"', 0);
       const mb = (v: number | null): number | null => (v === null ? null : v / 2 ** 20);
       const x: SoakSample = {
         t: (Date.now() - t0) / 1000,
         ...proc,
         processes: pids.length,
-        heapUsedMB: mb(promSum(text, 'nodejs_heap_size_used_bytes')),
-        heapTotalMB: mb(promSum(text, 'nodejs_heap_size_total_bytes')),
-        handles: promSum(text, 'nodejs_active_handles_total'),
+        heapUsedMB: mb(m('nodejs_heap_size_used_bytes')),
+        heapTotalMB: mb(m('nodejs_heap_size_total_bytes')),
+        handles: m('nodejs_active_handles_total'),
         // prom-client lists a resource type only while one exists: no Timeout line = no timers.
-        timers: promSum(text, 'nodejs_active_resources', 'type="Timeout"') ?? 0,
-        resources: promSum(text, 'nodejs_active_resources_total'),
-        connectionsActive: promSum(text, 'mptcp_proxy_connections_active') ?? 0,
-        proxyErrors: promSum(text, 'mptcp_proxy_errors_total') ?? 0,
-        finishedConnections: finished ?? 0,
-        failedConnections: (finished ?? 0) - (promSum(text, 'mptcp_proxy_connections_total', 'result="ok"') ?? 0),
+        timers: m('nodejs_active_resources', 'type="Timeout"', 0),
+        resources: m('nodejs_active_resources_total'),
+        connectionsActive: m('mptcp_proxy_connections_active', undefined, 0),
+        proxyErrors: m('mptcp_proxy_errors_total', undefined, 0),
+        finishedConnections: finished,
+        failedConnections: finished === null || ok === null ? null : finished - ok,
         ...status,
         reloads,
       };
       samples.push(x);
-      log(`  ${fmt(x.t / 60)} min: ${x.fds} fds, RSS ${x.rssMB.toFixed(1)} MB, heap ${fmt(x.heapUsedMB)}/${fmt(x.heapTotalMB)} MB, ${x.handles} handles, ${x.timers} timers, ${x.listeners} listeners, ${x.connectionsActive} open, ${x.churnOk} short ok, ${x.clientErrors} client errors, ${x.proxyErrors} proxy errors, ${reloads} reloads`);
+      log(`  ${fmt(x.t / 60)} min: ${x.fds} fds, RSS ${x.rssMB.toFixed(1)} MB, heap ${fmt(x.heapUsedMB)}/${fmt(x.heapTotalMB)} MB, ${x.handles} handles, ${x.timers} timers, ${x.listeners} listeners, ${x.connectionsActive} open, ${x.churnOk} short ok, ${x.clientErrors} client errors, ${x.proxyErrors} proxy errors, ${reloads} reloads${complete ? '' : ' (/metrics incomplete)'}`);
       return x;
     };
     await sleep(1000);
@@ -321,12 +329,18 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
     }
     refresh();
     // Reloads and samples once more at the end, so the last window ends at the run's end.
-    const last = await sample();
+    await sample();
     // Closing 10,000 tunnels at once is not the steady state: log lines from then on are kept apart.
     const problemsUntilEnd = plog.problems;
     const excerptUntilEnd = plog.excerpt.length;
     const [k1, k2, ch] = await Promise.all([...keep, churn].map((c) => c.finish()));
     const finals = [k1, k2];
+    // Counters from the idle sample to the last sample whose /metrics had every process in it.
+    const delta = (f: (x: SoakSample) => number | null): number | null => {
+      const end = samples.findLast((x) => f(x) !== null);
+      const a = f(idle);
+      return end && a !== null ? f(end)! - a : null;
+    };
     const counts: SoakCounts = {
       tunnelsWanted: s.tunnels,
       tunnelsOpened,
@@ -339,10 +353,11 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
       churnBytes: num(ch, 'bytes'),
       reloadsSent: reloads,
       reloadsLogged: plog.reloads,
-      proxyErrorsDelta: last.proxyErrors !== null && idle.proxyErrors !== null ? last.proxyErrors - idle.proxyErrors : null,
-      failedConnectionsDelta: last.failedConnections !== null && idle.failedConnections !== null ? last.failedConnections - idle.failedConnections : null,
+      proxyErrorsDelta: delta((x) => x.proxyErrors),
+      failedConnectionsDelta: delta((x) => x.failedConnections),
       logProblems: problemsUntilEnd,
       partialScrapes,
+      incompleteSamples,
       listenersMin: Math.min(...samples.map((x) => x.listeners)),
       listenersMax: Math.max(...samples.map((x) => x.listeners)),
       pidsSeen: pidsSeen.size,
@@ -401,7 +416,7 @@ function write(r: SoakResults, out: string, json: string, publish: boolean): voi
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, jsonName), JSON.stringify(r, null, 2) + '\n');
     fs.writeFileSync(path.join(dir, 'soak.svg'), svg);
-    fs.writeFileSync(path.join(dir, 'soak.md'), soakMarkdown(r, 'soak.svg'));
+    fs.writeFileSync(path.join(dir, 'soak.md'), soakMarkdown(r, 'soak.svg', readNotes('soak-notes.md')));
   };
   into(out, json);
   if (publish) into(path.join(REPO_ROOT, 'bench', 'results'), 'soak.json');

@@ -135,7 +135,7 @@ describe('bench: soak verdict', () => {
   });
   const clean: SoakCounts = {
     tunnelsWanted: 10_000, tunnelsOpened: 10_000, openErrors: 0, heldDropped: 0, heldPings: 600_000, heldPingErrors: 0, churnOk: 270_000, churnErrors: 0, churnBytes: 1,
-    reloadsSent: 11, reloadsLogged: 22, proxyErrorsDelta: 0, failedConnectionsDelta: 0, logProblems: 0, partialScrapes: 0, listenersMin: 3, listenersMax: 3, pidsSeen: 3, pidsAtStart: 3,
+    reloadsSent: 11, reloadsLogged: 22, proxyErrorsDelta: 0, failedConnectionsDelta: 0, logProblems: 0, partialScrapes: 0, incompleteSamples: 0, listenersMin: 3, listenersMax: 3, pidsSeen: 3, pidsAtStart: 3,
   };
   const hour = windowsFor(3600);
 

@@ -1,7 +1,11 @@
 /**
  * Presenting one run: the console table (every workload, ratios vs the limit and the best peer,
- * targets met / not met), the charts, and bench/RESULTS.md. Pure: text in, text out.
+ * targets met / not met), the charts, and bench/RESULTS.md. Pure: text in, text out (but for
+ * readNotes, which reads the hand-written notes kept beside the published figures).
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT } from '../../test/helpers/testbed';
 import { barChart, linePanels } from './svg';
 import { fmt, type BenchResults, type Row, type Target } from './results';
 
@@ -131,4 +135,13 @@ export function markdown(res: BenchResults, chartDir: string, notes: string): st
     out.push('## Skipped', '', ...Object.entries(res.skipped).map(([w, why]) => `- ${w}: ${why}`), '');
   }
   return out.join('\n');
+}
+
+/** Hand-written commentary kept beside the published figures (bench/results/NAME); '' when absent. */
+export function readNotes(name: string): string {
+  try {
+    return fs.readFileSync(path.join(REPO_ROOT, 'bench', 'results', name), 'utf8');
+  } catch {
+    return '';
+  }
 }

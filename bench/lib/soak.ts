@@ -4,7 +4,7 @@
  * and the chart. The command that drives the proxy is bench/soak.ts.
  */
 import { linePanels } from './svg';
-import { fmt, percentile } from './results';
+import { fmt, percentile, type Series } from './results';
 
 /** Sum of every series of metric `name` (optionally only those whose labels contain `labels`). */
 export function promSum(text: string, name: string, labels?: string): number | null {
@@ -114,6 +114,8 @@ export interface SoakCounts {
   logProblems: number;
   /** /metrics answers that lacked a worker's figures (scraped again; not part of the verdict). */
   partialScrapes: number;
+  /** Samples whose /metrics stayed incomplete after the retries: only their /proc figures count. */
+  incompleteSamples: number;
   listenersMin: number;
   listenersMax: number;
   /** Processes of the proxy seen over the run (a worker restarted = a new pid). */
@@ -152,16 +154,19 @@ export function verdict(samples: readonly SoakSample[], w: Windows, c: SoakCount
 /** Four panels over the run's minutes: descriptors and handles, memory, timers, open connections. */
 export function soakChart(title: string, samples: readonly SoakSample[], minutes: number): string {
   const after = samples.filter((s) => s.t >= 0);
-  const t = after.map((s) => s.t / 60);
-  const line = (f: (s: SoakSample) => number | null): number[] => after.map((s) => f(s) ?? 0);
+  // Per panel, the samples that have every figure it draws (a sample may lack the /metrics ones).
+  const series = (lines: Record<string, (s: SoakSample) => number | null>): Series => {
+    const have = after.filter((s) => Object.values(lines).every((f) => f(s) !== null));
+    return { t: have.map((s) => s.t / 60), lines: Object.fromEntries(Object.entries(lines).map(([k, f]) => [k, have.map((s) => f(s)!)])) };
+  };
   return linePanels(
     title,
     '',
     [
-      { title: 'descriptors and active handles', series: { t, lines: { fds: line((s) => s.fds), handles: line((s) => s.handles) } } },
-      { title: 'memory, MB', series: { t, lines: { RSS: line((s) => s.rssMB), 'heap total': line((s) => s.heapTotalMB), 'heap used': line((s) => s.heapUsedMB) } } },
-      { title: 'active timers', series: { t, lines: { timers: line((s) => s.timers) } } },
-      { title: 'connections open', series: { t, lines: { 'proxy metric': line((s) => s.connectionsActive), 'held by the client': line((s) => s.heldOpen) } } },
+      { title: 'descriptors and active handles', series: series({ fds: (s) => s.fds, handles: (s) => s.handles }) },
+      { title: 'memory, MB', series: series({ RSS: (s) => s.rssMB, 'heap total': (s) => s.heapTotalMB, 'heap used': (s) => s.heapUsedMB }) },
+      { title: 'active timers', series: series({ timers: (s) => s.timers }) },
+      { title: 'connections open', series: series({ 'proxy metric': (s) => s.connectionsActive, 'held by the client': (s) => s.heldOpen }) },
     ],
     { ownScale: true, xLabel: 'minutes', xMax: minutes },
   );
@@ -198,8 +203,8 @@ export interface SoakResults {
   seconds: number;
 }
 
-/** The results section (bench/results/soak.md): settings, verdict, the chart, the figures. */
-export function soakMarkdown(r: SoakResults, chart: string): string {
+/** The results section (bench/results/soak.md): settings, verdict, the chart, the figures, hand-written notes. */
+export function soakMarkdown(r: SoakResults, chart: string, notes = ''): string {
   const m = r.machine;
   const s = r.settings;
   const c = r.counts;
@@ -252,12 +257,14 @@ export function soakMarkdown(r: SoakResults, chart: string): string {
         ['warn/error lines in the proxy log', c.logProblems],
         ['listening sockets (min–max)', `${c.listenersMin}–${c.listenersMax}`],
         ['/metrics answers missing a worker (scraped again)', c.partialScrapes],
+        ['samples left with /proc figures only', c.incompleteSamples],
         ['proxy processes at start / seen', `${c.pidsAtStart} / ${c.pidsSeen}`],
       ] as [string, string | number | null][]
     ).map(([k, v]) => row([k, v])),
     ...(r.logExcerpt.length ? ['', 'Proxy log lines at warn/error:', '', '```', ...r.logExcerpt, '```'] : []),
     ...(r.teardownLog.length ? ['', 'Logged while the clients closed their tunnels at the end (not counted above):', '', '```', ...r.teardownLog, '```'] : []),
     ...(r.clientFirstErrors.length ? ['', 'Clients\' first errors:', '', ...r.clientFirstErrors.map((e) => `- ${e}`)] : []),
+    ...(notes.trim() ? ['', '## Notes', '', notes.trim()] : []),
     '',
   ].join('\n');
 }
