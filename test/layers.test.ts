@@ -14,7 +14,8 @@ const SRC = path.resolve(__dirname, '../../src');
  * The folders of src/, bottom first: a module may import from its own folder and from folders
  * before it, never after. core holds the shared types and contracts; sys is the only kernel access;
  * config/log sit on those; the subsystems follow in the order they use each other; '.' is the
- * composition root (src/app.ts, src/subflow-plane.ts) that wires them; cluster and cli start it.
+ * composition root (src/app.ts, src/subflow-plane.ts) that wires them; process runs the planes with
+ * the admin endpoint under signals, for cli's single process and cluster's supervisor alike.
  */
 const LAYERS = [
   'core',
@@ -34,10 +35,10 @@ const LAYERS = [
   'proxy',
   'fastpath',
   'listener',
-  'process',
   'admin',
   'doctor',
   '.',
+  'process',
   'cluster',
   'cli',
 ];

@@ -3,62 +3,31 @@
  * cluster supervisor with workers (src/cluster).
  */
 import { ProxyApp } from '../app';
-import { pacRoute } from '../admin/pac';
-import { closeAdminServer, startAdminServer } from '../admin/server';
 import { runSupervisor } from '../cluster/supervisor';
 import { runWorker } from '../cluster/worker';
 import { WORKER_ENV } from '../cluster/messages';
 import { claimActivatedSockets } from '../listener/activation';
 import type { FlagValues } from '../config/load';
-import { runUntilStopped } from '../process/lifecycle';
+import { serveUntilStopped } from '../process/serve';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
-import { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
-import { SubflowPlane } from '../subflow-plane';
 import { raiseOpenFileLimit } from '../sys/rlimit';
 
-async function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
-  const metrics = new ProxyMetrics(config.instance);
-  const plane = new SubflowPlane(config, log, metrics);
-  const app = new ProxyApp(config, log, metrics, { sink: registrySink(plane.registry), reusePort: false, kernel: plane.kernel });
-  let admin: import('node:http').Server | null = null;
-  const stopAll = async (drainMs: number): Promise<void> => {
-    await app.stop(drainMs);
-    if (admin) await closeAdminServer(admin);
-    await plane.stop();
-  };
-  return runUntilStopped(flags, log, async () => {
-    try {
-      await plane.start();
-      await app.start();
-      if (config.metrics.enabled) {
-        admin = await startAdminServer(
-          config.metrics.host,
-          config.metrics.port,
-          {
-            metrics,
-            subflows: plane.registry,
-            connections: () => app.openConnections(),
-            refresh: () => app.sampleAll(),
-            buffers: (id) => app.tuner.status(id),
-            routes: { '/proxy.pac': pacRoute(() => app.config.listeners) },
-          },
-          log,
-        );
-      }
-    } catch (e) {
-      await stopAll(0);
-      throw e;
-    }
+function runSingle(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  return serveUntilStopped(flags, config, log, (plane, metrics) => {
+    const app = new ProxyApp(config, log, metrics, { sink: registrySink(plane.registry), reusePort: false, kernel: plane.kernel });
     return {
-      reload: async (next) => {
-        await plane.reload(next);
-        await app.reload(next);
-      },
-      stop: stopAll,
+      start: () => app.start(),
+      reload: (next) => app.reload(next),
+      stop: (drainMs) => app.stop(drainMs),
       config: () => app.config,
-      emergencyCleanup: () => plane.stop(),
+      admin: {
+        metrics,
+        connections: () => app.openConnections(),
+        refresh: () => app.sampleAll(),
+        buffers: (id) => app.tuner.status(id),
+      },
     };
   });
 }

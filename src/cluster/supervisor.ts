@@ -7,30 +7,30 @@
  * which cannot use another process's fd; SO_REUSEPORT already does the balancing.
  */
 import { fork as forkProcess, type ChildProcess } from 'node:child_process';
-import type http from 'node:http';
 import client from 'prom-client';
-import { pacRoute } from '../admin/pac';
-import { closeAdminServer, startAdminServer } from '../admin/server';
-import { runUntilStopped } from '../process/lifecycle';
+import { serveUntilStopped, type ConnectionPlane } from '../process/serve';
 import type { FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
 import type { ClientView } from '../core/connection';
 import { activatedSockets, WORKER_LISTEN_FDS_ENV } from '../listener/activation';
 import { ListenerError } from '../listener/listener';
 import type { Logger } from '../log/logger';
-import { ProxyMetrics } from '../metrics/metrics';
+import type { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
-import { SubflowPlane } from '../subflow-plane';
+import type { SubflowPlane } from '../subflow-plane';
 import type { ConnectionBuffers } from '../tuning/tuner';
 import { CONNECTION_ID_STRIDE, WORKER_ENV, isMessage, type ToSupervisor, type ToWorker } from './messages';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 
-export async function runSupervisor(flags: FlagValues, config: Config, log: Logger): Promise<number> {
-  /** The config in force (reloads replace it); the PAC file follows its listeners. */
+export function runSupervisor(flags: FlagValues, config: Config, log: Logger): Promise<number> {
+  return serveUntilStopped(flags, config, log, (plane, metrics) => workerPlane(config, log, plane, metrics));
+}
+
+/** The workers as the connection plane: forked at start, told to reload and drain, restarted when one dies. */
+function workerPlane(config: Config, log: Logger, plane: SubflowPlane, metrics: ProxyMetrics): ConnectionPlane {
+  /** The config in force (reloads replace it). */
   let current = config;
-  const metrics = new ProxyMetrics(config.instance);
-  const plane = new SubflowPlane(config, log, metrics);
   const sink = registrySink(plane.registry);
   const views = new Map<number, ClientView>();
   /** The workers' buffer status by connection id, as of the last refresh (before each /connections). */
@@ -108,60 +108,38 @@ export async function runSupervisor(flags: FlagValues, config: Config, log: Logg
       });
     });
 
-  let admin: http.Server | null = null;
-  const stopAll = async (drainMs: number): Promise<void> => {
-    stopping = true;
-    const exits = [...workers.values()].map((w) => new Promise((r) => w.once('exit', r)));
-    for (const w of workers.values()) w.send({ mpx: 'stop', drainMs } satisfies ToWorker);
-    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, drainMs + 3_000))]);
-    for (const w of workers.values()) w.kill('SIGKILL');
-    if (admin) await closeAdminServer(admin);
-    await plane.stop();
-  };
-
-  return runUntilStopped(flags, log, async () => {
-    try {
-      await plane.start();
+  return {
+    start: async () => {
       await Promise.all(Array.from({ length: config.workers }, (_, i) => fork(i + 1)));
       log.info('workers ready', { workers: config.workers });
-      if (config.metrics.enabled) {
-        admin = await startAdminServer(
-          config.metrics.host,
-          config.metrics.port,
-          {
-            metrics: {
-              contentType: metrics.registry.contentType,
-              render: async () => {
-                const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
-                const own = await metrics.registry.getMetricsAsJSON();
-                return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
-              },
-            },
-            subflows: plane.registry,
-            connections: () => views.values(),
-            buffers: (id) => buffers.get(id) ?? null,
-            routes: { '/proxy.pac': pacRoute(() => current.listeners) },
-            refresh: async () => {
-              const sampled = await ask<Extract<ToSupervisor, { mpx: 'sampled' }>>((id) => ({ mpx: 'sample-req', id }));
-              buffers = new Map(sampled.flatMap((r) => r.buffers));
-            },
-          },
-          log,
-        );
-      }
-    } catch (e) {
-      await stopAll(0);
-      throw e;
-    }
-    return {
-      reload: async (next) => {
-        current = next;
-        await plane.reload(next);
-        for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
+    },
+    reload: async (next) => {
+      current = next;
+      for (const w of workers.values()) w.send({ mpx: 'reload' } satisfies ToWorker);
+    },
+    stop: async (drainMs) => {
+      stopping = true;
+      const exits = [...workers.values()].map((w) => new Promise((r) => w.once('exit', r)));
+      for (const w of workers.values()) w.send({ mpx: 'stop', drainMs } satisfies ToWorker);
+      await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, drainMs + 3_000))]);
+      for (const w of workers.values()) w.kill('SIGKILL');
+    },
+    config: () => current,
+    admin: {
+      metrics: {
+        contentType: metrics.registry.contentType,
+        render: async () => {
+          const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
+          const own = await metrics.registry.getMetricsAsJSON();
+          return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
+        },
       },
-      stop: stopAll,
-      config: () => current,
-      emergencyCleanup: () => plane.stop(),
-    };
-  });
+      connections: () => views.values(),
+      buffers: (id) => buffers.get(id) ?? null,
+      refresh: async () => {
+        const sampled = await ask<Extract<ToSupervisor, { mpx: 'sampled' }>>((id) => ({ mpx: 'sample-req', id }));
+        buffers = new Map(sampled.flatMap((r) => r.buffers));
+      },
+    },
+  };
 }
