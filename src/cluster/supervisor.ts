@@ -13,7 +13,7 @@ import type { FlagValues } from '../config/load';
 import type { Config } from '../config/schema';
 import type { ClientView } from '../core/connection';
 import { activatedSockets, WORKER_LISTEN_FDS_ENV } from '../listener/activation';
-import { ListenerError } from '../listener/listener';
+import { ListenerError } from '../listener/listener-error';
 import type { Logger } from '../log/logger';
 import type { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';

@@ -23,9 +23,6 @@ import { ListenerError } from './listener-error';
 
 const BACKLOG = 4096;
 
-/** Re-exported for callers that still import it from here (cluster/supervisor.ts). */
-export { ListenerError } from './listener-error';
-
 export class ProxyListener implements FastPathTarget {
   private server: net.Server | null = null;
   /** With the fast path: the listening fd native accepts on, and its id there. */
