@@ -4,7 +4,7 @@
  * ConfigError shape ("path.key: what is wrong") and the same rules (one interface-name rule).
  */
 import net from 'node:net';
-import { parseCidr } from '../core/address';
+import { isInterfaceName, parseCidr } from '../core/address';
 import { ConfigError } from './config-error';
 
 export type Raw = Record<string, unknown>;
@@ -25,14 +25,6 @@ export class Reader {
   at(key: string): Reader {
     return new Reader(this.path ? `${this.path}.${key}` : key);
   }
-}
-
-/**
- * A Linux interface name as the kernel accepts one (dev_valid_name): 1..15 bytes (IFNAMSIZ
- * with its NUL is 16), no '/', ':' or whitespace, and not "." or "..".
- */
-export function isInterfaceName(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= 15 && v !== '.' && v !== '..' && !/[/:\s]/.test(v);
 }
 
 export function section(raw: Raw, key: string, r: Reader): Raw {

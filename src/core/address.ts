@@ -168,3 +168,13 @@ export const DANGEROUS_DEST_RANGES: readonly string[] = [
 export const PRIVATE_DEST_RANGES: readonly string[] = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'];
 
 export const LOOPBACK_RANGES: readonly string[] = ['127.0.0.0/8', '::1/128'];
+
+/**
+ * An interface name the proxy accepts (config and nft scripts use this one rule): what the kernel
+ * accepts (dev_valid_name: 1..15 bytes, IFNAMSIZ with its NUL is 16; no '/', ':' or whitespace;
+ * not "." or ".."), less the two characters an nft script cannot carry: '"' (a quoted string has
+ * no escape for it) and the backslash (before a final '*' nft drops every backslash in the string).
+ */
+export function isInterfaceName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= 15 && v !== '.' && v !== '..' && !/[/:\s"\\]/.test(v);
+}

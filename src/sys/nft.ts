@@ -12,7 +12,7 @@
  */
 import net from 'node:net';
 import koffi from 'koffi';
-import { parseCidr } from '../core/address';
+import { isInterfaceName, parseCidr } from '../core/address';
 import { ExecErrorCode, execTool, parseJsonOutput, ExecError } from './exec';
 
 export const NFT_FAMILY = 'inet';
@@ -55,12 +55,18 @@ export function ownedTableScript(table: string, purpose: string, body: readonly 
   return [`table ${t}`, `delete table ${t}`, `table ${t} {`, `  comment "owned by mptcp-proxy: ${purpose}"`, ...body, '}'].join('\n');
 }
 
-const IFNAME = /^[\w.@:-]{1,15}$/;
+/**
+ * An interface name as an nft quoted string. A final '*' would make it a prefix wildcard ("eth*"
+ * matches eth0): escaped, it matches that one name.
+ */
+function nftInterfaceName(name: string): string {
+  if (!isInterfaceName(name)) throw new TypeError(`not an interface name: ${JSON.stringify(name)}`);
+  return `"${name.replace(/\*$/, '\\*')}"`;
+}
 
 /** `iifname { "a", "b" } ` (with its trailing space), or '' for none = every interface; names are checked. */
 export function interfaceMatch(keyword: 'iifname' | 'oifname', names: readonly string[]): string {
-  for (const i of names) if (!IFNAME.test(i)) throw new TypeError(`not an interface name: ${JSON.stringify(i)}`);
-  return names.length > 0 ? `${keyword} { ${names.map((i) => `"${i}"`).join(', ')} } ` : '';
+  return names.length > 0 ? `${keyword} { ${names.map(nftInterfaceName).join(', ')} } ` : '';
 }
 
 /** The steering table: subflow 4-tuple maps to a routing mark and an HTB class. */

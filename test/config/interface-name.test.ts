@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import { ConfigError, validateConfig } from '../../src/config/schema';
 
 const GOOD = ['eth0', 'wlan0', 'eth0.100', 'br-lan', 'veth@if3', 'wwan+0', 'x'.repeat(15), '.eth'];
-const BAD = ['', '.', '..', 'x'.repeat(16), 'a/b', 'a b', 'a\tb', 'eth0:1', 'é'.repeat(8)];
+// '"' and the backslash are names Linux accepts that an nft script cannot carry (core/address.ts).
+const BAD = ['', '.', '..', 'x'.repeat(16), 'a/b', 'a b', 'a\tb', 'eth0:1', 'é'.repeat(8), 'a"b', 'a\\b'];
 
 /** The same name put in each place the config takes an interface name. */
 const places: [string, (name: string) => unknown][] = [
@@ -17,7 +18,7 @@ const places: [string, (name: string) => unknown][] = [
   ['policies[0].match.interface', (name) => ({ policies: [{ name: 'p', match: { interface: name } }] })],
 ];
 
-test('every section accepts what Linux accepts as an interface name', () => {
+test('every section accepts what Linux accepts as an interface name (less what nft cannot quote)', () => {
   for (const [where, doc] of places) for (const name of GOOD) assert.doesNotThrow(() => validateConfig(doc(name)), `${where}: ${JSON.stringify(name)}`);
 });
 

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { isInterfaceName } from '../../src/core/address';
 import { ConfigError, DEFAULTS, validateConfig } from '../../src/config/schema';
 import { setSocketBufferSize, socketBufferSize, socketFd } from '../../src/sys/socket';
 import { MSS_TABLE, buildMssClampScript } from '../../src/tuning/mss';
@@ -25,7 +26,7 @@ describe('MSS clamp script', () => {
       fc.property(fc.string({ maxLength: 20 }), (name) => {
         try {
           const s = buildMssClampScript([name]);
-          return /^[\w.@:-]{1,15}$/.test(name) && s.includes(`"${name}"`);
+          return isInterfaceName(name) && s.includes(`"${name.replace(/\*$/, '\\*')}"`);
         } catch (e) {
           return e instanceof TypeError;
         }
