@@ -3,45 +3,18 @@
  * and tcp.h, offsets as Linux 6.18 fills them). Short buffers decode the fields they hold.
  */
 
-export interface MptcpInfo {
+/** The fields of struct mptcp_info that say which connection a socket is. */
+export interface MptcpIdentity {
   /** Subflows in total, the initial one included (the kernel's `subflows` counts joins only). */
   subflows: number;
-  subflowsMax: number;
-  addAddrSignal: number;
-  addAddrAccepted: number;
   fallback: boolean;
   token: number;
-  bytesSent: bigint;
-  bytesReceived: bigint;
-  bytesAcked: bigint;
-  bytesRetrans: bigint;
-  retransmits: number;
 }
-
-/** The fields that say which connection a socket is: no 64-bit counters (no BigInts) to make. */
-export type MptcpIdentity = Pick<MptcpInfo, 'subflows' | 'fallback' | 'token'>;
 
 export function decodeMptcpIdentity(b: Buffer): MptcpIdentity | null {
   if (b.length < 16) return null;
   const total = b.length > 80 ? b.readUInt8(80) : 0;
   return { subflows: total || b.readUInt8(0) + 1, fallback: (b.readUInt32LE(8) & 1) === 1, token: b.readUInt32LE(12) };
-}
-
-export function decodeMptcpInfo(b: Buffer): MptcpInfo | null {
-  const id = decodeMptcpIdentity(b);
-  if (!id) return null;
-  const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
-  return {
-    ...id,
-    subflowsMax: b.readUInt8(3),
-    addAddrSignal: b.readUInt8(1),
-    addAddrAccepted: b.readUInt8(2),
-    retransmits: b.length >= 48 ? b.readUInt32LE(44) : 0,
-    bytesRetrans: u64(48),
-    bytesSent: u64(56),
-    bytesReceived: u64(64),
-    bytesAcked: u64(72),
-  };
 }
 
 export interface TcpInfo {

@@ -67,7 +67,7 @@ export function buildEndpointAdd(id: number, address: string, flags: readonly En
   return `mptcp endpoint add ${address} id ${id}${dev ? ` dev ${dev}` : ''}${flags.length ? ' ' + flags.join(' ') : ''}`;
 }
 
-/** Sends MP_PRIO on every subflow using the endpoint's address (kernel facts: no address id in it). */
+/** Sends MP_PRIO on every subflow using the endpoint's address (measured on Linux 6.18: the option carries no address id). */
 export function buildEndpointBackup(id: number, backup: boolean): string {
   return `mptcp endpoint change id ${id} ${backup ? 'backup' : 'nobackup'}`;
 }

@@ -231,10 +231,3 @@ export async function nftDeleteTable(table = NFT_TABLE): Promise<boolean> {
   return true;
 }
 
-/** Number of elements in one of our maps (tests, status). */
-export async function nftMapSize(kind: NftMapKind, family: 4 | 6): Promise<number> {
-  const argv = ['nft', '-j', 'list', 'map', NFT_FAMILY, NFT_TABLE, mapName(kind, family)];
-  const r = await execTool(argv);
-  const j = parseJsonOutput<{ nftables?: { map?: { elem?: unknown[] } }[] }>(argv, r.stdout);
-  return j.nftables?.find((e) => e.map)?.map?.elem?.length ?? 0;
-}

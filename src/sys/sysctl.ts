@@ -71,11 +71,3 @@ export function writeSysctl(key: string, value: string): void {
   }
 }
 
-/** Network interfaces of the caller's namespace that have IPv4 settings. */
-export function ipv4ConfInterfaces(): string[] {
-  try {
-    return fs.readdirSync(path.join(PROC_SYS, 'net', 'ipv4', 'conf')).filter((n) => n !== 'all' && n !== 'default');
-  } catch {
-    return [];
-  }
-}
