@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger';
 import type { MptcpConnectionRecord, SubflowRegistry } from '../registry/registry';
 import { diagnoseSinglePath, readPathManagerView, type PathDiagnosis, type PathManagerView } from '../registry/diagnosis';
 import type { ClientView } from '../core/connection';
-import { formatEndpoint } from '../core/address';
+import { formatHostPort } from '../core/address';
 import type { ConnectionBuffers } from '../tuning/tuner';
 
 export interface AdminSources {
@@ -70,8 +70,8 @@ export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'conne
       [...rec.subflows.values()]
         .filter((s) => s.state === 'established')
         .map((s) => ({
-          local: formatEndpoint(s.local),
-          remote: formatEndpoint(s.remote),
+          local: formatHostPort(s.local),
+          remote: formatHostPort(s.remote),
           interface: s.interface,
           kind: s.kind,
           backup: s.backup,
@@ -87,11 +87,11 @@ export function connectionStatus(sources: Pick<AdminSources, 'subflows' | 'conne
     id: c.id,
     listener: c.listener,
     protocol: c.protocol,
-    client: formatEndpoint({ host: c.clientAddress, port: c.clientPort }),
+    client: formatHostPort({ host: c.clientAddress, port: c.clientPort }),
     mptcp: c.mptcp,
     token: c.token === null ? null : c.token.toString(16).padStart(8, '0'),
     user: c.user,
-    destination: c.destination ? formatEndpoint(c.destination) : null,
+    destination: c.destination ? formatHostPort(c.destination) : null,
     upstream: c.upstreamAddress,
     ageMs: now - c.startedAtMs,
     bytesIn: c.bytesFromClient,

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import type { ConnectionStatus } from '../admin/server';
-import { parseEndpoint } from '../core/address';
+import { parseHostPort } from '../core/address';
 import { ConfigError, DEFAULTS } from '../config/schema';
 
 function fetchJson(host: string, port: number, path: string): Promise<unknown> {
@@ -51,7 +51,7 @@ export function parseTarget(t: string): { host: string; port: number } {
   const m = /^(?:http:\/\/)?([^/]+)\/?$/.exec(t.trim());
   if (!m) throw new ConfigError(`status: target "${t}" is not HOST:PORT or http://HOST:PORT`);
   try {
-    return parseEndpoint(m[1]!);
+    return parseHostPort(m[1]!);
   } catch (e) {
     throw new ConfigError(`status: target "${t}": ${(e as Error).message}`);
   }
@@ -104,7 +104,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     // Partial answers are printed; the exit code says one was missing.
     return per.some((p) => p.connections === null) ? 1 : 0;
   }
-  const ep = values.metrics ? parseEndpoint(values.metrics) : { host: DEFAULTS.metrics.host, port: DEFAULTS.metrics.port };
+  const ep = values.metrics ? parseHostPort(values.metrics) : { host: DEFAULTS.metrics.host, port: DEFAULTS.metrics.port };
   let data: { connections: ConnectionStatus[] };
   try {
     data = (await fetchJson(ep.host, ep.port, '/connections')) as { connections: ConnectionStatus[] };

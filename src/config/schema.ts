@@ -4,7 +4,7 @@
  */
 import net from 'node:net';
 import os from 'node:os';
-import { CidrSet, normalizeIpLiteral, parseEndpoint, type HostPort } from '../core/address';
+import { CidrSet, normalizeIpLiteral, parseHostPort, type HostPort } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
 import { bool, cidrs, int, interfaceNames, ip, isObject, oneOf, onlyKeys, Reader, section, str, type Raw } from './validate';
@@ -199,7 +199,7 @@ function listeners(v: unknown, r: Reader): ListenerConfig[] {
     if (typeof item.listen !== 'string') throw ri.at('listen').error('must be "HOST:PORT"');
     let ep: HostPort;
     try {
-      ep = parseEndpoint(protocol === 'convert' ? withConvertPort(item.listen) : item.listen);
+      ep = parseHostPort(protocol === 'convert' ? withConvertPort(item.listen) : item.listen);
     } catch (e) {
       throw ri.at('listen').error((e as Error).message);
     }
@@ -364,7 +364,7 @@ export function validateConfig(input: unknown): Config {
   if (m.listen !== undefined) {
     if (typeof m.listen !== 'string') throw root.at('metrics.listen').error('must be "HOST:PORT"');
     try {
-      metricsEp = parseEndpoint(m.listen);
+      metricsEp = parseHostPort(m.listen);
     } catch (e) {
       throw root.at('metrics.listen').error((e as Error).message);
     }

@@ -11,7 +11,7 @@ export interface HostPort {
 }
 
 /** Parse "host:port", "[v6]:port" or ":port" (host defaults to `defaultHost`). */
-export function parseEndpoint(text: string, defaultHost = '127.0.0.1'): HostPort {
+export function parseHostPort(text: string, defaultHost = '127.0.0.1'): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
   if (!m) throw new Error(`"${text}" is not HOST:PORT`);
   const host = m[1] ?? (m[2] || defaultHost);
@@ -21,7 +21,7 @@ export function parseEndpoint(text: string, defaultHost = '127.0.0.1'): HostPort
   return { host, port };
 }
 
-export function formatEndpoint(e: HostPort): string {
+export function formatHostPort(e: HostPort): string {
   return net.isIPv6(e.host) ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
 }
 

@@ -10,7 +10,7 @@ import type client from 'prom-client';
 import type { Config } from '../config/schema';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
-import { formatEndpoint } from '../core/address';
+import { formatHostPort } from '../core/address';
 import { refuse } from '../proxy/refusal';
 import type { Logger } from '../log/logger';
 import { ConfigError } from '../config/config-error';
@@ -160,7 +160,7 @@ export class FastPath {
 
   private detail(r: NativeRecord): string | undefined {
     if (r.errno) return errnoName(r.errno);
-    return r.dest ? formatEndpoint({ host: r.dest, port: r.destPort }) : undefined;
+    return r.dest ? formatHostPort({ host: r.dest, port: r.destPort }) : undefined;
   }
 }
 

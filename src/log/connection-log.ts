@@ -3,7 +3,7 @@
  * they asked for anything are left to the limit log, see ./limit-log).
  */
 import type { ProxyEvents } from '../core/events';
-import { formatEndpoint } from '../core/address';
+import { formatHostPort } from '../core/address';
 import { isLimitCode } from './limit-log';
 import type { Logger } from './logger';
 
@@ -16,12 +16,12 @@ export function logFinishedConnections(events: ProxyEvents, log: Logger): void {
     log.info('connection', {
       id: conn.id,
       listener: conn.listener,
-      client: formatEndpoint({ host: conn.clientAddress, port: conn.clientPort }),
+      client: formatHostPort({ host: conn.clientAddress, port: conn.clientPort }),
       mptcp: conn.mptcp,
       subflows: conn.subflows,
       protocol: conn.protocol,
       user: conn.user ?? undefined,
-      destination: conn.destination ? formatEndpoint(conn.destination) : undefined,
+      destination: conn.destination ? formatHostPort(conn.destination) : undefined,
       upstream: conn.upstreamAddress ?? undefined,
       requests: conn.requests,
       bytesIn: conn.bytesFromClient,

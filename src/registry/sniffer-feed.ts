@@ -5,7 +5,7 @@
  * (the registry enforces that). Subflows are oriented as the sniffer reports them: `src` sent
  * the SYN, which for a proxy is the client.
  */
-import { parseEndpoint } from '../core/address';
+import { parseHostPort } from '../core/address';
 import type { Logger } from '../log/logger';
 import { SubflowSniffer } from '../sniffer/capture';
 import type { SniffEvent } from '../sniffer/events';
@@ -15,17 +15,17 @@ export function startSnifferFeed(interfaces: readonly string[], registry: Subflo
   const onEvent = (e: SniffEvent): void => {
     switch (e.event) {
       case 'subflow':
-        registry.subflowUp({ token: e.connection, local: parseEndpoint(e.dst), remote: parseEndpoint(e.src), interface: e.interface, kind: e.kind, backup: e.backup, source: 'sniffer' });
+        registry.subflowUp({ token: e.connection, local: parseHostPort(e.dst), remote: parseHostPort(e.src), interface: e.interface, kind: e.kind, backup: e.backup, source: 'sniffer' });
         break;
       case 'subflow-closed': {
-        const local = parseEndpoint(e.dst);
-        const remote = parseEndpoint(e.src);
+        const local = parseHostPort(e.dst);
+        const remote = parseHostPort(e.src);
         registry.updateCounters(e.connection, local, remote, { bytesTx: e.bytesReceived, bytesRx: e.bytesSent }, 'sniffer');
         registry.subflowDown(e.connection, local, remote);
         break;
       }
       case 'priority':
-        registry.priorityChanged(e.connection, parseEndpoint(e.dst), parseEndpoint(e.src), e.backup);
+        registry.priorityChanged(e.connection, parseHostPort(e.dst), parseHostPort(e.src), e.backup);
         break;
       case 'close':
         registry.connectionClosed(e.connection);

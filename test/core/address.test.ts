@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { CidrSet, normalizeIPv4Literal, normalizeIpLiteral, parseCidr, parseEndpoint, unmapIPv6 } from '../../src/core/address';
+import { CidrSet, normalizeIPv4Literal, normalizeIpLiteral, parseCidr, parseHostPort, unmapIPv6 } from '../../src/core/address';
 
 test('IPv4 literals in every inet_aton spelling normalise to dotted quad', () => {
   const loopback = ['127.0.0.1', '127.1', '127.0.1', '2130706433', '0x7f000001', '0x7f.0.0.1', '0177.0.0.1', '0177.1', '0x7f.1'];
@@ -45,8 +45,8 @@ test('CidrSet matches both families and mapped addresses', () => {
 });
 
 test('endpoints parse with IPv6 brackets and reject bad ports', () => {
-  assert.deepEqual(parseEndpoint('[::1]:3128'), { host: '::1', port: 3128 });
-  assert.deepEqual(parseEndpoint(':1080'), { host: '127.0.0.1', port: 1080 });
-  assert.throws(() => parseEndpoint('127.0.0.1:70000'));
-  assert.throws(() => parseEndpoint('127.0.0.1'));
+  assert.deepEqual(parseHostPort('[::1]:3128'), { host: '::1', port: 3128 });
+  assert.deepEqual(parseHostPort(':1080'), { host: '127.0.0.1', port: 1080 });
+  assert.throws(() => parseHostPort('127.0.0.1:70000'));
+  assert.throws(() => parseHostPort('127.0.0.1'));
 });
