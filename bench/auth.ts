@@ -19,9 +19,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { hashPassword } from '../src/access/passwords';
-import { REPO_ROOT } from '../test/helpers/testbed';
-import { Daemon, freePort, run as runTool, sleep, waitPort } from './lib/proc';
+import { REPO_ROOT } from '../testkit/testbed';
+import { Daemon, freePort, run as runTool, waitPort } from './lib/proc';
 import { percentile } from './lib/results';
+import { sleep } from '../testkit/sleep';
 
 export interface AuthBenchOptions {
   quick?: boolean;

@@ -16,8 +16,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TcpFlag } from '../src/mptcp/packet';
 import { readPcap, type CapturedSegment } from './lib/capture';
-import { startLegacyServer } from '../test/helpers/legacy-server';
-import { createTestbed } from '../test/helpers/testbed';
+import { startLegacyServer } from '../testkit/legacy-server';
+import { createTestbed } from '../testkit/testbed';
 
 const PORTS = { connect: 3128, socks5: 1080, convert: 5124 } as const;
 /** The legacy server's answer starts so; the proxy's own replies never contain it. */

@@ -4,7 +4,7 @@
  * proxy's fast recovery (health probes on: the subflow is moved to the other uplink and back)
  * and without it (probes off: MPTCP alone, the subflow sits in retransmission backoff).
  *
- * Two-uplink testbed of test/e2e/steering-failover.test.ts (test/helpers/failover.ts), the real
+ * Two-uplink testbed of test/e2e/steering-failover.test.ts (testkit/failover.ts), the real
  * CLI, an MPTCP client in the client namespace reached through a unix-socket bridge, so every
  * received byte is timestamped here as the application sees it:
  * - bulk: a long download through the forward proxy; T-throughput-failure = cut → goodput back to
@@ -22,12 +22,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { cutUplink1, logTime, PINNED_POLICY, restoreUplink1, uplinkChange, writeUplinkConfig } from '../test/helpers/failover';
-import { startLegacyServer, type LegacyServer } from '../test/helpers/legacy-server';
-import { REPO_ROOT, withTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../test/helpers/testbed';
-import { sleep, startSteeredProxy, steered } from '../test/steering/proxy';
+import { cutUplink1, logTime, PINNED_POLICY, restoreUplink1, uplinkChange, writeUplinkConfig } from '../testkit/failover';
+import { startLegacyServer, type LegacyServer } from '../testkit/legacy-server';
+import { REPO_ROOT, withTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../testkit/testbed';
+import { startSteeredProxy, steered } from '../testkit/steered-proxy';
 import { rateMbit, timeToLatency, timeToThroughput, worstRtt, type ByteSample, type Exchange } from './lib/handoff';
 import { percentile } from './lib/results';
+import { sleep } from '../testkit/sleep';
 
 export interface FailoverOptions {
   /** Short windows and one repetition: seconds, for CI (default false). */

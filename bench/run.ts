@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../test/helpers/testbed';
+import { REPO_ROOT } from '../testkit/testbed';
 import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { CLASSIC_PEERS, Servers, subject, SUBJECTS, type Subject } from './lib/peers';
 import { have } from './lib/proc';

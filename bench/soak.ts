@@ -35,19 +35,19 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../test/helpers/testbed';
+import { REPO_ROOT } from '../testkit/testbed';
 import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { BENCH_PROXY_CONFIG, proxyCommand } from './lib/peers';
-import { Daemon, NOFILE, freePort, have, processTree, sleep, waitPort, withNofile } from './lib/proc';
+import { Daemon, NOFILE, freePort, have, processTree, waitPort, withNofile } from './lib/proc';
 import { readNotes } from './lib/report';
 import { fmt } from './lib/results';
 import { promSum, soakChart, soakMarkdown, verdict, windowsFor, TOLERANCES, type Settings, type SoakCounts, type SoakResults, type SoakSample } from './lib/soak';
 import { startEcho } from './workloads/latency';
+import { sleep } from '../testkit/sleep';
 
 const TOOL = path.join(REPO_ROOT, 'dist/bench/tools/latency-client.js');
 /** Each held tunnel echoes a line once per this many seconds (well inside the 300 s idle timeout). */
 const KEEP_PERIOD_S = 60;
-
 
 /** A client or server whose stdout carries one JSON object a line; keeps the last (and first) of them. */
 class JsonLines {

@@ -7,7 +7,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { loadSpliceRelay, spliceUnavailableReason } from '../src/relay/splice-relay';
-import { connect, type Kind, listen, sendAll } from '../test/relay/splice-harness';
+import { connect, type Kind, listen, sendAll } from '../testkit/splice-harness';
 
 type Msg = { kind?: Kind; port?: number; bytes?: number; done?: boolean; error?: string; cpuSec?: number };
 

@@ -11,11 +11,12 @@
  *   node dist/bench/steering-reaction.js [--connections 50] [--concurrency 1]   → one JSON object
  */
 import { parseArgs } from 'node:util';
-import { curl } from '../test/helpers/clients';
-import { startLegacyServer } from '../test/helpers/legacy-server';
-import { withTestbed } from '../test/helpers/testbed';
-import { sleep, startSteeredProxy, writeConfig } from '../test/steering/proxy';
+import { curl } from '../testkit/clients';
+import { startLegacyServer } from '../testkit/legacy-server';
+import { withTestbed } from '../testkit/testbed';
+import { startSteeredProxy, writeConfig } from '../testkit/steered-proxy';
 import { percentile } from './lib/results';
+import { sleep } from '../testkit/sleep';
 
 export interface ReactionOptions {
   connections?: number;

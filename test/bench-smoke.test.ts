@@ -15,7 +15,7 @@ import { parseStat } from '../bench/lib/proc';
 import { addRatios, percentile, type BenchResults, type Row } from '../bench/lib/results';
 import { promSum, soakChart, verdict, windowsFor, type SoakCounts, type SoakResults, type SoakSample } from '../bench/lib/soak';
 import { barChart, niceMax } from '../bench/lib/svg';
-import { REPO_ROOT } from './helpers/testbed';
+import { REPO_ROOT } from '../testkit/testbed';
 
 /** A pcap file (nanosecond magic, little-endian, Ethernet) holding IPv4/TCP frames. */
 function pcap(frames: { ns: number; src: number; dst: number; flags: number; payload?: string }[]): Buffer {

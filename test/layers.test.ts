@@ -1,14 +1,16 @@
 /**
  * Imports point down: every relative import in src/**\/*.ts goes to the same folder or to a folder
  * lower in LAYERS; libc's FFI binding is used only inside src/sys; no two modules import each
- * other (directly or round a longer loop).
+ * other (directly or round a longer loop). Outside src: test/ and bench/ share testkit/, and
+ * neither imports the other (only tests of bench code import bench/).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
-const SRC = path.resolve(__dirname, '../../src');
+const ROOT = path.resolve(__dirname, '../..');
+const SRC = path.join(ROOT, 'src');
 
 /**
  * The folders of src/, bottom first: a module may import from its own folder and from folders
@@ -109,4 +111,29 @@ test('no import cycles between modules', () => {
   };
   for (const f of graph.keys()) visit(f, []);
   assert.deepEqual(cycles, []);
+});
+
+/**
+ * The trees outside src: testkit/ (testbed, proxy launcher, legacy server, clients, sleep) serves
+ * test/ and bench/ alike and imports neither; bench/ never imports test/; test/ imports bench/
+ * only where bench code is what is tested: test/bench-*.test.ts (the bench's pure libraries) and
+ * test/e2e/steering-failover.test.ts (the failover bench run as a test).
+ */
+const TESTS_OF_BENCH = [/^test\/bench-[^/]*\.test\.ts$/, /^test\/e2e\/steering-failover\.test\.ts$/];
+
+test('test and bench share testkit and do not import each other', () => {
+  const bad: string[] = [];
+  for (const tree of ['test', 'bench', 'testkit']) {
+    for (const file of sourceFiles(path.join(ROOT, tree))) {
+      const rel = path.relative(ROOT, file);
+      const text = fs.readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*|\brequire\s*\(\s*)'(\.\.?\/[^']*)'/g)) {
+        const to = path.relative(ROOT, path.resolve(path.dirname(file), m[1]!)).split(path.sep)[0]!;
+        const allowed =
+          to === tree || to === 'src' || to === 'package.json' || (to === 'testkit' && tree !== 'testkit') || (to === 'bench' && tree === 'test' && TESTS_OF_BENCH.some((re) => re.test(rel)));
+        if (!allowed) bad.push(`${rel} -> ${m[1]}`);
+      }
+    }
+  }
+  assert.deepEqual(bad, []);
 });

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/helpers/testbed';
+import { REPO_ROOT } from '../../testkit/testbed';
 import { Daemon, NOFILE, freePort, have, waitPort, withNofile } from './proc';
 
 /** How a client reaches the origin through a subject. */

@@ -6,7 +6,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { killGroup, run, type ExecOptions, type ExecResult } from '../../test/helpers/run';
+import { killGroup, run, type ExecOptions, type ExecResult } from '../../testkit/run';
+import { sleep } from '../../testkit/sleep';
 
 export { run, type ExecResult, type ExecOptions };
 
@@ -17,8 +18,6 @@ export const NOFILE = ((): number => {
 })();
 /** argv run with its soft open-file limit raised to the hard one (10,000 tunnels need ~20,000 fds). */
 export const withNofile = (argv: readonly string[]): string[] => ['prlimit', `--nofile=${NOFILE}:${NOFILE}`, '--', ...argv];
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Is an executable on PATH? */
 export function have(cmd: string): boolean {

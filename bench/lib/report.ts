@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/helpers/testbed';
+import { REPO_ROOT } from '../../testkit/testbed';
 import { barChart, linePanels } from './svg';
 import { fmt, type BenchResults, type Row, type Target } from './results';
 

@@ -5,12 +5,13 @@
  * The count is capped by the open-file hard limit: the proxy holds two descriptors per tunnel.
  */
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/helpers/testbed';
+import { REPO_ROOT } from '../../testkit/testbed';
 import { measure, type Measured } from '../lib/measure';
 import { subject, type Servers, type Subject } from '../lib/peers';
-import { Daemon, NOFILE, sleep, treeRssBytes, withNofile } from '../lib/proc';
+import { Daemon, NOFILE, treeRssBytes, withNofile } from '../lib/proc';
 import type { Row } from '../lib/results';
 import { startEcho } from './latency';
+import { sleep } from '../../testkit/sleep';
 
 const TOOL = path.join(REPO_ROOT, 'dist/bench/tools/latency-client.js');
 

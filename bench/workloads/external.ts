@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/helpers/testbed';
+import { REPO_ROOT } from '../../testkit/testbed';
 import { run } from '../lib/proc';
 import { fmt, type Row, type Target } from '../lib/results';
 

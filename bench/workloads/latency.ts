@@ -6,12 +6,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/helpers/testbed';
+import { REPO_ROOT } from '../../testkit/testbed';
 import { conversionLatency, p50p99, readPcap } from '../lib/capture';
 import { measure, type Measured } from '../lib/measure';
 import { SUBJECTS, type Servers, type Subject } from '../lib/peers';
-import { Daemon, have, run, sleep, withNofile } from '../lib/proc';
+import { Daemon, have, run, withNofile } from '../lib/proc';
 import type { Row } from '../lib/results';
+import { sleep } from '../../testkit/sleep';
 
 export const PROTOTYPE_MS = { syn: 7.8, data: 15.3 };
 export const LATENCY_SUBJECTS = SUBJECTS.filter((s) => s.kind !== 'limit' && s.mode !== 'forward');

@@ -1,5 +1,5 @@
 /**
- * The two-path namespace testbed (test/helpers/testbed): a client with two 50 Mbit/s paths,
+ * The two-path namespace testbed (testkit/testbed): a client with two 50 Mbit/s paths,
  * mptcp-proxy (splice relay) in between, the legacy HTTP server behind it. Three figures:
  *   - aggregation: one MPTCP download through the proxy vs the sum of each path alone (plain TCP)
  *     and vs the same download with no proxy at all (an MPTCP server in the proxy's namespace);
@@ -8,12 +8,13 @@
  * Per-path throughput is sampled from the client interfaces' counters for the charts.
  */
 import { performance } from 'node:perf_hooks';
-import { startLegacyServer, type LegacyServer } from '../../test/helpers/legacy-server';
-import { mustRun } from '../../test/helpers/run';
-import { firstLine, withTestbed, type Testbed } from '../../test/helpers/testbed';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { mustRun } from '../../testkit/run';
+import { firstLine, withTestbed, type Testbed } from '../../testkit/testbed';
 import { measure, type Measured } from '../lib/measure';
-import { sleep } from '../lib/proc';
+import {  } from '../lib/proc';
 import type { Row, Series } from '../lib/results';
+import { sleep } from '../../testkit/sleep';
 
 const PROXY_PORT = 3128;
 const SAMPLE_MS = 250;
@@ -84,7 +85,7 @@ type Case = { id: string; label: string; kind: Row['kind'] } & Download;
 export async function twoPath(o: TwoPathOptions, log: (s: string) => void): Promise<{ rows: Row[]; series: Record<string, Series> }> {
   return withTestbed({ shapeMbit: 50 }, async (tb) => {
     const a = tb.addr;
-    const direct = tb.spawnNode('proxy', 'dist/test/helpers/legacy-server.js', [a.proxy1], { mptcpize: true });
+    const direct = tb.spawnNode('proxy', 'dist/testkit/legacy-server.js', [a.proxy1], { mptcpize: true });
     const directPort = (JSON.parse(await firstLine(direct, 10_000)) as { http: number }).http;
     const srv: Servers = { viaProxy: await startLegacyServer(tb), directUrl: `http://${a.proxy1}:${directPort}` };
     const proxy = await tb.startProxy(['--http', `${a.proxy1}:${PROXY_PORT}`, '--allow-client', a.path1Subnet, '--allow-client', a.path2Subnet, '--allow-dest', a.serverSubnet, '--no-metrics', '--log-level', 'warn', '--relay', 'splice']);

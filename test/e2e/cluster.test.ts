@@ -15,11 +15,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { curl, connectionLogFor, type CurlResult, type ProxyKind } from '../helpers/clients';
+import { curl, connectionLogFor, type CurlResult, type ProxyKind } from '../../testkit/clients';
 import { diff, settledSnapshot, snapshot } from '../helpers/kernel-snapshot';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { CLI_ENTRY, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../../testkit/testbed';
 
 const CONNECTIONS = 20;
 const BYTES = 600_000;

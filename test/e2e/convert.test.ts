@@ -12,8 +12,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { firstLine, useTestbed, type ProxyHandle, type ProxyLogLine } from '../helpers/testbed';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { firstLine, useTestbed, type ProxyHandle, type ProxyLogLine } from '../../testkit/testbed';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 
 const PORT = 5124;
 const COOKIE_PORT = 5125;
@@ -71,7 +71,7 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     await t.exec('proxy', ['ip', '-6', 'addr', 'add', `${v6.proxy}/64`, 'dev', t.ifaces.proxyServerSide, 'nodad']);
     await t.exec('server', ['ip', '-6', 'addr', 'add', `${v6.server}/64`, 'dev', t.ifaces.server, 'nodad']);
     v4 = await startLegacyServer(t);
-    const v6Proc = t.spawnNode('server', 'dist/test/helpers/legacy-server.js', [v6.server]);
+    const v6Proc = t.spawnNode('server', 'dist/testkit/legacy-server.js', [v6.server]);
     v6Echo = { host: v6.server, port: (JSON.parse(await firstLine(v6Proc, 10_000)) as { echo: number }).echo };
 
     const data = randomBytes(1 << 20);

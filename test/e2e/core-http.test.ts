@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connectionLogFor, curl, ProxiedHttp, type CurlOptions } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternChunks, patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle } from '../helpers/testbed';
+import { connectionLogFor, curl, ProxiedHttp, type CurlOptions } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternChunks, patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle } from '../../testkit/testbed';
 
 const HTTP_PORT = 3128;
 const AUTH_PORT = 3129;

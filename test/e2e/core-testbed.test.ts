@@ -8,10 +8,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { run } from '../helpers/run';
-import { createTestbed, firstLine, useTestbed, withTestbed, type LinkCounters, type Testbed } from '../helpers/testbed';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { run } from '../../testkit/run';
+import { createTestbed, firstLine, useTestbed, withTestbed, type LinkCounters, type Testbed } from '../../testkit/testbed';
 import { createHash } from 'node:crypto';
 
 const IPERF_PORT = 5201;
@@ -137,7 +137,7 @@ test('destroy removes namespaces, processes and the temp dir; parallel testbeds 
     assert.equal(new Set(names).size, names.length);
     sleeper = a.spawn('server', ['sleep', '300']);
     // The router testbed forwards: from its path2 address the client reaches the proxy's path2 address.
-    const web = a.spawnNode('proxy', 'dist/test/helpers/legacy-server.js', [a.addr.proxy2]);
+    const web = a.spawnNode('proxy', 'dist/testkit/legacy-server.js', [a.addr.proxy2]);
     const port = (JSON.parse(await firstLine(web, 10_000)) as { http: number }).http;
     const r = await a.exec('client', ['curl', '-sS', '--noproxy', '*', '-m', '5', '--interface', a.addr.client2, '-o', '/dev/null', '-w', '%{http_code}', `http://${a.addr.proxy2}:${port}/bytes/10`]);
     assert.equal(r.stdout, '200', r.stderr);

@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connectionLogFor, curl, type CurlResult, type ProxyKind } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle } from '../helpers/testbed';
+import { connectionLogFor, curl, type CurlResult, type ProxyKind } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle } from '../../testkit/testbed';
 
 const SIZE = 30_000_000;
 const SEED = 7;

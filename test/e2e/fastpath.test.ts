@@ -17,13 +17,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { connectionLogFor, curl, type ProxyKind } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { connectionLogFor, curl, type ProxyKind } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { pickPorts } from '../ops/ports';
+import { sleep } from '../../testkit/sleep';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const HANDSHAKE_MS = 1_000;
 const DENIED_NET = '192.0.2.0/24';
 

@@ -9,17 +9,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionStatus } from '../../src/admin/server';
-import { curl, type CurlResult } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, useTestbed, type ProxyHandle } from '../helpers/testbed';
+import { curl, type CurlResult } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { CLI_ENTRY, useTestbed, type ProxyHandle } from '../../testkit/testbed';
+import { sleep } from '../../testkit/sleep';
 
 const SOCKS_PORT = 1080;
 const METRICS = '127.0.0.1:9464';
 /** 1.5 MB at 500 kB/s: about 3 s open, long enough to read it live. */
 const BYTES = 1_500_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('MPTCP health: one-path diagnosis and kernel counters (testbed)', { timeout: 180_000 }, () => {
   const tb = useTestbed({ before, after }, { shapeMbit: 0 });

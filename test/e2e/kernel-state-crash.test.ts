@@ -18,12 +18,11 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { diff, settledSnapshot, snapshot, type Snapshot } from '../helpers/kernel-snapshot';
-import { CLI_ENTRY, REPO_ROOT, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { CLI_ENTRY, REPO_ROOT, createTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../../testkit/testbed';
+import { sleep } from '../../testkit/sleep';
 
 const isInstalled = (l: ProxyLogLine): boolean => l.message === 'kernel state: installed';
 const isRemoved = (l: ProxyLogLine): boolean => l.message === 'kernel state: removed';

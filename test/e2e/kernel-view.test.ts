@@ -13,7 +13,7 @@ import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { KernelView, type KernelViewEventMap } from '../../src/mptcp/kernel-view';
 import { connectMptcp, createListenSocket, socketFd, socketName } from '../../src/sys/socket';
-import { useTestbed } from '../helpers/testbed';
+import { useTestbed } from '../../testkit/testbed';
 
 const CHILD_FLAG = '--kernel-view-child';
 const PAYLOAD = 8 * 1024 * 1024;

@@ -11,13 +11,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectionLogFor, curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { connectionLogFor, curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { pickPorts } from '../ops/ports';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** argv: KIND HOST PORT FDNAME -- PROGRAM ARGS...; KIND is mptcp, tcp or udp. */
 const WRAPPER = `
@@ -40,6 +38,7 @@ os.set_inheritable(3, True)  # fd 3 survives the exec
 os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES=name)
 os.execv(prog[0], prog)
 `;
+import { sleep } from '../../testkit/sleep';
 
 describe('socket activation (LISTEN_FDS)', { timeout: 180_000 }, () => {
   const tb = useTestbed({ before, after }, { shapeMbit: 0 });

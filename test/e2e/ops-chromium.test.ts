@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { generatePac } from '../../src/admin/pac';
 import { pickPorts } from '../ops/ports';
-import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 
 const CHROMIUM = '/usr/bin/chromium';
 

@@ -12,8 +12,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { mustRun, run } from '../helpers/run';
-import { REPO_ROOT } from '../helpers/testbed';
+import { mustRun, run } from '../../testkit/run';
+import { REPO_ROOT } from '../../testkit/testbed';
 import type { CheckResult } from '../../src/doctor/checks';
 import { slotTable, TPROXY_SLOT } from '../../src/sys/iproute';
 

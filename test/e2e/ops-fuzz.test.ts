@@ -18,11 +18,12 @@ import readline from 'node:readline';
 import fc from 'fast-check';
 import { SocksClient } from 'socks';
 import { expandIPv6 } from '../../src/core/address';
-import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../helpers/testbed';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
+import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { pickPorts } from '../ops/ports';
 import { exchange, httpStatus, splitAt, type Exchange } from '../ops/wire-client';
 import { convertCase, httpCase, judgeConvert, judgeHttp, judgeSocks, randomBytesCase, socks5Command, socksCase, SMUGGLING, SSRF_HOSTS, type FuzzCase } from '../ops/fuzz-cases';
+import { sleep } from '../../testkit/sleep';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 700);
 const SEED = Number(process.env.FUZZ_SEED ?? randomInt(1, 2 ** 31 - 1));
@@ -43,8 +44,6 @@ interface Failure {
   input: string;
   detail: string;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;

@@ -19,13 +19,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ProxiedHttp } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternChunks, patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../helpers/testbed';
+import { ProxiedHttp } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternChunks, patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../../testkit/testbed';
 import { pickPorts } from '../ops/ports';
+import { sleep } from '../../testkit/sleep';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const HANDSHAKE_MS = 1_000;
 
 /** A raw client connection (through the testbed bridge) that keeps every byte it receives. */

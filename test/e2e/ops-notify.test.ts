@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pickPorts } from '../ops/ports';
-import { createTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { createTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { startNotifyReceiver, type NotifyReceiver } from '../ops/notify-receiver';
 
 describe('systemd notify lifecycle of the CLI', { timeout: 60_000 }, () => {

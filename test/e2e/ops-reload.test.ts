@@ -18,14 +18,13 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { curl, type CurlResult, type ProxyKind } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternChunks, patternSha256 } from '../helpers/pattern';
+import { curl, type CurlResult, type ProxyKind } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternChunks, patternSha256 } from '../../testkit/pattern';
 import { createHash } from 'node:crypto';
-import { useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { pickPorts } from '../ops/ports';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../../testkit/sleep';
 
 const DOWNLOAD_BYTES = 16_000_000;
 /** Each client path is shaped to this: long transfers without burning the shared cores (curl's

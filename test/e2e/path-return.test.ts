@@ -9,11 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { useTestbed, type ProxyHandle } from '../helpers/testbed';
-import { writeConfig } from '../steering/proxy';
+import { curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { useTestbed, type ProxyHandle } from '../../testkit/testbed';
+import { writeConfig } from '../../testkit/steered-proxy';
+import { sleep } from '../../testkit/sleep';
 
 const SOCKS_PORT = 1080;
 const BYTES = 100_000_000;
@@ -28,8 +29,6 @@ const RTO_MAX_MS = 1000;
 const BACK_WITHIN_MS = RTO_MAX_MS + 250;
 /** Path 1 "carries again" once this much of the proxy's data has got through it after the repair. */
 const CARRIES_BYTES = 30_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('paths.rtoMaxMs: a blackholed client path carries again about 1 s after its repair at worst (testbed)', { timeout: 300_000 }, () => {
   const tb = useTestbed({ before, after }, { shapeMbit: 50 });

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { killGroup, mustRun, run } from '../helpers/run';
+import { killGroup, mustRun, run } from '../../testkit/run';
 import { SubflowSniffer } from '../../src/sniffer/capture';
 import type { SniffEvent, SubflowClosedEvent, SubflowEvent } from '../../src/sniffer/events';
 

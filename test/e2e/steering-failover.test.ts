@@ -11,11 +11,12 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { run as failoverBench } from '../../bench/failover';
 import { bytesAt, rateMbit, timeToLatency, timeToThroughput, worstRtt, type ByteSample } from '../../bench/lib/handoff';
-import { curl } from '../helpers/clients';
-import { PINNED_POLICY, cutUplink1, logTime, restoreUplink1, uplinkChange, watchRerouted, writeUplinkConfig } from '../helpers/failover';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { createTestbed, type Testbed } from '../helpers/testbed';
-import { sleep, startSteeredProxy, steered } from '../steering/proxy';
+import { curl } from '../../testkit/clients';
+import { PINNED_POLICY, cutUplink1, logTime, restoreUplink1, uplinkChange, watchRerouted, writeUplinkConfig } from '../../testkit/failover';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { createTestbed, type Testbed } from '../../testkit/testbed';
+import { startSteeredProxy, steered } from '../../testkit/steered-proxy';
+import { sleep } from '../../testkit/sleep';
 
 describe('steering: uplink failover and failback (testbed, real kernel)', () => {
   let tb: Testbed;

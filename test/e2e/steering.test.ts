@@ -9,11 +9,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { createTestbed, type Testbed } from '../helpers/testbed';
+import { curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { createTestbed, type Testbed } from '../../testkit/testbed';
 import { CC_TABLE } from '../../src/steering/congestion';
-import { NONE, mbit, ownedState, pathBytes, sleep, startSteeredProxy, steered, writeConfig } from '../steering/proxy';
+import { NONE, mbit, ownedState, pathBytes, startSteeredProxy, steered, writeConfig } from '../../testkit/steered-proxy';
+import { sleep } from '../../testkit/sleep';
 
 /** State a proxy must never touch: an operator table, rule, endpoint, root qdisc and ingress qdisc. */
 async function addForeignState(tb: Testbed): Promise<void> {

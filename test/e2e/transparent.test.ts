@@ -15,10 +15,11 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionStatus } from '../../src/admin/server';
-import { curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternChunks, patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, firstLine, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternChunks, patternSha256 } from '../../testkit/pattern';
+import { CLI_ENTRY, firstLine, useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { sleep } from '../../testkit/sleep';
 
 const METRICS = '127.0.0.1:9464';
 /** A wildcard transparent listener for ports other than its own; also dialled directly (loop). */
@@ -28,8 +29,6 @@ const DENIED_PORT = 15002;
 const BYTES = 20_000_000;
 const TPROXY_TABLE = 'mptcp_proxy_tproxy';
 const TPROXY_PREF = 19856;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function inProxy(tb: Testbed, argv: string[]): Promise<string> {
   const r = await tb.exec('proxy', argv);
@@ -107,7 +106,6 @@ for (const workers of [1, 2]) describe(`transparent mode: TPROXY to an MPTCP lis
     px = await tb().startProxy(['--config', configFile]);
     await px.waitForLog((l) => l.message === 'admin listening', 10_000);
   });
-
 
   test('the TPROXY table, fwmark rule and local route exist while it runs', async () => {
     const s = await kernelState(tb());
@@ -292,7 +290,7 @@ describe('transparent mode over IPv6 (IPV6_TRANSPARENT, tproxy ip6, ip -6 rules)
 
   test('a plain curl over IPv6 downloads byte-identical over two subflows; the -6 rule goes with SIGTERM', async (t) => {
     const v6 = await addIpv6(tb());
-    const srv = tb().spawnNode('server', 'dist/test/helpers/legacy-server.js', [v6.server]);
+    const srv = tb().spawnNode('server', 'dist/testkit/legacy-server.js', [v6.server]);
     const port = (JSON.parse(await firstLine(srv, 10_000)) as { http: number }).http;
     const px = await tb().startProxy(['--transparent', `[::1]:${port}`, '--allow-client', v6.cidr, '--no-metrics', '--log-format', 'json']);
     let exited = false;

@@ -12,15 +12,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { curl, type CurlResult } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { curl, type CurlResult } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { sleep } from '../../testkit/sleep';
 
 const PORT = 3128;
 const ADMIN = '127.0.0.1:9464';
 const MSS_TABLE = 'mptcp_proxy_mss';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface StatusSubflow {
   local: string;

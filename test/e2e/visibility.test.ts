@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionStatus } from '../../src/admin/server';
-import { curl } from '../helpers/clients';
-import { startLegacyServer, type LegacyServer } from '../helpers/legacy-server';
-import { patternSha256 } from '../helpers/pattern';
-import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../helpers/testbed';
+import { curl } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { patternSha256 } from '../../testkit/pattern';
+import { CLI_ENTRY, useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 
 const HTTP_PORT = 3128;
 const METRICS = '127.0.0.1:9464';

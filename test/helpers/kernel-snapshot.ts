@@ -3,7 +3,7 @@
  * filters, nft, rules, routes, MPTCP endpoints and limits, sysctls), and the difference of two:
  * what a proxy leaves behind after a crash and a restart shows up here.
  */
-import type { Role, Testbed } from './testbed';
+import type { Role, Testbed } from '../../testkit/testbed';
 
 export type Snapshot = Record<string, string[]>;
 

@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { REPO_ROOT } from '../helpers/testbed.js';
+import { REPO_ROOT } from '../../testkit/testbed.js';
 
 /** Node, npm and npx come with the machine's Node.js install, not from Debian. */
 const NOT_DEBIAN = new Set(['node', 'npm', 'npx']);
@@ -97,8 +97,9 @@ const SYSTEM_PATH = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 const hasDpkg = spawnSync('dpkg', ['--version']).status === 0;
 
 for (const [mode, programs] of [
-  ['test', () => spawnedPrograms(['test'])],
-  ['bench', () => spawnedPrograms(['bench', 'test'])],
+  ['test', () => spawnedPrograms(['test', 'testkit'])],
+  // The bench runs its own code and the testkit (test/ is never imported by bench: test/layers.test.ts).
+  ['bench', () => spawnedPrograms(['bench', 'testkit'])],
   ['run', readmePrograms],
 ] as const) {
   test(`every program the ${mode === 'run' ? "README's examples" : mode} spawn comes from a package setup.sh installs for '${mode}'`, { skip: hasDpkg ? false : 'needs dpkg' }, (t) => {

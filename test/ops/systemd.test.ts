@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from '../helpers/run';
-import { REPO_ROOT } from '../helpers/testbed';
+import { run } from '../../testkit/run';
+import { REPO_ROOT } from '../../testkit/testbed';
 
 const UNIT_DIR = path.join(REPO_ROOT, 'systemd');
 const INSTALLED_BIN = '/usr/local/bin/mptcp-proxy';

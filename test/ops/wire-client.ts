@@ -4,6 +4,7 @@
  * and whether and when the other side closed.
  */
 import net from 'node:net';
+import { sleep } from '../../testkit/sleep';
 
 export interface Exchange {
   /** Everything received. */
@@ -28,8 +29,6 @@ export interface ExchangeOptions {
 }
 
 export type Target = { path: string } | { host: string; port: number };
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export function exchange(target: Target, chunks: readonly Buffer[], opts: ExchangeOptions = {}): Promise<Exchange> {
   const waitMs = opts.waitMs ?? 5000;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { closeOutcome, connect, listen, startProxy, useSpliceEngine } from './splice-harness';
+import { closeOutcome, connect, listen, startProxy, useSpliceEngine } from '../../testkit/splice-harness';
 
 const engine = useSpliceEngine({ before, after });
 

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { RelayOptions } from '../../src/core/relay';
 import { loadSpliceRelay, type SpliceRelay } from '../../src/relay/splice-relay';
 import { isMptcp, socketFd } from '../../src/sys/socket';
-import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy, useSpliceEngine } from './splice-harness';
+import { closeOutcome, connect, type Kind, listen, type Listener, type Proxy, receiveAll, sendAll, sha256, startProxy, useSpliceEngine } from '../../testkit/splice-harness';
 
 const MODES: { client: Kind; upstream: Kind }[] = [
   { client: 'tcp', upstream: 'tcp' },

@@ -5,7 +5,7 @@
  * range are pinned to `up1`, and `up1` is cut and restored with an nftables drop on its egress.
  */
 import type { ProxyLogLine, Testbed } from './testbed';
-import { writeConfig } from '../steering/proxy';
+import { writeConfig } from './steered-proxy';
 
 export const PINNED_POLICY = 'path1-on-up1';
 

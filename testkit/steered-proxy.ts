@@ -6,9 +6,8 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import type { ProxyHandle, ProxyLogLine, Testbed } from '../helpers/testbed';
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import type { ProxyHandle, ProxyLogLine, Testbed } from './testbed';
+import { sleep } from './sleep';
 
 /** A config with one HTTP listener on proxy1:3128, debug JSON logs (they carry reactionMs), and `doc`. */
 export function writeConfig(tb: Testbed, name: string, doc: Record<string, unknown>): string {

@@ -5,10 +5,10 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { connectMptcp, createListenSocket, socketName } from '../../src/sys/socket';
+import { connectMptcp, createListenSocket, socketName } from '../src/sys/socket';
 import assert from 'node:assert/strict';
-import type { RelayOptions, RelayResult } from '../../src/core/relay';
-import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../../src/relay/splice-relay';
+import type { RelayOptions, RelayResult } from '../src/core/relay';
+import { loadSpliceRelay, spliceUnavailableReason, type SpliceRelay } from '../src/relay/splice-relay';
 
 export type Kind = 'tcp' | 'mptcp';
 export const HOST = '127.0.0.1';

@@ -18,11 +18,12 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { killGroup, mustRun, run, type ExecOptions, type ExecResult } from './run';
+import { sleep } from './sleep';
 
 export type { ExecResult } from './run';
 
-/** Repository root (this file runs from dist/test/helpers). */
-export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+/** Repository root (this file runs from dist/testkit). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const CLI_ENTRY = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 export interface TestbedOptions {
@@ -136,8 +137,6 @@ function listenArgs(args: readonly string[]): { flag: string; host: string; port
   }
   return out;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Live testbeds, for the exit hook. */
 const live = new Set<Testbed>();
@@ -437,7 +436,7 @@ export class Testbed {
     let p = this.bridges.get(key);
     if (!p) {
       const sock = path.join(this.tmpDir, `bridge-${this.bridges.size}.sock`);
-      const child = this.spawnNode(ns, 'dist/test/helpers/ns-bridge.js', [sock, host, String(port)], { mptcpize: opts.mptcp });
+      const child = this.spawnNode(ns, 'dist/testkit/ns-bridge.js', [sock, host, String(port)], { mptcpize: opts.mptcp });
       p = firstLine(child, 10_000).then((line) => {
         if (line !== 'ready') throw new Error(`bridge did not start: ${line}`);
         return sock;

@@ -81,7 +81,7 @@ export interface LegacyServer {
 
 /** Start the legacy servers inside tb's server namespace (stopped by tb.destroy()). */
 export async function startLegacyServer(tb: Testbed): Promise<LegacyServer> {
-  const proc = tb.spawnNode('server', 'dist/test/helpers/legacy-server.js', [tb.addr.server]);
+  const proc = tb.spawnNode('server', 'dist/testkit/legacy-server.js', [tb.addr.server]);
   const ports = JSON.parse(await firstLine(proc, 10_000)) as { http: number; echo: number };
   const host = tb.addr.server;
   return { host, httpPort: ports.http, echoPort: ports.echo, url: (p) => `http://${host}:${ports.http}${p}`, proc };
