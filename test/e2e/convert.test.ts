@@ -13,6 +13,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { firstLine, useTestbed, type ProxyHandle, type ProxyLogLine } from '../../testkit/testbed';
+import { metricValue } from '../../testkit/metrics';
 import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 
 const PORT = 5124;
@@ -210,9 +211,8 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     }
     await convert(['--raw', connectWithOptions(echoDest(), '22020000')]);
     const metrics = (await tb().exec('proxy', ['curl', '-sS', '--noproxy', '*', 'http://127.0.0.1:9464/metrics'])).stdout;
-    const value = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? 0);
-    assert.ok(value(/^mptcp_proxy_connections_total\{listener="conv",mptcp="true",result="ok"\} (\d+)/m) >= 1, 'finished convert connections by listener');
-    assert.ok(value(/^mptcp_proxy_errors_total\{code="MPX_TCP_OPTION_UNSUPPORTED"\} (\d+)/m) >= 1, 'the Convert-only code is counted');
+    assert.ok(metricValue(metrics, 'mptcp_proxy_connections_total', 'listener="conv"', 'mptcp="true"', 'result="ok"') >= 1, 'finished convert connections by listener');
+    assert.ok(metricValue(metrics, 'mptcp_proxy_errors_total', 'code="MPX_TCP_OPTION_UNSUPPORTED"') >= 1, 'the Convert-only code is counted');
   });
 
   test('100 concurrent converts', async () => {

@@ -21,6 +21,7 @@ import { connectionLogFor, curl, type ProxyKind } from '../../testkit/clients';
 import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { patternSha256 } from '../../testkit/pattern';
 import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { metricValue } from '../../testkit/metrics';
 import { pickPorts } from '../ops/ports';
 import { sleep } from '../../testkit/sleep';
 
@@ -49,8 +50,7 @@ async function exchange(bridge: string, send: Buffer[], timeoutMs = 6_000, open 
 /** A sample of metric `name` with the label `label="value"` (other labels, e.g. instance, may sit beside it). */
 async function metric(tb: Testbed, port: number, name: string, label: string): Promise<number> {
   const r = await tb.exec('proxy', ['curl', '-s', `http://127.0.0.1:${port}/metrics`]);
-  const line = r.stdout.split('\n').find((l) => l.startsWith(`${name}{`) && l.slice(0, l.indexOf('}')).split(',').some((kv) => kv.replace(/^.*\{/, '') === label));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  return metricValue(r.stdout, name, label);
 }
 
 function socketFds(pid: number): number {

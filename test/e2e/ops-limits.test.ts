@@ -23,6 +23,7 @@ import { ProxiedHttp } from '../../testkit/clients';
 import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { patternChunks, patternSha256 } from '../../testkit/pattern';
 import { useTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../../testkit/testbed';
+import { metricValue } from '../../testkit/metrics';
 import { pickPorts } from '../ops/ports';
 import { sleep } from '../../testkit/sleep';
 
@@ -76,10 +77,11 @@ class Raw {
   }
 }
 
+/** `name` as written in the exposition, e.g. mptcp_proxy_errors_total{code="X"}; other labels are ignored. */
 async function metric(tb: Testbed, port: number, name: string): Promise<number> {
   const r = await tb.exec('proxy', ['curl', '-s', `http://127.0.0.1:${port}/metrics`]);
-  const m = new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\d+)`, 'm').exec(r.stdout);
-  return m ? Number(m[1]) : 0;
+  const [base, labels] = name.split('{') as [string, string | undefined];
+  return metricValue(r.stdout, base, ...(labels ? labels.slice(0, -1).split(',') : []));
 }
 
 describe('ops: request-head deadlines and limit hits', { timeout: 180_000 }, () => {
