@@ -142,11 +142,9 @@ function parseIPv4(buf: Buffer, p: number, out: TcpPacket): FrameResult {
   return parseTcp(buf, p + ihl, total - ihl, out);
 }
 
-const EXT_HOP = 0;
-const EXT_ROUTING = 43;
-const EXT_FRAGMENT = 44;
-const EXT_AH = 51;
-const EXT_DSTOPTS = 60;
+/** The IPv6 extension headers walked on the way to TCP (RFC 8200 §4), by Next Header value. */
+const IPV6_EXT = { hopByHop: 0, routing: 43, fragment: 44, authentication: 51, destinationOptions: 60 } as const;
+const IPV6_EXT_VALUES: ReadonlySet<number> = new Set(Object.values(IPV6_EXT));
 
 function parseIPv6(buf: Buffer, p: number, out: TcpPacket): FrameResult {
   if (buf.length < p + 40) return BAD_IP6;
@@ -161,13 +159,13 @@ function parseIPv6(buf: Buffer, p: number, out: TcpPacket): FrameResult {
   let q = p + 40;
   for (let i = 0; i < 8; i++) {
     if (next === 6) return parseTcp(buf, q, remaining, out);
-    if (next !== EXT_HOP && next !== EXT_ROUTING && next !== EXT_FRAGMENT && next !== EXT_AH && next !== EXT_DSTOPTS) return SKIP_NOT_TCP;
+    if (!IPV6_EXT_VALUES.has(next)) return SKIP_NOT_TCP;
     if (buf.length < q + 8) return BAD_EXT;
     let len: number;
-    if (next === EXT_FRAGMENT) {
+    if (next === IPV6_EXT.fragment) {
       if ((buf.readUInt16BE(q + 2) & 0xfff8) !== 0) return SKIP_FRAGMENT;
       len = 8;
-    } else if (next === EXT_AH) len = (buf[q + 1]! + 2) * 4;
+    } else if (next === IPV6_EXT.authentication) len = (buf[q + 1]! + 2) * 4;
     else len = (buf[q + 1]! + 1) * 8;
     if (len > remaining) return BAD_EXT;
     next = buf[q]!;

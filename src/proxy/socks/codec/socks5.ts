@@ -46,11 +46,17 @@ export function versionError<T>(got: number, want: number): ParseResult<T> {
   return fail(ErrorCode.VersionUnsupported, `version byte 0x${got.toString(16)}, expected 0x${want.toString(16)}`);
 }
 
-export function parseSocks5Greeting(buf: Buffer): ParseResult<Socks5Greeting> {
+/** Every message a SOCKS5 client sends starts with a version byte and one more: that byte, or why not. */
+function afterVersion(buf: Buffer, version: number): number | ParseResult<never> {
   if (buf.length < 1) return INCOMPLETE;
-  if (buf[0] !== SOCKS5_VERSION) return versionError(buf[0]!, SOCKS5_VERSION);
+  if (buf[0] !== version) return versionError(buf[0]!, version);
   if (buf.length < 2) return INCOMPLETE;
-  const n = buf[1]!;
+  return buf[1]!;
+}
+
+export function parseSocks5Greeting(buf: Buffer): ParseResult<Socks5Greeting> {
+  const n = afterVersion(buf, SOCKS5_VERSION);
+  if (typeof n !== 'number') return n;
   if (n === 0) return fail(ErrorCode.BadRequest, 'greeting lists no methods');
   if (buf.length < 2 + n) return INCOMPLETE;
   return ok({ methods: [...buf.subarray(2, 2 + n)] }, 2 + n);
@@ -62,10 +68,8 @@ export function encodeMethodSelection(method: number): Buffer {
 
 /** RFC 1929. ULEN must be 1..255; an empty password is accepted here and fails authentication. */
 export function parseSocks5Auth(buf: Buffer): ParseResult<Socks5Credentials> {
-  if (buf.length < 1) return INCOMPLETE;
-  if (buf[0] !== AUTH_VERSION) return versionError(buf[0]!, AUTH_VERSION);
-  if (buf.length < 2) return INCOMPLETE;
-  const ulen = buf[1]!;
+  const ulen = afterVersion(buf, AUTH_VERSION);
+  if (typeof ulen !== 'number') return ulen;
   if (ulen === 0) return fail(ErrorCode.BadRequest, 'empty user name');
   if (buf.length < 2 + ulen + 1) return INCOMPLETE;
   const plen = buf[2 + ulen]!;
@@ -83,10 +87,8 @@ export function encodeAuthStatus(status: number): Buffer {
  * when the rest is garbage. RSV is not checked: some clients send junk there, it carries nothing.
  */
 export function parseSocks5Request(buf: Buffer): ParseResult<Socks5Request> {
-  if (buf.length < 1) return INCOMPLETE;
-  if (buf[0] !== SOCKS5_VERSION) return versionError(buf[0]!, SOCKS5_VERSION);
-  if (buf.length < 2) return INCOMPLETE;
-  const command = buf[1]!;
+  const command = afterVersion(buf, SOCKS5_VERSION);
+  if (typeof command !== 'number') return command;
   if (command !== Socks5Command.Connect && command !== Socks5Command.Bind && command !== Socks5Command.UdpAssociate) {
     return fail(ErrorCode.CommandUnsupported, `SOCKS5 command 0x${command.toString(16)}`);
   }
