@@ -615,9 +615,12 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Pair* p = NewPair(fds[0], fds[1], idleMs, size_t(pipeSize));
+  // Read before Submit: from then on the relay thread owns the pair and may end and free it
+  // before this thread runs again.
+  uint64_t id = p->id;
   if (jsPending++ == 0) reporter.Ref(env);
   Engine::Get().Submit(p);
-  return Napi::Number::New(env, double(p->id));
+  return Napi::Number::New(env, double(id));
 }
 
 // abort(id): end a running pair (reported as client-error ECANCELED). Unknown ids are ignored.

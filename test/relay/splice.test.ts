@@ -3,9 +3,11 @@
  * ways, resets, idle timeout, exact byte counts, hand-over of already-read bytes, many pairs.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { RelayOptions } from '../../src/core/relay';
 import { loadSpliceRelay, type SpliceRelay } from '../../src/relay/splice-relay';
@@ -407,6 +409,21 @@ describe('splice relay behaviour (client mptcp → upstream tcp)', { timeout: 12
     } finally {
       await r.close();
     }
+  });
+
+  it('reports every pair native ends at once (both peers closed before it began), returning their fds', () => {
+    // Native finishes such a pair in its first pass, racing the start() call that submitted it:
+    // start() once read the relay's id from the freed pair, so the result went to no relay and
+    // both sockets stayed open for good (the soak's leak of ~3 % of short tunnels). On one CPU
+    // the relay thread's wake-up preempts the JS thread inside start(), as on the loaded soak
+    // machine: the old code then lost more than half of them. A child process, so the pinning
+    // stays its own and sockets stuck by a regression cannot keep this file from exiting.
+    const out = execFileSync('taskset', ['-c', '0', process.execPath, path.join(__dirname, 'instant-end.js'), '200'], { encoding: 'utf8', timeout: 60_000 });
+    const r = JSON.parse(out) as { n: number; finished: number; results: unknown[]; active: number; fdsBefore: number; fdsAfter: number };
+    assert.equal(r.finished, r.n, `relays finished: ${r.finished} of ${r.n}`);
+    for (const res of r.results) assert.deepEqual(res, { bytesUp: 0, bytesDown: 0, end: 'done' });
+    assert.equal(r.active, 0);
+    assert.ok(r.fdsAfter <= r.fdsBefore + 10, `fds before ${r.fdsBefore}, after ${r.fdsAfter}`);
   });
 
   it('serves 200 concurrent pairs on the one thread, each intact and counted, leaking no fds', async () => {
