@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { loadSpliceRelay } from '../../src/relay/splice-relay';
 import type { RelayResult } from '../../src/core/relay';
-import { closeOutcome, connect, listen, startProxy } from './splice-harness';
+import { closeOutcome, connect, listen, startProxy } from '../../testkit/splice-harness';
 
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 200);
