@@ -4,25 +4,12 @@
  * other codes untouched; the key table bounded.
  */
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import winston from 'winston';
 import type { ClientConnection } from '../../src/core/connection';
 import { ErrorCode, ProxyError } from '../../src/core/errors';
 import { ProxyEvents } from '../../src/core/events';
 import { isLimitCode, logLimitHits } from '../../src/log/limit-log';
-
-function capture(): { log: winston.Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = winston.createLogger({ level: 'debug', format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] });
-  return { log, lines };
-}
+import { captureLog } from '../../testkit/log-capture';
 
 const conn = (client: string): ClientConnection => ({ clientAddress: client, listener: 'http', id: 1 }) as unknown as ClientConnection;
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -34,7 +21,7 @@ describe('limit log', () => {
   });
 
   test('1000 hits from two clients: two lines, then two summaries with the counts', async () => {
-    const { log, lines } = capture();
+    const { log, lines } = captureLog();
     const events = new ProxyEvents();
     const limits = logLimitHits(events, log, 60_000);
     for (let i = 0; i < 600; i++) events.emit('proxy-error', new ProxyError(ErrorCode.LimitReached, 'per-client'), conn('10.0.0.1'));
@@ -64,7 +51,7 @@ describe('limit log', () => {
   });
 
   test('the key table is bounded: past 1000 clients, hits are summed under "*"', async () => {
-    const { log, lines } = capture();
+    const { log, lines } = captureLog();
     const events = new ProxyEvents();
     const limits = logLimitHits(events, log, 60_000);
     for (let i = 0; i < 3000; i++) events.emit('proxy-error', new ProxyError(ErrorCode.HandshakeTimeout), conn(`10.1.${i >> 8}.${i & 255}`));

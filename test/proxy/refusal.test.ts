@@ -5,24 +5,12 @@
  * front ends put these bytes on the wire.
  */
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import winston from 'winston';
 import type { ClientConnection } from '../../src/core/connection';
 import { ERROR_TABLE, ErrorCode, ProxyError } from '../../src/core/errors';
 import { ProxyEvents } from '../../src/core/events';
 import { refusalBytes, refuse } from '../../src/proxy/refusal';
-
-function capture(): { log: winston.Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: winston.createLogger({ level: 'debug', format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), lines };
-}
+import { captureLog } from '../../testkit/log-capture';
 
 function fakeConn(): ClientConnection & { failed: ProxyError[] } {
   const failed: ProxyError[] = [];
@@ -60,7 +48,7 @@ describe('refusal', () => {
   });
 
   test('refuse marks, counts, logs one line in one shape, then answers', async () => {
-    const { log, lines } = capture();
+    const { log, lines } = captureLog();
     const events = new ProxyEvents();
     const counted: string[] = [];
     events.on('proxy-error', (e) => counted.push(e.code));
@@ -79,7 +67,7 @@ describe('refusal', () => {
   });
 
   test('limit codes are counted and answered but left to the limit log', async () => {
-    const { log, lines } = capture();
+    const { log, lines } = captureLog();
     const events = new ProxyEvents();
     let counted = 0;
     events.on('proxy-error', () => counted++);
