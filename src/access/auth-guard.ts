@@ -8,7 +8,9 @@
  * - a small pool for the scrypt runs (libuv's threadpool also serves getaddrinfo: a flood of
  *   guesses must not starve DNS), with a bounded queue; when full, checks are refused at once;
  * - per client (IPv4 address, IPv6 /64) a failure score that decays, delays the refusal of each
- *   further failure and, once the client has failed, lets it have one check in flight only.
+ *   further failure and, once the client has failed, lets it have one check in flight only,
+ *   hashed on a thread at the lowest CPU priority (IdleHasher): a guesser's hashes then wait
+ *   for CPU that other clients leave idle instead of competing with them.
  * Identical checks already in flight are joined, not repeated (a browser opens several
  * connections with the same credentials at once).
  */
@@ -17,6 +19,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
 import { expandIPv6 } from '../core/address';
+import { IdleHasher } from './idle-hasher';
 import { verifyPassword } from './passwords';
 
 /** How a check ended: the first two admit, the others refuse. */
@@ -56,10 +59,13 @@ export const AUTH_GUARD_DEFAULTS: AuthGuardLimits = {
   delayMaxMs: 2_000,
 };
 
+/** Where a hash runs: libuv's threadpool, or the nice-19 thread for clients that failed recently. */
+export type HashLane = 'normal' | 'idle';
+
 export interface AuthGuardEvents {
   outcome: [outcome: AuthOutcome];
   /** A password hash (or plain comparison) was actually computed. */
-  hash: [];
+  hash: [lane: HashLane];
 }
 
 /** What the caller's user table says for one check. */
@@ -126,10 +132,14 @@ export class AuthGuard extends EventEmitter<AuthGuardEvents> {
   private readonly inFlight = new Map<string, Promise<boolean>>();
   private readonly clients = new Map<string, ClientRecord>();
   private readonly pool: Pool;
+  /** One low-priority thread: suspects wait for each other, never for honest clients. */
+  private readonly idlePool: Pool;
+  readonly idleHasher = new IdleHasher();
 
   constructor(private readonly limits: AuthGuardLimits = AUTH_GUARD_DEFAULTS) {
     super();
     this.pool = new Pool(limits.concurrency, limits.queue);
+    this.idlePool = new Pool(1, limits.queue);
   }
 
   async check(req: AuthRequest): Promise<AuthOutcome> {
@@ -149,11 +159,13 @@ export class AuthGuard extends EventEmitter<AuthGuardEvents> {
     const flight = `${key} ${req.stored ?? ''}`;
     let pending = this.inFlight.get(flight);
     if (!pending) {
-      if (rec.checking >= (this.decayed(rec, now) >= 1 ? 1 : this.limits.perClient)) return 'throttled';
-      if (this.pool.full) return 'busy';
-      pending = this.pool.run(() => {
-        this.emit('hash');
-        return verifyPassword(req.stored ?? req.decoy, req.password);
+      const suspect = this.decayed(rec, now) >= 1;
+      if (rec.checking >= (suspect ? 1 : this.limits.perClient)) return 'throttled';
+      const pool = suspect ? this.idlePool : this.pool;
+      if (pool.full) return 'busy';
+      pending = pool.run(() => {
+        this.emit('hash', suspect ? 'idle' : 'normal');
+        return verifyPassword(req.stored ?? req.decoy, req.password, suspect ? this.idleHasher.scrypt : undefined);
       });
       this.inFlight.set(flight, pending);
       // A rejection reaches the caller through the await below; this only forgets the entry.

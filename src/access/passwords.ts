@@ -1,7 +1,8 @@
 /**
  * Password hashes for the user table: "scrypt$N$r$p$salt-b64$hash-b64", verified in constant
  * time. "plain$secret" exists for tests and throwaway setups and is still compared in constant time.
- * Verification runs scrypt on libuv's threadpool (crypto.scrypt), never on the event loop.
+ * Verification runs scrypt off the event loop: on libuv's threadpool (crypto.scrypt) unless the
+ * caller passes another ScryptFn (the auth guard's low-priority thread for suspect clients).
  */
 import crypto from 'node:crypto';
 
@@ -9,12 +10,11 @@ const KEYLEN = 32;
 /** Room for costs above the default (Node's own 32 MiB limit stops at N = 16384 with r = 8). */
 const MAXMEM = 256 * 1024 * 1024;
 
-function scrypt(password: string, s: ScryptHash): Promise<Buffer> {
+export type ScryptFn = (password: string, salt: Buffer, keylen: number, options: crypto.ScryptOptions) => Promise<Buffer>;
+
+export const threadpoolScrypt: ScryptFn = (password, salt, keylen, options) =>
   // A bad parameter throws synchronously: inside the executor it becomes the rejection.
-  return new Promise((resolve, reject) =>
-    crypto.scrypt(password, s.salt, s.hash.length, { N: s.N, r: s.r, p: s.p, maxmem: MAXMEM }, (err, key) => (err ? reject(err) : resolve(key))),
-  );
-}
+  new Promise((resolve, reject) => crypto.scrypt(password, salt, keylen, options, (err, key) => (err ? reject(err) : resolve(key))));
 
 export function hashPassword(password: string, cost = 16384): string {
   const salt = crypto.randomBytes(16);
@@ -44,11 +44,11 @@ function parseScrypt(stored: string): ScryptHash | null {
   return { N: Number(n), r: Number(r), p: Number(p), salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') };
 }
 
-export async function verifyPassword(stored: string, password: string): Promise<boolean> {
+export async function verifyPassword(stored: string, password: string, scrypt: ScryptFn = threadpoolScrypt): Promise<boolean> {
   if (stored.startsWith('plain$')) return equalConstantTime(Buffer.from(stored.slice(6)), Buffer.from(password));
   const s = parseScrypt(stored);
   if (!s) return false;
-  return equalConstantTime(await scrypt(password, s), s.hash);
+  return equalConstantTime(await scrypt(password, s.salt, s.hash.length, { N: s.N, r: s.r, p: s.p, maxmem: MAXMEM }), s.hash);
 }
 
 /**

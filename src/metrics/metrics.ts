@@ -126,7 +126,7 @@ export class ProxyMetrics {
   readonly subflowMss = new client.Histogram({ name: 'mptcp_proxy_subflow_mss_bytes', help: 'Effective MSS of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [536, 960, 1200, 1380, 1448, 1460, 4000, 8948, 9000, 65483], registers: [this.registry] });
   readonly errors = new client.Counter({ name: 'mptcp_proxy_errors_total', help: 'Refusals and failures by stable error code', labelNames: ['code'] as const, registers: [this.registry] });
   readonly authFailures = new client.Counter({ name: 'mptcp_proxy_auth_failures_total', help: 'Password checks refused, by reason (throttled: the client failed recently and has a check in flight or too many; busy: the hash queue was full)', labelNames: ['reason'] as const, registers: [this.registry] });
-  readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache)', registers: [this.registry] });
+  readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache), by lane (idle: at the lowest CPU priority, for clients that failed recently)', labelNames: ['lane'] as const, registers: [this.registry] });
   readonly fastPathTotal = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them (native, or handoff to the TS front ends)', labelNames: ['path'] as const, registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
@@ -222,7 +222,7 @@ export class ProxyMetrics {
   observeAuth(guard: AuthGuard): void {
     const failures = new Map(AUTH_FAILURE_REASONS.map((r) => [r as string, this.authFailures.labels(r)]));
     for (const c of failures.values()) c.inc(0); // every reason exported from the start, at 0
-    guard.on('hash', () => this.authHashes.inc());
+    guard.on('hash', (lane) => this.authHashes.inc({ lane }));
     guard.on('outcome', (o) => {
       if (o === 'cached') this.authCacheHits.inc();
       else failures.get(o)?.inc();

@@ -17,6 +17,7 @@ import { hashPassword } from '../../src/access/passwords';
 import { validateConfig } from '../../src/config/schema';
 import { ErrorCode } from '../../src/core/errors';
 import { ProxyMetrics } from '../../src/metrics/metrics';
+import { currentThreadId, threadNice } from '../../src/sys/sched';
 import { rawExchange, startSocksProxy, type SocksProxy } from '../socks/harness';
 
 /** Every scrypt the process runs, with its cost parameter N. */
@@ -231,6 +232,25 @@ describe('repeated failures', () => {
     assert.equal(await counter(metrics, 'mptcp_proxy_auth_failures_total', { reason: 'throttled' }), 1);
     // The right password from the slowed client still gets in once its check is its only one.
     assert.equal((await get(proxy, basic('alice', 'secret'), '127.0.0.2')).status, 200);
+  });
+
+  it('a client that failed twice is hashed on a thread at nice 19; others, and the proxy, keep their priority', async () => {
+    const guard = new AuthGuard({ ...AUTH_GUARD_DEFAULTS, delayBaseMs: 10 });
+    const users = [{ name: 'alice', password: ALICE_HASH }, { name: 'bob', password: hashPassword('bobs', COST) }];
+    const { proxy, metrics } = await startProxy({ users }, guard);
+    running = proxy;
+    for (let i = 0; i < 2; i++) assert.equal((await get(proxy, basic('alice', `bad${i}`), '127.0.0.2')).status, 407);
+    assert.equal(await counter(metrics, 'mptcp_proxy_auth_hashes_total', { lane: 'idle' }), 0);
+    // From now on this client's checks, right or wrong, run on the low-priority thread.
+    assert.equal((await get(proxy, basic('alice', 'bad2'), '127.0.0.2')).status, 407);
+    assert.equal((await get(proxy, basic('bob', 'bobs'), '127.0.0.2')).status, 200);
+    assert.equal((await get(proxy, basic('alice', 'secret'), '127.0.0.3')).status, 200);
+    assert.equal(await counter(metrics, 'mptcp_proxy_auth_hashes_total', { lane: 'idle' }), 2);
+    assert.equal(await counter(metrics, 'mptcp_proxy_auth_hashes_total', { lane: 'normal' }), 3);
+    const tid = guard.idleHasher.threadId;
+    assert.ok(tid !== null && tid !== currentThreadId(), 'the idle lane has its own thread');
+    assert.equal(threadNice(tid), 19);
+    assert.equal(threadNice(currentThreadId()), 0);
   });
 
   it('a full hash queue refuses at once with the busy answer, counted', async () => {
