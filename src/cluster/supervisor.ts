@@ -36,6 +36,11 @@ function workerPlane(config: Config, log: Logger, plane: SubflowPlane, metrics: 
   /** The workers' buffer status by connection id, as of the last refresh (before each /connections). */
   let buffers = new Map<number, ConnectionBuffers | null>();
   const workers = new Map<number, ChildProcess>();
+  /**
+   * Each worker's latest metrics, late answers included: a scrape uses them for a worker too busy
+   * to answer within the timeout, so merged counters never dip (Prometheus would read a reset).
+   */
+  const lastMetrics = new Map<number, object[]>();
   const replies = new Map<number, (m: ToSupervisor) => void>();
   let nextRequest = 1;
   let stopping = false;
@@ -95,12 +100,14 @@ function workerPlane(config: Config, log: Logger, plane: SubflowPlane, metrics: 
       });
       workers.set(index, w);
       w.on('message', (m: unknown) => {
+        if (isMessage<ToSupervisor>(m) && m.mpx === 'metrics') lastMetrics.set(index, m.metrics);
         if (isMessage<ToSupervisor>(m) && m.mpx === 'ready') resolve();
         else if (isMessage<ToSupervisor>(m) && m.mpx === 'start-failed') reject(new ListenerError(m.message));
         else onMessage(m);
       });
       w.on('exit', (code, signal) => {
         workers.delete(index);
+        lastMetrics.delete(index);
         for (const v of views.values()) if (Math.floor(v.id / CONNECTION_ID_STRIDE) === index) views.delete(v.id);
         if (stopping) return;
         log.error('worker exited; starting a new one', { worker: index, code, signal });
@@ -129,9 +136,12 @@ function workerPlane(config: Config, log: Logger, plane: SubflowPlane, metrics: 
       metrics: {
         contentType: metrics.registry.contentType,
         render: async () => {
-          const parts = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
+          const fresh = await ask<Extract<ToSupervisor, { mpx: 'metrics' }>>((id) => ({ mpx: 'metrics-req', id }));
+          const late = workers.size - fresh.length;
+          if (late > 0) metrics.lateWorkerScrapes.inc(late);
           const own = await metrics.registry.getMetricsAsJSON();
-          return client.AggregatorRegistry.aggregate([own, ...parts.map((p) => p.metrics)]).metrics();
+          const known = [...workers.keys()].map((i) => lastMetrics.get(i)).filter((m) => m !== undefined);
+          return client.AggregatorRegistry.aggregate([own, ...known]).metrics();
         },
       },
       connections: () => views.values(),

@@ -128,6 +128,7 @@ export class ProxyMetrics {
   readonly authFailures = new client.Counter({ name: 'mptcp_proxy_auth_failures_total', help: 'Password checks refused, by reason (throttled: the client failed recently and has a check in flight or too many; busy: the hash queue was full)', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache), by lane (idle: at the lowest CPU priority, for clients that failed recently)', labelNames: ['lane'] as const, registers: [this.registry] });
   readonly fastPathTotal = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them (native, or handoff to the TS front ends)', labelNames: ['path'] as const, registers: [this.registry] });
+  readonly lateWorkerScrapes = new client.Counter({ name: 'mptcp_proxy_metrics_late_workers_total', help: 'Workers that did not answer a /metrics scrape within 2 s (their previous figures were served)', registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
   /** The kernel's MPTCP counters of the proxy's namespace (KERNEL_MPTCP), read at each scrape. */
