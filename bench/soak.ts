@@ -108,6 +108,8 @@ class ProxyLog {
     }
     if (level === 'info' || level === 'debug') return;
     this.problems++;
+    // Also now: if the soak itself aborts, these lines are the proxy's side of it.
+    if (this.problems <= 20) process.stderr.write(`soak: proxy log: ${l.slice(0, 400)}\n`);
     if (this.excerpt.length < 20) this.excerpt.push(l.slice(0, 400));
   }
 }
@@ -248,11 +250,17 @@ async function soak(s: Settings, log: (l: string) => void): Promise<SoakResults>
       // worker's figures go missing. prom-client's own descriptor count then falls well short of
       // /proc's: scrape again; still short after that, the sample keeps only the /proc figures.
       const short = (text: string): boolean => (promSum(text, 'process_open_fds') ?? 0) < proc.fds * 0.9;
-      let text = await get(metricsUrl);
+      // A scrape that fails (no answer, connection closed) is retried like a short one.
+      const scrape = (): Promise<string> =>
+        get(metricsUrl).catch((e: Error) => {
+          log(`  scrape failed: ${e.message}`);
+          return '';
+        });
+      let text = await scrape();
       for (let i = 0; i < 6 && short(text); i++) {
         partialScrapes++;
         await sleep(3000);
-        text = await get(metricsUrl);
+        text = await scrape();
       }
       const complete = !short(text);
       if (!complete) incompleteSamples++;
