@@ -55,13 +55,15 @@ export interface Lifecycle {
 
 /**
  * Wire process signals, then start the proxy: a signal that arrives while it is still starting
- * is acted on once it has started, so kernel state is never left behind. Tells systemd
+ * is acted on once it has started, so kernel state is never left behind and a config edited
+ * during a slow start is not ignored. Tells systemd
  * (Type=notify) READY, RELOADING and STOPPING. Resolves with the exit code once stopped.
  */
 export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Promise<Lifecycle>): Promise<number> {
   return new Promise((resolve, reject) => {
     let life: Lifecycle | null = null;
     let stopRequested: string | null = null;
+    let reloadRequested = false;
     let stopping = false;
     const stop = (signal: string): void => {
       if (!life) {
@@ -88,7 +90,11 @@ export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Pro
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     const reload = coalescing(async () => {
-      if (!life || stopping) return;
+      if (stopping) return;
+      if (!life) {
+        reloadRequested = true;
+        return;
+      }
       notifyReloading();
       await reloadFromFlags(flags, log, (next) => life!.reload(next));
       notifyReady();
@@ -99,6 +105,7 @@ export function runUntilStopped(flags: FlagValues, log: Logger, start: () => Pro
         life = started;
         notifyReady();
         if (stopRequested) stop(stopRequested);
+        else if (reloadRequested) reload();
       },
       reject,
     );
