@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { once } from 'node:events';
 import { killGroup } from './run';
 import type { ProxyHandle, ProxyLogLine, Role, Testbed } from './testbed';
@@ -110,7 +111,9 @@ export async function curl(tb: Testbed, o: CurlOptions): Promise<CurlResult> {
 
 /** The proxy's per-connection log line for the connection curl made (matched by client address). */
 export function connectionLogFor(px: ProxyHandle, r: CurlResult, timeoutMs = 5000): Promise<ProxyLogLine> {
-  const client = `${String(r.writeOut.local_ip)}:${String(r.writeOut.local_port)}`;
+  const ip = String(r.writeOut.local_ip);
+  // As the proxy writes it: an IPv6 address in brackets.
+  const client = `${net.isIPv6(ip) ? `[${ip}]` : ip}:${String(r.writeOut.local_port)}`;
   return px.waitForLog((l) => l.message === 'connection' && l.client === client, timeoutMs);
 }
 
