@@ -11,14 +11,12 @@
  *   node dist/bench/cluster-scale.js [--mbit 50] [--per-instance 4] [--window MS] [--repetitions N] [--no-save]
  *     → a table on stderr, one JSON object on stdout, also saved as bench/results/cluster-scale.json
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { curl, type ProxyKind } from '../testkit/clients';
 import { HTTP_PORT, SOCKS_PORT, createClusterBed, type ClusterBed } from '../testkit/cluster';
 import { sleep } from '../testkit/sleep';
-import { REPO_ROOT } from '../testkit/testbed';
 import { percentile } from './lib/results';
+import { finishStandalone } from './lib/standalone';
 
 export interface ClusterScaleOptions {
   /** Each instance's uplink, Mbit/s (default 50). */
@@ -124,25 +122,15 @@ export function table(r: ClusterScaleResult): string {
 
 if (require.main === module) {
   const { values } = parseArgs({ options: { mbit: { type: 'string' }, 'per-instance': { type: 'string' }, window: { type: 'string' }, repetitions: { type: 'string' }, 'no-save': { type: 'boolean' } } });
-  run({
-    ...(values.mbit ? { mbit: Number(values.mbit) } : {}),
-    ...(values['per-instance'] ? { perInstance: Number(values['per-instance']) } : {}),
-    ...(values.window ? { windowMs: Number(values.window) } : {}),
-    ...(values.repetitions ? { repetitions: Number(values.repetitions) } : {}),
-  }).then(
-    (r) => {
-      process.stderr.write(table(r) + '\n');
-      const json = JSON.stringify({ ...r, date: new Date().toISOString() }, null, 2) + '\n';
-      process.stdout.write(json);
-      if (!values['no-save']) {
-        const dir = path.join(REPO_ROOT, 'bench', 'results');
-        fs.mkdirSync(dir, { recursive: true });
-        fs.writeFileSync(path.join(dir, 'cluster-scale.json'), json);
-      }
-    },
-    (e: unknown) => {
-      process.stderr.write(`cluster-scale: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    },
+  finishStandalone(
+    'cluster-scale',
+    run({
+      ...(values.mbit ? { mbit: Number(values.mbit) } : {}),
+      ...(values['per-instance'] ? { perInstance: Number(values['per-instance']) } : {}),
+      ...(values.window ? { windowMs: Number(values.window) } : {}),
+      ...(values.repetitions ? { repetitions: Number(values.repetitions) } : {}),
+    }),
+    table,
+    !values['no-save'],
   );
 }

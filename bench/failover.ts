@@ -17,17 +17,16 @@
  *   node dist/bench/failover.js [--quick] [--repetitions N] [--outage MS] [--trace] [--no-save]
  *     → one JSON object on stdout, also saved as bench/results/failover.json unless --no-save
  */
-import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { cutUplink1, logTime, PINNED_POLICY, restoreUplink1, uplinkChange, writeUplinkConfig } from '../testkit/failover';
 import { startLegacyServer, type LegacyServer } from '../testkit/legacy-server';
-import { REPO_ROOT, withTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../testkit/testbed';
+import { withTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../testkit/testbed';
 import { startSteeredProxy, steered } from '../testkit/steered-proxy';
 import { rateMbit, timeToLatency, timeToThroughput, worstRtt, type ByteSample, type Exchange } from './lib/handoff';
 import { percentile } from './lib/results';
+import { finishStandalone } from './lib/standalone';
 import { sleep } from '../testkit/sleep';
 
 export interface FailoverOptions {
@@ -322,25 +321,15 @@ function summary(r: FailoverResult): string {
 
 if (require.main === module) {
   const { values } = parseArgs({ options: { quick: { type: 'boolean' }, repetitions: { type: 'string' }, outage: { type: 'string' }, trace: { type: 'boolean' }, 'no-save': { type: 'boolean' } } });
-  run({
-    quick: values.quick ?? false,
-    trace: values.trace ?? false,
-    ...(values.repetitions ? { repetitions: Number(values.repetitions) } : {}),
-    ...(values.outage ? { outageMs: Number(values.outage) } : {}),
-  }).then(
-    (r) => {
-      process.stderr.write(summary(r) + '\n');
-      const json = JSON.stringify({ ...r, date: new Date().toISOString() }, null, 2) + '\n';
-      process.stdout.write(json);
-      if (!values['no-save']) {
-        const dir = path.join(REPO_ROOT, 'bench', 'results');
-        fs.mkdirSync(dir, { recursive: true });
-        fs.writeFileSync(path.join(dir, 'failover.json'), json);
-      }
-    },
-    (e: unknown) => {
-      process.stderr.write(`failover: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    },
+  finishStandalone(
+    'failover',
+    run({
+      quick: values.quick ?? false,
+      trace: values.trace ?? false,
+      ...(values.repetitions ? { repetitions: Number(values.repetitions) } : {}),
+      ...(values.outage ? { outageMs: Number(values.outage) } : {}),
+    }),
+    summary,
+    !values['no-save'],
   );
 }
