@@ -20,7 +20,10 @@ function normalise(text: string): string[] {
 export async function snapshot(tb: Testbed, ns: Role | string = 'proxy'): Promise<Snapshot> {
   const out: Snapshot = {};
   const show = async (name: string, argv: string[]): Promise<void> => {
-    const r = await tb.exec(ns, argv);
+    let r = await tb.exec(ns, argv);
+    // `ip link` names a veth's peer namespace by asking about every name in /var/run/netns: one
+    // that another test deletes meanwhile prints this, which says nothing about ns. Ask again.
+    for (let i = 0; i < 5 && r.stderr.includes('Peer netns reference is invalid'); i++) r = await tb.exec(ns, argv);
     out[name] = normalise(`${r.stdout}${r.stderr}`);
   };
   await show('ip link', ['ip', 'link', 'show']);
