@@ -35,10 +35,12 @@ export interface ErrorMapping {
   socks5: number;
   /** SOCKS4 reply code: 0x5B rejected or failed, the only failure SOCKS4 clients act on. */
   socks4: number;
-  /** RFC 8803 Error TLV code sent to a Convert client (§6.6). */
+  /** RFC 8803 Error TLV code sent to a Convert client (§6.2.8). */
   convert: number;
-  /** ICMP Destination Unreachable code this failure stands for: the Convert error 97's value. */
+  /** ICMP Destination Unreachable code this failure stands for (RFC 792): the Convert error 97's value. */
   icmp?: number;
+  /** The same for an IPv6 destination, in ICMPv6's numbering (RFC 4443 §3.1). */
+  icmp6?: number;
   /** Log level of the one line written for it. Expected client mistakes stay below warn. */
   log: 'info' | 'warn' | 'error';
   /** Short, stable text for the HTTP body and logs. */
@@ -58,8 +60,8 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorMapping>> = {
   MPX_AUTH_BUSY: { http: 503, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 64, log: 'warn', text: 'too many password checks, try again later' },
   MPX_DNS_FAILED: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'destination name not resolved' },
   MPX_CONNECT_REFUSED: { http: 502, socks5: 0x05, socks4: SOCKS4_REJECTED, convert: 96, log: 'info', text: 'connection refused by destination' },
-  MPX_NET_UNREACHABLE: { http: 502, socks5: 0x03, socks4: SOCKS4_REJECTED, convert: 97, icmp: 0, log: 'info', text: 'network unreachable' },
-  MPX_HOST_UNREACHABLE: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, convert: 97, icmp: 1, log: 'info', text: 'host unreachable' },
+  MPX_NET_UNREACHABLE: { http: 502, socks5: 0x03, socks4: SOCKS4_REJECTED, convert: 97, icmp: 0, icmp6: 0, log: 'info', text: 'network unreachable' },
+  MPX_HOST_UNREACHABLE: { http: 502, socks5: 0x04, socks4: SOCKS4_REJECTED, convert: 97, icmp: 1, icmp6: 3, log: 'info', text: 'host unreachable' },
   MPX_CONNECT_TIMEOUT: { http: 504, socks5: 0x06, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'connect to destination timed out' },
   MPX_UPSTREAM_RESET: { http: 502, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 96, log: 'info', text: 'destination reset the connection' },
   MPX_TCP_OPTION_UNSUPPORTED: { http: 400, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 33, log: 'info', text: 'TCP option not supported' },

@@ -67,6 +67,29 @@ export function httpRefusal(code: ErrorCode, status = ERROR_TABLE[code].http, cl
   };
 }
 
+/**
+ * An RFC 8803 Error TLV's value (§6.2.8) for `code`: the version supported for Unsupported
+ * Version; for Malformed and Unsupported Message the message received, echoed one byte on so it
+ * keeps its word alignment; for Destination Unreachable the ICMP code, ICMPv6's for an IPv6
+ * destination; none otherwise (the TLV's padding makes it zero, what the others carry).
+ */
+export function convertErrorValue(code: ErrorCode, o: { message?: Buffer; ipv6?: boolean } = {}): Buffer | undefined {
+  const m = ERROR_TABLE[code];
+  switch (m.convert) {
+    case ConvertError.UnsupportedVersion:
+      return Buffer.of(CONVERT_VERSION);
+    case ConvertError.MalformedMessage:
+    case ConvertError.UnsupportedMessage:
+      return o.message && o.message.length > 0 ? Buffer.concat([Buffer.of(0), o.message]) : undefined;
+    case ConvertError.DestinationUnreachable: {
+      const icmp = o.ipv6 ? m.icmp6 : m.icmp;
+      return icmp === undefined ? undefined : Buffer.of(icmp);
+    }
+    default:
+      return undefined;
+  }
+}
+
 export type RefusalProtocol = 'http' | 'socks5' | 'socks4' | 'convert';
 
 /**
@@ -78,10 +101,7 @@ export function refusalBytes(protocol: RefusalProtocol, code: ErrorCode, httpSta
   const m = ERROR_TABLE[code];
   if (protocol === 'socks5') return encodeSocks5Reply(m.socks5);
   if (protocol === 'socks4') return encodeSocks4Reply(m.socks4);
-  if (protocol === 'convert') {
-    const value = convertValue ?? (m.convert === ConvertError.UnsupportedVersion ? Buffer.of(CONVERT_VERSION) : m.icmp !== undefined ? Buffer.of(m.icmp) : undefined);
-    return encodeConvertError(m.convert, value);
-  }
+  if (protocol === 'convert') return encodeConvertError(m.convert, convertValue ?? convertErrorValue(code));
   const r = httpRefusal(code, httpStatus);
   const head = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   return Buffer.from(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status]}\r\n${head}\r\n${r.body}`);

@@ -59,6 +59,9 @@ export const MPTCP_FULL_INFO = 4;
 export const POLLOUT = 4;
 export const RLIMIT_NOFILE = 7;
 export const EINPROGRESS = 115;
+export const EOPNOTSUPP = 95;
+/** sendto() flag: connect and put the data in the SYN (TCP Fast Open, client side). */
+export const MSG_FASTOPEN = 0x20000000;
 
 const lib = koffi.load('libc.so.6');
 // Declares the struct type the getrlimit/setrlimit signatures below name.

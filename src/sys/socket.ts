@@ -9,6 +9,8 @@ import {
   AF_INET,
   AF_INET6,
   EINPROGRESS,
+  EOPNOTSUPP,
+  MSG_FASTOPEN,
   IPPROTO_IP,
   IPPROTO_IPV6,
   IPPROTO_MPTCP,
@@ -236,23 +238,52 @@ export class ConnectTimeoutError extends Error {
  * The wait runs on koffi's worker thread (poll), so the event loop never blocks.
  */
 export async function connectMptcp(address: string, port: number, timeoutMs: number, options: SocketOptions = {}): Promise<{ fd: number; mptcp: boolean }> {
+  const { fd, mptcp } = await connectSocket(address, port, timeoutMs, { mptcp: true, options });
+  return { fd, mptcp };
+}
+
+/**
+ * Connect (MPTCP first when `mptcp`, else TCP) with `synData` in the SYN where the kernel allows
+ * it: sendto(MSG_FASTOPEN) puts as much as fits in the SYN when net.ipv4.tcp_fastopen has the
+ * client bit (0x1) and a cookie for the destination is cached (or the no-cookie bit 0x4 is set);
+ * without a cookie the SYN asks for one and carries nothing. `sentInSyn` counts the bytes that
+ * went; the caller sends the rest once connected. A destination that ignores the SYN's data gets
+ * it again from the kernel after the handshake.
+ */
+export async function connectSocket(
+  address: string,
+  port: number,
+  timeoutMs: number,
+  o: { mptcp: boolean; options?: SocketOptions; synData?: Buffer },
+): Promise<{ fd: number; mptcp: boolean; sentInSyn: number }> {
   const family = net.isIPv6(address) ? 6 : 4;
-  const s = openSocket(family, true);
+  const s = openSocket(family, o.mptcp);
   try {
-    applySocketOptions(s.fd, family, options);
+    applySocketOptions(s.fd, family, o.options ?? {});
     const sa = encodeSockaddr(address, port);
-    if (libc.connect(s.fd, sa, sa.length) < 0) {
-      const e = errno();
+    let sentInSyn = 0;
+    let rc: number;
+    let e = 0;
+    if (o.synData && o.synData.length > 0) {
+      rc = Number(libc.sendto(s.fd, o.synData, o.synData.length, MSG_FASTOPEN, sa, sa.length));
+      if (rc >= 0) sentInSyn = rc;
+      else e = errno();
+      // TFO off on the client side (net.ipv4.tcp_fastopen without 0x1): a plain connect.
+      if (rc < 0 && e === EOPNOTSUPP) rc = libc.connect(s.fd, sa, sa.length) as number;
+    } else rc = libc.connect(s.fd, sa, sa.length) as number;
+    if (rc < 0) {
+      e = errno();
       if (e !== EINPROGRESS) throw new SysError('connect', e);
-      const ready = await pollWritable(s.fd, timeoutMs);
-      if (ready === 0) throw new ConnectTimeoutError(`connect ${address}:${port} timed out`);
-      const err = soError(s.fd);
-      if (err !== 0) throw new SysError('connect', err);
     }
-    return { fd: s.fd, mptcp: s.mptcp };
-  } catch (e) {
+    // Non-blocking: the SYN is out (with or without data); connected once writable.
+    const ready = await pollWritable(s.fd, timeoutMs);
+    if (ready === 0) throw new ConnectTimeoutError(`connect ${address}:${port} timed out`);
+    const err = soError(s.fd);
+    if (err !== 0) throw new SysError('connect', err);
+    return { fd: s.fd, mptcp: s.mptcp, sentInSyn };
+  } catch (err) {
     libc.close(s.fd);
-    throw e;
+    throw err;
   }
 }
 

@@ -12,14 +12,17 @@ import { normalizeIpLiteral } from '../core/address';
 import type { ClientConnection, Destination } from '../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
-import { connectMptcp, closeFd } from '../sys/socket';
+import { connectSocket, closeFd } from '../sys/socket';
 
 export interface UpstreamConnector {
   /**
    * Resolve, check and connect. Resolves with a connected socket (allowHalfOpen, paused) and
-   * records the address and time on `conn`; rejects with a ProxyError.
+   * records the address and time on `conn`; rejects with a ProxyError. `synData`: bytes for the
+   * destination already in hand (RFC 8803: the client's data behind its Connect). They ride in
+   * the upstream SYN where the kernel allows (TCP Fast Open, see connectSocket), the rest right
+   * after connect; the socket resolves once all are handed to the kernel.
    */
-  connect(dest: Destination, conn: ClientConnection): Promise<net.Socket>;
+  connect(dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket>;
 }
 
 export type Resolver = (host: string) => Promise<{ address: string; family: number }[]>;
@@ -48,12 +51,16 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
     private readonly resolve: Resolver = systemResolver,
   ) {}
 
-  async connect(dest: Destination, conn: ClientConnection): Promise<net.Socket> {
+  async connect(dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket> {
     conn.destination = dest;
     this.access.checkPort(dest.port);
     const candidates = await this.allowedAddresses(dest.host);
     const deadline = Date.now() + this.upstream.connectTimeoutMs;
-    const { socket, address } = await this.race(candidates, dest.port, deadline);
+    const data = synData && synData.length > 0 ? synData : undefined;
+    // Data in the SYN with one address only: every attempt of a race would deliver it.
+    const inSyn = data && candidates.length === 1 ? data : undefined;
+    const { socket, address } = await this.race(candidates, dest.port, deadline, inSyn);
+    if (data && !inSyn) await writeAll(socket, data);
     // The IPv4 address the winning attempt dialled is already in canonical form: asking the
     // socket would cost a getpeername(). IPv6 spellings vary, so the socket's own is kept.
     conn.upstreamAddress = address.includes(':') ? (socket.remoteAddress ?? address) : address;
@@ -83,7 +90,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
   }
 
   /** Start an attempt every happyEyeballsDelayMs (or as soon as one fails); first success wins. */
-  private race(addrs: { address: string; family: number }[], port: number, deadline: number): Promise<{ socket: net.Socket; address: string }> {
+  private race(addrs: { address: string; family: number }[], port: number, deadline: number, synData?: Buffer): Promise<{ socket: net.Socket; address: string }> {
     return new Promise((resolve, reject) => {
       const pending = new Set<{ cancel(): void }>();
       let next = 0;
@@ -110,7 +117,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
         clearTimeout(stagger);
         if (settled || next >= addrs.length) return;
         const addr = addrs[next++]!;
-        const attempt = this.attempt(addr.address, port, deadline);
+        const attempt = this.attempt(addr.address, port, deadline, synData);
         pending.add(attempt);
         attempt.promise.then(
           (s) => {
@@ -130,8 +137,9 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
     });
   }
 
-  private attempt(address: string, port: number, deadline: number): { promise: Promise<net.Socket>; cancel(): void } {
-    if (this.upstream.mptcp) return this.attemptMptcp(address, port, deadline);
+  private attempt(address: string, port: number, deadline: number, synData?: Buffer): { promise: Promise<net.Socket>; cancel(): void } {
+    // Node's net.connect cannot put data in a SYN: those sockets come from src/sys.
+    if (this.upstream.mptcp || synData) return this.attemptRaw(address, port, deadline, synData);
     const socket = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
     const promise = new Promise<net.Socket>((resolve, reject) => {
       socket.once('connect', () => {
@@ -144,17 +152,38 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
     return { promise, cancel: () => socket.destroy() };
   }
 
-  private attemptMptcp(address: string, port: number, deadline: number): { promise: Promise<net.Socket>; cancel(): void } {
+  private attemptRaw(address: string, port: number, deadline: number, synData?: Buffer): { promise: Promise<net.Socket>; cancel(): void } {
     let cancelled = false;
-    const promise = connectMptcp(address, port, Math.max(1, deadline - Date.now()), { noDelay: true }).then(({ fd }) => {
+    const timeoutMs = Math.max(1, deadline - Date.now());
+    const promise = connectSocket(address, port, timeoutMs, { mptcp: this.upstream.mptcp, options: { noDelay: true }, ...(synData ? { synData } : {}) }).then(async ({ fd, sentInSyn }) => {
       if (cancelled) {
         closeFd(fd);
         throw new ProxyError(ErrorCode.ConnectTimeout, 'cancelled');
       }
       const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
       socket.pause();
+      if (synData && sentInSyn < synData.length) await writeAll(socket, synData.subarray(sentInSyn));
       return socket;
     });
     return { promise, cancel: () => (cancelled = true) };
   }
+}
+
+/**
+ * Write and wait until the bytes are in the kernel, so a relay taking the fd next keeps their
+ * order; a failed write destroys the socket and rejects with a ProxyError.
+ */
+function writeAll(socket: net.Socket, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (e: Error): void => {
+      socket.destroy();
+      reject(toProxyError(e));
+    };
+    socket.once('error', fail);
+    socket.write(data, (e) => {
+      socket.off('error', fail);
+      if (e) fail(e);
+      else resolve();
+    });
+  });
 }

@@ -5,7 +5,9 @@
  * namespace's TcpExtTCPFastOpenPassive counter), 1 MB echoed byte-identical, a message after the
  * handshake, v4-mapped and IPv6 destinations, Info, cookies, every refusal with its RFC error code
  * and nothing reaching the origin (the server namespace's TcpPassiveOpens), the proxy serving on
- * after each bad input, 100 concurrent converts.
+ * after each bad input, 100 concurrent converts; upstream, the client's bytes behind the Connect
+ * ride in the proxy's SYN to an origin with TCP Fast Open (the server namespace's
+ * TcpExtTCPFastOpenPassive) and follow the handshake to one without.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -34,6 +36,10 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
   let px: ProxyHandle;
   let v4: LegacyServer;
   let v6Echo: { host: string; port: number };
+  /** An echo server with TCP Fast Open on its listener, on the v6 address (its own cookie cache entry). */
+  let tfoEcho: { host: string; port: number };
+  /** Prefixes the proxy namespace routes as unreachable: connects fail at once with EHOSTUNREACH. */
+  let unreachable: { v4: string; v6: string };
   let dataFile: string;
   let dataSha: string;
 
@@ -65,7 +71,10 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     // Client: TFO client side with data in the SYN even without a cookie (0x1 | 0x4).
     // Proxy: TFO server side (0x2); the listener's own socket options waive the cookie.
     await t.exec('client', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=5']);
+    // Proxy: also the client side (0x1) toward origins, with cookies (Linux's default).
     await t.exec('proxy', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=3']);
+    // Origins: TFO only on listeners that ask for it (the python echo below, not the Node ones).
+    await t.exec('server', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=3']);
     // IPv6 on the legacy side only: the destinations are v6, the client path stays v4.
     const [, o] = t.addr.server.split('.');
     const v6 = { proxy: `fd00:${o}::1`, server: `fd00:${o}::2` };
@@ -73,7 +82,12 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     await t.exec('server', ['ip', '-6', 'addr', 'add', `${v6.server}/64`, 'dev', t.ifaces.server, 'nodad']);
     v4 = await startLegacyServer(t);
     const v6Proc = t.spawnNode('server', 'dist/testkit/legacy-server.js', [v6.server]);
-    v6Echo = { host: v6.server, port: (JSON.parse(await firstLine(v6Proc, 10_000)) as { echo: number }).echo };
+    v6Echo = { host: v6.server, port: (JSON.parse(await firstLine(v6Proc, 30_000)) as { echo: number }).echo };
+    const tfoProc = t.spawn('server', ['python3', '-c', TFO_ECHO, v6.server]);
+    tfoEcho = { host: v6.server, port: Number(await firstLine(tfoProc, 30_000)) };
+    unreachable = { v4: '198.51.100.0/24', v6: `fd00:${o}:1::/64` };
+    await t.exec('proxy', ['ip', 'route', 'add', 'unreachable', unreachable.v4]);
+    await t.exec('proxy', ['ip', '-6', 'route', 'add', 'unreachable', unreachable.v6]);
 
     const data = randomBytes(1 << 20);
     dataFile = path.join(t.tmpDir, 'convert-data.bin');
@@ -96,8 +110,9 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
       ].join('\n'),
     );
     px = await t.startProxy(['--config', config], { waitReady: false });
-    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv' && l.address === `${t.addr.proxy1}:${PORT}` && l.mptcp === true, 10_000);
-    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv-cookie', 10_000);
+    // Start-up under a loaded machine takes seconds: wait on the log lines, generously.
+    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv' && l.address === `${t.addr.proxy1}:${PORT}` && l.mptcp === true, 60_000);
+    await px.waitForLog((l) => l.message === 'listening' && l.listener === 'conv-cookie', 60_000);
   });
 
   after(async () => {
@@ -141,9 +156,45 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
     assert.equal(mapped.received, 4096);
   });
 
-  test('Info is answered with the Supported TCP Extensions', async () => {
+  test('Info is answered with the Supported TCP Extensions: SACK-permitted and Timestamps, never MSS or Window Scale (RFC 8803 §7.1, §7.2)', async () => {
     const r = await convert(['--info']);
-    assert.deepEqual(r.reply, [{ type: 'supported-tcp-extensions', kinds: [2, 3, 4, 8] }]);
+    assert.deepEqual(r.reply, [{ type: 'supported-tcp-extensions', kinds: [4, 8] }]);
+  });
+
+  test('Connect TCP options: MSS and Window Scale are ignored (§7.1, §7.2), SACK-permitted honoured while net.ipv4.tcp_sack is on, refused (33) when off', async () => {
+    const small = dataFile.replace('.bin', '-small.bin');
+    const ok = await convert(['--raw', connectWithOptions(echoDest(), '020405b4 030307 0402 000000'), '--data-file', small]);
+    assert.deepEqual(ok.reply?.map((t) => t?.type), ['extended-tcp-header'], JSON.stringify(ok));
+    assert.equal(ok.received, 4096);
+    await tb().exec('proxy', ['sysctl', '-qw', 'net.ipv4.tcp_sack=0']);
+    try {
+      const opens = await counter('server', 'TcpPassiveOpens');
+      const info = await convert(['--info']);
+      assert.deepEqual(info.reply, [{ type: 'supported-tcp-extensions', kinds: [8] }]);
+      const refused = await convert(['--raw', connectWithOptions(echoDest(), '0402 0000')]);
+      assert.deepEqual(refused.reply, [{ type: 'error', code: 33, value: '04' }]);
+      assert.equal(await counter('server', 'TcpPassiveOpens'), opens, 'a connection reached the origin');
+    } finally {
+      await tb().exec('proxy', ['sysctl', '-qw', 'net.ipv4.tcp_sack=1']);
+    }
+  });
+
+  test("upstream TCP Fast Open: the client's bytes behind the Connect ride in the proxy's SYN to an origin with TFO, and follow the handshake to one without", async () => {
+    const small = dataFile.replace('.bin', '-small.bin');
+    const tfoDest = `[${tfoEcho.host}]:${tfoEcho.port}`;
+    // The first connection to an origin fetches its cookie (RFC 7413); its data follows the handshake.
+    const first = await convert([tfoDest, '--data-file', small]);
+    assert.equal(first.received, 4096, JSON.stringify(first));
+    const before = await counter('server', 'TcpExtTCPFastOpenPassive');
+    const r = await convert([tfoDest, '--data-file', small]);
+    assert.deepEqual(r.reply?.map((t) => t?.type), ['extended-tcp-header']);
+    assert.equal(r.received, 4096);
+    assert.equal(await counter('server', 'TcpExtTCPFastOpenPassive') - before, 1, 'the origin took no data in the SYN');
+    // The legacy Node origin has no TFO on its listener: the same bytes arrive after its handshake.
+    const plainBefore = await counter('server', 'TcpExtTCPFastOpenPassive');
+    const plain = await convert([echoDest(), '--data-file', small]);
+    assert.equal(plain.received, 4096);
+    assert.equal(await counter('server', 'TcpExtTCPFastOpenPassive'), plainBefore);
   });
 
   test('cookies: the right one passes, none is Missing Cookie (3), a wrong one Not Authorized (32)', async () => {
@@ -160,18 +211,22 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
   const cases: [string, (t: { dest: string; closed: string }) => string[], number, string | null, string][] = [
     ['closed port', (t) => [t.closed], 96, '', 'MPX_CONNECT_REFUSED'],
     ['denied destination (link-local)', () => ['169.254.1.1:80'], 32, '', 'MPX_DEST_DENIED'],
-    ['loopback destination (§6.2.5)', () => ['127.0.0.1:80'], 1, '', 'MPX_BAD_REQUEST'],
-    ['multicast destination', () => ['224.0.0.1:80'], 1, '', 'MPX_BAD_REQUEST'],
+    // Malformed Message echoes what was received one byte on (§6.2.8).
+    ['loopback destination (§6.2.5)', () => ['127.0.0.1:80'], 1, `00${connectWithOptions('127.0.0.1:80', '')}`, 'MPX_BAD_REQUEST'],
+    ['multicast destination', () => ['224.0.0.1:80'], 1, `00${connectWithOptions('224.0.0.1:80', '')}`, 'MPX_BAD_REQUEST'],
+    ['unreachable IPv4 destination: 97 with ICMP host unreachable (1)', () => ['198.51.100.1:80'], 97, '01', 'MPX_HOST_UNREACHABLE'],
+    ['unreachable IPv6 destination: 97 with ICMPv6 address unreachable (3)', () => [`[${unreachable.v6.replace('::/64', '::1')}]:80`], 97, '03', 'MPX_HOST_UNREACHABLE'],
     ['unsupported version', () => ['--raw', '02012263'], 0, '01', 'MPX_VERSION_UNSUPPORTED'],
-    ['wrong magic number', () => ['--raw', '01011234'], 1, '', 'MPX_BAD_REQUEST'],
-    ['zero Total Length', () => ['--raw', '01002263'], 1, '', 'MPX_BAD_REQUEST'],
+    ['wrong magic number', () => ['--raw', '01011234'], 1, '0001011234', 'MPX_BAD_REQUEST'],
+    ['zero Total Length', () => ['--raw', '01002263'], 1, '0001002263', 'MPX_BAD_REQUEST'],
     ['zero TLV Length', () => ['--raw', `${hdr(2)}0a000000`], 1, `00${hdr(2)}0a000000`, 'MPX_BAD_REQUEST'],
     ['oversized TLV Length', () => ['--raw', `${hdr(2)}0aff0000`], 1, `00${hdr(2)}0aff0000`, 'MPX_BAD_REQUEST'],
     ['Connect TLV too short for an address', () => ['--raw', `${hdr(3)}0a020050 00000000`], 1, null, 'MPX_BAD_REQUEST'],
-    ['truncated message (client closes)', () => ['--raw', `${hdr(6)}0a050050`], 1, '', 'MPX_BAD_REQUEST'],
-    ['truncated message (client waits): the handshake deadline', () => ['--raw', `${hdr(6)}0a050050`, '--keep-open'], 1, '', 'MPX_HANDSHAKE_TIMEOUT'],
-    ['unknown TLV type', () => ['--raw', `${hdr(2)}63010000`], 2, null, 'MPX_COMMAND_UNSUPPORTED'],
+    ['truncated message (client closes)', () => ['--raw', `${hdr(6)}0a050050`], 1, `00${hdr(6)}0a050050`, 'MPX_BAD_REQUEST'],
+    ['truncated message (client waits): the handshake deadline', () => ['--raw', `${hdr(6)}0a050050`, '--keep-open'], 1, `00${hdr(6)}0a050050`, 'MPX_HANDSHAKE_TIMEOUT'],
+    ['unknown TLV type', () => ['--raw', `${hdr(2)}63010000`], 2, `00${hdr(2)}63010000`, 'MPX_COMMAND_UNSUPPORTED'],
     ['unsupported TCP option (TFO, kind 34)', (t) => ['--raw', connectWithOptions(t.dest, '22020000')], 33, '22', 'MPX_TCP_OPTION_UNSUPPORTED'],
+    ['unsupported TCP options listed once each (MPTCP without upstream MPTCP, UTO; MSS ignored)', (t) => ['--raw', connectWithOptions(t.dest, '1e040100 1c048001 1e040100 02040578')], 33, '1e1c', 'MPX_TCP_OPTION_UNSUPPORTED'],
   ];
 
   for (const [what, args, code, value, mpx] of cases) {
@@ -187,7 +242,7 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
       assert.equal(r.received, 0, 'bytes after the Error TLV');
       assert.equal(await counter('server', 'TcpPassiveOpens'), opens, 'a connection reached the origin');
       // Limit codes (the handshake deadline) are logged as 'limit hit', once per client and code.
-      const line = await px.waitForLog((l: ProxyLogLine) => l.code === mpx && l.listener === 'conv' && ((l.message === 'refused' && l.protocol === 'convert') || l.message === 'limit hit'));
+      const line = await px.waitForLog((l: ProxyLogLine) => l.code === mpx && l.listener === 'conv' && ((l.message === 'refused' && l.protocol === 'convert') || l.message === 'limit hit'), 30_000);
       px.logs.splice(px.logs.indexOf(line), 1);
       await assertServing();
     });
@@ -223,10 +278,27 @@ describe('convert (RFC 8803) listener', { timeout: 180_000 }, () => {
   });
 });
 
-/** A whole Convert message: header and a Connect TLV to `dest` (IPv4) with raw TCP options. */
+/** A TCP echo server with TFO on its listener (RFC 7413 server side): prints its port, echoes. */
+const TFO_ECHO = `
+import socket, sys, threading
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 64)
+s.bind((sys.argv[1], 0))
+s.listen(128)
+print(s.getsockname()[1], flush=True)
+def echo(c):
+    with c:
+        while d := c.recv(65536):
+            c.sendall(d)
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+`;
+
+/** A whole Convert message: header and a Connect TLV to `dest` (IPv4) with raw TCP options (hex, spaces allowed). */
 function connectWithOptions(dest: string, optionsHex: string): string {
   const [host, port] = dest.split(':');
-  const opts = Buffer.from(optionsHex, 'hex');
+  const opts = Buffer.from(optionsHex.replace(/\s/g, ''), 'hex');
   const tlv = Buffer.alloc(20 + opts.length);
   tlv[0] = 10;
   tlv[1] = tlv.length / 4;

@@ -21,8 +21,8 @@ import {
   parseTcpOptions,
   type ConvertTlv,
 } from '../../src/proxy/convert/codec';
-import { optionsFromTcpInfo } from '../../src/proxy/convert/server';
-import { refusalBytes } from '../../src/proxy/refusal';
+import { honouredTcpOptions, optionsFromTcpInfo, refusedTcpOptions } from '../../src/proxy/convert/server';
+import { convertErrorValue, refusalBytes } from '../../src/proxy/refusal';
 import { errorCode, okValue } from '../helpers/parse-result';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -109,6 +109,33 @@ describe('Convert codec vectors', () => {
     assert.equal(ERROR_TABLE[ErrorCode.AuthRequired].convert, ConvertError.MissingCookie);
     // A value of the caller's own (the refused option kinds) replaces the default.
     assert.deepEqual((assertFramed(refusalBytes('convert', ErrorCode.TcpOptionUnsupported, undefined, Buffer.of(34, 30)))[0] as { value: Buffer }).value, hex('221e000000'));
+  });
+
+  it('Error TLV values per §6.2.8: the message echoed one byte on (Malformed, Unsupported Message), ICMPv6 codes for IPv6 destinations', () => {
+    const msg = hex('01 06 2263 0a 05 0050 00000000 00000000 0000ffff 7f000001');
+    // Malformed Message (a loopback Connect, §6.2.5; a bad magic; a truncated message) and
+    // Unsupported Message echo what was received behind one zero byte, keeping its alignment.
+    for (const code of [ErrorCode.BadRequest, ErrorCode.HandshakeTimeout, ErrorCode.CommandUnsupported]) {
+      const e = assertFramed(refusalBytes('convert', code, undefined, convertErrorValue(code, { message: msg })))[0] as { value: Buffer };
+      assert.deepEqual(e.value, Buffer.concat([Buffer.of(0), msg]), code);
+    }
+    // ICMP (RFC 792) host unreachable is 1; ICMPv6 (RFC 4443 §3.1) address unreachable is 3.
+    assert.deepEqual(convertErrorValue(ErrorCode.HostUnreachable), Buffer.of(1));
+    assert.deepEqual(convertErrorValue(ErrorCode.HostUnreachable, { ipv6: true }), Buffer.of(3));
+    assert.deepEqual(convertErrorValue(ErrorCode.NetUnreachable, { ipv6: true }), Buffer.of(0));
+    assert.deepEqual(convertErrorValue(ErrorCode.VersionUnsupported, { message: msg }), Buffer.of(1));
+    // Missing Cookie, Not Authorized, Connection Reset: zero (the padding).
+    for (const code of [ErrorCode.AuthRequired, ErrorCode.DestDenied, ErrorCode.ConnectRefused]) assert.equal(convertErrorValue(code, { message: msg }), undefined, code);
+  });
+
+  it('Connect TCP options (§7): EOL, NOP, MSS, Window Scale and SACK blocks ignored and never announced; SACK-permitted and Timestamps with their sysctls; MPTCP with upstream MPTCP', () => {
+    const sysctl = (values: Record<string, string>) => (name: string): string | null => values[name] ?? null;
+    const on = sysctl({ 'net.ipv4.tcp_sack': '1', 'net.ipv4.tcp_timestamps': '1' });
+    assert.deepEqual(honouredTcpOptions(false, on), [4, 8]);
+    assert.deepEqual(honouredTcpOptions(true, on), [4, 8, 30]);
+    assert.deepEqual(honouredTcpOptions(false, sysctl({ 'net.ipv4.tcp_sack': '0', 'net.ipv4.tcp_timestamps': '2' })), [8]);
+    assert.deepEqual(refusedTcpOptions([0, 1, 2, 3, 5, 4, 8], [4, 8]), []);
+    assert.deepEqual(refusedTcpOptions([2, 34, 4, 30, 34], [8]), [34, 4, 30]);
   });
 
   it('an echoed message too long for one Error TLV is cut to fit Total Length', () => {

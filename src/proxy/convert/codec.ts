@@ -19,7 +19,7 @@ export const MAX_MESSAGE_BYTES = 255 * WORD;
 
 export const TlvType = { Info: 1, Connect: 10, ExtendedTcpHeader: 20, SupportedTcpExtensions: 21, Cookie: 22, Error: 30 } as const;
 
-/** RFC 8803 §6.6 / the IANA "Convert Errors" registry. */
+/** RFC 8803 §6.2.8 / the IANA "Convert Errors" registry. */
 export const ConvertError = {
   UnsupportedVersion: 0,
   MalformedMessage: 1,
@@ -144,7 +144,7 @@ export function encodeTlv(t: ConvertTlv): Buffer {
   }
 }
 
-/** 128 bits: IPv6 as is, IPv4 as IPv4-mapped IPv6 (RFC 8803 §6.2). */
+/** 128 bits: IPv6 as is, IPv4 as IPv4-mapped IPv6 (RFC 8803 §6.2.5). */
 function connectAddressBytes(host: string): Buffer {
   if (host.includes(':')) return ipv6ToBytes(host);
   const b = Buffer.alloc(16);

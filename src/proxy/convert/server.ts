@@ -5,9 +5,9 @@
  * first bytes of the stream. The converter checks the client and the destination exactly like a
  * CONNECT (allow-list, destination policy on the address dialled, ports), connects, answers with
  * a Convert header and an Extended TCP Header TLV, then relays; bytes the client sent after the
- * message go upstream right after connect. An Info TLV alone is answered with the Supported TCP
- * Extensions. Every refusal is an Error TLV from the one error table, then close; nothing
- * reaches the destination.
+ * message go upstream in the upstream SYN where TCP Fast Open allows, else right after connect.
+ * An Info TLV alone is answered with the Supported TCP Extensions. Every refusal is an Error TLV
+ * from the one error table, then close; nothing reaches the destination.
  */
 import type net from 'node:net';
 import { CidrSet } from '../../core/address';
@@ -16,13 +16,13 @@ import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import { socketFd, tcpInfoRaw } from '../../sys/socket';
 import { readSysctl } from '../../sys/sysctl';
 import { handshakeTimeLeft, type ProxyContext } from '../context';
-import { refuse, refusalBytes } from '../refusal';
+import { convertErrorValue, refuse, refusalBytes } from '../refusal';
 import { closeGracefully } from '../socks/server';
 import { HandshakeReader } from '../socks/reader';
 import { tunnel } from '../tunnel';
 import { decodeConvertTlvs, encodeConvertMessage, parseConvertFrame, parseTcpOptions, type ConvertTlv } from './codec';
 
-/** A refusal whose Error TLV carries a value only this front end knows. */
+/** A refusal whose Error TLV carries a value only this front end knows (the refused option kinds). */
 class ConvertRefusal extends ProxyError {
   constructor(
     code: ErrorCode,
@@ -39,13 +39,31 @@ class ConvertRefusal extends ProxyError {
  */
 const NOT_A_DESTINATION = new CidrSet(['127.0.0.0/8', '::1/128', '224.0.0.0/4', 'ff00::/8', '255.255.255.255/32', '0.0.0.0/32', '::/128']);
 
-/** TCP option kinds that Linux puts on every upstream SYN by itself (with its own values). */
-const KERNEL_SYN_OPTIONS = [2, 3, 4, 8];
+/**
+ * RFC 8803 §7: option kinds a Connect may carry that the converter ignores and never announces:
+ * EOL and NOP (padding) and MSS (§7.1) and Window Scale (§7.2), whose values belong to the
+ * converter's own stack, and SACK blocks (§7.3), which no SYN carries.
+ */
+const IGNORED_OPTIONS = new Set([0, 1, 2, 3, 5]);
+const SACK_PERMITTED = 4;
+const TIMESTAMPS = 8;
 const MPTCP_OPTION = 30;
 
-/** The option kinds a Connect may ask for, which Info announces: MPTCP only when the upstream side tries it. */
-export function honouredTcpOptions(upstreamMptcp: boolean): number[] {
-  return upstreamMptcp ? [...KERNEL_SYN_OPTIONS, MPTCP_OPTION] : KERNEL_SYN_OPTIONS;
+/**
+ * The option kinds a Connect may ask for on the upstream SYN, which Info announces (§6.2.4):
+ * SACK-permitted (§7.3) and Timestamps (§7.4) while this namespace's net.ipv4.tcp_sack /
+ * tcp_timestamps make Linux put them on every SYN (it has no per-socket switch for either, so
+ * honouring one is checking its sysctl), and MPTCP (§7.5) when the upstream side tries it. Read
+ * when asked (an Info, or a Connect with options), so a sysctl change counts at once.
+ */
+export function honouredTcpOptions(upstreamMptcp: boolean, sysctl: (name: string) => string | null = readSysctl): number[] {
+  const on = (name: string): boolean => Number(sysctl(name) ?? 0) > 0;
+  return [...(on('net.ipv4.tcp_sack') ? [SACK_PERMITTED] : []), ...(on('net.ipv4.tcp_timestamps') ? [TIMESTAMPS] : []), ...(upstreamMptcp ? [MPTCP_OPTION] : [])];
+}
+
+/** Kinds of `requested` the converter can neither ignore nor honour, each once: Unsupported TCP Option's value (§6.2.8). */
+export function refusedTcpOptions(requested: readonly number[], honoured: readonly number[]): number[] {
+  return [...new Set(requested.filter((k) => !IGNORED_OPTIONS.has(k) && !honoured.includes(k)))];
 }
 
 /** net.ipv4.tcp_fastopen bit 0x2: the server side of TCP Fast Open, per network namespace. */
@@ -70,6 +88,8 @@ class ConvertSession {
   private readonly reader: HandshakeReader;
   private readonly timer: NodeJS.Timeout;
   private finished = false;
+  /** The whole message once read: a Malformed Message refusal echoes it. */
+  private frame: Buffer | null = null;
 
   constructor(
     private readonly conn: ClientConnection,
@@ -83,11 +103,10 @@ class ConvertSession {
 
   async run(): Promise<void> {
     try {
-      const frame = await this.reader.read(parseConvertFrame);
+      const frame = (this.frame = await this.reader.read(parseConvertFrame));
       if (!this.ctx.access.clientAllowed(this.conn.clientAddress)) throw new ProxyError(ErrorCode.ClientDenied, this.conn.clientAddress);
       const tlvs = decodeConvertTlvs(frame);
-      // The value echoes the message one byte on, so it keeps its word alignment (§6.6).
-      if (tlvs.kind === 'error') throw new ConvertRefusal(tlvs.code, tlvs.detail, Buffer.concat([Buffer.of(0), frame]));
+      if (tlvs.kind === 'error') throw new ProxyError(tlvs.code, tlvs.detail);
       if (tlvs.kind === 'ok') await this.serve(tlvs.value);
     } catch (e) {
       this.refuse(toProxyError(e));
@@ -109,11 +128,12 @@ class ConvertSession {
     this.conn.destination = dest;
     if (NOT_A_DESTINATION.has(dest.host)) throw new ProxyError(ErrorCode.BadRequest, `${dest.host} is loopback, multicast, broadcast or unspecified`);
     this.done();
-    const upstream = await this.ctx.upstream.connect(dest, this.conn);
+    // The client's bytes behind the message go in the upstream SYN where the kernel allows.
+    const upstream = await this.ctx.upstream.connect(dest, this.conn, this.reader.detach());
     if (this.conn.socket.destroyed) return void upstream.destroy();
     this.finished = true;
     this.conn.socket.write(encodeConvertMessage([{ type: 'extended-tcp-header', header: negotiatedOptions(upstream) }]));
-    await tunnel(this.conn, upstream, this.ctx, this.reader.detach());
+    await tunnel(this.conn, upstream, this.ctx);
   }
 
   /** With cookies configured: none is Missing Cookie (3), a wrong one Not Authorized (32). */
@@ -127,13 +147,15 @@ class ConvertSession {
     if (!sent.some((c) => accepted.some((a) => padded(a).equals(c)))) throw new ProxyError(ErrorCode.AuthFailed, 'unknown cookie');
   }
 
-  /** Options the client wants on the upstream SYN: what the kernel does itself passes, the rest is refused by kind. */
+  /** Options the client wants on the upstream SYN: ignored or honoured (see above), the rest refused by kind. */
   private checkTcpOptions(raw: Buffer): void {
     const opts = parseTcpOptions(raw);
     if (opts.kind === 'error') throw new ProxyError(opts.code, opts.detail);
-    if (opts.kind !== 'ok') return;
-    const honoured = honouredTcpOptions(this.ctx.config.upstream.mptcp);
-    const refused = [...new Set(opts.value.map((o) => o.kind).filter((k) => !honoured.includes(k)))];
+    if (opts.kind !== 'ok' || opts.value.length === 0) return;
+    const refused = refusedTcpOptions(
+      opts.value.map((o) => o.kind),
+      honouredTcpOptions(this.ctx.config.upstream.mptcp),
+    );
     if (refused.length > 0) throw new ConvertRefusal(ErrorCode.TcpOptionUnsupported, `TCP option kinds ${refused.join(', ')}`, Buffer.from(refused));
   }
 
@@ -147,8 +169,11 @@ class ConvertSession {
     this.finished = true;
     this.done();
     refuse(this.ctx, this.conn, err);
-    this.reader.detach();
-    closeGracefully(this.conn.socket, refusalBytes('convert', err.code, undefined, err instanceof ConvertRefusal ? err.value : undefined));
+    // Before the message is whole, what has arrived is what a Malformed Message echoes.
+    const received = this.reader.detach();
+    const dest = this.conn.destination;
+    const value = err instanceof ConvertRefusal ? err.value : convertErrorValue(err.code, { message: this.frame ?? received, ipv6: dest?.host.includes(':') ?? false });
+    closeGracefully(this.conn.socket, refusalBytes('convert', err.code, undefined, value));
   }
 }
 
