@@ -99,6 +99,26 @@ describe('bench: pure parts', () => {
     assert.equal(lat.unmatched, 1);
   });
 
+  test('conversionLatency also links a Convert connection whose message and ID ride in the SYN (TCP Fast Open)', () => {
+    const P = 5124;
+    const E = 7000;
+    const convert = '\x01\x06\x22\x63' + 'c'.repeat(20);
+    const segs = readPcap(
+      pcap([
+        { ns: 0, src: 40001, dst: P, flags: SYN, payload: `${convert}ID00000009\n` },
+        { ns: 200_000, src: 50001, dst: E, flags: SYN },
+        { ns: 500_000, src: 50001, dst: E, flags: PSH | ACK, payload: 'ID00000009\n' },
+        { ns: 600_000, src: E, dst: 50001, flags: PSH | ACK, payload: 'ID00000009\n' },
+        { ns: 650_000, src: P, dst: 40001, flags: PSH | ACK, payload: 'ID00000009\n' },
+      ]),
+    ).segments;
+    const lat = conversionLatency(segs, P, E);
+    assert.deepEqual(lat.syn, [0.2]);
+    assert.deepEqual(lat.request, [0.2], 'the request is in the SYN');
+    assert.deepEqual(lat.data, [0.5]);
+    assert.equal(lat.unmatched, 0);
+  });
+
   test('percentile, ratios and /proc/PID/stat parsing', () => {
     assert.equal(percentile([5, 1, 4, 2, 3], 50), 3);
     assert.equal(percentile([5, 1, 4, 2, 3], 99), 5);

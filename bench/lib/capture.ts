@@ -105,14 +105,13 @@ export function conversionLatency(segments: readonly CapturedSegment[], proxyPor
       // A new connection reusing the port after an earlier one closed starts over.
       if (side.idBack !== undefined) map.set(key, (side = {}));
       side.syn ??= s.ns;
-      continue;
     }
+    // With TCP Fast Open (RFC 8803 Convert) the request and the first data ride in the SYN.
     if (s.payload.length === 0) continue;
     const m = ID_RE.exec(s.payload.toString('latin1'));
-    if (!m) {
-      if (toward && server === proxyPort && side.id === undefined) side.lastRequest = s.ns;
-      continue;
-    }
+    // Request bytes: a segment before the ID, or in front of it in the same segment.
+    if (toward && server === proxyPort && side.id === undefined && (!m || m.index > 0)) side.lastRequest = s.ns;
+    if (!m) continue;
     side.id ??= m[1];
     // From the client's point of view "out" is toward the server: client→proxy, proxy→echo.
     if (toward) side.idOut ??= s.ns;

@@ -10,7 +10,7 @@ import { REPO_ROOT } from '../../testkit/testbed';
 import { Daemon, NOFILE, freePort, have, waitPort, withNofile } from './proc';
 
 /** How a client reaches the origin through a subject. */
-export type ClientMode = 'direct' | 'forward' | 'connect' | 'socks5';
+export type ClientMode = 'direct' | 'forward' | 'connect' | 'socks5' | 'convert';
 export type SubjectKind = 'limit' | 'ours' | 'peer';
 
 export interface Subject {
@@ -21,8 +21,10 @@ export interface Subject {
   /** Which server carries it ('origin' for the limit). */
   server: ServerName;
   /** Listener of that server the client talks to. */
-  listener: 'http' | 'socks' | 'tcp';
+  listener: Listener;
 }
+
+type Listener = 'http' | 'socks' | 'tcp' | 'convert';
 
 export type ServerName = 'origin' | 'ours-splice' | 'ours-splice-w2' | 'ours-fast' | 'ours-stream' | 'dante' | 'squid' | 'haproxy' | 'microsocks' | 'node-pipe';
 
@@ -44,11 +46,20 @@ export const SUBJECTS: readonly Subject[] = [
   { id: 'node-pipe', label: 'naive Node pipe() SOCKS5 (mptcpize)', kind: 'peer', mode: 'socks5', server: 'node-pipe', listener: 'socks' },
 ];
 
+/**
+ * RFC 8803 Convert (message and first bytes in the client's MPTCP SYN): a latency subject only,
+ * since no bulk client speaks it. Its destination cannot be loopback (RFC 8803 §6.2.5), so its
+ * echo server sits on CONVERT_DEST_ADDR, an RFC 2544 benchmarking address the latency workload
+ * adds to lo of the bench's own namespace.
+ */
+export const CONVERT_SUBJECT: Subject = { id: 'ours-convert', label: 'mptcp-proxy Convert (RFC 8803, TFO) splice', kind: 'ours', mode: 'convert', server: 'ours-splice', listener: 'convert' };
+export const CONVERT_DEST_ADDR = '198.18.0.1';
+
 /** The established peers the "≥ 1.5 × best of" target compares against. */
 export const CLASSIC_PEERS = new Set(['dante', 'squid-forward', 'squid-connect', 'haproxy']);
 
 export const subject = (id: string): Subject => {
-  const s = SUBJECTS.find((x) => x.id === id);
+  const s = [...SUBJECTS, CONVERT_SUBJECT].find((x) => x.id === id);
   if (!s) throw new Error(`unknown subject ${id}`);
   return s;
 };
@@ -56,7 +67,7 @@ export const subject = (id: string): Subject => {
 export interface RunningServer {
   name: ServerName;
   daemon: Daemon;
-  ports: Partial<Record<'http' | 'socks' | 'tcp', number>>;
+  ports: Partial<Record<Listener, number>>;
 }
 
 /** Files the origin serves. */
@@ -71,8 +82,11 @@ const MPTCPIZE = ['mptcpize', 'run'];
 /** Per-client limits would refuse the 10,000-tunnel workload: every client here is 127.0.0.1. */
 export const BENCH_PROXY_CONFIG = 'limits:\n  maxConnections: 40000\n  maxConnectionsPerClient: 40000\ntimeouts:\n  drainMs: 500\n';
 
-/** argv of mptcp-proxy as the bench runs it (HTTP and SOCKS listeners on loopback, metrics off unless a port is given). */
-export function proxyCommand(o: { config: string; http: number; socks: number; relay: 'splice' | 'stream'; workers: number; fastPath: boolean; metrics?: number; logLevel?: string }): string[] {
+/**
+ * argv of mptcp-proxy as the bench runs it (HTTP and SOCKS listeners on loopback, a Convert one
+ * when given a port, metrics off unless a port is given).
+ */
+export function proxyCommand(o: { config: string; http: number; socks: number; convert?: number; relay: 'splice' | 'stream'; workers: number; fastPath: boolean; metrics?: number; logLevel?: string }): string[] {
   // BENCH_PROXY_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p") profiles our proxy under a workload.
   const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
   const [exe, ...rest] = node('dist/src/cli/main.js');
@@ -81,6 +95,7 @@ export function proxyCommand(o: { config: string; http: number; socks: number; r
     ...flags,
     ...rest,
     ...['--config', o.config, '--http', `127.0.0.1:${o.http}`, '--socks', `127.0.0.1:${o.socks}`, '--allow-dest', '127.0.0.0/8', '--log-level', o.logLevel ?? 'warn', '--relay', o.relay],
+    ...(o.convert === undefined ? [] : ['--convert', `127.0.0.1:${o.convert}`, '--allow-dest', `${CONVERT_DEST_ADDR}/32`]),
     ...(o.metrics === undefined ? ['--no-metrics'] : ['--metrics', `127.0.0.1:${o.metrics}`]),
     ...(o.workers > 1 ? ['--workers', String(o.workers)] : []),
     ...['--fast-path', o.fastPath ? 'on' : 'off'],
@@ -190,10 +205,12 @@ export class Servers {
       case 'ours-fast':
       case 'ours-stream': {
         const [http, socks] = [await freePort(), await freePort()];
+        // The Convert subject runs on the CONNECT and SOCKS subjects' own process.
+        const convert = name === CONVERT_SUBJECT.server ? await freePort() : undefined;
         const cfg = path.join(this.sub(name), 'config.yaml');
         fs.writeFileSync(cfg, BENCH_PROXY_CONFIG);
-        const argv = proxyCommand({ config: cfg, http, socks, relay: name === 'ours-stream' ? 'stream' : 'splice', workers: name === 'ours-splice-w2' ? 2 : 1, fastPath: name === 'ours-fast' });
-        return started(new Daemon(name, argv), { http, socks });
+        const argv = proxyCommand({ config: cfg, http, socks, ...(convert ? { convert } : {}), relay: name === 'ours-stream' ? 'stream' : 'splice', workers: name === 'ours-splice-w2' ? 2 : 1, fastPath: name === 'ours-fast' });
+        return started(new Daemon(name, argv), { http, socks, ...(convert ? { convert } : {}) });
       }
       case 'dante': {
         const port = await freePort();

@@ -20,16 +20,23 @@ reply (its TLVs) is printed as one JSON line on stderr. Options:
   --no-tfo          connect first, then send the message (a client without TCP Fast Open)
   --tcp             plain TCP instead of MPTCP
   --keep-open       after the data, keep the sending side open until the converter closes
+  --burst N --rate R  the bench's latency load (bench/workloads/latency.ts): N converts at R per
+                    second, each with "ID########\\n" behind the Connect in its SYN (per-socket
+                    TCP_FASTOPEN_NO_COOKIE, so no sysctl 0x4 is needed), checked against the echo
+                    and closed; prints {"ok":N,"errors":N,"firstError":...} on stdout
 """
 import argparse
 import hashlib
 import ipaddress
 import json
+import selectors
 import socket
 import sys
 import threading
+import time
 
 IPPROTO_MPTCP = 262
+TCP_FASTOPEN_NO_COOKIE = 34
 CONVERT_DEFAULT_PORT = 5124
 TLV_NAMES = {1: 'info', 10: 'connect', 20: 'extended-tcp-header', 21: 'supported-tcp-extensions', 22: 'cookie', 30: 'error'}
 
@@ -92,6 +99,78 @@ def parse_reply(buf):
     return out, total
 
 
+def burst(converter, msg, count, rate, proto, give_up_s=30):
+    """Open `count` converts at `rate` per second, non-blocking; a tally like latency-client's."""
+    host, port = converter
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sel = selectors.DefaultSelector()
+    tally = {'ok': 0, 'errors': 0, 'firstError': None}
+
+    def finish(s, error=None):
+        sel.unregister(s)
+        s.close()
+        if error is None:
+            tally['ok'] += 1
+        else:
+            tally['errors'] += 1
+            tally['firstError'] = tally['firstError'] or error
+
+    start, started = time.monotonic(), 0
+    while started < count or sel.get_map():
+        now = time.monotonic()
+        if now - start > count / rate + give_up_s:
+            for key in list(sel.get_map().values()):
+                finish(key.fileobj, 'no echo in time')
+            break
+        due = min(count, int((now - start) * rate) + 1)
+        for i in range(started, due):
+            line = b'ID%08d\n' % i
+            s = socket.socket(family, socket.SOCK_STREAM, proto)
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
+            st = {'out': msg + line, 'buf': b'', 'reply': None, 'line': line}
+            sel.register(s, selectors.EVENT_WRITE, st)
+            try:
+                st['out'] = st['out'][s.sendto(st['out'], socket.MSG_FASTOPEN, converter):]
+            except BlockingIOError:
+                pass  # no data in the SYN: sent once connected
+            except OSError as e:
+                finish(s, str(e))
+                continue
+            if not st['out']:
+                sel.modify(s, selectors.EVENT_READ, st)
+        started = max(started, due)
+        for key, events in sel.select(0.001):
+            s, st = key.fileobj, key.data
+            try:
+                if events & selectors.EVENT_WRITE:
+                    st['out'] = st['out'][s.send(st['out']):]
+                    if not st['out']:
+                        sel.modify(s, selectors.EVENT_READ, st)
+                    continue
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                finish(s, str(e))
+                continue
+            if not chunk:
+                finish(s, f'closed after {len(st["buf"])} bytes')
+                continue
+            st['buf'] += chunk
+            if st['reply'] is None:
+                st['reply'], used = parse_reply(st['buf'])
+                if st['reply'] is None:
+                    continue
+                st['buf'] = st['buf'][used:]
+                if [t['type'] for t in st['reply']] != ['extended-tcp-header']:
+                    finish(s, json.dumps(st['reply']))
+                    continue
+            if len(st['buf']) >= len(st['line']):
+                finish(s, None if st['buf'] == st['line'] else 'echo mismatch')
+    return tally
+
+
 def main():
     ap = argparse.ArgumentParser(description='RFC 8803 Convert client (MPTCP + TCP Fast Open)')
     ap.add_argument('converter')
@@ -104,6 +183,8 @@ def main():
     ap.add_argument('--no-tfo', action='store_true')
     ap.add_argument('--tcp', action='store_true')
     ap.add_argument('--keep-open', action='store_true')
+    ap.add_argument('--burst', type=int)
+    ap.add_argument('--rate', type=float, default=500)
     a = ap.parse_args()
 
     if a.raw is not None:
@@ -117,6 +198,10 @@ def main():
         if a.cookie:
             tlvs.append(tlv(22, b'\0\0' + bytes.fromhex(a.cookie)))
         msg = message(tlvs)
+    if a.burst:
+        proto = socket.IPPROTO_TCP if a.tcp else IPPROTO_MPTCP
+        print(json.dumps(burst(endpoint(a.converter, CONVERT_DEFAULT_PORT), msg, a.burst, a.rate, proto)), flush=True)
+        return 0
     if a.data_file:
         with open(a.data_file, 'rb') as f:
             data = f.read()

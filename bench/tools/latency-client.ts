@@ -1,7 +1,7 @@
 /**
  * Both ends of the conversion-latency and idle-tunnel workloads, run under mptcpize:
  *
- *   node latency-client.js echo                    echo server on a free loopback port; prints the port
+ *   node latency-client.js echo [HOST]             echo server on a free port of HOST (127.0.0.1); prints the port
  *   node latency-client.js burst MODE PROXY ECHO COUNT RATE
  *       opens COUNT connections at RATE per second through the proxy (MODE connect | socks5 |
  *       direct) to the echo server; each sends "ID########\n", waits for the echo and closes.
@@ -264,19 +264,19 @@ async function churn(httpPort: number, socksPort: number, echoPort: number, rate
   );
 }
 
-function echo(): void {
+function echo(host = '127.0.0.1'): void {
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     s.setNoDelay(true);
     s.on('error', () => s.destroy());
     s.on('data', (d) => s.write(d));
     s.on('end', () => s.end());
   });
-  server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, () => process.stdout.write(`${(server.address() as net.AddressInfo).port}\n`));
+  server.listen({ port: 0, host, backlog: 4096 }, () => process.stdout.write(`${(server.address() as net.AddressInfo).port}\n`));
 }
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, mode, proxy, echoPort, count, rate] = argv;
-  if (cmd === 'echo') return echo();
+  if (cmd === 'echo') return echo(mode);
   if (cmd === 'burst') {
     process.stdout.write(JSON.stringify(await burst(mode as Mode, Number(proxy), Number(echoPort), Number(count), Number(rate))) + '\n');
     return;

@@ -3,25 +3,29 @@
  * opens new tunnels at a fixed rate through a subject to an echo server. Four figures per
  * subject: client SYN → upstream SYN, last request byte → upstream SYN, first byte in → out
  * (client to server) and back (server to client). The prototype's 7.8 ms / 15.3 ms sit beside.
+ * The RFC 8803 Convert subject's client (bench/tools/convert-client.py --burst) puts its message
+ * and ID line in the MPTCP SYN with TCP Fast Open, so its request time is its SYN's.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from '../../testkit/testbed';
 import { conversionLatency, p50p99, readPcap } from '../lib/capture';
 import { measure, type Measured } from '../lib/measure';
-import { SUBJECTS, type Servers, type Subject } from '../lib/peers';
+import { inBenchNetns } from '../lib/netns';
+import { CONVERT_DEST_ADDR, CONVERT_SUBJECT, SUBJECTS, type Servers, type Subject } from '../lib/peers';
 import { Daemon, have, run, withNofile } from '../lib/proc';
 import type { Row } from '../lib/results';
 import { sleep } from '../../testkit/sleep';
 
 export const PROTOTYPE_MS = { syn: 7.8, data: 15.3 };
-export const LATENCY_SUBJECTS = SUBJECTS.filter((s) => s.kind !== 'limit' && s.mode !== 'forward');
+export const LATENCY_SUBJECTS = [...SUBJECTS.filter((s) => s.kind !== 'limit' && s.mode !== 'forward'), CONVERT_SUBJECT];
 
 const TOOL = path.join(REPO_ROOT, 'dist/bench/tools/latency-client.js');
+const CONVERT_CLIENT = path.join(REPO_ROOT, 'bench/tools/convert-client.py');
 
 /** A helper daemon that prints one number (its port) as its first line. */
-export async function startEcho(): Promise<{ daemon: Daemon; port: number }> {
-  const daemon = new Daemon('echo', withNofile(['mptcpize', 'run', process.execPath, TOOL, 'echo']));
+export async function startEcho(host = '127.0.0.1'): Promise<{ daemon: Daemon; port: number }> {
+  const daemon = new Daemon('echo', withNofile(['mptcpize', 'run', process.execPath, TOOL, 'echo', host]));
   const deadline = Date.now() + 10_000;
   for (;;) {
     const m = /^(\d+)$/m.exec(daemon.output());
@@ -61,6 +65,8 @@ export async function latency(servers: Servers, o: { count: number; rate: number
   const missing = have('tcpdump') ? null : 'tcpdump not installed';
   const rows: Row[] = [];
   const echo = missing ? null : await startEcho();
+  // Started with the first Convert subject (a closure sets it, hence the holder).
+  const convertEcho: { started?: Promise<{ daemon: Daemon; port: number }> } = {};
   try {
     for (const s of o.subjects ?? LATENCY_SUBJECTS) {
       const spec = {
@@ -76,7 +82,9 @@ export async function latency(servers: Servers, o: { count: number; rate: number
         s,
         async () => {
           if (missing || !echo) throw new Error(missing ?? 'no echo server');
-          return once(servers, s, echo.port, o);
+          if (s.mode !== 'convert') return once(servers, s, echo.port, o);
+          convertEcho.started ??= startConvertEcho();
+          return once(servers, s, (await convertEcho.started).port, o);
         },
         log,
       );
@@ -84,16 +92,38 @@ export async function latency(servers: Servers, o: { count: number; rate: number
     }
   } finally {
     await echo?.daemon.stop();
+    await (await convertEcho.started?.catch(() => null))?.daemon.stop();
     await servers.stopExtra();
   }
   return rows;
+}
+
+/**
+ * The Convert subject's namespace set-up, only in the bench's own namespace (the host's stays
+ * untouched: run without --host): TCP Fast Open server side (0x2) for the proxy's listener and
+ * client side (0x1; the client waives the cookie per socket), and CONVERT_DEST_ADDR on lo for its
+ * echo server.
+ */
+async function startConvertEcho(): Promise<{ daemon: Daemon; port: number }> {
+  if (!inBenchNetns()) throw new Error('ours-convert sets net.ipv4.tcp_fastopen and adds an address to lo: it runs only in the bench namespace (not with --host)');
+  if (!have('python3')) throw new Error('python3 not installed');
+  for (const argv of [['sysctl', '-qw', 'net.ipv4.tcp_fastopen=3'], ['ip', 'addr', 'replace', `${CONVERT_DEST_ADDR}/32`, 'dev', 'lo']]) {
+    const r = await run(argv, { timeoutMs: 10_000 });
+    if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
+  }
+  return startEcho(CONVERT_DEST_ADDR);
 }
 
 async function once(servers: Servers, s: Subject, echoPort: number, o: { count: number; rate: number; dir: string }): Promise<Measured> {
   // HAProxy relays to one fixed backend: its own instance aimed at the echo server.
   const port = s.id === 'haproxy' ? (await servers.haproxyTo(echoPort)).ports.tcp! : await servers.port(s);
   const burst = (count: number): ReturnType<typeof run> =>
-    run(['mptcpize', 'run', process.execPath, TOOL, 'burst', s.mode, String(port), String(echoPort), String(count), String(o.rate)], { timeoutMs: 120_000 });
+    run(
+      s.mode === 'convert'
+        ? ['python3', CONVERT_CLIENT, `127.0.0.1:${port}`, `${CONVERT_DEST_ADDR}:${echoPort}`, '--burst', String(count), '--rate', String(o.rate)]
+        : ['mptcpize', 'run', process.execPath, TOOL, 'burst', s.mode, String(port), String(echoPort), String(count), String(o.rate)],
+      { timeoutMs: 120_000 },
+    );
   // Steady state, not start-up: an uncaptured burst as long as the measured one first, so a
   // JIT-compiled subject is measured warm. Our proxy's CPU per tunnel settles only after ~3,000
   // tunnels (2026-11-23, per 1,000: 2.0, 1.6, 1.3, 1.05, 1.05 ... ms; V8 was still optimising

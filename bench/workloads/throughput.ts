@@ -28,6 +28,8 @@ export function curlVia(s: Subject, port: number): string[] {
       return ['-p', '-x', `http://127.0.0.1:${port}`];
     case 'socks5':
       return ['--socks5-hostname', `127.0.0.1:${port}`];
+    case 'convert':
+      throw new Error('curl does not speak RFC 8803 Convert');
   }
 }
 
