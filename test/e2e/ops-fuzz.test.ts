@@ -18,6 +18,7 @@ import readline from 'node:readline';
 import fc from 'fast-check';
 import { SocksClient } from 'socks';
 import { expandIPv6 } from '../../src/core/address';
+import { parseConvertMessage } from '../../src/proxy/convert/codec';
 import { createTestbed, firstLine, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { pickPorts } from '../ops/ports';
@@ -259,7 +260,10 @@ describe('live fuzz and abuse', { timeout: 30 * 60_000 }, () => {
       const addr = lit.length === 4 ? Buffer.concat([Buffer.from('00000000000000000000ffff', 'hex'), lit]) : lit;
       const msg = Buffer.concat([Buffer.from([1, 6, 0x22, 0x63, 10, 5]), port, addr]);
       const x = await exchange({ path: bridges.convert }, [msg], { waitMs: 4000 });
-      const code = x.data.length === 8 && x.data[4] === 30 ? x.data[6] : null;
+      // One whole message with one Error TLV (its value may echo the Connect, RFC 8803 §6.2.8).
+      const reply = parseConvertMessage(x.data);
+      const only = reply.kind === 'ok' && reply.consumed === x.data.length && reply.value.length === 1 ? reply.value[0] : null;
+      const code = only?.type === 'error' ? only.code : null;
       if (code !== 1 && code !== 32) record('ssrf-convert', msg, `Connect ${h}: reply ${x.data.toString('hex')} (want Error TLV 1 or 32)`);
     }
     await sleep(300);
