@@ -19,6 +19,8 @@ import { MssClamp } from './tuning/mss';
 import { RtoCap } from './tuning/rto';
 import { TransparentRules } from './proxy/transparent';
 import { ClusterAnnounce } from './proxy/announce';
+import { KernelPathManager, type PathManager } from './pathmanager/path-manager';
+import { UserspacePathManager } from './pathmanager/userspace';
 
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
@@ -34,6 +36,8 @@ export class SubflowPlane {
   readonly transparent: TransparentRules;
   /** Cluster mode's C flag and announce endpoint: per namespace too. */
   readonly announce: ClusterAnnounce;
+  /** paths.pathManager: the kernel's, or this process answering PM events (setBackup per subflow). */
+  pathManager: PathManager;
   private sniffer: SubflowSniffer | null = null;
 
   constructor(
@@ -51,6 +55,11 @@ export class SubflowPlane {
     this.rto = new RtoCap(config.paths.rtoMaxMs, log, this.kstate);
     this.transparent = new TransparentRules(config, log, this.kstate);
     this.announce = new ClusterAnnounce(config, log, this.kstate);
+    this.pathManager = this.makePathManager(config);
+  }
+
+  private makePathManager(c: Config): PathManager {
+    return c.paths.pathManager === 'userspace' ? new UserspacePathManager(c, this.kernel, this.kstate, this.log) : new KernelPathManager();
   }
 
   /**
@@ -64,6 +73,7 @@ export class SubflowPlane {
     // First: its start checks refuse a bad announce address before anything else is installed.
     await this.announce.start();
     await this.startKernelView();
+    await this.pathManager.start();
     if (this.config.sniffer.interfaces.length > 0) this.sniffer = startSnifferFeed(this.config.sniffer.interfaces, this.registry, this.log);
     if (this.steering.active) await this.steering.start();
     await this.mss.start();
@@ -88,12 +98,19 @@ export class SubflowPlane {
     await this.rto.reload(next.paths.rtoMaxMs);
     await this.transparent.reload(next);
     await this.announce.reload(next);
+    if (next.paths.pathManager === this.pathManager.mode) await this.pathManager.reload(next);
+    else {
+      await this.pathManager.stop();
+      this.pathManager = this.makePathManager(next);
+      await this.pathManager.start();
+    }
     this.config = next;
   }
 
   /** Remove everything installed in the kernel; never throws. */
   async stop(): Promise<void> {
     await this.steering.stop();
+    await this.pathManager.stop();
     const removed = await this.kstate.removeAll();
     this.log.info('kernel state removed', { removed, ...(this.kstate.adopted.length > 0 ? { adoptedAtStart: this.kstate.adopted } : {}) });
     await this.kernel.stop();

@@ -32,6 +32,7 @@ const LAYERS = [
   'sniffer',
   'registry',
   'metrics',
+  'pathmanager',
   'tuning',
   'steering',
   'proxy',

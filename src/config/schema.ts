@@ -155,6 +155,13 @@ export interface PathsConfig {
    * repair. null = the kernel's own (120000). The kernel allows 1000..120000.
    */
   rtoMaxMs: number | null;
+  /**
+   * Who answers the kernel's path-manager events for the proxy's connections: `kernel` (the
+   * in-kernel PM with its endpoints and limits) or `userspace` (the proxy, src/pathmanager:
+   * announces per connection, per-subflow backup, heals lost paths; sets net.mptcp.pm_type=1 in
+   * its namespace while it runs).
+   */
+  pathManager: 'kernel' | 'userspace';
 }
 
 export const DEFAULTS: Config = {
@@ -176,7 +183,7 @@ export const DEFAULTS: Config = {
   steering: { policies: [], uplinks: [] },
   tuning: { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 }, mssClamp: 'auto', mssInterfaces: [] },
   transparent: { interfaces: [], rules: true },
-  paths: { rtoMaxMs: null },
+  paths: { rtoMaxMs: null, pathManager: 'kernel' },
 };
 
 /**
@@ -372,7 +379,7 @@ export function validateConfig(input: unknown): Config {
 
   const tuning = tuningSection(section(raw, 'tuning', root), root.at('tuning'));
   const pa = section(raw, 'paths', root);
-  onlyKeys(pa, ['rtoMaxMs'], root.at('paths'));
+  onlyKeys(pa, ['rtoMaxMs', 'pathManager'], root.at('paths'));
 
   let workers = d.workers;
   if (raw.workers === 'auto') workers = os.availableParallelism();
@@ -426,7 +433,10 @@ export function validateConfig(input: unknown): Config {
     tuning,
     transparent: transparentSection(section(raw, 'transparent', root), root.at('transparent')),
     // The kernel's own range for net.ipv4.tcp_rto_max_ms.
-    paths: { rtoMaxMs: pa.rtoMaxMs === undefined || pa.rtoMaxMs === null ? d.paths.rtoMaxMs : int(pa, 'rtoMaxMs', 0, root.at('paths'), 1000, 120_000) },
+    paths: {
+      rtoMaxMs: pa.rtoMaxMs === undefined || pa.rtoMaxMs === null ? d.paths.rtoMaxMs : int(pa, 'rtoMaxMs', 0, root.at('paths'), 1000, 120_000),
+      pathManager: oneOf(pa, 'pathManager', d.paths.pathManager, ['kernel', 'userspace'], root.at('paths')),
+    },
   };
   checkTransparent(config);
   checkCluster(config);

@@ -6,6 +6,7 @@
  * event, not the process. (The kernel's side, for tests, is test/mptcp/netlink-encode.ts.)
  */
 import net from 'node:net';
+import { ipv6ToBytes } from '../core/address';
 
 const NLMSG_HDRLEN = 16;
 const GENL_HDRLEN = 4;
@@ -526,4 +527,128 @@ export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpP
 export function decodeMptcpEventMessage(msg: NlMsg): Decoded<MptcpPmEvent> {
   const g = decodeGenl(msg.payload);
   return g.ok ? decodeMptcpEvent(g.value.cmd, g.value.attrs) : g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// mptcp_pm commands of the userspace path manager (uapi mptcp_pm.h), and the kernel's ACK
+
+export const NLM_F_ACK = 4;
+/** Set by the kernel on an NLMSG_ERROR that carries extended-ACK attributes after the request. */
+const NLM_F_CAPPED = 0x100;
+const NLM_F_ACK_TLVS = 0x200;
+const NLMSGERR_ATTR_MSG = 1;
+
+/** enum mptcp_pm_cmd: the commands a userspace path manager sends, with a connection token. */
+export const MptcpPmCmd = { setFlags: 7, announce: 8, remove: 9, subflowCreate: 10, subflowDestroy: 11 } as const;
+/** MPTCP_PM_ATTR_* (command level). */
+export const MptcpPmAttr = { addr: 1, token: 4, locId: 5, addrRemote: 6 } as const;
+/** MPTCP_PM_ADDR_ATTR_* (inside the nested address attributes). The port is in host order here, unlike the events'. */
+export const MptcpPmAddrAttr = { family: 1, id: 2, addr4: 3, addr6: 4, port: 5, flags: 6, ifIdx: 7 } as const;
+export const MPTCP_PM_ADDR_FLAG_SIGNAL = 1;
+export const MPTCP_PM_ADDR_FLAG_BACKUP = 4;
+
+export interface PmAddr {
+  address: string;
+  /** 0 or absent: none (the kernel then matches or picks by address only). */
+  port?: number;
+  /** Address id; ANNOUNCE needs one (1..255). */
+  id?: number;
+  flags?: number;
+}
+
+export type PmCommand =
+  /** ADD_ADDR of a local address (and port) on one connection. */
+  | { cmd: 'announce'; token: number; local: PmAddr & { id: number } }
+  /** RM_ADDR of an announced id, closing the subflows that use it. */
+  | { cmd: 'remove'; token: number; locId: number }
+  /** An MP_JOIN from `local` (port chosen by the kernel) to `remote`. */
+  | { cmd: 'subflow-create'; token: number; local: PmAddr; remote: PmAddr & { port: number } }
+  | { cmd: 'subflow-destroy'; token: number; local: PmAddr & { port: number }; remote: PmAddr & { port: number } }
+  /** MP_PRIO on the subflows matching local (and remote) address, and port where given. */
+  | { cmd: 'set-flags'; token: number; local: PmAddr; remote: PmAddr; backup: boolean };
+
+function u8b(v: number): Buffer {
+  return Buffer.from([v & 0xff]);
+}
+function u16b(v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v & 0xffff);
+  return b;
+}
+function u32b(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+}
+
+/** An IP literal as the kernel's in_addr / in6_addr bytes (network order). */
+function ipBytes(address: string): Buffer {
+  return net.isIPv4(address) ? Buffer.from(address.split('.').map(Number)) : ipv6ToBytes(address);
+}
+
+function encodePmAddr(a: PmAddr): Buffer {
+  const v4 = net.isIPv4(a.address);
+  const A = MptcpPmAddrAttr;
+  const attrs: { type: number; data: Buffer }[] = [
+    { type: A.family, data: u16b(v4 ? AF_INET : AF_INET6) },
+    { type: v4 ? A.addr4 : A.addr6, data: ipBytes(a.address) },
+  ];
+  if (a.id !== undefined) attrs.push({ type: A.id, data: u8b(a.id) });
+  if (a.port) attrs.push({ type: A.port, data: u16b(a.port) });
+  if (a.flags !== undefined) attrs.push({ type: A.flags, data: u32b(a.flags) });
+  return encodeAttrs(attrs);
+}
+
+/** One command as a request datagram (NLM_F_REQUEST | NLM_F_ACK) for the family id resolved at run time. */
+export function encodePmCommand(c: PmCommand, familyId: number, seq: number): Buffer {
+  const P = MptcpPmAttr;
+  const attrs: { type: number; nested?: boolean; data: Buffer }[] = [{ type: P.token, data: u32b(c.token) }];
+  let cmd: number;
+  switch (c.cmd) {
+    case 'announce':
+      cmd = MptcpPmCmd.announce;
+      attrs.push({ type: P.addr, nested: true, data: encodePmAddr({ ...c.local, flags: (c.local.flags ?? 0) | MPTCP_PM_ADDR_FLAG_SIGNAL }) });
+      break;
+    case 'remove':
+      cmd = MptcpPmCmd.remove;
+      attrs.push({ type: P.locId, data: u8b(c.locId) });
+      break;
+    case 'subflow-create':
+    case 'subflow-destroy':
+      cmd = c.cmd === 'subflow-create' ? MptcpPmCmd.subflowCreate : MptcpPmCmd.subflowDestroy;
+      attrs.push({ type: P.addr, nested: true, data: encodePmAddr(c.local) }, { type: P.addrRemote, nested: true, data: encodePmAddr(c.remote) });
+      break;
+    case 'set-flags':
+      cmd = MptcpPmCmd.setFlags;
+      attrs.push({ type: P.addr, nested: true, data: encodePmAddr({ ...c.local, flags: c.backup ? MPTCP_PM_ADDR_FLAG_BACKUP : 0 }) }, { type: P.addrRemote, nested: true, data: encodePmAddr(c.remote) });
+      break;
+  }
+  return encodeNlmsg({ type: familyId, flags: NLM_F_REQUEST | NLM_F_ACK, seq, payload: encodeGenl(cmd, MPTCP_PM_VER, encodeAttrs(attrs)) });
+}
+
+export interface NetlinkAck {
+  /** Positive errno; 0 = done. */
+  errno: number;
+  /** The kernel's extended-ACK text (e.g. "invalid addr id"), when it sent one. */
+  message?: string;
+}
+
+/** The kernel's NLMSG_ERROR answer (an ACK when errno is 0) to the request with `seq`. */
+export function decodePmAck(datagram: Buffer, seq: number): Decoded<NetlinkAck> {
+  const { messages, error } = decodeNlmsgs(datagram);
+  for (const msg of messages) {
+    if (msg.seq !== seq || msg.type !== NLMSG_ERROR) continue;
+    const e = decodeNlmsgError(msg.payload);
+    if (!e.ok) return e;
+    const ack: NetlinkAck = { errno: e.value };
+    if (msg.flags & NLM_F_ACK_TLVS && msg.payload.length >= 4 + NLMSG_HDRLEN) {
+      // After the errno: the request's nlmsghdr, and its payload too unless the kernel capped it.
+      const skip = 4 + (msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : align4(msg.payload.readUInt32LE(4)));
+      const tlvs = skip <= msg.payload.length ? decodeAttrMap(msg.payload.subarray(skip)) : null;
+      const text = tlvs?.ok ? tlvs.value.get(NLMSGERR_ATTR_MSG) : undefined;
+      if (text) ack.message = cString(text);
+    }
+    return { ok: true, value: ack };
+  }
+  return error ? { ok: false, error } : fail('NL_TRUNCATED', `no ACK with seq ${seq}`);
 }

@@ -17,6 +17,8 @@ const SOCK_RAW = 3;
 const NETLINK_GENERIC = 16;
 const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
 const EFD_CLOEXEC = 0o2000000;
 const POLLIN = 1;
 const MSG_DONTWAIT = 0x40;
@@ -119,6 +121,15 @@ export class GenlSocket {
       if (e !== EAGAIN) throw new SysError('recv(netlink)', e);
       if (check('poll(netlink)', libc.poll(pollIn([this.fd]), 1, timeoutMs)) === 0) throw new SysError('recv(netlink)', EAGAIN);
     }
+  }
+
+  /**
+   * For a command socket: errors come with the kernel's text (extended ACK), and without a copy
+   * of the request (capped ACK). Best effort: a kernel without either still answers with the errno.
+   */
+  extendedAcks(): void {
+    setIntOpt(this.fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
+    setIntOpt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
   }
 
   /** NETLINK_ADD_MEMBERSHIP for a multicast group id. */

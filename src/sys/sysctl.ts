@@ -10,6 +10,8 @@ const PROC_SYS = '/proc/sys';
 
 /** 0 sets the C flag ("do not join my initial address") on every MP_CAPABLE SYN/ACK of the namespace. */
 export const C_FLAG_SYSCTL = 'net.mptcp.allow_join_initial_addr_port';
+/** The namespace's MPTCP path manager: 0 the in-kernel one, 1 a userspace one (6.15+ also names it in net.mptcp.path_manager). */
+export const PM_TYPE_SYSCTL = 'net.mptcp.pm_type';
 
 export const SysctlErrorCode = {
   /** The key does not exist on this kernel (feature not built, interface gone). */
