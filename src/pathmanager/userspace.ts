@@ -8,6 +8,8 @@
  * - new connection: ADD_ADDR of the addresses the policy allows; the default is what the
  *   in-kernel PM would have announced, the namespace's `signal` endpoints (read at start and reload);
  * - per-subflow backup: MP_PRIO on one subflow (setBackup), where the kernel PM has it per endpoint;
+ *   steering's `backup: true` policies (per proxy address) become MP_PRIO on each new subflow there
+ *   (the kernel's endpoint backup flag does not reach userspace-managed connections);
  * - healing: a client address whose last subflow closed is "lost". Measured on Linux 6.18
  *   (NOTES.md): the client's in-kernel PM never re-creates it, and a Linux client answers a
  *   server's SUBFLOW_CREATE toward it with a RST (it has no listener), but it joins an announced
@@ -62,6 +64,11 @@ function upAddresses(): Set<string> {
   return new Set(Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((a) => a.address)));
 }
 
+/** Steering's `backup: true` policies name one proxy address each (config/steering.ts). */
+function backupAddresses(c: Pick<Config, 'steering'>): Set<string> {
+  return new Set(c.steering.policies.flatMap((p) => (p.backup && p.match.local ? [p.match.local.replace(/\/(32|128)$/, '')] : [])));
+}
+
 async function signalEndpoints(): Promise<AnnounceAddr[]> {
   return (await listEndpoints()).filter((e) => e.flags.includes('signal')).map((e) => ({ id: e.id, address: e.address }));
 }
@@ -70,19 +77,21 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   readonly mode = 'userspace' as const;
   private readonly conns = new Map<number, Conn>();
   private ports: Set<number>;
+  private backupAddrs: Set<string>;
   private announce: AnnounceAddr[] = [];
   private cmd: { send(c: PmCommand): void; close(): Promise<void> } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
 
   constructor(
-    config: Pick<Config, 'listeners'>,
+    config: Pick<Config, 'listeners' | 'steering'>,
     private readonly kernel: KernelView,
     private readonly kstate: KernelState,
     private readonly log: Logger,
     private readonly deps: UserspaceDeps = {},
   ) {
     this.ports = ownPorts(config.listeners);
+    this.backupAddrs = backupAddresses(config);
   }
 
   async start(): Promise<void> {
@@ -118,8 +127,9 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     this.unsubscribe.push(() => this.kernel.off(ev, fn as never));
   }
 
-  async reload(next: Pick<Config, 'listeners'>): Promise<void> {
+  async reload(next: Pick<Config, 'listeners' | 'steering'>): Promise<void> {
     this.ports = ownPorts(next.listeners);
+    this.backupAddrs = backupAddresses(next);
     await this.loadPolicy();
   }
 
@@ -142,6 +152,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   newConnection(token: number, initial: SubflowEnds): void {
     const c: Conn = { token, initialLocal: initial.local.address, live: new Map([[keyOf(initial), initial]]), lost: new Set() };
     this.conns.set(token, c);
+    this.applyBackup(c, initial);
     for (const a of this.allowed(c)) this.run(c, { cmd: 'announce', token, local: a });
   }
 
@@ -149,6 +160,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     const c = this.conns.get(token);
     if (!c) return;
     c.live.set(keyOf(s), { local: s.local, remote: s.remote });
+    this.applyBackup(c, s);
     if (c.lost.delete(s.remote.address)) this.log.info('path healed', { token: token.toString(16), client: s.remote.address, via: s.local.address });
   }
 
@@ -170,6 +182,13 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     this.conns.delete(token);
   }
 
+  private applyBackup(c: Conn, s: SubflowEnds): void {
+    if (!this.backupAddrs.has(s.local.address)) return;
+    if (this.run(c, { cmd: 'set-flags', token: c.token, local: s.local, remote: s.remote, backup: true })) {
+      this.log.debug('subflow marked backup', { token: c.token.toString(16), local: `${s.local.address}:${s.local.port}`, remote: `${s.remote.address}:${s.remote.port}` });
+    }
+  }
+
   /** One round of re-announcements for every connection with a lost path. */
   private heal(): void {
     const healing = [...this.conns.values()].filter((c) => c.lost.size > 0);
@@ -188,13 +207,16 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     return this.announce.filter((a) => a.address !== c.initialLocal && family(a.address) === family(c.initialLocal));
   }
 
-  private run(c: Conn, command: PmCommand): void {
+  /** One command; false when the kernel refused it (logged). */
+  private run(c: Conn, command: PmCommand): boolean {
     try {
       this.cmd?.send(command);
+      return true;
     } catch (e) {
       if (!(e instanceof PmCommandError)) throw e;
       // The connection may have closed between its event and this command.
       this.log.debug('path manager command refused', { token: c.token.toString(16), error: e.message });
+      return false;
     }
   }
 
