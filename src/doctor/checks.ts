@@ -80,7 +80,7 @@ export interface ClusterFacts {
 }
 
 export interface DoctorInput {
-  config: Pick<Config, 'listeners' | 'steering' | 'transparent' | 'cluster'>;
+  config: Pick<Config, 'listeners' | 'steering' | 'transparent' | 'cluster' | 'paths'>;
   /** Bandwidth of each path in Mbit/s and the largest path RTT, for the buffer check. */
   pathMbit: number[];
   maxRttMs: number | null;
@@ -100,6 +100,7 @@ const K = {
   enabled: 'net.mptcp.enabled',
   pathManager: 'net.mptcp.path_manager',
   pmType: 'net.mptcp.pm_type',
+  availablePms: 'net.mptcp.available_path_managers',
   rmem: 'net.ipv4.tcp_rmem',
   wmem: 'net.ipv4.tcp_wmem',
   rpAll: 'net.ipv4.conf.all.rp_filter',
@@ -155,16 +156,30 @@ export function checkMptcpSocket(f: DoctorFacts): CheckResult {
   ]);
 }
 
-export function checkPathManager(f: DoctorFacts): CheckResult {
+export function checkPathManager(f: DoctorFacts, input: DoctorInput): CheckResult {
   const title = 'in-kernel path manager';
   const name = f.sysctl[K.pathManager];
   const type = f.sysctl[K.pmType];
   // 6.15+ names the path manager; older kernels only have pm_type (0 = kernel, 1 = userspace).
   const current = name ?? (type === '0' ? 'kernel' : type === '1' ? 'userspace' : type);
   if (current === null || current === undefined) return result('path-manager', title, 'skip', 'no path manager sysctl (MPTCP missing?)');
+  if (input.config.paths.pathManager === 'userspace') return result('path-manager', title, 'skip', `path manager: ${current}; paths.pathManager userspace: the proxy sets its own while it runs`);
   if (current === 'kernel') return result('path-manager', title, 'pass', 'path manager: kernel (endpoints and limits below apply)');
   const fix: Record<string, string> = name !== null && name !== undefined ? { [K.pathManager]: 'kernel' } : { [K.pmType]: '0' };
   return sysctlFix('path-manager', title, `path manager: ${current}: the kernel will not announce addresses or accept joins without a userspace daemon`, fix);
+}
+
+/** Can this kernel hand path management to the proxy (paths.pathManager: userspace)? */
+export function checkUserspacePm(f: DoctorFacts, input: DoctorInput): CheckResult {
+  const title = 'userspace path manager';
+  const available = f.sysctl[K.availablePms];
+  // Before 6.15 there is no list: pm_type (5.19+) is the userspace PM's switch.
+  const supported = available !== null && available !== undefined ? available.split(' ').includes('userspace') : f.sysctl[K.pmType] !== null && f.sysctl[K.pmType] !== undefined;
+  const how = available ? `available path managers: ${available}` : `net.mptcp.pm_type ${supported ? 'exists' : 'missing'}`;
+  const wanted = input.config.paths.pathManager === 'userspace';
+  if (supported) return result('userspace-pm', title, 'pass', `supported (${how})${wanted ? '; paths.pathManager userspace sets net.mptcp.pm_type=1 while the proxy runs' : ''}`);
+  if (wanted) return result('userspace-pm', title, 'fail', `not supported by this kernel (${how}): paths.pathManager userspace cannot start`, ['boot Linux 5.19 or later with CONFIG_MPTCP, or set paths.pathManager: kernel']);
+  return result('userspace-pm', title, 'skip', `not supported by this kernel (${how}); paths.pathManager: kernel does not need it`);
 }
 
 export function checkLimits(f: DoctorFacts, input: DoctorInput): CheckResult {
@@ -405,7 +420,8 @@ export function runChecks(f: DoctorFacts, input: DoctorInput): CheckResult[] {
   return [
     checkMptcpEnabled(f),
     checkMptcpSocket(f),
-    checkPathManager(f),
+    checkPathManager(f, input),
+    checkUserspacePm(f, input),
     checkLimits(f, input),
     checkEndpoints(f, input),
     checkRpFilter(f, input),

@@ -640,7 +640,7 @@ export function decodePmAck(datagram: Buffer, seq: number): Decoded<NetlinkAck> 
     if (msg.seq !== seq || msg.type !== NLMSG_ERROR) continue;
     const e = decodeNlmsgError(msg.payload);
     if (!e.ok) return e;
-    const ack: NetlinkAck = { errno: e.value };
+    const ack: NetlinkAck = { errno: Math.abs(e.value) }; // an ACK decodes as -0
     if (msg.flags & NLM_F_ACK_TLVS && msg.payload.length >= 4 + NLMSG_HDRLEN) {
       // After the errno: the request's nlmsghdr, and its payload too unless the kernel capped it.
       const skip = 4 + (msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : align4(msg.payload.readUInt32LE(4)));

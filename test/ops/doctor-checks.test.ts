@@ -62,6 +62,7 @@ function input(over: Partial<Config['steering']> = {}, extra: Partial<DoctorInpu
       listeners: DEFAULTS.listeners,
       transparent: DEFAULTS.transparent,
       cluster: DEFAULTS.cluster,
+      paths: DEFAULTS.paths,
       steering: {
         policies: [],
         uplinks: [
@@ -249,6 +250,20 @@ describe('doctor checks', () => {
     assert.equal(byId(runChecks(healthy({}, { 'net.mptcp.path_manager': null, 'net.mptcp.pm_type': '0' }), input()), 'path-manager').status, 'pass');
   });
 
+  test('userspace path manager: supported per the list (6.15+) or pm_type; a config that needs it fails without it', () => {
+    const yes = byId(runChecks(healthy({}, { 'net.mptcp.available_path_managers': 'kernel userspace' }), input()), 'userspace-pm');
+    assert.equal(yes.status, 'pass');
+    assert.match(yes.detail, /kernel userspace/);
+    assert.equal(byId(runChecks(healthy({}, { 'net.mptcp.available_path_managers': null }), input()), 'userspace-pm').status, 'pass', 'pm_type exists');
+    const wanted = input({}, {});
+    wanted.config = { ...wanted.config, paths: { ...DEFAULTS.paths, pathManager: 'userspace' } };
+    const no = byId(runChecks(healthy({}, { 'net.mptcp.available_path_managers': 'kernel' }), wanted), 'userspace-pm');
+    assert.equal(no.status, 'fail');
+    assert.equal(byId(runChecks(healthy({}, { 'net.mptcp.available_path_managers': 'kernel' }), input()), 'userspace-pm').status, 'skip');
+    // The proxy sets pm_type 1 itself in that mode: not a failure of the path-manager check.
+    assert.equal(byId(runChecks(healthy({}, { 'net.mptcp.path_manager': 'userspace', 'net.mptcp.pm_type': '1' }), wanted), 'path-manager').status, 'skip');
+  });
+
   test('limits below the configured uplinks', () => {
     const three = input({ uplinks: [0, 1, 2].map((i) => ({ name: `u${i}`, interface: `eth${i}` })) });
     const r = byId(runChecks(healthy({ limits: { subflows: 2, addAddrAccepted: 1 }, endpoints: [] }), three), 'limits');
@@ -373,7 +388,7 @@ describe('doctor checks', () => {
         fc.option(transparentFacts, { nil: null }),
         (sysctl, limits, endpoints, capEff, transparent) => {
           const rs = runChecks(healthy({ limits, endpoints: endpoints as Endpoint[] | null, capEff, transparent }, sysctl), transparent ? transparentSetup().input : input());
-          assert.equal(rs.length, 14);
+          assert.equal(rs.length, 15);
           for (const r of rs) if (r.status === 'fail') assert.ok(r.fix.length > 0, `${r.id} fails without a fix`);
         },
       ),
