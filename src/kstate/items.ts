@@ -3,8 +3,8 @@
  * ownership alone (names, handles, owned ranges) when no journal says it exists. Inner state
  * (HTB classes and filters, nft map elements, endpoint backup flags) lives inside these and goes
  * with them. Sysctls the proxy sets while it runs are per namespace: cluster mode's
- * net.mptcp.allow_join_initial_addr_port, and net.ipv4.tcp_rto_max_ms when paths.rtoMaxMs asks
- * for it; everything else is `doctor --fix`, the operator's one-off command.
+ * net.mptcp.allow_join_initial_addr_port, net.mptcp.pm_type in userspace path-manager mode, and
+ * net.ipv4.tcp_rto_max_ms when paths.rtoMaxMs asks for it; everything else is `doctor --fix`, the operator's one-off command.
  */
 import { buildLimits, getLimits, ipBatch, isOwnedEndpointId, isOwnedPref, listEndpoints, listIfbLinks, listOwnedTables, listRules, removeEndpoint, removeLink, removeSlotRouting, type MptcpLimits } from '../sys/iproute';
 import { readSysctl, writeSysctl } from '../sys/sysctl';
