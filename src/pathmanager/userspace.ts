@@ -41,8 +41,10 @@ export interface AnnounceAddr {
   address: string;
 }
 
+type PmCommander = Pick<PmCommandSocket, 'send' | 'close'>;
+
 export interface UserspaceDeps {
-  commands?: () => { send(c: PmCommand): void; close(): Promise<void> };
+  commands?: () => PmCommander;
   /** Addresses on interfaces that are up and running (os.networkInterfaces leaves the others out). */
   upAddresses?: () => Set<string>;
   /** The default announce policy's addresses. */
@@ -79,7 +81,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   private ports: Set<number>;
   private backupAddrs: Set<string>;
   private announce: AnnounceAddr[] = [];
-  private cmd: { send(c: PmCommand): void; close(): Promise<void> } | null = null;
+  private cmd: PmCommander | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
 
@@ -109,6 +111,8 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     try {
       if (original !== '1' || this.kstate.has(item)) await this.kstate.install(item, async () => writeSysctl(PM_TYPE_SYSCTL, '1'));
     } catch (e) {
+      await this.cmd.close();
+      this.cmd = null;
       if (!(e instanceof SysctlError)) throw e;
       throw new PathManagerError('MPX_PM_START', `paths.pathManager userspace: ${e.message}; set ${PM_TYPE_SYSCTL}=1 beforehand if /proc/sys is read-only`, { cause: e });
     }

@@ -68,8 +68,8 @@ describe('kernel state: SIGKILL anywhere, start again, SIGTERM: the namespace is
       log: { level: 'debug', format: 'json' },
       tuning: { mssClamp: true },
       transparent: { interfaces: [i.proxy1] },
-      // A sysctl item (net.ipv4.tcp_rto_max_ms) among the kill points.
-      paths: { rtoMaxMs: 2000 },
+      // Sysctl items (net.ipv4.tcp_rto_max_ms, and net.mptcp.pm_type of the userspace PM) among the kill points.
+      paths: { rtoMaxMs: 2000, pathManager: 'userspace' },
     };
     const uplinks = [
       { name: 'wan1', interface: i.proxyServerSide, source: a.proxyServerSide, gateway: a.server },
