@@ -7,6 +7,7 @@
  */
 import os from 'node:os';
 import { getLimits, listEndpoints, type MptcpLimits } from '../sys/iproute';
+import { PM_TYPE_SYSCTL, readSysctl } from '../sys/sysctl';
 import type { MptcpConnectionRecord } from './registry';
 
 export type SinglePathCause = 'fallback' | 'path-down' | 'join-limit' | 'no-endpoint' | 'client-never-joined';
@@ -24,13 +25,15 @@ export interface PathManagerView {
   signals: string[] | null;
   /** Why a part could not be read. */
   errors: string[];
+  /** The proxy is the path manager (paths.pathManager: userspace): limits do not apply, lost paths are healed. */
+  userspace?: boolean;
 }
 
 export async function readPathManagerView(): Promise<PathManagerView> {
   const errors: string[] = [];
   const limits = await getLimits().catch((e: unknown) => (errors.push(`limits: ${(e as Error).message}`), null));
   const endpoints = await listEndpoints().catch((e: unknown) => (errors.push(`endpoints: ${(e as Error).message}`), null));
-  return { limits, signals: endpoints ? endpoints.filter((e) => e.flags.includes('signal')).map((e) => e.address) : null, errors };
+  return { limits, signals: endpoints ? endpoints.filter((e) => e.flags.includes('signal')).map((e) => e.address) : null, errors, userspace: readSysctl(PM_TYPE_SYSCTL) === '1' };
 }
 
 const errnoName = (n: number): string => Object.entries(os.constants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
@@ -60,10 +63,13 @@ export function diagnoseSinglePath(mptcp: boolean | null, rec: MptcpConnectionRe
     return {
       cause: 'path-down',
       detail: `the subflow from ${lost.remote.host} via ${lost.interface ?? 'an unknown interface'} closed${why ? ` (${why})` : ''} and no other path replaced it`,
-      fix: 'the in-kernel path manager does not re-create a closed subflow: once the path works again, the client must join again (its address or endpoint re-added) or the connection be reopened',
+      fix: pm.userspace
+        ? 'the proxy re-announces its addresses while the path is lost: the client joins again once the path works, given a fullmesh endpoint for it and room in its limits (ip mptcp limits set subflows 8 add_addr_accepted 8)'
+        : 'the in-kernel path manager does not re-create a closed subflow: once the path works again, the client must join again (its address or endpoint re-added) or the connection be reopened; paths.pathManager: userspace heals it',
     };
   }
-  if (pm.limits !== null && pm.limits.subflows < 1) {
+  // The userspace path manager accepts joins whatever the in-kernel limits say.
+  if (!pm.userspace && pm.limits !== null && pm.limits.subflows < 1) {
     return {
       cause: 'join-limit',
       detail: `the proxy's MPTCP limit allows ${pm.limits.subflows} additional subflows per connection: joins are refused (mptcp_proxy_kernel_join_rejections_total{cause="limit"})`,

@@ -65,4 +65,11 @@ test('diagnosis: fallback, limit, no endpoint, never joined, path down, and noth
   const d = diagnoseSinglePath(true, rec, pm({ limits: { subflows: 0, addAddrAccepted: 0 } }));
   assert.equal(d?.cause, 'path-down', 'a lost path is named before the limit');
   assert.match(d!.detail, /10\.0\.2\.2 via p2 .*ETIMEDOUT.*middlebox interference/);
+  assert.match(d!.fix, /paths\.pathManager: userspace heals it/);
+  assert.match(diagnoseSinglePath(true, rec, pm({ userspace: true }))!.fix, /re-announces/, 'in userspace mode the fix says the proxy is healing');
+});
+
+test('diagnosis in userspace path-manager mode: the in-kernel subflow limit is no cause', () => {
+  const rec = oneSubflow().connections.get('aa');
+  assert.equal(diagnoseSinglePath(true, rec, pm({ userspace: true, limits: { subflows: 0, addAddrAccepted: 0 }, signals: ['10.0.2.1'] }))?.cause, 'client-never-joined');
 });
