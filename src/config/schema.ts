@@ -162,6 +162,12 @@ export interface PathsConfig {
    * its namespace while it runs).
    */
   pathManager: 'kernel' | 'userspace';
+  /**
+   * The userspace path manager's announce policy: these proxy addresses go to each connection
+   * (those of its family, other than the one it came in on), address id = position + 1. null =
+   * what the in-kernel PM would announce, the namespace's `signal` endpoints.
+   */
+  announce: string[] | null;
 }
 
 export const DEFAULTS: Config = {
@@ -183,7 +189,7 @@ export const DEFAULTS: Config = {
   steering: { policies: [], uplinks: [] },
   tuning: { buffers: { mode: 'auto', min: 1 << 20, max: 32 << 20, intervalMs: 5_000 }, mssClamp: 'auto', mssInterfaces: [] },
   transparent: { interfaces: [], rules: true },
-  paths: { rtoMaxMs: null, pathManager: 'kernel' },
+  paths: { rtoMaxMs: null, pathManager: 'kernel', announce: null },
 };
 
 /**
@@ -293,15 +299,33 @@ function transparentSection(t: Raw, r: Reader): TransparentConfig {
 
 const UNROUTABLE = new CidrSet(['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '224.0.0.0/3', '::/128', '::1/128', 'fe80::/10', 'ff00::/8']);
 
+/**
+ * An address announced to clients (ADD_ADDR): they join it from their other paths, so it must be
+ * a unicast address they can route to. In one spelling, the kernel's (as `ip` and getifaddrs print
+ * it), for comparisons at start.
+ */
+function announcedIp(raw: Raw, key: string, r: Reader): string | undefined {
+  const v = ip(raw, key, r);
+  if (v === undefined) return undefined;
+  if (UNROUTABLE.has(v)) r.at(key).fail(`"${v}" is not a unicast address clients can reach (loopback, link-local, multicast or unspecified)`);
+  const plain = normalizeIpLiteral(v) ?? v;
+  return net.isIPv6(plain) ? new net.SocketAddress({ address: plain, family: 'ipv6' }).address : plain;
+}
+
 function clusterSection(c: Raw, r: Reader): ClusterConfig {
   onlyKeys(c, ['announce'], r);
-  const announce = ip(c, 'announce', r);
-  if (announce === undefined) return { ...DEFAULTS.cluster };
-  // Clients join it from their other paths: it must be a unicast address they can route to.
-  if (UNROUTABLE.has(announce)) r.at('announce').fail(`"${announce}" is not a unicast address clients can reach (loopback, link-local, multicast or unspecified)`);
-  // One spelling, the kernel's (as `ip` and getifaddrs print it), for comparisons at start.
-  const plain = normalizeIpLiteral(announce) ?? announce;
-  return { announce: net.isIPv6(plain) ? new net.SocketAddress({ address: plain, family: 'ipv6' }).address : plain };
+  const announce = announcedIp(c, 'announce', r);
+  return announce === undefined ? { ...DEFAULTS.cluster } : { announce };
+}
+
+/** paths.announce: the userspace path manager's addresses, at most 255 (one address id each). */
+function announceList(pa: Raw, r: Reader): string[] | null {
+  const v = pa.announce;
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || v.length > 255) throw r.at('announce').error('must be a list of at most 255 IP addresses, or null');
+  const list = v.map((a, i) => announcedIp({ [`announce[${i}]`]: a }, `announce[${i}]`, r)!);
+  if (new Set(list).size !== list.length) r.at('announce').fail('lists an address twice');
+  return list;
 }
 
 /** Joins to the announced address go to the connection's port: each listener needs a fixed one. */
@@ -379,7 +403,7 @@ export function validateConfig(input: unknown): Config {
 
   const tuning = tuningSection(section(raw, 'tuning', root), root.at('tuning'));
   const pa = section(raw, 'paths', root);
-  onlyKeys(pa, ['rtoMaxMs', 'pathManager'], root.at('paths'));
+  onlyKeys(pa, ['rtoMaxMs', 'pathManager', 'announce'], root.at('paths'));
 
   let workers = d.workers;
   if (raw.workers === 'auto') workers = os.availableParallelism();
@@ -436,6 +460,7 @@ export function validateConfig(input: unknown): Config {
     paths: {
       rtoMaxMs: pa.rtoMaxMs === undefined || pa.rtoMaxMs === null ? d.paths.rtoMaxMs : int(pa, 'rtoMaxMs', 0, root.at('paths'), 1000, 120_000),
       pathManager: oneOf(pa, 'pathManager', d.paths.pathManager, ['kernel', 'userspace'], root.at('paths')),
+      announce: announceList(pa, root.at('paths')),
     },
   };
   checkTransparent(config);

@@ -32,7 +32,7 @@ export interface PathManager {
   /** Before any listener: joins of the first connections must find it answering. */
   start(): Promise<void>;
   /** A reloaded config of the same mode (another mode is a new PathManager). */
-  reload(next: Pick<Config, 'listeners' | 'steering'>): Promise<void>;
+  reload(next: Pick<Config, 'listeners' | 'steering' | 'paths'>): Promise<void>;
   stop(): Promise<void>;
   /**
    * MP_PRIO on one subflow of one connection: `on` makes it a backup path (the peer and this

@@ -5,8 +5,8 @@
  * view) and takes commands with the connection's token. This process answers for its own
  * connections (server side, on a listener's port):
  *
- * - new connection: ADD_ADDR of the addresses the policy allows; the default is what the
- *   in-kernel PM would have announced, the namespace's `signal` endpoints (read at start and reload);
+ * - new connection: ADD_ADDR of the addresses the policy allows: paths.announce, or by default what
+ *   the in-kernel PM would have announced, the namespace's `signal` endpoints (read at start and reload);
  * - per-subflow backup: MP_PRIO on one subflow (setBackup), where the kernel PM has it per endpoint;
  *   steering's `backup: true` policies (per proxy address) become MP_PRIO on each new subflow there
  *   (the kernel's endpoint backup flag does not reach userspace-managed connections);
@@ -42,13 +42,14 @@ export interface AnnounceAddr {
 }
 
 type PmCommander = Pick<PmCommandSocket, 'send' | 'close'>;
+type PmConfig = Pick<Config, 'listeners' | 'steering' | 'paths'>;
 
 export interface UserspaceDeps {
   commands?: () => PmCommander;
   /** Addresses on interfaces that are up and running (os.networkInterfaces leaves the others out). */
   upAddresses?: () => Set<string>;
-  /** The default announce policy's addresses. */
-  announceAddresses?: () => Promise<AnnounceAddr[]>;
+  /** The default announce policy's addresses (when paths.announce is null). */
+  signalEndpoints?: () => Promise<AnnounceAddr[]>;
 }
 
 interface Conn {
@@ -78,15 +79,18 @@ async function signalEndpoints(): Promise<AnnounceAddr[]> {
 export class UserspacePathManager implements PathManager, PmCallbacks {
   readonly mode = 'userspace' as const;
   private readonly conns = new Map<number, Conn>();
+  /** The connections with a lost path: the heal round walks these, not every connection. */
+  private readonly healing = new Set<Conn>();
   private ports: Set<number>;
   private backupAddrs: Set<string>;
+  private announceConfig: string[] | null;
   private announce: AnnounceAddr[] = [];
   private cmd: PmCommander | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
 
   constructor(
-    config: Pick<Config, 'listeners' | 'steering'>,
+    config: PmConfig,
     private readonly kernel: KernelView,
     private readonly kstate: KernelState,
     private readonly log: Logger,
@@ -94,6 +98,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   ) {
     this.ports = ownPorts(config.listeners);
     this.backupAddrs = backupAddresses(config);
+    this.announceConfig = config.paths.announce;
   }
 
   async start(): Promise<void> {
@@ -131,9 +136,10 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     this.unsubscribe.push(() => this.kernel.off(ev, fn as never));
   }
 
-  async reload(next: Pick<Config, 'listeners' | 'steering'>): Promise<void> {
+  async reload(next: PmConfig): Promise<void> {
     this.ports = ownPorts(next.listeners);
     this.backupAddrs = backupAddresses(next);
+    this.announceConfig = next.paths.announce;
     await this.loadPolicy();
   }
 
@@ -142,6 +148,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.conns.clear();
+    this.healing.clear();
     await this.cmd?.close();
     this.cmd = null;
     // The sysctl goes back with all kernel state (SubflowPlane.stop), or here when only the mode changes.
@@ -165,7 +172,9 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     if (!c) return;
     c.live.set(keyOf(s), { local: s.local, remote: s.remote });
     this.applyBackup(c, s);
-    if (c.lost.delete(s.remote.address)) this.log.info('path healed', { token: token.toString(16), client: s.remote.address, via: s.local.address });
+    if (!c.lost.delete(s.remote.address)) return;
+    if (c.lost.size === 0) this.healing.delete(c);
+    this.log.info('path healed', { token: token.toString(16), client: s.remote.address, via: s.local.address });
   }
 
   subflowClosed(token: number, s: SubflowEnds): void {
@@ -175,6 +184,7 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
     const remaining = [...c.live.values()];
     if (remaining.length === 0 || remaining.some((x) => x.remote.address === s.remote.address)) return;
     c.lost.add(s.remote.address);
+    this.healing.add(c);
     this.log.info('path lost; healing', { token: token.toString(16), client: s.remote.address });
     // The client may still hold subflows to our addresses that it thinks alive (their RST never
     // reached it): an address it has a subflow to is never joined again, so withdraw those first.
@@ -183,6 +193,8 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   }
 
   connectionClosed(token: number): void {
+    const c = this.conns.get(token);
+    if (c) this.healing.delete(c);
     this.conns.delete(token);
   }
 
@@ -195,15 +207,14 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
 
   /** One round of re-announcements for every connection with a lost path. */
   private heal(): void {
-    const healing = [...this.conns.values()].filter((c) => c.lost.size > 0);
-    if (healing.length === 0) {
+    if (this.healing.size === 0) {
       clearInterval(this.timer!);
       this.timer = null;
       return;
     }
     // An address on an interface that is down would send the client's join SYN into its backoff.
     const up = (this.deps.upAddresses ?? upAddresses)();
-    for (const c of healing) for (const a of this.allowed(c)) if (up.has(a.address)) this.run(c, { cmd: 'announce', token: c.token, local: a });
+    for (const c of this.healing) for (const a of this.allowed(c)) if (up.has(a.address)) this.run(c, { cmd: 'announce', token: c.token, local: a });
   }
 
   /** The policy: the announce addresses of the connection's family, other than its initial one. */
@@ -225,8 +236,12 @@ export class UserspacePathManager implements PathManager, PmCallbacks {
   }
 
   private async loadPolicy(): Promise<void> {
+    if (this.announceConfig) {
+      this.announce = this.announceConfig.map((address, i) => ({ id: i + 1, address }));
+      return;
+    }
     try {
-      this.announce = await (this.deps.announceAddresses ?? signalEndpoints)();
+      this.announce = await (this.deps.signalEndpoints ?? signalEndpoints)();
     } catch (e) {
       this.log.warn('userspace path manager: cannot read the signal endpoints; announcing nothing', { error: (e as Error).message });
       this.announce = [];

@@ -60,6 +60,13 @@ test('paths.rtoMaxMs: off by default, a value in the kernel range kept', () => {
   assert.equal(validateConfig({ paths: { rtoMaxMs: 1000 } }).paths.rtoMaxMs, 1000);
 });
 
+test('paths.pathManager kernel by default; paths.announce null by default, addresses in the kernel spelling', () => {
+  assert.deepEqual(validateConfig({}).paths, { rtoMaxMs: null, pathManager: 'kernel', announce: null });
+  const p = validateConfig({ paths: { pathManager: 'userspace', announce: ['10.0.2.1', '2001:DB8:0::1'] } }).paths;
+  assert.equal(p.pathManager, 'userspace');
+  assert.deepEqual(p.announce, ['10.0.2.1', '2001:db8::1']);
+});
+
 test('bad values name the key that is wrong', () => {
   const cases: [unknown, RegExp][] = [
     [{ nope: 1 }, /^nope: unknown key/],
@@ -82,6 +89,11 @@ test('bad values name the key that is wrong', () => {
     // The kernel's own range for net.ipv4.tcp_rto_max_ms.
     [{ paths: { rtoMaxMs: 500 } }, /^paths\.rtoMaxMs: must be an integer in 1000\.\.120000/],
     [{ paths: { bogus: 1 } }, /^paths\.bogus: unknown key/],
+    [{ paths: { pathManager: 'mptcpd' } }, /^paths\.pathManager/],
+    [{ paths: { announce: '10.0.2.1' } }, /^paths\.announce: must be a list/],
+    [{ paths: { announce: ['10.0.2.1', 'nope'] } }, /^paths\.announce\[1\]: "nope" is not an IP address/],
+    [{ paths: { announce: ['127.0.0.1'] } }, /^paths\.announce\[0\]: .*not a unicast address/],
+    [{ paths: { announce: ['10.0.2.1', '10.0.2.1'] } }, /^paths\.announce: lists an address twice/],
   ];
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
 });

@@ -32,18 +32,18 @@ class FakeView extends EventEmitter<KernelViewEventMap> {
 const timing = { receivedAt: 0n, emittedAt: 0n };
 const end = (address: string, port: number): { address: string; port: number } => ({ address, port });
 
-function setup(over: Partial<Pick<Config, 'listeners' | 'steering'>> = {}) {
+function setup(over: Partial<Pick<Config, 'listeners' | 'steering' | 'paths'>> = {}) {
   const view = new FakeView();
   const sent: PmCommand[] = [];
   const up = new Set([P1, P2]);
   const { log, lines } = captureLog();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'upm-kstate-'));
   const kstate = new KernelState(log, dir);
-  const config = { listeners: [{ ...DEFAULTS.listeners[1]!, host: '0.0.0.0', port: PORT }], steering: DEFAULTS.steering, ...over };
+  const config = { listeners: [{ ...DEFAULTS.listeners[1]!, host: '0.0.0.0', port: PORT }], steering: DEFAULTS.steering, paths: DEFAULTS.paths, ...over };
   const pm = new UserspacePathManager(config, view as unknown as KernelView, kstate, log, {
     commands: () => ({ send: (c) => void sent.push(c), close: async () => {} }),
     upAddresses: () => up,
-    announceAddresses: async () => [{ id: 1, address: P2 }, { id: 7, address: '2001:db8::1' }],
+    signalEndpoints: async () => [{ id: 1, address: P2 }, { id: 7, address: '2001:db8::1' }],
   });
   const sub = (type: 'sub-established' | 'sub-closed', local: [string, number], remote: [string, number]) =>
     ({ type, token: TOKEN, family: 4 as const, locId: 0, remId: 0, local: end(...local), remote: end(...remote), backup: false, ifName: null, ...timing });
@@ -68,6 +68,18 @@ describe('userspace path manager', () => {
     assert.deepEqual(s.sent, [{ cmd: 'announce', token: TOKEN, local: { id: 1, address: P2 } }]);
     await s.pm.stop();
     assert.equal(readSysctl('net.mptcp.pm_type'), before);
+  });
+
+  it('paths.announce replaces the signal endpoints: ids by position', async () => {
+    const s = setup({ paths: { ...DEFAULTS.paths, pathManager: 'userspace', announce: [P1, '10.0.3.1', P2] } });
+    dirs.push(s.dir);
+    await s.pm.start();
+    s.established();
+    assert.deepEqual(s.sent, [
+      { cmd: 'announce', token: TOKEN, local: { id: 2, address: '10.0.3.1' } },
+      { cmd: 'announce', token: TOKEN, local: { id: 3, address: P2 } },
+    ]);
+    await s.pm.stop();
   });
 
   it('a backup policy on an address: MP_PRIO on each subflow there as it is established', async () => {
