@@ -4,7 +4,8 @@
  * that accepts announcements). The proxy sets the C flag, so the client joins only addresses the
  * proxy announces: path 2 carries data only because the proxy announced its path-2 address.
  *
- * - a download uses both paths; net.mptcp.pm_type is 1 while the proxy runs and 0 again after;
+ * - a download uses both paths (paths.announce here; the signal endpoint, the default policy, in
+ *   the other cases); net.mptcp.pm_type is 1 while the proxy runs and 0 again after;
  * - a `backup: true` policy on the path-2 address becomes MP_PRIO on each such subflow: path 2
  *   carries under 3 % of the bytes;
  * - healing: the client's path-2 subflow is lost (its address removed and its sockets destroyed;
@@ -79,9 +80,9 @@ describe('userspace path manager: announce, per-subflow backup, healing (testbed
     return { path1: now[0].rxBytes - before[0].rxBytes, path2: now[1].rxBytes - before[1].rxBytes };
   }
 
-  test('announces the signal endpoint per connection: a download uses both paths; pm_type 1 while running, 0 after', async () => {
+  test('announces per connection (paths.announce): a download uses both paths; pm_type 1 while running, 0 after', async () => {
     assert.equal(await pmType(), '0');
-    const px = await startProxy('upm.yaml');
+    const px = await startProxy('upm.yaml', { paths: { pathManager: 'userspace', announce: [tb().addr.proxy2] } });
     let bytes: { path1: number; path2: number };
     try {
       assert.equal(await pmType(), '1', 'the proxy runs its namespace with the userspace PM');
