@@ -126,6 +126,7 @@ export class ProxyApp {
 
   /** Read every open connection's kernel state now (status pages, scrapes). */
   sampleAll(): void {
+    this.fastPath?.refreshLive();
     for (const c of this.openConnections()) sampleConnection(c, this.events);
   }
 

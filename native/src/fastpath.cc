@@ -12,12 +12,16 @@
 // compiled from the one error table (src/core/errors.ts), so they read the same on either path.
 //
 // Descriptors: native owns accepted and upstream fds until it closes them or hands a client fd
-// to JS (which then owns it). Listening fds belong to JS; detach() returns only once no loop
-// watches one any more.
+// to JS (which then owns it). A relayed client's fd number reaches JS in its open record, so
+// the tuner, the registry and status pages read and set its socket options as on the TS path:
+// native closes it only after JS has taken the close record (see Deliver), so the number never
+// names another socket while JS may still use it. Listening fds belong to JS; detach() returns
+// only once no loop watches one any more.
 #include <napi.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -139,7 +143,9 @@ struct Rec {
   uint8_t end;           // 91  relay end (splice_native::EndReason) + 1, 0: no relay
   int32_t err;           // 92
   char dest[64];         // 96
-  char upstream[64];     // 160
+  char upstream[56];     // 160
+  int32_t fd;            // 216 relayed client fd, open until JS has the close record; -1: none
+  uint32_t reserved;     // 220
 };
 static_assert(sizeof(Rec) == 224, "record layout is read by src/fastpath/records.ts");
 
@@ -286,13 +292,15 @@ struct Conn {
   int64_t deadline = 0;  // ms, CLOCK_MONOTONIC
   uint64_t relayId = 0;
   uint64_t written = 0;  // bytes the proxy itself wrote to the client (replies)
+  splice_native::Progress progress;  // relayed bytes, live (read by Live())
   Rec rec{};
 };
 
 struct Cmd {
-  enum Op { Add, Remove, CloseAll } op;
+  enum Op { Add, Remove, CloseAll, CloseFds } op;
   std::shared_ptr<Listener> l;
   std::shared_ptr<std::atomic<int>> pending;
+  std::vector<int> fds;  // CloseFds
 };
 
 std::mutex gAckMu;
@@ -357,6 +365,8 @@ struct Loop {
           delete it->second.second;
           listeners.erase(it);
         }
+      } else if (c.op == Cmd::CloseFds) {
+        for (int fd : c.fds) close(fd);
       } else {
         std::vector<Conn*> all(conns.begin(), conns.end());
         for (Conn* x : all) Finish(x);
@@ -399,6 +409,7 @@ struct Loop {
       r.listener = l.idx;
       r.nid = ++gNextId;
       r.code = -1;
+      r.fd = -1;
       r.subflows = 1;
       int family;
       AddrOf(ss, family, r.clientAddr, r.clientPort);
@@ -523,6 +534,9 @@ struct Loop {
   }
 
   void Dial(Conn* c, const Tables& t) {
+    // A reload since accept may have turned authentication on or the client away: those
+    // dialogues are the TS path's (a SOCKS5 greeting already answered included).
+    if (t.authRequired || !Contains(t.clients, c->rec.clientFamily, c->rec.clientAddr)) return HandOff(c);
     SetDest(c);
     const ParseOut& p = c->po;
     if (!t.ports.empty() && !t.ports[p.port]) return Refuse(c, t.codePortDenied);
@@ -617,13 +631,14 @@ struct Loop {
     MptcpIdentity(c->fd, c->rec.mptcp, c->rec.token, c->rec.subflows);
     Forget(c);
     c->rec.kind = kRecOpen;
+    c->rec.fd = c->fd;
     Publish(c->rec);
     int e;
     {
       // Under the lock: closeAll() must not see the relay before its id is set.
       std::lock_guard<std::mutex> lk(gRelayMu);
       gRelaying.insert(c);
-      e = splice_native::Submit(c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &c->relayId);
+      e = splice_native::Submit(c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &c->relayId, &c->progress);
     }
     if (e) OnRelayDone(c, 0, 0, splice_native::kClientError, e);
   }
@@ -688,20 +703,21 @@ struct Loop {
   }
 };
 
-// On the relay thread: both fds are ours again.
+// On the relay thread: both fds are ours again. The client fd stays open until JS has the close
+// record (Deliver closes it); what the client sees of the end happens now.
 void OnRelayDone(void* ctx, uint64_t up, uint64_t down, int end, int err) {
   auto* c = static_cast<Conn*>(ctx);
   {
     std::lock_guard<std::mutex> lk(gRelayMu);
     gRelaying.erase(c);
   }
-  auto t = CurrentTables();
   MptcpIdentity(c->fd, c->rec.mptcp, c->rec.token, c->rec.subflows);
   // A reset is passed on as a reset (as src/relay/splice-relay.ts does).
   linger rst{1, 0};
   if (end == splice_native::kClientError) setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
   if (end == splice_native::kUpstreamError) setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
-  close(c->fd);
+  // The client's FIN now, not when the fd closes (an RST waits for the close: a few ms).
+  else shutdown(c->fd, SHUT_RDWR);
   close(c->ufd);
   if (c->listener) ReleaseSlot(*c->listener, c->key);
   Rec& r = c->rec;
@@ -746,7 +762,7 @@ void PostAll(Cmd::Op op, const std::shared_ptr<Listener>& l) {
     loops = gLoops;
   }
   auto pending = std::make_shared<std::atomic<int>>(int(loops.size()));
-  for (Loop* lp : loops) lp->cmds.Post(Cmd{op, l, pending});
+  for (Loop* lp : loops) lp->cmds.Post(Cmd{op, l, pending, {}});
   std::unique_lock<std::mutex> lk(gAckMu);
   gAckCv.wait(lk, [&] { return pending->load() == 0; });
 }
@@ -849,8 +865,13 @@ void Deliver(Napi::Env env, Napi::Function cb, std::nullptr_t*, std::nullptr_t*)
     hs.swap(gHandoffs);
     gScheduled = false;
   }
+  // Relayed clients' fds JS may have used until it took their close records (one post per batch).
+  std::vector<int> closing;
+  for (const Rec& r : recs)
+    if (r.kind == kRecClose && r.fd >= 0) closing.push_back(r.fd);
   if (env == nullptr || cb == nullptr) {
     for (Handoff& h : hs) close(h.fd);
+    for (int fd : closing) close(fd);
     return;
   }
   Napi::Buffer<uint8_t> rb = Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(recs.data()), recs.size() * sizeof(Rec));
@@ -871,6 +892,19 @@ void Deliver(Napi::Env env, Napi::Function cb, std::nullptr_t*, std::nullptr_t*)
     ha[i] = x;
   }
   cb.Call({rb, ha});
+  if (closing.empty()) return;
+  Loop* loop;
+  {
+    std::lock_guard<std::mutex> lk(gLoopsMu);
+    loop = gLoops.empty() ? nullptr : gLoops[size_t(closing.front()) % gLoops.size()];
+  }
+  if (!loop) {
+    for (int fd : closing) close(fd);
+    return;
+  }
+  Cmd cmd{Cmd::CloseFds, nullptr, nullptr, {}};
+  cmd.fds = std::move(closing);
+  loop->cmds.Post(std::move(cmd));
 }
 
 int gRefs = 0;
@@ -895,6 +929,10 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   l->idx = info[0].As<Napi::Number>().Uint32Value();
   l->fd = info[1].As<Napi::Number>().Int32Value();
   l->kind = ListenerKind(info[2].As<Napi::Number>().Uint32Value());
+  // A passed socket (socket activation, cluster workers) may be blocking: a loop's accept batch
+  // would then block in accept4() once the queue is empty, and with it every connection it holds.
+  int flags = fcntl(l->fd, F_GETFL);
+  if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK) < 0) return Fail(env, std::string("fastPathAttach: ") + strerror(errno));
   {
     std::lock_guard<std::mutex> lk(gListenersMu);
     gListeners[l->idx] = l;
@@ -941,6 +979,26 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
   }
   for (uint64_t id : ids) splice_native::Abort(id);
   return info.Env().Undefined();
+}
+
+// live(): the bytes of every running native relay, read now: 24 bytes each (native id u64,
+// bytes from the client f64, bytes to the client f64), one call per status read or scrape.
+Napi::Value Live(const Napi::CallbackInfo& info) {
+  std::vector<uint8_t> out;
+  {
+    std::lock_guard<std::mutex> lk(gRelayMu);
+    out.resize(gRelaying.size() * 24);
+    uint8_t* at = out.data();
+    for (Conn* c : gRelaying) {
+      double up = double(c->len) + double(c->progress.bytes[0].load(std::memory_order_relaxed));
+      double down = double(c->written) + double(c->progress.bytes[1].load(std::memory_order_relaxed));
+      memcpy(at, &c->rec.nid, 8);
+      memcpy(at + 8, &up, 8);
+      memcpy(at + 16, &down, 8);
+      at += 24;
+    }
+  }
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), out.data(), out.size());
 }
 
 Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -996,5 +1054,6 @@ void FastPathRegister(Napi::Env env, Napi::Object exports) {
   exports.Set("fastPathRelease", Napi::Function::New(env, Release, "fastPathRelease"));
   exports.Set("fastPathCloseAll", Napi::Function::New(env, CloseAll, "fastPathCloseAll"));
   exports.Set("fastPathStats", Napi::Function::New(env, Stats, "fastPathStats"));
+  exports.Set("fastPathLive", Napi::Function::New(env, Live, "fastPathLive"));
   exports.Set("fastPathParse", Napi::Function::New(env, Parse, "fastPathParse"));
 }

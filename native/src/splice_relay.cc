@@ -133,6 +133,7 @@ struct Pair {
   // Set for relays started from native code: reported to this callback, not to JavaScript.
   splice_native::DoneFn onDone = nullptr;
   void* doneCtx = nullptr;
+  splice_native::Progress* progress = nullptr;  // live byte counts for the native caller
 };
 
 // A pipe of up to `want` bytes; the kernel may refuse large sizes (pipe-max-size, per-user
@@ -416,6 +417,7 @@ class Engine {
       if (n > 0) {
         d.inPipe -= size_t(n);
         d.bytes += uint64_t(n);
+        if (p->progress) p->progress->bytes[&d - p->dir].store(d.bytes, std::memory_order_relaxed);
         budget = budget > size_t(n) ? budget - size_t(n) : 0;
         p->lastActivity = NowMs();
         progress = true;
@@ -654,12 +656,13 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
 
 namespace splice_native {
 
-int Submit(int clientFd, int upstreamFd, int64_t idleMs, size_t pipeSize, DoneFn done, void* ctx, uint64_t* id) {
+int Submit(int clientFd, int upstreamFd, int64_t idleMs, size_t pipeSize, DoneFn done, void* ctx, uint64_t* id, Progress* progress) {
   Engine& eng = Engine::Get();
   if (int err = eng.EnsureStarted()) return err;
   Pair* p = NewPair(clientFd, upstreamFd, idleMs, pipeSize);
   p->onDone = done;
   p->doneCtx = ctx;
+  p->progress = progress;
   *id = p->id;
   eng.Submit(p);
   return 0;

@@ -182,7 +182,7 @@ export const DEFAULTS: Config = {
   upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
   timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
   limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxHeaderLines: 100, maxUdpAssociations: 1_000 },
-  relay: { engine: 'auto', fastPath: 'off', fastPathThreads: 0 },
+  relay: { engine: 'auto', fastPath: 'auto', fastPathThreads: 0 },
   log: { level: 'info', format: 'auto' },
   metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
   sniffer: { interfaces: [] },

@@ -13,6 +13,8 @@ export interface ProxyEventMap {
   'connection-close': [conn: ClientConnection];
   'upstream-connected': [conn: ClientConnection];
   'relay-done': [conn: ClientConnection, result: RelayResult];
+  /** Bytes a relay still running has moved so far, counted as relay-done's (engines that can tell). */
+  'relay-progress': [conn: ClientConnection, bytesUp: number, bytesDown: number];
   /** The connection's fd is open and its MPTCP state was just read: observers may sample it now. */
   'connection-sample': [conn: ClientConnection];
   /**

@@ -48,6 +48,8 @@ export interface FastPathAddon {
   fastPathRelease(listenerId: number, key: Buffer): void;
   fastPathCloseAll(): void;
   fastPathStats(): { active: number; threads: number };
+  /** Bytes of every running native relay: 24 bytes each (native id u64, from client f64, to client f64). */
+  fastPathLive(): Buffer;
   /** The pure handshake parser (tests). */
   fastPathParse(bytes: Buffer, kind: number, maxHeadBytes: number, maxHeaderLines: number): NativeParse;
 }

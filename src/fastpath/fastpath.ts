@@ -106,6 +106,21 @@ export class FastPath {
     return this.addon.fastPathStats().active;
   }
 
+  /**
+   * Live byte counts of the tunnels native relays (one native call, not one per connection), for
+   * status reads and scrapes: /connections and the relay byte metrics see them before they close.
+   */
+  refreshLive(): void {
+    const b = this.addon.fastPathLive();
+    for (let at = 0; at + 24 <= b.length; at += 24) {
+      const conn = this.open.get(Number(b.readBigUInt64LE(at)));
+      if (!conn) continue; // another listener owner's, or its open record is still on its way
+      conn.bytesIn = b.readDoubleLE(at + 8);
+      conn.bytesOut = b.readDoubleLE(at + 16);
+      this.events.emit('relay-progress', conn, conn.bytesIn, conn.bytesOut);
+    }
+  }
+
   /** End every connection native holds (after a drain); their records follow. */
   closeAll(): void {
     this.addon.fastPathCloseAll();

@@ -35,11 +35,13 @@ export interface NativeRecord {
   dest: string | null;
   destPort: number;
   upstream: string | null;
+  /** The relayed client's fd, open until this record's batch is handled; -1: none. */
+  fd: number;
 }
 
-function text(b: Buffer, at: number): string | null {
+function text(b: Buffer, at: number, max: number): string | null {
   const end = b.indexOf(0, at);
-  const s = b.toString('latin1', at, end < 0 || end > at + 64 ? at + 64 : end);
+  const s = b.toString('latin1', at, end < 0 || end > at + max ? at + max : end);
   return s === '' ? null : s;
 }
 
@@ -70,14 +72,19 @@ export function decodeRecords(b: Buffer): NativeRecord[] {
       subflows: b[at + 90]!,
       relayEnd: RELAY_END[b[at + 91]!] ?? null,
       errno: b.readInt32LE(at + 92),
-      dest: text(b, at + 96),
-      upstream: text(b, at + 160),
+      dest: text(b, at + 96, 64),
+      upstream: text(b, at + 160, 56),
+      fd: b.readInt32LE(at + 216),
     });
   }
   return out;
 }
 
-/** Native connections have no JS socket; every ClientConnection getter that reads one is overridden. */
+/**
+ * Native connections have no JS socket; every ClientConnection getter that reads one is
+ * overridden. Their fd is the one native relays on, open as long as the connection is (until
+ * the batch with its close record is handled, see fastpath.cc's Deliver).
+ */
 const NO_SOCKET = new net.Socket();
 
 /** A connection the fast path carries: the same view as any other, filled from its records. */
@@ -90,7 +97,7 @@ export class NativeConnection extends ClientConnection {
     listener: string,
     r: NativeRecord,
   ) {
-    super(NO_SOCKET, listener, -1, r.acceptedNs);
+    super(NO_SOCKET, listener, r.fd, r.acceptedNs);
     this.client = r.client;
     this.port = r.clientPort;
     this.update(r);

@@ -212,9 +212,19 @@ export class ProxyMetrics {
       const s = c.conversionSeconds;
       if (s !== null) this.conversion.observe(s);
     });
-    events.on('relay-done', (_c, r) => {
-      up.inc(r.bytesUp);
-      down.inc(r.bytesDown);
+    // Running relays that report progress are counted as they go; their relay-done adds the rest.
+    const counted = new WeakMap<object, { up: number; down: number }>();
+    events.on('relay-progress', (c, u, d) => {
+      const seen = counted.get(c) ?? { up: 0, down: 0 };
+      if (u > seen.up) up.inc(u - seen.up);
+      if (d > seen.down) down.inc(d - seen.down);
+      counted.set(c, { up: Math.max(u, seen.up), down: Math.max(d, seen.down) });
+    });
+    events.on('relay-done', (c, r) => {
+      const seen = counted.get(c);
+      counted.delete(c);
+      up.inc(Math.max(0, r.bytesUp - (seen?.up ?? 0)));
+      down.inc(Math.max(0, r.bytesDown - (seen?.down ?? 0)));
     });
     events.on('proxy-error', (e) => errors(e.code).inc());
   }

@@ -8,7 +8,10 @@
  *   SOCKS5 greeting native already answered;
  * - every refusal native makes answers byte for byte what the TS path (fast path off) answers;
  * - per-client limits hold across native and handed-off connections, and slots come back;
- * - /connections lists a native tunnel while it is open;
+ * - /connections lists a native tunnel while it is open, with its bytes so far, and the relay
+ *   byte metric counts them before it closes;
+ * - a reload that turns authentication on between a natively answered SOCKS5 greeting and the
+ *   request: one method selection, then the request's refusal (TS path's rules at request time);
  * - the proxy's socket fds return to their baseline after a burst of every kind.
  */
 import assert from 'node:assert/strict';
@@ -24,6 +27,7 @@ import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbe
 import { metricValue } from '../../testkit/metrics';
 import { pickPorts } from '../ops/ports';
 import { sleep } from '../../testkit/sleep';
+import { hashPassword } from '../../src/access/passwords';
 
 const HANDSHAKE_MS = 1_000;
 const DENIED_NET = '192.0.2.0/24';
@@ -212,15 +216,83 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
     assert.ok((await metric(tb(), metricsPort, 'mptcp_proxy_errors_total', 'code="MPX_HANDSHAKE_TIMEOUT"')) >= 6);
   });
 
-  test('/connections lists a native tunnel while it is open', async () => {
+  test('/connections lists a native tunnel while it is open, with live bytes; the byte metric counts them before the close', async () => {
+    const relayed = (dir: string): Promise<number> => metric(tb(), metricsPort, 'mptcp_proxy_relay_bytes_total', `direction="${dir}"`);
+    const [up0, down0] = [await relayed('up'), await relayed('down')];
     const s = net.connect(bridges.socks!);
+    s.on('error', () => {});
     await new Promise((r) => s.once('connect', r));
     s.write(Buffer.from([5, 1, 0, 5, 1, 0, 1, ...ipBytes(server.host), ...portBytes(server.echoPort)]));
-    await new Promise((r) => s.once('data', r));
+    let got = 0;
+    const reply = new Promise((r) => s.once('data', r));
+    s.on('data', (d: Buffer) => (got += d.length));
+    await reply;
+    const payload = Buffer.alloc(100_000, 7);
+    s.write(payload);
+    // 2 (method) + 10 (reply) + the echo of the payload.
+    for (let i = 0; i < 100 && got < 12 + payload.length; i++) await sleep(50);
+    assert.equal(got, 12 + payload.length, 'the echo came back');
     const r = await tb().exec('proxy', ['curl', '-s', `http://127.0.0.1:${metricsPort}/connections`]);
+    const [up1, down1] = [await relayed('up'), await relayed('down')];
     s.destroy();
-    assert.ok(r.stdout.includes(`"destination":"${server.host}:${server.echoPort}"`), r.stdout.slice(0, 800));
-    assert.match(r.stdout, /"protocol":"socks5"/);
+    const conns = (JSON.parse(r.stdout) as { connections: { destination: string; protocol: string; bytesIn: number; bytesOut: number }[] }).connections;
+    const c = conns.find((x) => x.destination === `${server.host}:${server.echoPort}`);
+    assert.ok(c, r.stdout.slice(0, 800));
+    assert.equal(c.protocol, 'socks5');
+    // Greeting 3 + request 10 + payload from the client; method 2 + reply 10 + echo to it.
+    assert.equal(c.bytesIn, 13 + payload.length, JSON.stringify(c));
+    assert.equal(c.bytesOut, 12 + payload.length, JSON.stringify(c));
+    assert.ok(up1 - up0 >= payload.length && down1 - down0 >= payload.length, `relay bytes counted while open: up +${up1 - up0}, down +${down1 - down0}`);
+  });
+
+  test('a reload turning users on after a natively answered SOCKS5 greeting: one answer, then the refusal', async () => {
+    const t = tb();
+    const [port] = pickPorts(1, [httpPort, socksPort, tsHttpPort, tsSocksPort, limPort, metricsPort, limMetricsPort, closedPort]);
+    const file = writeConfig(t, 'reload', 0, port!, '');
+    const body = fs.readFileSync(file, 'utf8').replace(/ {2}- \{ name: http,[^\n]*\n/, '');
+    fs.writeFileSync(file, body);
+    const px = await t.startProxy(['--config', file, '--fast-path', 'on', '--no-metrics']);
+    try {
+      // Its only listener comes from the file: startProxy cannot wait for it.
+      await px.waitForLog((l) => l.message === 'listening', 10_000);
+      const bridge = await t.bridge('client', t.addr.proxy1, port!, { mptcp: true });
+      /** A client that sent a no-auth greeting and read the method selection: `rest` is all it gets until the close. */
+      const greet = async (): Promise<{ s: net.Socket; selection: Buffer; rest: Promise<Buffer> }> => {
+        const s = net.connect(bridge);
+        const chunks: Buffer[] = [];
+        s.on('data', (d: Buffer) => chunks.push(d));
+        s.on('error', () => {});
+        await new Promise((r) => s.once('connect', r));
+        s.write(Buffer.from([5, 1, 0]));
+        for (let i = 0; i < 200 && Buffer.concat(chunks).length < 2; i++) await sleep(20);
+        const selection = Buffer.concat(chunks.splice(0));
+        return { s, selection, rest: new Promise((resolve) => s.once('close', () => resolve(Buffer.concat(chunks)))) };
+      };
+      const name = Buffer.from(server.host);
+      const requests = [
+        Buffer.from([5, 1, 0, 1, ...ipBytes(server.host), ...portBytes(server.httpPort)]), // native would dial it
+        Buffer.from([5, 1, 0, 3, name.length, ...name, ...portBytes(server.httpPort)]), // handed to TS (a name)
+      ];
+      const clients = [await greet(), await greet()];
+      for (const c of clients) assert.deepEqual([...c.selection], [5, 0], 'greeting answered natively');
+      fs.writeFileSync(file, body.replace('access:\n', `access:\n  users: [{ name: u, password: "${hashPassword('p', 1024)}" }]\n`));
+      const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
+      const before = reloads();
+      px.proc.kill('SIGHUP');
+      for (let i = 0; i < 200 && reloads() === before; i++) await sleep(50);
+      assert.equal(reloads(), before + 1, 'the reload was applied');
+      clients.forEach((c, i) => c.s.write(requests[i]!));
+      for (const c of clients) {
+        const rest = await c.rest;
+        assert.deepEqual([...rest], [5, 2, 0, 1, 0, 0, 0, 0, 0, 0], `after the one method selection, the request's refusal ("not allowed"): ${rest.toString('hex')}`);
+      }
+      // A greeting after the reload meets the users: no acceptable method without username/password.
+      const late = await greet();
+      assert.deepEqual([...late.selection], [5, 0xff]);
+      late.s.destroy();
+    } finally {
+      await px.stop();
+    }
   });
 
   test('per-client limit: native and handed-off connections share it, refusals are counted, slots come back', async () => {

@@ -1,6 +1,7 @@
 /**
- * Choosing the fast path: off never loads it, auto without the addon (or with the stream
- * engine) falls back to the TS path, on without it refuses to start; its tables carry the access
+ * Choosing the fast path: auto (the default) takes it when the addon loads, and without the
+ * addon (or with the stream engine) falls back to the TS path; off never loads it; on without
+ * it refuses to start; its tables carry the access
  * ranges and the refusal bytes of the one error table.
  */
 import assert from 'node:assert/strict';
@@ -33,8 +34,9 @@ describe('fast path selection and tables', () => {
   const missing = path.join(os.tmpdir(), `no-fast-path-${process.pid}.node`);
   const create = (relay: object): FastPath | null => FastPath.create(validateConfig({ relay }), new ProxyEvents(), silentLogger(), new client.Counter({ name: 'fast_path_test_total', help: 'test', labelNames: ['path'] as const, registers: [] }));
 
-  it('off (the default) never loads the addon', () => {
-    assert.equal(validateConfig({}).relay.fastPath, 'off');
+  it('auto is the default and takes the fast path when the addon loads; off never loads the addon', () => {
+    assert.equal(validateConfig({}).relay.fastPath, 'auto');
+    assert.ok(create({}) instanceof FastPath);
     assert.equal(withAddon(missing, () => create({ fastPath: 'off' })), null);
   });
 

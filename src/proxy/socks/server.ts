@@ -122,7 +122,7 @@ class SocksSession {
     const { methods } = await this.reader.read(parseSocks5Greeting);
     if (!this.ctx.access.clientAllowed(this.conn.clientAddress) && methods.includes(Socks5Method.NoAuth)) {
       // Refuse where the protocol can say why: REP 0x02 "not allowed by ruleset" to the request.
-      this.conn.socket.write(encodeMethodSelection(Socks5Method.NoAuth));
+      if (!this.greeted) this.conn.socket.write(encodeMethodSelection(Socks5Method.NoAuth));
       this.refusalReply = (err) => encodeSocks5Reply(err.mapping.socks5);
       // Whatever the request says, a denied client learns nothing but "denied".
       await this.reader.read(parseSocks5Request).catch(() => null);
@@ -140,6 +140,13 @@ class SocksSession {
       if (!methods.includes(Socks5Method.NoAuth)) throw new ProxyError(ErrorCode.BadRequest, `no acceptable method among [${methods.join(', ')}]`);
       if (!this.greeted) socket.write(encodeMethodSelection(Socks5Method.NoAuth));
       return;
+    }
+    if (this.greeted) {
+      // The fast path chose "no authentication" before a reload turned it on: the method is
+      // answered already, so the request gets the refusal.
+      this.refusalReply = (err) => encodeSocks5Reply(err.mapping.socks5);
+      await this.reader.read(parseSocks5Request);
+      throw new ProxyError(ErrorCode.AuthRequired, 'authentication turned on after the fast path answered the greeting');
     }
     if (!methods.includes(Socks5Method.UserPass)) throw new ProxyError(ErrorCode.AuthRequired, 'client did not offer username/password');
     socket.write(encodeMethodSelection(Socks5Method.UserPass));
