@@ -24,6 +24,9 @@ else
 fi
 if [ "$mode" != unit ]; then
   run $e2e_files || status=1
+  # The default takes the native fast path where it applies: the files that exercise the data
+  # path run once more on the TS path (fastpath.test.ts sets each of its proxies itself).
+  MPTCP_PROXY_TEST_FAST_PATH=off run $(printf 'dist/test/e2e/%s.test.js ' socks core-http ops-fuzz ops-limits) || status=1
   # The native fast path's parser once more, under AddressSanitizer (its own build of the addon).
   if [ -f native/binding.gyp ]; then FASTPATH_FUZZ_CASES=${FASTPATH_FUZZ_CASES:-5000} bash scripts/asan-fuzz.sh || status=1; fi
 fi
