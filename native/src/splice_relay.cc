@@ -249,6 +249,7 @@ class Engine {
   void Post(Cmd c) { cmds_.Post(c); }
 
   static void* ThreadMain(void* self) {
+    pthread_setname_np(pthread_self(), "mpx-splice");
     static_cast<Engine*>(self)->Loop();
     return nullptr;
   }
