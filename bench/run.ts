@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every figure of issue 6 side by side, in one run on one machine.
  *
- *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--subjects s1,s2] [--repeats N] [--publish]
+ *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--subjects s1,s2] [--repeats N] [--rate N] [--count N] [--publish]
  *
  * --quick     seconds-long sizes, one run each, no external scripts: for CI (no thresholds enforced)
  * --out       where results-<date>.json and the SVG charts go (default bench/out)
@@ -10,6 +10,7 @@
  *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
  * --rate N    new connections per second in the latency workload (default 1000, the target's)
+ * --count N   tunnels per latency burst (default 3000; 10000 for the CPU-per-tunnel target)
  * --host      run in the host's network namespace. By default everything runs inside a private
  *             namespace (loopback only, its own MPTCP state): the host's MPTCP blackhole
  *             detection, once tripped by SYN losses anywhere on the host, silently turns every
@@ -74,7 +75,7 @@ function machine(): Machine {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, host: { type: 'boolean' }, rate: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, repeats: { type: 'string' }, subjects: { type: 'string' }, netns: { type: 'boolean' }, host: { type: 'boolean' }, rate: { type: 'string' }, count: { type: 'string' }, publish: { type: 'boolean' }, render: { type: 'string' } },
   });
   if (values.render) {
     const res = JSON.parse(fs.readFileSync(values.render, 'utf8')) as BenchResults;
@@ -87,6 +88,7 @@ async function main(): Promise<number> {
   const plan = { ...(values.quick ? QUICK : FULL) };
   if (values.repeats) plan.repeats = plan.bulkRepeats = Math.max(1, Number(values.repeats));
   if (values.rate) plan.latencyRate = Math.max(1, Number(values.rate));
+  if (values.count) plan.latencyCount = Math.max(1, Number(values.count));
   // Quick mode leaves out other engineers' scripts (each builds its own testbed; they have their
   // own tests) unless asked for with --only.
   const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES.filter((w) => !(values.quick && w === 'external'))) as WorkloadName[]);

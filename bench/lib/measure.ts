@@ -3,6 +3,7 @@
  * run's headline figure, and report the best run's figures as a Row. A subject that cannot start
  * (not installed, exits at once) is tried once and reported with the reason.
  */
+import os from 'node:os';
 import { bestOf, type Row } from './results';
 
 export interface Measured {
@@ -24,7 +25,10 @@ export async function measure(spec: MeasureSpec, s: Pick<Row, 'label' | 'kind'> 
   let note: string | undefined;
   for (let i = 0; i < spec.repeats; i++) {
     try {
-      runs.push(await once());
+      const m = await once();
+      // The machine is shared: each figure carries the 1-minute load average it was taken under.
+      m.extra.load1 = os.loadavg()[0]!;
+      runs.push(m);
     } catch (e) {
       note = (e as Error).message.split('\n')[0].slice(0, 300);
       if (runs.length === 0 && /not installed|exited before/.test(note)) break;

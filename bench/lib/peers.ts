@@ -38,6 +38,8 @@ export const SUBJECTS: readonly Subject[] = [
   { id: 'ours-connect-stream', label: 'mptcp-proxy CONNECT stream', kind: 'ours', mode: 'connect', server: 'ours-stream', listener: 'http' },
   { id: 'ours-socks-stream', label: 'mptcp-proxy SOCKS5 stream', kind: 'ours', mode: 'socks5', server: 'ours-stream', listener: 'socks' },
   { id: 'ours-forward', label: 'mptcp-proxy HTTP forward', kind: 'ours', mode: 'forward', server: 'ours-splice', listener: 'http' },
+  // Forward requests are handed from native to the TS front end once per connection.
+  { id: 'ours-forward-fast', label: 'mptcp-proxy HTTP forward, fast path on', kind: 'ours', mode: 'forward', server: 'ours-fast', listener: 'http' },
   { id: 'dante', label: 'Dante SOCKS5 (mptcpize)', kind: 'peer', mode: 'socks5', server: 'dante', listener: 'socks' },
   { id: 'squid-forward', label: 'Squid HTTP forward (mptcpize)', kind: 'peer', mode: 'forward', server: 'squid', listener: 'http' },
   { id: 'squid-connect', label: 'Squid CONNECT (mptcpize)', kind: 'peer', mode: 'connect', server: 'squid', listener: 'http' },

@@ -15,7 +15,7 @@ import { sleep } from '../../testkit/sleep';
 
 const TOOL = path.join(REPO_ROOT, 'dist/bench/tools/latency-client.js');
 
-export const CONCURRENCY_SUBJECTS: readonly Subject[] = ['ours-connect-splice', 'ours-connect-stream', 'squid-connect', 'haproxy', 'node-pipe'].map(subject);
+export const CONCURRENCY_SUBJECTS: readonly Subject[] = ['ours-connect-splice', 'ours-connect-fast', 'ours-connect-stream', 'squid-connect', 'haproxy', 'node-pipe'].map(subject);
 
 /** Tunnels one process can carry under this machine's descriptor limit (two per tunnel, plus slack). */
 export const maxTunnels = (): number => Math.floor((NOFILE - 200) / 2);

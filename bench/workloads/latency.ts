@@ -2,7 +2,8 @@
  * Conversion latency from packet timestamps: tcpdump on lo (nanosecond stamps) while a client
  * opens new tunnels at a fixed rate through a subject to an echo server. Four figures per
  * subject: client SYN → upstream SYN, last request byte → upstream SYN, first byte in → out
- * (client to server) and back (server to client). The prototype's 7.8 ms / 15.3 ms sit beside.
+ * (client to server) and back (server to client); and the subject's CPU per tunnel over the
+ * captured burst (user + system of its process tree). The prototype's 7.8 ms / 15.3 ms sit beside.
  * The RFC 8803 Convert subject's client (bench/tools/convert-client.py --burst) puts its message
  * and ID line in the MPTCP SYN with TCP Fast Open, so its request time is its SYN's.
  */
@@ -13,7 +14,7 @@ import { conversionLatency, p50p99, readPcap } from '../lib/capture';
 import { measure, type Measured } from '../lib/measure';
 import { inBenchNetns } from '../lib/netns';
 import { CONVERT_DEST_ADDR, CONVERT_SUBJECT, SUBJECTS, type Servers, type Subject } from '../lib/peers';
-import { Daemon, have, run, withNofile } from '../lib/proc';
+import { Daemon, have, run, treeCpuSeconds, withNofile } from '../lib/proc';
 import type { Row } from '../lib/results';
 import { sleep } from '../../testkit/sleep';
 
@@ -75,7 +76,7 @@ export async function latency(servers: Servers, o: { count: number; rate: number
         higherIsBetter: false,
         repeats: o.repeats,
         describe: (b: Measured) =>
-          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms (${b.extra.n} conns, ${b.extra.errors} errors)`,
+          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
       };
       const row = await measure(
         spec,
@@ -116,7 +117,8 @@ async function startConvertEcho(): Promise<{ daemon: Daemon; port: number }> {
 
 async function once(servers: Servers, s: Subject, echoPort: number, o: { count: number; rate: number; dir: string }): Promise<Measured> {
   // HAProxy relays to one fixed backend: its own instance aimed at the echo server.
-  const port = s.id === 'haproxy' ? (await servers.haproxyTo(echoPort)).ports.tcp! : await servers.port(s);
+  const srv = s.id === 'haproxy' ? await servers.haproxyTo(echoPort) : await servers.get(s.server);
+  const port = s.id === 'haproxy' ? srv.ports.tcp! : await servers.port(s);
   const burst = (count: number): ReturnType<typeof run> =>
     run(
       s.mode === 'convert'
@@ -130,7 +132,15 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   // ~120 functions during a capture after a 1,000-tunnel warm-up); a cold subject queues its
   // first seconds of connections and never catches up at this rate.
   await burst(o.count);
-  const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], () => burst(o.count));
+  let cpu = 0;
+  const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], async () => {
+    const cpu0 = treeCpuSeconds(srv.daemon.pid);
+    const r = await burst(o.count);
+    // The last tunnels' closes are the subject's work too: wait for them before reading.
+    await sleep(500);
+    cpu = treeCpuSeconds(srv.daemon.pid) - cpu0;
+    return r;
+  });
   const tally = /^\{.*\}$/m.exec(result.stdout);
   if (result.code !== 0 || !tally) throw new Error(`latency client exit ${result.code}: ${result.stderr.trim().slice(-300)}`);
   const t = JSON.parse(tally[0]) as { ok: number; errors: number; firstError: string | null };
@@ -143,7 +153,7 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   const back = p50p99(lat.back);
   return {
     value: syn.p50!,
-    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate },
+    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count },
   };
 }
 
@@ -158,7 +168,7 @@ function splitLatencyRow(r: Row): Row[] {
     extra: { p50: p50 ?? null, p99: p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, rate: e.rate ?? null },
   });
   return [
-    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null } },
+    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null } },
     derived('latency-request', e.reqP50, e.reqP99),
     derived('latency-data', e.dataP50, e.dataP99),
     derived('latency-back', e.backP50, e.backP99),
