@@ -174,7 +174,7 @@ export class ProxyApp {
       l.close();
       l.destroyAll();
     }
-    this.fastPath?.closeAll();
+    await this.fastPath?.closeAll();
     this.tuner.stop();
     this.limitLog.flush();
   }

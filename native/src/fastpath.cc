@@ -904,14 +904,16 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
 }
 
 // The batch callback: (records: Buffer, handoffs: object[]).
-void Deliver(Napi::Env env, Napi::Function cb, std::nullptr_t*, std::nullptr_t*) {
+// Everything queued so far to cb: from the thread-safe call, or from flush() (`scheduled` false:
+// a call still pending then finds the queue empty).
+void DeliverQueued(Napi::Env env, Napi::Function cb, bool scheduled) {
   std::vector<Rec> recs;
   std::vector<Handoff> hs;
   {
     std::lock_guard<std::mutex> lk(gQueueMu);
     recs.swap(gRecs);
     hs.swap(gHandoffs);
-    gScheduled = false;
+    if (scheduled) gScheduled = false;
   }
   // Relayed clients' fds JS may have used until it took their close records (one post per batch).
   std::vector<int> closing;
@@ -955,6 +957,17 @@ void Deliver(Napi::Env env, Napi::Function cb, std::nullptr_t*, std::nullptr_t*)
   loop->cmds.Post(std::move(cmd));
 }
 
+void Deliver(Napi::Env env, Napi::Function cb, std::nullptr_t*, std::nullptr_t*) { DeliverQueued(env, cb, true); }
+
+Napi::FunctionReference gDeliverRef;
+
+// flush(): what is queued goes to the deliver callback now (at stop: records must not wait for a
+// loop turn the process may not have).
+Napi::Value FlushNow(const Napi::CallbackInfo& info) {
+  if (!gDeliverRef.IsEmpty()) DeliverQueued(info.Env(), gDeliverRef.Value(), false);
+  return info.Env().Undefined();
+}
+
 int gRefs = 0;
 
 // init(deliver, threads): once per process.
@@ -963,6 +976,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsNumber()) return Fail(env, "fastPathInit(deliver, threads)");
   if (gTsfnSet) return Fail(env, "fast path already initialised");
   gTyped = Tsfn::New(env, info[0].As<Napi::Function>(), "mptcp-fast-path", 0, 1);
+  gDeliverRef = Napi::Persistent(info[0].As<Napi::Function>());
   gTyped.Unref(env);
   gTsfnSet = true;
   if (int e = StartLoops(std::max<size_t>(1, info[1].As<Napi::Number>().Uint32Value()))) return Fail(env, std::string("fast path threads: ") + strerror(e));
@@ -1103,5 +1117,6 @@ void FastPathRegister(Napi::Env env, Napi::Object exports) {
   exports.Set("fastPathCloseAll", Napi::Function::New(env, CloseAll, "fastPathCloseAll"));
   exports.Set("fastPathStats", Napi::Function::New(env, Stats, "fastPathStats"));
   exports.Set("fastPathLive", Napi::Function::New(env, Live, "fastPathLive"));
+  exports.Set("fastPathFlush", Napi::Function::New(env, FlushNow, "fastPathFlush"));
   exports.Set("fastPathParse", Napi::Function::New(env, Parse, "fastPathParse"));
 }

@@ -50,6 +50,8 @@ export interface FastPathAddon {
   fastPathStats(): { active: number; threads: number };
   /** Bytes of every running native relay: 24 bytes each (native id u64, from client f64, to client f64). */
   fastPathLive(): Buffer;
+  /** Hands everything queued to the deliver callback now, on this thread. */
+  fastPathFlush(): void;
   /** The pure handshake parser (tests). */
   fastPathParse(bytes: Buffer, kind: number, maxHeadBytes: number, maxHeaderLines: number): NativeParse;
 }

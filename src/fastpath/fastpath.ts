@@ -15,6 +15,7 @@ import { refuse } from '../proxy/refusal';
 import type { Logger } from '../log/logger';
 import { ConfigError } from '../config/config-error';
 import { closeFd } from '../sys/socket';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LISTENER_KIND, loadFastPathAddon, type FastPathAddon, type FastPathListenerKind, type NativeHandoff } from './addon';
 import { compileTables } from './tables';
 import { decodeRecords, NativeConnection, RecordKind, type NativeRecord } from './records';
@@ -121,9 +122,15 @@ export class FastPath {
     }
   }
 
-  /** End every connection native holds (after a drain); their records follow. */
-  closeAll(): void {
+  /**
+   * End every connection native holds (after a drain), and wait (up to waitMs) until their
+   * records are in: records otherwise wait for a batch the stopping process may never run.
+   */
+  async closeAll(waitMs = 1_000): Promise<void> {
     this.addon.fastPathCloseAll();
+    const deadline = Date.now() + waitMs;
+    while (this.active > 0 && Date.now() < deadline) await sleep(10);
+    this.addon.fastPathFlush();
   }
 
   handoff(h: NativeHandoff): void {
