@@ -68,6 +68,38 @@ export interface PolicyConfig {
   share?: string;
   uplink?: string;
   backup?: boolean;
+  /** ATSSS steering mode over `paths` (src/steering/modes.ts). */
+  mode?: SteeringModeConfig;
+}
+
+export type SteeringModeName = 'active-standby' | 'smallest-delay' | 'load-balance' | 'priority';
+export const STEERING_MODES: readonly SteeringModeName[] = ['active-standby', 'smallest-delay', 'load-balance', 'priority'];
+
+/** One path of a mode: a name and what puts a subflow on it (at least one key). */
+export interface ModePath {
+  name: string;
+  client?: string;
+  local?: string;
+  interface?: string;
+  /** An uplink: its interface, and its health probe says whether the path is up. */
+  uplink?: string;
+}
+
+export interface SteeringModeConfig {
+  name: SteeringModeName;
+  /** In order of preference: the first is active (active-standby) or preferred (priority). */
+  paths: ModePath[];
+  /** load-balance: byte-share weight per path name (all paths, > 0). */
+  weights?: Record<string, number>;
+  /** priority: the preferred path is left when its RTT (ms) or retransmitted share (%) is over these. */
+  rttThresholdMs?: number;
+  lossThresholdPercent?: number;
+  /** smallest-delay: another path must be this much faster (ms) to take over; priority: the margin under the threshold to return. */
+  hysteresisMs: number;
+  /** How long a path must look better (ms) before the mode switches to it. */
+  holdMs: number;
+  /** HTB cap of a standby path's subflows where the kernel cannot mark them backup (bits/s). */
+  standbyRate: number;
 }
 
 export interface ProbeConfig {
@@ -100,6 +132,13 @@ export const STEERING_KEYS = ['policies', 'uplinks'] as const;
 export const MAX_UPLINKS = 32;
 
 export const PROBE_DEFAULTS = { port: 7, intervalMs: 200, timeoutMs: 500, downAfter: 3, upAfter: 3 } as const;
+
+/**
+ * Mode defaults: hold 1 s; smallest-delay needs 10 ms. Standby cap: 500 kbit/s is 1 % of a
+ * 50 Mbit/s active path; smallest-delay's 2 Mbit/s keeps the standby's own queue (its RTT
+ * reading) within the leaf's 50 ms (sys/tc.ts leafLimitBytes).
+ */
+export const MODE_DEFAULTS = { hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000, standbyRateSmallestDelay: 2_000_000 } as const;
 
 /** Rates below this make HTB misbehave; above, nothing here can send that fast. */
 const MIN_RATE = 1_000;
@@ -218,7 +257,7 @@ function validateUplink(raw: unknown, r: Reader): UplinkConfig {
 
 function validatePolicy(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): PolicyConfig {
   if (!isObject(raw)) return r.fail('must be a mapping with name, match and actions');
-  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'direction', 'share', 'uplink', 'backup'], r);
+  onlyKeys(raw, ['name', 'match', 'rate', 'ceil', 'direction', 'share', 'uplink', 'backup', ...MODE_KEYS], r);
   const name = str(raw, 'name', r) ?? r.at('name').fail('is required');
   const p: PolicyConfig = { name, match: validateMatch(raw.match, r.at('match')) };
   const rt = rate(raw, 'rate', r);
@@ -254,7 +293,71 @@ function validatePolicy(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): 
     }
     p.backup = backup as boolean;
   }
+  if (raw.mode !== undefined) {
+    if (p.rate !== undefined || p.uplink !== undefined || p.backup) r.at('mode').fail('a mode sets rates, uplinks and backup itself: drop rate/ceil/uplink/backup from this policy');
+    p.mode = validateMode(raw, r, uplinks);
+  } else for (const k of MODE_KEYS.slice(1)) if (raw[k] !== undefined) r.at(k).fail('needs a mode');
   return p;
+}
+
+const MODE_KEYS = ['mode', 'paths', 'weights', 'rttThresholdMs', 'lossThresholdPercent', 'hysteresisMs', 'holdMs', 'standbyRate'] as const;
+
+function validateModePath(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): ModePath {
+  if (!isObject(raw)) return r.fail('must be a mapping with a name and client, local, interface or uplink');
+  onlyKeys(raw, ['name', 'client', 'local', 'interface', 'uplink'], r);
+  const name = str(raw, 'name', r) ?? r.at('name').fail('is required');
+  const p: ModePath = { name };
+  const client = cidr(raw, 'client', r);
+  const local = cidr(raw, 'local', r);
+  const iface = interfaceName(raw, 'interface', r);
+  const uplink = str(raw, 'uplink', r);
+  if (client !== undefined) p.client = client;
+  if (local !== undefined) p.local = local;
+  if (iface !== undefined) p.interface = iface;
+  if (uplink !== undefined) {
+    if (!uplinks.has(uplink)) r.at('uplink').fail(`"${uplink}" is not a configured uplink`);
+    p.uplink = uplink;
+  }
+  if (Object.keys(p).length === 1) r.fail('needs client, local, interface or uplink to tell its subflows');
+  return p;
+}
+
+function validateMode(raw: Raw, r: Reader, uplinks: ReadonlySet<string>): SteeringModeConfig {
+  const name = raw.mode as SteeringModeName;
+  if (!STEERING_MODES.includes(name)) r.at('mode').fail(`must be one of: ${STEERING_MODES.join(', ')}`);
+  if (!Array.isArray(raw.paths) || raw.paths.length < 2) r.at('paths').fail('must list at least two paths');
+  const paths = (raw.paths as unknown[]).map((p, i) => validateModePath(p, r.at(`paths[${i}]`), uplinks));
+  const names = new Set<string>();
+  paths.forEach((p, i) => {
+    if (names.has(p.name)) r.at(`paths[${i}]`).at('name').fail(`"${p.name}" is used twice`);
+    names.add(p.name);
+  });
+  const standby = rate(raw, 'standbyRate', r);
+  const m: SteeringModeConfig = {
+    name,
+    paths,
+    hysteresisMs: int(raw, 'hysteresisMs', MODE_DEFAULTS.hysteresisMs, r, 0, 60_000),
+    holdMs: int(raw, 'holdMs', MODE_DEFAULTS.holdMs, r, 0, 600_000),
+    standbyRate: standby ?? (name === 'smallest-delay' ? MODE_DEFAULTS.standbyRateSmallestDelay : MODE_DEFAULTS.standbyRate),
+  };
+  const w = raw.weights;
+  if (name === 'load-balance') {
+    if (!isObject(w)) return r.at('weights').fail('load-balance needs weights: a mapping of path name to weight');
+    for (const k of Object.keys(w)) if (!names.has(k)) r.at('weights').at(k).fail(`is not a path of this policy (paths: ${[...names].join(', ')})`);
+    m.weights = Object.fromEntries(paths.map((p) => [p.name, int(w, p.name, -1, r.at('weights'), 1, 1000)]));
+    for (const [k, v] of Object.entries(m.weights)) if (v < 0) r.at('weights').at(k).fail('is required (an integer in 1..1000)');
+  } else if (w !== undefined) r.at('weights').fail('only load-balance takes weights');
+  const rtt = raw.rttThresholdMs;
+  const loss = raw.lossThresholdPercent;
+  if (name === 'priority') {
+    if (rtt === undefined && loss === undefined) r.at('mode').fail('priority needs rttThresholdMs or lossThresholdPercent');
+    if (rtt !== undefined) m.rttThresholdMs = int(raw, 'rttThresholdMs', 0, r, 1, 60_000);
+    if (loss !== undefined) {
+      if (typeof loss !== 'number' || !(loss > 0 && loss <= 100)) r.at('lossThresholdPercent').fail('must be a number in (0, 100]');
+      m.lossThresholdPercent = loss as number;
+    }
+  } else if (rtt !== undefined || loss !== undefined) r.at(rtt !== undefined ? 'rttThresholdMs' : 'lossThresholdPercent').fail('only priority takes thresholds');
+  return m;
 }
 
 /** Validate the steering sections of the raw config document. */

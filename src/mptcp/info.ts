@@ -19,6 +19,8 @@ export function decodeMptcpIdentity(b: Buffer): MptcpIdentity | null {
 
 export interface TcpInfo {
   state: number;
+  /** Retransmission timeouts backed off since the last new ACK (icsk_backoff): > 0 while a timeout is pending. */
+  backoff: number;
   /** Smoothed RTT and its variance, microseconds. */
   rttUs: number;
   rttVarUs: number;
@@ -28,6 +30,7 @@ export interface TcpInfo {
   pmtu: number;
   sndCwnd: number;
   totalRetrans: number;
+  segsOut: number;
   bytesAcked: bigint;
   bytesReceived: bigint;
   bytesSent: bigint;
@@ -39,6 +42,7 @@ export function decodeTcpInfo(b: Buffer): TcpInfo | null {
   const u64 = (off: number): bigint => (b.length >= off + 8 ? b.readBigUInt64LE(off) : 0n);
   return {
     state: b.readUInt8(0),
+    backoff: b.readUInt8(4),
     sndMss: b.readUInt32LE(16),
     pmtu: b.readUInt32LE(60),
     rttUs: b.readUInt32LE(68),
@@ -48,6 +52,7 @@ export function decodeTcpInfo(b: Buffer): TcpInfo | null {
     totalRetrans: b.readUInt32LE(100),
     bytesAcked: u64(120),
     bytesReceived: u64(128),
+    segsOut: b.length >= 140 ? b.readUInt32LE(136) : 0,
     minRttUs: b.length >= 152 ? b.readUInt32LE(148) : 0,
     deliveryRate: u64(160),
     bytesSent: u64(200),

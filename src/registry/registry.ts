@@ -33,6 +33,12 @@ export interface Subflow {
   bytesRx: number;
   rttUs: number | null;
   mss: number | null;
+  /** From the kernel's tcp_info (null until sampled): the steering modes' loss and failure signals. */
+  retransSegs: number | null;
+  segsOut: number | null;
+  backoff: number | null;
+  /** When the kernel's counters were last read (ms since epoch), null before. */
+  sampledAt: number | null;
   source: Source;
   /** Why it closed, when the kernel said (SUB_CLOSED): the subflow's socket error and the peer's MP_TCPRST reason. */
   closeError: number | null;
@@ -79,6 +85,9 @@ export interface SubflowCounters {
   bytesRx: number;
   rttUs?: number | null;
   mss?: number | null;
+  retransSegs?: number;
+  segsOut?: number;
+  backoff?: number;
 }
 
 const keyOf = (local: HostPort, remote: HostPort): string => subflowKey(local.host, local.port, remote.host, remote.port);
@@ -138,6 +147,10 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
       bytesRx: 0,
       rttUs: null,
       mss: null,
+      retransSegs: null,
+      segsOut: null,
+      backoff: null,
+      sampledAt: null,
       source: s.source,
       closeError: null,
       resetReason: null,
@@ -157,6 +170,10 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     sub.bytesRx = Math.max(sub.bytesRx, n.bytesRx);
     if (n.rttUs !== undefined) sub.rttUs = n.rttUs;
     if (n.mss !== undefined) sub.mss = n.mss;
+    if (n.retransSegs !== undefined) sub.retransSegs = n.retransSegs;
+    if (n.segsOut !== undefined) sub.segsOut = n.segsOut;
+    if (n.backoff !== undefined) sub.backoff = n.backoff;
+    if (source === 'kernel') sub.sampledAt = Date.now();
     if (sub.interface && (dTx > 0 || dRx > 0)) {
       const p = this.pathBytes.get(sub.interface) ?? { rx: 0, tx: 0 };
       p.tx += dTx;

@@ -4,7 +4,7 @@
  * authenticated user, no destination yet) does not match.
  */
 import { CidrSet, normalizeIpLiteral, unmapIPv6 } from '../core/address';
-import type { PolicyConfig } from '../config/steering';
+import type { ModePath, PolicyConfig } from '../config/steering';
 
 /** Everything a policy can match on, for one subflow. */
 export interface SubflowSubject {
@@ -25,6 +25,8 @@ export interface CompiledPolicy {
   readonly index: number;
   readonly config: PolicyConfig;
   matches(s: SubflowSubject): boolean;
+  /** A mode policy: the name of the first of its paths the subflow is on (null: none, and then the policy does not match). */
+  pathOf(s: SubflowSubject): string | null;
 }
 
 type Test = (s: SubflowSubject) => boolean;
@@ -55,7 +57,26 @@ function destinationTest(dest: string): Test {
   return (s) => s.destinationHost !== null && normalizeIpLiteral(s.destinationHost) === null && domainMatches(dest, s.destinationHost);
 }
 
-export function compilePolicy(config: PolicyConfig, index: number): CompiledPolicy {
+/** What puts a subflow on a mode's path: every key the path names. */
+function pathTest(p: ModePath, uplinkInterfaces: ReadonlyMap<string, string>): Test {
+  const tests: Test[] = [];
+  if (p.client !== undefined) {
+    const set = new CidrSet([p.client]);
+    tests.push((s) => ipIn(set, unmapIPv6(s.client)));
+  }
+  if (p.local !== undefined) {
+    const set = new CidrSet([p.local]);
+    tests.push((s) => ipIn(set, unmapIPv6(s.local)));
+  }
+  if (p.interface !== undefined) tests.push((s) => s.interface === p.interface);
+  if (p.uplink !== undefined) {
+    const dev = uplinkInterfaces.get(p.uplink);
+    tests.push((s) => dev !== undefined && s.interface === dev);
+  }
+  return (s) => tests.every((t) => t(s));
+}
+
+export function compilePolicy(config: PolicyConfig, index: number, uplinkInterfaces: ReadonlyMap<string, string> = new Map()): CompiledPolicy {
   const m = config.match;
   const tests: Test[] = [];
   if (m.client !== undefined) {
@@ -71,11 +92,15 @@ export function compilePolicy(config: PolicyConfig, index: number): CompiledPoli
   if (m.destination !== undefined) tests.push(destinationTest(m.destination));
   if (m.user !== undefined) tests.push((s) => s.user === m.user);
   if (m.listener !== undefined) tests.push((s) => s.listener === m.listener);
-  return { index, config, matches: (s) => tests.every((t) => t(s)) };
+  const paths = (config.mode?.paths ?? []).map((p) => [p.name, pathTest(p, uplinkInterfaces)] as const);
+  const pathOf = (s: SubflowSubject): string | null => paths.find(([, t]) => t(s))?.[0] ?? null;
+  // A subflow on none of a mode's paths is left to the policies after it.
+  if (config.mode) tests.push((s) => pathOf(s) !== null);
+  return { index, config, matches: (s) => tests.every((t) => t(s)), pathOf };
 }
 
-export function compilePolicies(policies: readonly PolicyConfig[]): CompiledPolicy[] {
-  return policies.map(compilePolicy);
+export function compilePolicies(policies: readonly PolicyConfig[], uplinkInterfaces: ReadonlyMap<string, string> = new Map()): CompiledPolicy[] {
+  return policies.map((p, i) => compilePolicy(p, i, uplinkInterfaces));
 }
 
 /** First policy that matches, or null. */
