@@ -41,6 +41,8 @@ export function serveUntilStopped(
   const metrics = new ProxyMetrics(config.instance);
   const plane = new SubflowPlane(config, log, metrics);
   const front = connections(plane, metrics);
+  // The steering modes measure their paths from the open connections' kernel counters.
+  plane.steering.measureWith(() => front.admin.refresh());
   let admin: http.Server | null = null;
   const stopAll = async (drainMs: number): Promise<void> => {
     await front.stop(drainMs);

@@ -59,6 +59,8 @@ export function cappedClientCidrs(policies: readonly PolicyConfig[]): string[] {
     if (parseCidr(p.match.client).prefix === 0) continue;
     out.add(networkOf(p.match.client));
   }
+  // A mode may cap any of its paths (standby, load-balance): all of them, in both directions.
+  for (const p of policies) for (const path of p.mode?.paths ?? []) if (path.client && parseCidr(path.client).prefix > 0) out.add(networkOf(path.client));
   return [...out];
 }
 

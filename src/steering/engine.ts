@@ -40,6 +40,11 @@ import { UplinkHealth, type ProbeFn, type UplinkState } from './health';
 import { PathManager } from './paths';
 import { compilePolicies, firstMatch, type CompiledPolicy, type SubflowSubject } from './policy';
 import { Shaper, type ClassWant } from './shaper';
+import { EndpointBackup, type BackupMarker } from './backup';
+import { ModeControl } from './mode-control';
+
+/** How often the steering modes measure their paths and decide (ms). */
+export const MODE_TICK_MS = 200;
 
 interface ClassPlan extends ClassWant {
   direction: ShapeDirection;
@@ -57,6 +62,9 @@ interface Installed extends Plan {
   /** u32 item of the upload filter on the class's IFB. */
   upItem: number | null;
 }
+
+const uplinkInterfaces = (c: SteeringConfig): Map<string, string> => new Map(c.uplinks.map((u) => [u.name, u.interface]));
+const hasModes = (c: SteeringConfig): boolean => c.policies.some((p) => p.mode);
 
 export interface SteeringEngineOptions {
   /** Register the engine's metrics here (the proxy's prom-client registry). */
@@ -104,6 +112,14 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   private running = false;
   private readonly detach: (() => void)[] = [];
   private readonly m: SteeringMetrics | null;
+  private readonly modes = new ModeControl();
+  private backupMarker: BackupMarker;
+  /** Subflows the backup marker marked; standby subflows outside it get the standby cap. */
+  private backupMarked: ReadonlySet<string> = new Set();
+  private standbyKeys = '';
+  private modeTimer: NodeJS.Timeout | null = null;
+  /** Reads every open connection's kernel counters into the registry (the connection plane's sampleAll). */
+  private sampler: (() => void | Promise<void>) | null = null;
 
   constructor(
     private config: SteeringConfig,
@@ -113,12 +129,29 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     opts: SteeringEngineOptions = {},
   ) {
     super();
-    this.policies = compilePolicies(config.policies);
+    this.policies = compilePolicies(config.policies, uplinkInterfaces(config));
     this.health = new UplinkHealth(opts.probe);
     this.paths = new PathManager(log, kstate);
     this.shaper = new Shaper(log, kstate);
     this.congestion = new CongestionRoutes(log, kstate);
     this.m = opts.metrics ? steeringMetrics(opts.metrics) : null;
+    this.backupMarker = new EndpointBackup((addrs) => this.paths.setModeBackup(addrs, this.uplinks));
+  }
+
+  /** The steering modes' measurements: how to read the open connections' kernel counters. */
+  measureWith(sampler: () => void | Promise<void>): void {
+    this.sampler = sampler;
+  }
+
+  /** Per-subflow backup (e.g. on the userspace path manager) instead of today's per-endpoint marker. */
+  useBackupMarker(marker: BackupMarker): void {
+    this.backupMarker = marker;
+    this.standbyKeys = '';
+  }
+
+  /** The path a mode policy has active for a connection (status, tests). */
+  activePath(token: string, policy: string): string | null {
+    return this.modes.activePath(token, policy);
   }
 
   /** The constructor under the lifecycle's name (provision → start → reload → stop), as in src/app.ts. */
@@ -142,10 +175,14 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       await this.warm();
     });
     const onUp = (s: Subflow, c: MptcpConnectionRecord): void => this.onSubflowUp(s, c);
-    const onDown = (s: Subflow): void => void this.enqueue(() => this.apply([[s, EMPTY]]));
+    // A path that lost its subflow may be the active one: the mode decides again at once.
+    const onDown = (s: Subflow, c: MptcpConnectionRecord): void => void this.enqueue(async () => this.apply([[s, EMPTY]]).then(() => this.reconcile(this.decideModes([c]))));
+    const onClosed = (c: MptcpConnectionRecord): void => this.modes.forget(c);
     this.registry.on('subflow-up', onUp);
     this.registry.on('subflow-down', onDown);
-    this.detach.push(() => this.registry.off('subflow-up', onUp), () => this.registry.off('subflow-down', onDown));
+    this.registry.on('connection-closed', onClosed);
+    this.detach.push(() => this.registry.off('subflow-up', onUp), () => this.registry.off('subflow-down', onDown), () => this.registry.off('connection-closed', onClosed));
+    this.scheduleModes();
     const onHealth = (name: string, state: UplinkState): void => this.onUplinkChange(name, state);
     this.health.on('change', onHealth);
     this.detach.push(() => this.health.off('change', onHealth));
@@ -160,7 +197,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     if (!this.running) {
       // Never started (no policies or uplinks until now): start with the new config.
       this.config = next;
-      this.policies = compilePolicies(next.policies);
+      this.policies = compilePolicies(next.policies, uplinkInterfaces(next));
       if (this.active) await this.start();
       return;
     }
@@ -168,14 +205,15 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       const uplinksChanged = JSON.stringify(next.uplinks) !== JSON.stringify(this.config.uplinks);
       const wasActive = this.active;
       this.config = next;
-      this.policies = compilePolicies(next.policies);
+      this.policies = compilePolicies(next.policies, uplinkInterfaces(next));
+      this.scheduleModes();
       if (!wasActive && this.active) await this.installTable();
       if (uplinksChanged) {
         await this.teardownUplinks();
         await this.provisionUplinks();
       } else await this.paths.applyBackupPolicies(next.policies, this.uplinks);
       await this.congestion.apply(next.policies);
-      await this.reconcile(this.registry.activeSubflows());
+      await this.reconcile([...this.decideModes(this.registry.connections.values()), ...this.registry.activeSubflows()]);
       // After reconcile, so classes still in use are re-rated in place rather than pruned.
       await this.shaper.prune();
       await this.warm();
@@ -190,6 +228,8 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    if (this.modeTimer) clearInterval(this.modeTimer);
+    this.modeTimer = null;
     for (const d of this.detach.splice(0)) d();
     this.health.stop();
     await this.enqueue(async () => {
@@ -225,7 +265,10 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     if (!this.active) return;
     const t0 = process.hrtime.bigint();
     void this.enqueue(async () => {
-      const inst = await this.reconcile([[s, c]]);
+      // A mode decides for the whole connection: the new subflow's path may be the standby.
+      const others = this.decideModes([c]).filter(([o]) => o !== s);
+      await this.updateBackup();
+      const inst = await this.reconcile([[s, c], ...others]);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.m?.apply.observe(ms / 1e3);
       // The reaction time the bench reads: registry event → kernel state in place.
@@ -242,8 +285,66 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       // Backup only when there is nowhere healthy to move the subflows to.
       const anyHealthy = this.uplinks.some((u) => this.health.state(u.cfg.name) === 'up');
       await this.paths.setUplinkBackup(this.uplinks, (n) => !anyHealthy && this.health.state(n) === 'down');
+      this.decideModes(this.registry.connections.values());
+      await this.updateBackup();
       await this.reconcile(this.registry.activeSubflows());
     });
+  }
+
+  /** The modes' clock: measure (sample the open connections), decide, apply what changed. */
+  private scheduleModes(): void {
+    if (this.modeTimer) clearInterval(this.modeTimer);
+    this.modeTimer = null;
+    if (!this.running || !hasModes(this.config)) return;
+    let busy = false;
+    this.modeTimer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void Promise.resolve(this.sampler?.())
+        .catch((e: unknown) => this.log.warn('steering modes: sampling failed', { error: (e as Error).message }))
+        .then(() =>
+          this.enqueue(async () => {
+            const changed = this.decideModes(this.registry.connections.values());
+            if (changed.length === 0) return;
+            await this.updateBackup();
+            await this.reconcile(changed);
+          }),
+        )
+        .finally(() => (busy = false));
+    }, MODE_TICK_MS);
+    this.modeTimer.unref();
+  }
+
+  /** Decide the modes again for these connections; the subflows whose want changed (to reconcile). */
+  private decideModes(conns: Iterable<MptcpConnectionRecord>): SubflowOf[] {
+    if (!hasModes(this.config)) return [];
+    const now = Date.now();
+    const out: SubflowOf[] = [];
+    const match = (s: Subflow, rec: MptcpConnectionRecord): { policy: CompiledPolicy; subject: SubflowSubject } | null => {
+      const subject = subjectOf(s, rec.client);
+      const policy = firstMatch(this.policies, subject);
+      return policy ? { policy, subject } : null;
+    };
+    const pathUp = (p: { uplink?: string }): boolean => !p.uplink || this.health.state(p.uplink) === 'up';
+    for (const rec of conns) {
+      const changed = this.modes.update(rec, (s) => match(s, rec), pathUp, now);
+      for (const s of changed) {
+        const w = this.modes.want(s);
+        this.log.debug('steering mode: subflow', { subflow: s.key, policy: w?.policy ?? null, path: w?.path ?? null, standby: w?.action.standby ?? false, rateBps: w?.action.rateBps ?? null });
+        out.push([s, rec]);
+      }
+    }
+    return out;
+  }
+
+  /** Ask the backup marker for the standby subflows, when that set changed. */
+  private async updateBackup(): Promise<void> {
+    const established = this.registry.activeSubflows().map(([s]) => s);
+    const want = new Set(established.filter((s) => this.modes.want(s)?.action.standby).map((s) => s.key));
+    const key = [...want].sort().join(',');
+    if (key === this.standbyKeys) return;
+    this.standbyKeys = key;
+    this.backupMarked = await this.backupMarker.apply(want, established);
   }
 
   private async provisionUplinks(): Promise<void> {
@@ -269,6 +370,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
 
   private async plan(s: Subflow, rec: MptcpConnectionRecord): Promise<Plan> {
     const p: PolicyConfig | undefined = firstMatch(this.policies, subjectOf(s, rec.client))?.config;
+    if (p?.mode) return this.modePlan(s, p);
     const wantsRate = p?.rate !== undefined;
     if (!wantsRate && !p?.uplink && this.uplinks.length === 0) return p ? { ...EMPTY, policy: p.name } : EMPTY;
     const tuple = tupleOf(s);
@@ -286,6 +388,14 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     }
     const cls = wantsRate && dev ? { dev, key: p!.share ? `share:${p!.share}` : `sf:${s.key}`, rate: p!.rate!, ceil: p!.ceil ?? p!.rate!, direction: p!.direction ?? 'both' } : null;
     return { policy: p?.name ?? null, cls, mark };
+  }
+
+  /** A mode's want for the subflow as a class: the standby cap (unless marked backup) or a load-balance cap. */
+  private async modePlan(s: Subflow, p: PolicyConfig): Promise<Plan> {
+    const w = this.modes.want(s);
+    const rate = w?.action.rateBps ?? (w?.action.standby && !this.backupMarked.has(s.key) ? p.mode!.standbyRate : null);
+    const dev = rate === null ? null : (s.interface ?? (await this.egressDevice(tupleOf(s))));
+    return { policy: p.name, cls: rate !== null && dev ? { dev, key: `sf:${s.key}`, rate, ceil: rate, direction: 'both' } : null, mark: null };
   }
 
   /** Kernel route lookup, cached briefly: a client's joins and reconnects come in bursts. */
@@ -389,6 +499,18 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
         e.upload ||= p.direction !== 'download';
         e.rates.push({ ...(p.share ? { share: p.share } : {}), rate: p.rate, ceil: p.ceil ?? p.rate });
         byDev.set(dev, e);
+      }
+    }
+    for (const p of this.config.policies) {
+      if (!p.mode) continue;
+      // The standby cap: its classes ready before the first join, so no path runs free meanwhile.
+      for (const path of p.mode.paths) {
+        for (const dev of await this.policyDevices({ name: p.name, match: { ...(path.client ? { client: path.client } : {}), ...(path.local ? { local: path.local } : {}), ...(path.interface ? { interface: path.interface } : {}) }, ...(path.uplink ? { uplink: path.uplink } : {}) })) {
+          const e = byDev.get(dev) ?? { upload: false, rates: [] };
+          e.upload = true;
+          e.rates.push({ rate: p.mode.standbyRate, ceil: p.mode.standbyRate });
+          byDev.set(dev, e);
+        }
       }
     }
     for (const [dev, e] of byDev) await this.shaper.warm(dev, e.upload, e.rates);

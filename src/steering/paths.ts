@@ -43,6 +43,8 @@ export class PathManager {
   private readonly endpoints = new Map<number, OwnedEndpoint>();
   private policyBackup = new Set<string>();
   private failoverBackup = new Set<string>();
+  /** Addresses the steering modes want backup (backup.ts EndpointBackup). */
+  private modeBackup = new Set<string>();
 
   constructor(
     private readonly log: Logger,
@@ -80,20 +82,33 @@ export class PathManager {
   /** `backup: true` policies: owned endpoints with the backup flag for those addresses. */
   async applyBackupPolicies(policies: readonly PolicyConfig[], uplinks: readonly Slotted[], foreign?: Map<string, number>): Promise<void> {
     this.policyBackup = new Set(policies.filter((p) => p.backup && p.match.local).map((p) => bareAddress(p.match.local!)));
+    await this.ensureEndpoints(this.policyBackup, foreign);
+    await this.syncBackupFlags(uplinks);
+  }
+
+  /** The steering modes' backup addresses; returns those now marked (not those with a foreign endpoint). */
+  async setModeBackup(addrs: ReadonlySet<string>, uplinks: readonly Slotted[]): Promise<ReadonlySet<string>> {
+    this.modeBackup = new Set(addrs);
+    await this.ensureEndpoints(this.modeBackup);
+    await this.syncBackupFlags(uplinks);
+    return new Set([...this.endpoints.values()].filter((e) => e.backup && this.modeBackup.has(e.address)).map((e) => e.address));
+  }
+
+  /** Owned endpoints, with no signal/subflow flag, for addresses that must carry a backup flag. */
+  private async ensureEndpoints(addrs: ReadonlySet<string>, foreign?: Map<string, number>): Promise<void> {
+    const missing = [...addrs].filter((a) => ![...this.endpoints.values()].some((e) => e.address === a));
+    if (missing.length === 0) return;
     const others = foreign ?? new Map((await listEndpoints()).filter((e) => !isOwnedEndpointId(e.id)).map((e) => [e.address, e.id]));
     let next = OWN_ENDPOINT_BASE;
-    for (const addr of this.policyBackup) {
-      if ([...this.endpoints.values()].some((e) => e.address === addr)) continue;
+    for (const addr of missing) {
       if (others.has(addr)) {
-        this.log.warn('steering: backup policy address has an endpoint not owned by the proxy; left as it is', { address: addr });
+        this.log.warn('steering: backup address has an endpoint not owned by the proxy; left as it is', { address: addr });
         continue;
       }
       while (this.endpoints.has(next)) next++;
       if (next >= ANNOUNCE_ENDPOINT_ID) break;
-      // No signal/subflow flag: the endpoint only carries the backup flag for that address.
       await this.addEndpoint(next, addr, [], undefined);
     }
-    await this.syncBackupFlags(uplinks);
   }
 
   /** Fast recovery's last resort: mark the addresses of failed uplinks backup (MP_PRIO). */
@@ -107,9 +122,9 @@ export class PathManager {
     const gone: KernelItem[] = [];
     const uplinkAddrs = new Set(uplinks.map((u) => u.cfg.source));
     for (const [id, e] of this.endpoints) {
-      const want = this.policyBackup.has(e.address) || this.failoverBackup.has(e.address);
+      const want = this.policyBackup.has(e.address) || this.failoverBackup.has(e.address) || this.modeBackup.has(e.address);
       const backupOnly = !uplinkAddrs.has(e.address) && id < UPLINK_ENDPOINT_BASE;
-      if (backupOnly && !this.policyBackup.has(e.address)) {
+      if (backupOnly && !this.policyBackup.has(e.address) && !this.modeBackup.has(e.address)) {
         gone.push(endpointItem(id, e.address));
         this.endpoints.delete(id);
         continue;
@@ -124,7 +139,7 @@ export class PathManager {
   }
 
   private async addEndpoint(id: number, address: string, flags: ('signal' | 'backup')[], dev: string | undefined): Promise<void> {
-    const backup = this.policyBackup.has(address) || flags.length === 0;
+    const backup = this.policyBackup.has(address) || this.modeBackup.has(address) || flags.length === 0;
     try {
       await this.kstate.install(endpointItem(id, address), () => ipBatch([buildEndpointAdd(id, address, backup ? [...flags, 'backup'] : flags, dev)]));
       this.endpoints.set(id, { address, backup });
