@@ -21,6 +21,9 @@ export interface TcpInfo {
   state: number;
   /** Retransmission timeouts backed off since the last new ACK (icsk_backoff): > 0 while a timeout is pending. */
   backoff: number;
+  /** Segments sent and not yet acknowledged, and ms since the last ACK came in. */
+  unacked: number;
+  lastAckRecvMs: number;
   /** Smoothed RTT and its variance, microseconds. */
   rttUs: number;
   rttVarUs: number;
@@ -43,6 +46,8 @@ export function decodeTcpInfo(b: Buffer): TcpInfo | null {
   return {
     state: b.readUInt8(0),
     backoff: b.readUInt8(4),
+    unacked: b.readUInt32LE(24),
+    lastAckRecvMs: b.readUInt32LE(56),
     sndMss: b.readUInt32LE(16),
     pmtu: b.readUInt32LE(60),
     rttUs: b.readUInt32LE(68),

@@ -29,6 +29,8 @@ export interface SubflowSampleData {
   retransSegs: number;
   segsOut: number;
   backoff: number;
+  /** ms without an ACK while data is outstanding (0 when nothing is). */
+  stalledMs: number;
 }
 
 /** Read one connection's subflows from its socket (it must be open). */
@@ -36,7 +38,7 @@ export function readSubflowSamples(view: KernelView, fd: number, token?: number)
   const out: SubflowSampleData[] = [];
   for (const s of view.snapshot(fd, token)) {
     if (!s.local || !s.remote || !s.tcp) continue;
-    out.push({ index: s.index, local: s.local, remote: s.remote, ifName: s.ifName, backup: s.backup, bytesTx: Number(s.tcp.bytesAcked), bytesRx: Number(s.tcp.bytesReceived), rttUs: s.tcp.rttUs, mss: s.tcp.sndMss, retransSegs: s.tcp.totalRetrans, segsOut: s.tcp.segsOut, backoff: s.tcp.backoff });
+    out.push({ index: s.index, local: s.local, remote: s.remote, ifName: s.ifName, backup: s.backup, bytesTx: Number(s.tcp.bytesAcked), bytesRx: Number(s.tcp.bytesReceived), rttUs: s.tcp.rttUs, mss: s.tcp.sndMss, retransSegs: s.tcp.totalRetrans, segsOut: s.tcp.segsOut, backoff: s.tcp.backoff, stalledMs: s.tcp.unacked > 0 ? s.tcp.lastAckRecvMs : 0 });
   }
   return out;
 }
@@ -66,7 +68,7 @@ export function applySample(registry: SubflowRegistry, client: ClientView, sampl
     const local = ep(s.local);
     const remote = ep(s.remote);
     registry.subflowUp({ token, local, remote, interface: iface(s.local, s.remote, s.ifName), kind: s.index === 0 ? 'initial' : 'join', backup: s.backup ?? false, source: 'kernel' });
-    registry.updateCounters(token, local, remote, { bytesTx: s.bytesTx, bytesRx: s.bytesRx, rttUs: s.rttUs, mss: s.mss, retransSegs: s.retransSegs, segsOut: s.segsOut, backoff: s.backoff }, 'kernel');
+    registry.updateCounters(token, local, remote, { bytesTx: s.bytesTx, bytesRx: s.bytesRx, rttUs: s.rttUs, mss: s.mss, retransSegs: s.retransSegs, segsOut: s.segsOut, backoff: s.backoff, stalledMs: s.stalledMs }, 'kernel');
   }
 }
 

@@ -37,6 +37,7 @@ export interface Subflow {
   retransSegs: number | null;
   segsOut: number | null;
   backoff: number | null;
+  stalledMs: number | null;
   /** When the kernel's counters were last read (ms since epoch), null before. */
   sampledAt: number | null;
   source: Source;
@@ -88,6 +89,7 @@ export interface SubflowCounters {
   retransSegs?: number;
   segsOut?: number;
   backoff?: number;
+  stalledMs?: number;
 }
 
 const keyOf = (local: HostPort, remote: HostPort): string => subflowKey(local.host, local.port, remote.host, remote.port);
@@ -150,6 +152,7 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
       retransSegs: null,
       segsOut: null,
       backoff: null,
+      stalledMs: null,
       sampledAt: null,
       source: s.source,
       closeError: null,
@@ -173,6 +176,7 @@ export class SubflowRegistry extends EventEmitter<SubflowEventMap> {
     if (n.retransSegs !== undefined) sub.retransSegs = n.retransSegs;
     if (n.segsOut !== undefined) sub.segsOut = n.segsOut;
     if (n.backoff !== undefined) sub.backoff = n.backoff;
+    if (n.stalledMs !== undefined) sub.stalledMs = n.stalledMs;
     if (source === 'kernel') sub.sampledAt = Date.now();
     if (sub.interface && (dTx > 0 || dRx > 0)) {
       const p = this.pathBytes.get(sub.interface) ?? { rx: 0, tx: 0 };

@@ -32,7 +32,7 @@ import type { Logger } from '../log/logger';
 import { steeringMetrics, type SteeringMetrics } from '../metrics/metrics';
 import type { MptcpConnectionRecord, Subflow, SubflowOf, SubflowRegistry } from '../registry/registry';
 import { NFT_TABLE, buildElementScript, buildTableScript, nftApply, type FourTuple, type NftElementOp } from '../sys/nft';
-import { classId, tcBatch } from '../sys/tc';
+import { STANDBY_LEAF_BYTES, classId, tcBatch } from '../sys/tc';
 import { routeDevice, slotMark } from '../sys/iproute';
 import { parseCidr } from '../core/address';
 import { CongestionRoutes } from './congestion';
@@ -395,7 +395,8 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     const w = this.modes.want(s);
     const rate = w?.action.rateBps ?? (w?.action.standby && !this.backupMarked.has(s.key) ? p.mode!.standbyRate : null);
     const dev = rate === null ? null : (s.interface ?? (await this.egressDevice(tupleOf(s))));
-    return { policy: p.name, cls: rate !== null && dev ? { dev, key: `sf:${s.key}`, rate, ceil: rate, direction: 'both' } : null, mark: null };
+    const leaf = w?.action.standby ? { leaf: STANDBY_LEAF_BYTES } : {};
+    return { policy: p.name, cls: rate !== null && dev ? { dev, key: `sf:${s.key}`, rate, ceil: rate, ...leaf, direction: 'both' } : null, mark: null };
   }
 
   /** Kernel route lookup, cached briefly: a client's joins and reconnects come in bursts. */
@@ -491,7 +492,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
 
   /** Roots, IFBs, shared classes and spare classes for the interfaces the policies can reach. */
   private async warm(): Promise<void> {
-    const byDev = new Map<string, { upload: boolean; rates: { share?: string; rate: number; ceil: number }[] }>();
+    const byDev = new Map<string, { upload: boolean; rates: { share?: string; rate: number; ceil: number; leaf?: number }[] }>();
     for (const p of this.config.policies) {
       if (p.rate === undefined) continue;
       for (const dev of await this.policyDevices(p)) {
@@ -508,7 +509,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
         for (const dev of await this.policyDevices({ name: p.name, match: { ...(path.client ? { client: path.client } : {}), ...(path.local ? { local: path.local } : {}), ...(path.interface ? { interface: path.interface } : {}) }, ...(path.uplink ? { uplink: path.uplink } : {}) })) {
           const e = byDev.get(dev) ?? { upload: false, rates: [] };
           e.upload = true;
-          e.rates.push({ rate: p.mode.standbyRate, ceil: p.mode.standbyRate });
+          e.rates.push({ rate: p.mode.standbyRate, ceil: p.mode.standbyRate, leaf: STANDBY_LEAF_BYTES });
           byDev.set(dev, e);
         }
       }

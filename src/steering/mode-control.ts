@@ -7,12 +7,20 @@
  */
 import type { ModePath } from '../config/steering';
 import type { MptcpConnectionRecord, Subflow } from '../registry/registry';
-import { leafLimitBytes } from '../sys/tc';
+import { STANDBY_LEAF_BYTES } from '../sys/tc';
 import { decide, initialModeState, lossPercent, type ModeState, type PathAction, type PathMeasure } from './modes';
 import type { CompiledPolicy, SubflowSubject } from './policy';
 
 /** Loss and rate are taken over windows of at least this long. */
 export const MEASURE_WINDOW_MS = 500;
+/**
+ * A subflow with data outstanding and no ACK for this long is on a failed path: a busy path acks
+ * every few ms, and waiting for the retransmission timeout (backoff) took up to 1.5 s behind a
+ * full queue.
+ */
+export const STALL_MS = 300;
+/** Is this subflow carrying (no timeout pending, no stall)? */
+export const subflowAlive = (s: Subflow): boolean => !s.backoff && (s.stalledMs ?? 0) < STALL_MS;
 
 export interface ModeWant {
   policy: string;
@@ -35,7 +43,7 @@ interface ConnModes {
 }
 
 /** The queueing delay a standby cap can add to its own subflow's RTT (its leaf, full), ms. */
-export const selfDelayMs = (standbyRate: number): number => ((leafLimitBytes(standbyRate) * 8) / standbyRate) * 1000;
+export const selfDelayMs = (standbyRate: number): number => ((STANDBY_LEAF_BYTES * 8) / standbyRate) * 1000;
 
 export class ModeControl {
   private readonly wants = new Map<string, ModeWant>();
@@ -136,7 +144,7 @@ export class ModeControl {
     }
     return {
       name: p.name,
-      up: uplinkUp && subs.some((s) => !s.backoff),
+      up: uplinkUp && subs.some(subflowAlive),
       rttMs: rtts.length > 0 ? Math.min(...rtts) : null,
       lossPct: last.lossPct,
       rateBps: last.rateBps,

@@ -139,7 +139,8 @@ export class PathManager {
   }
 
   private async addEndpoint(id: number, address: string, flags: ('signal' | 'backup')[], dev: string | undefined): Promise<void> {
-    const backup = this.policyBackup.has(address) || this.modeBackup.has(address) || flags.length === 0;
+    // A mode's address is added unflagged and then changed: only a change sends MP_PRIO on the subflows already up.
+    const backup = this.policyBackup.has(address) || (flags.length === 0 && !this.modeBackup.has(address));
     try {
       await this.kstate.install(endpointItem(id, address), () => ipBatch([buildEndpointAdd(id, address, backup ? [...flags, 'backup'] : flags, dev)]));
       this.endpoints.set(id, { address, backup });

@@ -46,14 +46,19 @@ export interface ClassWant {
   key: string;
   rate: number;
   ceil: number;
+  /** The leaf queue's limit in bytes, when not the default for the ceil (sys/tc.ts leafLimitBytes). */
+  leaf?: number;
 }
 
 interface HtbClass {
   minor: number;
   rate: number;
   ceil: number;
+  leaf?: number;
   refs: number;
 }
+
+type Rates = Pick<ClassWant, 'rate' | 'ceil' | 'leaf'>;
 
 interface DevState {
   ifb: string | null;
@@ -67,7 +72,7 @@ interface DevState {
   items: Set<number>;
 }
 
-const rateKey = (rate: number, ceil: number): string => `${rate}/${ceil}`;
+const rateKey = (r: Rates): string => `${r.rate}/${r.ceil}/${r.leaf ?? ''}`;
 
 function lowestFree(used: Set<number>, max: number): number | null {
   for (let i = 1; i <= max; i++) if (!used.has(i)) return i;
@@ -125,7 +130,7 @@ export class Shaper {
   }
 
   /** Create what the first subflows will need: spares for per-subflow rates, the shared classes. */
-  async warm(dev: string, upload: boolean, rates: readonly { share?: string; rate: number; ceil: number }[]): Promise<void> {
+  async warm(dev: string, upload: boolean, rates: readonly (Rates & { share?: string })[]): Promise<void> {
     const st = await this.prepare(dev, upload);
     if (!st) return;
     const lines: string[] = [];
@@ -133,10 +138,10 @@ export class Shaper {
     for (const r of rates) {
       if (r.share) this.acquire({ dev, key: `share:${r.share}`, rate: r.rate, ceil: r.ceil }, false, lines);
       else {
-        const k = rateKey(r.rate, r.ceil);
+        const k = rateKey(r);
         const have = (st.spares.get(k)?.length ?? 0) + made.filter(([mk]) => mk === k).length;
         for (let i = have; i < SPARES; i++) {
-          const c = this.newSpare(st, dev, r.rate, r.ceil, lines);
+          const c = this.newSpare(st, dev, r, lines);
           if (c) made.push([k, c]);
         }
       }
@@ -153,22 +158,23 @@ export class Shaper {
     const st = this.state(want.dev);
     let c = st.classes.get(want.key);
     if (!c) {
-      const spare = want.key.startsWith('sf:') ? st.spares.get(rateKey(want.rate, want.ceil))?.pop() : undefined;
+      const spare = want.key.startsWith('sf:') ? st.spares.get(rateKey(want))?.pop() : undefined;
       if (spare) {
         c = spare;
-        this.refill(want.dev, want.rate, want.ceil);
+        this.refill(want.dev, want);
       } else {
         const minor = lowestFree(st.minors, MAX_MINOR);
         if (minor === null) throw new Error(`steering: no free HTB class on ${want.dev}`);
         st.minors.add(minor);
-        c = { minor, rate: want.rate, ceil: want.ceil, refs: 0 };
+        c = { minor, rate: want.rate, ceil: want.ceil, ...(want.leaf ? { leaf: want.leaf } : {}), refs: 0 };
         lines.push(...this.devLines('add', want.dev, st, c));
       }
       st.classes.set(want.key, c);
-    } else if (c.rate !== want.rate || c.ceil !== want.ceil) {
-      // SIGHUP with a new rate: change the class in place; its subflows keep their place.
+    } else if (c.rate !== want.rate || c.ceil !== want.ceil || c.leaf !== want.leaf) {
+      // SIGHUP with a new rate, or a mode's new cap: change the class in place; its subflows keep their place.
       c.rate = want.rate;
       c.ceil = want.ceil;
+      c.leaf = want.leaf;
       lines.push(...this.devLines('change', want.dev, st, c));
     }
     if (addRef) c.refs++;
@@ -182,10 +188,10 @@ export class Shaper {
     const c = st.classes.get(want.key);
     if (!c || --c.refs > 0 || want.key.startsWith('share:')) return;
     st.classes.delete(want.key);
-    const pool = st.spares.get(rateKey(c.rate, c.ceil)) ?? [];
+    const pool = st.spares.get(rateKey(c)) ?? [];
     if (pool.length < SPARES_MAX) {
       pool.push(c);
-      st.spares.set(rateKey(c.rate, c.ceil), pool);
+      st.spares.set(rateKey(c), pool);
       return;
     }
     lines.push(...this.deleteLines(want.dev, st, c));
@@ -245,26 +251,26 @@ export class Shaper {
     return st;
   }
 
-  private newSpare(st: DevState, dev: string, rate: number, ceil: number, lines: string[]): HtbClass | null {
+  private newSpare(st: DevState, dev: string, r: Rates, lines: string[]): HtbClass | null {
     const minor = lowestFree(st.minors, MAX_MINOR);
     if (minor === null) return null;
     st.minors.add(minor);
-    const c = { minor, rate, ceil, refs: 0 };
+    const c: HtbClass = { minor, rate: r.rate, ceil: r.ceil, ...(r.leaf ? { leaf: r.leaf } : {}), refs: 0 };
     lines.push(...this.devLines('add', dev, st, c));
     return c;
   }
 
   /** Replace a taken spare off the critical path; the new one joins the pool once tc made it. */
-  private refill(dev: string, rate: number, ceil: number): void {
+  private refill(dev: string, r: Rates): void {
     const st = this.state(dev);
     const lines: string[] = [];
-    const c = this.newSpare(st, dev, rate, ceil, lines);
+    const c = this.newSpare(st, dev, r, lines);
     if (!c) return;
     const p = tcBatch(lines)
       .then(
         () => {
           if (this.devs.get(dev) !== st) return;
-          const k = rateKey(rate, ceil);
+          const k = rateKey(r);
           st.spares.set(k, [...(st.spares.get(k) ?? []), c]);
         },
         (e: Error) => {
@@ -287,5 +293,5 @@ export class Shaper {
 }
 
 function classLines(op: 'add' | 'change', dev: string, c: HtbClass): string[] {
-  return [buildClass(op, dev, c.minor, c.rate, c.ceil), buildLeaf(op === 'add' ? 'add' : 'replace', dev, c.minor, c.ceil)];
+  return [buildClass(op, dev, c.minor, c.rate, c.ceil), buildLeaf(op === 'add' ? 'add' : 'replace', dev, c.minor, c.ceil, c.leaf)];
 }

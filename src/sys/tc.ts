@@ -53,8 +53,15 @@ export function leafLimitBytes(ceilBits: number): number {
   return Math.max(8 * 1514, Math.ceil((ceilBits / 8) * 0.05));
 }
 
-export function buildLeaf(op: 'add' | 'replace', dev: string, minor: number, ceilBits: number): string {
-  return `qdisc ${op} dev ${dev} parent ${classId(minor)} bfifo limit ${leafLimitBytes(ceilBits)}`;
+/**
+ * A standby class's leaf (steering modes): a few frames, whatever the rate. Its subflow runs a
+ * loss-based congestion control at a low pacing rate, so its GSO packets are 2 segments; a longer
+ * queue only delays the data on it, and the whole connection waits for that data (head-of-line).
+ */
+export const STANDBY_LEAF_BYTES = 3 * 1514;
+
+export function buildLeaf(op: 'add' | 'replace', dev: string, minor: number, ceilBits: number, limitBytes?: number): string {
+  return `qdisc ${op} dev ${dev} parent ${classId(minor)} bfifo limit ${limitBytes ?? leafLimitBytes(ceilBits)}`;
 }
 
 export function buildClassDelete(dev: string, minor: number): string {

@@ -17,7 +17,7 @@ import { BULK_BYTES, BufferTuner, MAX_WATCHED, SETTLE_MS, type TunerPolicy, type
 const log = createLogger({ level: 'error', format: 'json' });
 
 function tcp(rateBps: number, rttUs: number, bytes: number): TcpInfo {
-  return { state: 1, backoff: 0, segsOut: 0, rttUs, rttVarUs: 0, minRttUs: rttUs, sndMss: 1448, advMss: 1448, pmtu: 1500, sndCwnd: 1_000_000, totalRetrans: 0, bytesAcked: BigInt(bytes), bytesReceived: 0n, bytesSent: BigInt(bytes), deliveryRate: BigInt(rateBps) };
+  return { state: 1, backoff: 0, unacked: 0, lastAckRecvMs: 0, segsOut: 0, rttUs, rttVarUs: 0, minRttUs: rttUs, sndMss: 1448, advMss: 1448, pmtu: 1500, sndCwnd: 1_000_000, totalRetrans: 0, bytesAcked: BigInt(bytes), bytesReceived: 0n, bytesSent: BigInt(bytes), deliveryRate: BigInt(rateBps) };
 }
 
 class ScriptedKernel implements TunerPorts {

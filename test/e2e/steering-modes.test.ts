@@ -1,0 +1,148 @@
+/**
+ * ATSSS steering modes end to end on the two-path testbed: the real CLI with a mode policy over
+ * the client's two paths, real MPTCP downloads (curl under mptcpize through the HTTP proxy), and
+ * each path's bytes read from the client's interface counters:
+ * - active-standby: the standby path carries < 2 % until the active path is blackholed, then
+ *   path 2 carries the download within the failover bound;
+ * - load-balance 3:1: path 1's share of the bytes is 75 % ± 10;
+ * - priority (loss threshold): path 1 carries the traffic until 10 % random loss is put on it,
+ *   then path 2 does;
+ * - smallest-delay: a competing loss-based flow fills one path's queue (netem is absent here: the
+ *   queue is what makes its RTT larger); the traffic goes to the other path, and follows when
+ *   the competing flow moves.
+ * MODES_RUNS=N repeats each measurement N times (the figures in docs/steering.md are 5 runs).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { curl, type CurlResult } from '../../testkit/clients';
+import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
+import { createTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { NONE, ownedState, pathBytes, startSteeredProxy, writeConfig } from '../../testkit/steered-proxy';
+import { sleep } from '../../testkit/sleep';
+
+const RUNS = Number(process.env.MODES_RUNS ?? 1);
+const MB = 1_000_000;
+
+describe('steering modes (testbed, real kernel, real MPTCP clients)', { timeout: 600_000 }, () => {
+  let tb: Testbed;
+  let srv: LegacyServer;
+  before(async () => {
+    tb = await createTestbed();
+    srv = await startLegacyServer(tb);
+  });
+  after(async () => tb?.destroy());
+
+  const modeDoc = (mode: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+    policies: [{ name: 'atsss', mode, paths: [{ name: 'p1', client: tb.addr.path1Subnet }, { name: 'p2', client: tb.addr.path2Subnet }], ...extra }],
+  });
+  const download = (bytes: number): Promise<CurlResult> => curl(tb, { url: srv.url(`/bytes/${bytes}`), proxy: { kind: 'http', host: tb.addr.proxy1, port: 3128 }, timeoutMs: 120_000 });
+  /** Bytes each path delivered to the client during `ms`. */
+  const window = async (ms: number): Promise<[number, number]> => {
+    const a = await pathBytes(tb);
+    await sleep(ms);
+    const b = await pathBytes(tb);
+    return [b.rx[0] - a.rx[0], b.rx[1] - a.rx[1]];
+  };
+  const share = ([a, b]: [number, number], i: 0 | 1): number => [a, b][i]! / (a + b);
+  const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+  /** Both subflows are up and the mode has decided (a subflow got its mode class). */
+  const modeApplied = (h: ProxyHandle): Promise<unknown> => h.waitForLog((l) => l.message === 'steering mode: subflow' && l.policy === 'atsss' && (l.standby === true || l.rateBps !== null), 10_000);
+
+  async function withProxy(name: string, doc: Record<string, unknown>, fn: (h: ProxyHandle) => Promise<void>): Promise<void> {
+    await tb.quietPaths({ timeoutMs: 15_000 });
+    const h = await startSteeredProxy(tb, writeConfig(tb, name, doc));
+    try {
+      await fn(h);
+    } finally {
+      assert.equal((await h.stop(8000)).code, 0);
+    }
+    assert.deepEqual(await ownedState(tb), NONE);
+  }
+
+  const cut = (i: 1 | 2): Promise<void> => {
+    const dev = i === 1 ? tb.ifaces.client1 : tb.ifaces.client2;
+    return tb.nft('client', `table inet tb_cut { chain pre { type filter hook prerouting priority -300; iifname "${dev}" drop; }; chain post { type filter hook postrouting priority 100; oifname "${dev}" drop; }; }\n`);
+  };
+  const uncut = async (): Promise<void> => void (await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'tb_cut']));
+
+  it('active-standby: the standby path carries < 2 % until the active path fails, then the download moves to it within 1.5 s', async () => {
+    for (let run = 0; run < RUNS; run++) {
+      await withProxy('as.yaml', modeDoc('active-standby'), async (h) => {
+        const dl = download(60 * MB);
+        await modeApplied(h);
+        await sleep(500);
+        const before = await window(3000);
+        const cutAt = Date.now();
+        await cut(1);
+        let movedMs = Infinity;
+        const trace: string[] = [];
+        try {
+          // Moved: path 2 delivers at >= 20 Mbit/s (40 % of the path) over 200 ms.
+          while (Date.now() - cutAt < 5000) {
+            const [, b] = await window(200);
+            trace.push(`${Date.now() - cutAt}:${((b * 8) / 0.2e6).toFixed(1)}`);
+            if (b * 8 >= 20e6 * 0.2) {
+              movedMs = Date.now() - cutAt;
+              break;
+            }
+          }
+        } finally {
+          await uncut();
+        }
+        const r = await dl;
+        const sw = h.logs.find((l) => l.message === 'steering mode: subflow' && l.path === 'p1' && l.standby === true && Date.parse(String(l.timestamp)) >= cutAt);
+        console.log(`# trace ${trace.join(' ')}`);
+        console.log(`# switch logged ${sw ? Date.parse(String(sw.timestamp)) - cutAt : 'never'} ms after the cut`);
+        console.log(`# active-standby run ${run + 1}: standby share ${pct(share(before, 1))} (${(before[1] / 1e3).toFixed(0)} kB of ${((before[0] + before[1]) / MB).toFixed(1)} MB), moved ${movedMs} ms after the cut`);
+        assert.equal(r.exitCode, 0, r.errorMessage);
+        assert.equal(r.sizeDownload, 60 * MB);
+        assert.ok(share(before, 1) < 0.02, `standby path carried ${pct(share(before, 1))}`);
+        assert.ok(movedMs <= 1500, `path 2 took over ${movedMs} ms after the cut`);
+      });
+    }
+  });
+
+  it('load-balance 3:1: path 1 carries 75 % ± 10 of the bytes', async () => {
+    for (let run = 0; run < RUNS; run++) {
+      await withProxy('lb.yaml', modeDoc('load-balance', { weights: { p1: 3, p2: 1 } }), async (h) => {
+        const dl = download(40 * MB);
+        await modeApplied(h);
+        await sleep(1000);
+        const w = await window(3000);
+        const r = await dl;
+        console.log(`# load-balance 3:1 run ${run + 1}: path 1 ${pct(share(w, 0))}, ${(((w[0] + w[1]) * 8) / 3e6).toFixed(1)} Mbit/s in the window, ${r.mbitPerSec.toFixed(1)} Mbit/s overall`);
+        assert.equal(r.exitCode, 0, r.errorMessage);
+        assert.ok(Math.abs(share(w, 0) - 0.75) <= 0.1, `path 1 carried ${pct(share(w, 0))}`);
+      });
+    }
+  });
+
+  it('priority (loss over 3 %): path 1 carries the traffic until it loses 10 % of its packets, then path 2 does', async () => {
+    for (let run = 0; run < RUNS; run++) {
+      await withProxy('prio.yaml', modeDoc('priority', { lossThresholdPercent: 3 }), async (h) => {
+        const dl = download(50 * MB);
+        await modeApplied(h);
+        await sleep(500);
+        const clean = await window(2000);
+        // Random loss on what reaches the client over path 1 (the proxy's data and its retransmissions).
+        await tb.nft('client', `table inet tb_loss { chain pre { type filter hook prerouting priority -300; iifname "${tb.ifaces.client1}" numgen random mod 100 < 10 drop; }; }\n`);
+        let switchMs = Infinity;
+        const lossAt = Date.now();
+        let lossy: [number, number] = [0, 0];
+        try {
+          const l = await h.waitForLog((x) => x.message === 'steering mode: subflow' && x.path === 'p1' && x.standby === true && Date.parse(String(x.timestamp)) >= lossAt - 50, 5000);
+          switchMs = Date.parse(String(l.timestamp)) - lossAt;
+          await sleep(500);
+          lossy = await window(2000);
+        } finally {
+          await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'tb_loss']);
+        }
+        const r = await dl;
+        console.log(`# priority run ${run + 1}: path 1 share ${pct(share(clean, 0))} without loss; switched ${switchMs} ms after 10 % loss began; path 2 share then ${pct(share(lossy, 1))}`);
+        assert.equal(r.exitCode, 0, r.errorMessage);
+        assert.ok(share(clean, 0) >= 0.95, `path 1 carried ${pct(share(clean, 0))} without loss`);
+        assert.ok(share(lossy, 1) >= 0.9, `path 2 carried ${pct(share(lossy, 1))} while path 1 lost 10 %`);
+      });
+    }
+  });
+});
