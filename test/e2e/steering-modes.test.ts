@@ -23,24 +23,55 @@ import { sleep } from '../../testkit/sleep';
 const RUNS = Number(process.env.MODES_RUNS ?? 1);
 const MB = 1_000_000;
 
-describe('steering modes (testbed, real kernel, real MPTCP clients)', { timeout: 600_000 }, () => {
-  let tb: Testbed;
-  let srv: LegacyServer;
-  before(async () => {
-    tb = await createTestbed();
-    srv = await startLegacyServer(tb);
+/**
+ * `announced`: each client path ends on its own proxy address, so the in-kernel path manager's
+ * per-address backup flag can hold a standby path back (the proxy announces its path-2 address;
+ * the C flag keeps joins off the first address; the client joins from its path-2 address).
+ * Otherwise both subflows end on the proxy's first address and the standby cap (HTB) is the lever.
+ */
+function modesSuite(title: string, announced: boolean, body: (s: Suite) => void): void {
+  describe(title, { timeout: 600_000 }, () => {
+    const s = {} as Suite;
+    before(async () => {
+      s.tb = await createTestbed();
+      s.srv = await startLegacyServer(s.tb);
+      if (announced) {
+        const c = (argv: string[]): Promise<unknown> => s.tb.exec('client', ['ip', 'mptcp', ...argv]);
+        await c(['endpoint', 'flush']);
+        await c(['endpoint', 'add', s.tb.addr.client2, 'dev', s.tb.ifaces.client2, 'subflow', 'fullmesh']);
+        await c(['limits', 'set', 'subflows', '2', 'add_addr_accepted', '1']);
+        await s.tb.exec('proxy', ['sysctl', '-qw', 'net.mptcp.allow_join_initial_addr_port=0']);
+      }
+    });
+    after(async () => s.tb?.destroy());
+    s.modeDoc = (mode, extra = {}) => ({
+      policies: [{ name: 'atsss', mode, paths: [{ name: 'p1', client: s.tb.addr.path1Subnet }, { name: 'p2', client: s.tb.addr.path2Subnet }], ...extra }],
+      ...(announced
+        ? {
+            // Joins go to the announced address's port 3128: the listener takes every address.
+            listeners: [{ protocol: 'http', listen: '0.0.0.0:3128' }],
+            uplinks: [{ name: 'a2', interface: s.tb.ifaces.proxy2, source: s.tb.addr.proxy2, signal: true }],
+          }
+        : {}),
+    });
+    body(s);
   });
-  after(async () => tb?.destroy());
+}
 
-  const modeDoc = (mode: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-    policies: [{ name: 'atsss', mode, paths: [{ name: 'p1', client: tb.addr.path1Subnet }, { name: 'p2', client: tb.addr.path2Subnet }], ...extra }],
-  });
-  const download = (bytes: number): Promise<CurlResult> => curl(tb, { url: srv.url(`/bytes/${bytes}`), proxy: { kind: 'http', host: tb.addr.proxy1, port: 3128 }, timeoutMs: 120_000 });
+interface Suite {
+  tb: Testbed;
+  srv: LegacyServer;
+  modeDoc: (mode: string, extra?: Record<string, unknown>) => Record<string, unknown>;
+}
+
+function helpers(s: Suite) {
+  const tb = (): Testbed => s.tb;
+  const download = (bytes: number): Promise<CurlResult> => curl(tb(), { url: s.srv.url(`/bytes/${bytes}`), proxy: { kind: 'http', host: tb().addr.proxy1, port: 3128 }, timeoutMs: 120_000 });
   /** Bytes each path delivered to the client during `ms`. */
   const window = async (ms: number): Promise<[number, number]> => {
-    const a = await pathBytes(tb);
+    const a = await pathBytes(tb());
     await sleep(ms);
-    const b = await pathBytes(tb);
+    const b = await pathBytes(tb());
     return [b.rx[0] - a.rx[0], b.rx[1] - a.rx[1]];
   };
   const share = ([a, b]: [number, number], i: 0 | 1): number => [a, b][i]! / (a + b);
@@ -49,25 +80,30 @@ describe('steering modes (testbed, real kernel, real MPTCP clients)', { timeout:
   const modeApplied = (h: ProxyHandle): Promise<unknown> => h.waitForLog((l) => l.message === 'steering mode: subflow' && l.policy === 'atsss' && (l.standby === true || l.rateBps !== null), 10_000);
 
   async function withProxy(name: string, doc: Record<string, unknown>, fn: (h: ProxyHandle) => Promise<void>): Promise<void> {
-    await tb.quietPaths({ timeoutMs: 15_000 });
-    const h = await startSteeredProxy(tb, writeConfig(tb, name, doc));
+    await tb().quietPaths({ timeoutMs: 15_000 });
+    const h = await startSteeredProxy(tb(), writeConfig(tb(), name, doc));
     try {
       await fn(h);
     } finally {
       assert.equal((await h.stop(8000)).code, 0);
     }
-    assert.deepEqual(await ownedState(tb), NONE);
+    assert.deepEqual(await ownedState(tb()), NONE);
   }
 
   const cut = (i: 1 | 2): Promise<void> => {
-    const dev = i === 1 ? tb.ifaces.client1 : tb.ifaces.client2;
-    return tb.nft('client', `table inet tb_cut { chain pre { type filter hook prerouting priority -300; iifname "${dev}" drop; }; chain post { type filter hook postrouting priority 100; oifname "${dev}" drop; }; }\n`);
+    const dev = i === 1 ? tb().ifaces.client1 : tb().ifaces.client2;
+    return tb().nft('client', `table inet tb_cut { chain pre { type filter hook prerouting priority -300; iifname "${dev}" drop; }; chain post { type filter hook postrouting priority 100; oifname "${dev}" drop; }; }\n`);
   };
-  const uncut = async (): Promise<void> => void (await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'tb_cut']));
+  const uncut = async (): Promise<void> => void (await tb().exec('client', ['nft', 'delete', 'table', 'inet', 'tb_cut']));
+  return { tb, download, window, share, pct, modeApplied, withProxy, cut, uncut };
+}
+
+modesSuite('steering modes with per-address backup (testbed, real kernel, real MPTCP clients)', true, (s) => {
+  const { tb, download, window, share, pct, modeApplied, withProxy, cut, uncut } = helpers(s);
 
   it('active-standby: the standby path carries < 2 % until the active path fails, then the download moves to it within 1.5 s', async () => {
     for (let run = 0; run < RUNS; run++) {
-      await withProxy('as.yaml', modeDoc('active-standby'), async (h) => {
+      await withProxy('as.yaml', s.modeDoc('active-standby'), async (h) => {
         const dl = download(60 * MB);
         await modeApplied(h);
         await sleep(500);
@@ -102,9 +138,42 @@ describe('steering modes (testbed, real kernel, real MPTCP clients)', { timeout:
     }
   });
 
+  it('priority (loss over 3 %): path 1 carries the traffic until it loses 10 % of its packets, then path 2 does', async () => {
+    for (let run = 0; run < RUNS; run++) {
+      await withProxy('prio.yaml', s.modeDoc('priority', { lossThresholdPercent: 3 }), async (h) => {
+        const dl = download(50 * MB);
+        await modeApplied(h);
+        await sleep(500);
+        const clean = await window(2000);
+        // Random loss on what reaches the client over path 1 (the proxy's data and its retransmissions).
+        await tb().nft('client', `table inet tb_loss { chain pre { type filter hook prerouting priority -300; iifname "${tb().ifaces.client1}" numgen random mod 100 < 10 drop; }; }\n`);
+        let switchMs = Infinity;
+        const lossAt = Date.now();
+        let lossy: [number, number] = [0, 0];
+        try {
+          const l = await h.waitForLog((x) => x.message === 'steering mode: subflow' && x.path === 'p1' && x.standby === true && Date.parse(String(x.timestamp)) >= lossAt - 50, 5000);
+          switchMs = Date.parse(String(l.timestamp)) - lossAt;
+          await sleep(500);
+          lossy = await window(2000);
+        } finally {
+          await tb().exec('client', ['nft', 'delete', 'table', 'inet', 'tb_loss']);
+        }
+        const r = await dl;
+        console.log(`# priority run ${run + 1}: path 1 share ${pct(share(clean, 0))} without loss; switched ${switchMs} ms after 10 % loss began; path 2 share then ${pct(share(lossy, 1))}`);
+        assert.equal(r.exitCode, 0, r.errorMessage);
+        assert.ok(share(clean, 0) >= 0.95, `path 1 carried ${pct(share(clean, 0))} without loss`);
+        assert.ok(share(lossy, 1) >= 0.9, `path 2 carried ${pct(share(lossy, 1))} while path 1 lost 10 %`);
+      });
+    }
+  });
+});
+
+modesSuite('steering modes with HTB caps (testbed, real kernel, real MPTCP clients)', false, (s) => {
+  const { download, window, share, pct, modeApplied, withProxy } = helpers(s);
+
   it('load-balance 3:1: path 1 carries 75 % ± 10 of the bytes', async () => {
     for (let run = 0; run < RUNS; run++) {
-      await withProxy('lb.yaml', modeDoc('load-balance', { weights: { p1: 3, p2: 1 } }), async (h) => {
+      await withProxy('lb.yaml', s.modeDoc('load-balance', { weights: { p1: 3, p2: 1 } }), async (h) => {
         const dl = download(40 * MB);
         await modeApplied(h);
         await sleep(1000);
@@ -117,32 +186,4 @@ describe('steering modes (testbed, real kernel, real MPTCP clients)', { timeout:
     }
   });
 
-  it('priority (loss over 3 %): path 1 carries the traffic until it loses 10 % of its packets, then path 2 does', async () => {
-    for (let run = 0; run < RUNS; run++) {
-      await withProxy('prio.yaml', modeDoc('priority', { lossThresholdPercent: 3 }), async (h) => {
-        const dl = download(50 * MB);
-        await modeApplied(h);
-        await sleep(500);
-        const clean = await window(2000);
-        // Random loss on what reaches the client over path 1 (the proxy's data and its retransmissions).
-        await tb.nft('client', `table inet tb_loss { chain pre { type filter hook prerouting priority -300; iifname "${tb.ifaces.client1}" numgen random mod 100 < 10 drop; }; }\n`);
-        let switchMs = Infinity;
-        const lossAt = Date.now();
-        let lossy: [number, number] = [0, 0];
-        try {
-          const l = await h.waitForLog((x) => x.message === 'steering mode: subflow' && x.path === 'p1' && x.standby === true && Date.parse(String(x.timestamp)) >= lossAt - 50, 5000);
-          switchMs = Date.parse(String(l.timestamp)) - lossAt;
-          await sleep(500);
-          lossy = await window(2000);
-        } finally {
-          await tb.exec('client', ['nft', 'delete', 'table', 'inet', 'tb_loss']);
-        }
-        const r = await dl;
-        console.log(`# priority run ${run + 1}: path 1 share ${pct(share(clean, 0))} without loss; switched ${switchMs} ms after 10 % loss began; path 2 share then ${pct(share(lossy, 1))}`);
-        assert.equal(r.exitCode, 0, r.errorMessage);
-        assert.ok(share(clean, 0) >= 0.95, `path 1 carried ${pct(share(clean, 0))} without loss`);
-        assert.ok(share(lossy, 1) >= 0.9, `path 2 carried ${pct(share(lossy, 1))} while path 1 lost 10 %`);
-      });
-    }
-  });
 });
