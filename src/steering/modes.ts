@@ -63,7 +63,7 @@ export const CAP_DEADBAND = 0.1;
 /** Switch to `want` now, after `holdMs` of wanting it, or stay: the common hold logic. */
 function hold(prev: ModeState, want: string | null, now: number, holdMs: number, immediate: boolean): ModeState {
   if (want === null || want === prev.active) return { ...prev, candidate: null, candidateSince: 0 };
-  if (immediate || prev.active === null) return { ...prev, active: want, candidate: null, candidateSince: 0 };
+  if (immediate || prev.active === null || holdMs <= 0) return { ...prev, active: want, candidate: null, candidateSince: 0 };
   if (prev.candidate !== want) return { ...prev, candidate: want, candidateSince: now };
   if (now - prev.candidateSince >= holdMs) return { ...prev, active: want, candidate: null, candidateSince: 0 };
   return prev;
