@@ -11,6 +11,8 @@ import { STANDBY_LEAF_BYTES } from '../sys/tc';
 import { decide, initialModeState, lossPercent, type ModeState, type PathAction, type PathMeasure } from './modes';
 import type { CompiledPolicy, SubflowSubject } from './policy';
 
+/** Weight of each tick's RTT reading in a path's RTT (an exponential average over ticks). */
+export const RTT_GAIN = 0.3;
 /** Loss and rate are taken over windows of at least this long. */
 export const MEASURE_WINDOW_MS = 500;
 /**
@@ -38,8 +40,8 @@ interface Baseline {
 interface ConnModes {
   /** Mode state per policy name. */
   states: Map<string, ModeState>;
-  /** Last measured loss and rate per path, kept between windows. */
-  last: Map<string, { lossPct: number | null; rateBps: number }>;
+  /** Last measured loss and rate per path, kept between windows, and its RTT smoothed over ticks. */
+  last: Map<string, { lossPct: number | null; rateBps: number; rttMs: number | null }>;
 }
 
 /** The queueing delay a standby cap can add to its own subflow's RTT (its leaf, full), ms. */
@@ -136,16 +138,18 @@ export class ModeControl {
       windowMs = Math.max(windowMs, cur.at - b.at);
       this.baselines.set(s.key, cur);
     }
-    const last = conn.last.get(key) ?? { lossPct: null, rateBps: 0 };
+    const last = conn.last.get(key) ?? { lossPct: null, rateBps: 0, rttMs: null };
+    conn.last.set(key, last);
     if (windowMs > 0) {
       last.lossPct = lossPercent(0, retrans, 0, segs) ?? last.lossPct;
       last.rateBps = (bytes * 8 * 1000) / windowMs;
-      conn.last.set(key, last);
     }
+    // The kernel's srtt moves by a quarter of its variance per ACK; one noisy tick must not reset a mode's hold.
+    if (rtts.length > 0) last.rttMs = last.rttMs === null ? Math.min(...rtts) : last.rttMs + RTT_GAIN * (Math.min(...rtts) - last.rttMs);
     return {
       name: p.name,
       up: uplinkUp && subs.some(subflowAlive),
-      rttMs: rtts.length > 0 ? Math.min(...rtts) : null,
+      rttMs: last.rttMs,
       lossPct: last.lossPct,
       rateBps: last.rateBps,
     };
