@@ -14,16 +14,21 @@
  *   T-latency-failure = cut → the first request sent after the cut answered within the bound.
  * Each is the p50 over `repetitions` cuts; detection and failback times come from the proxy log.
  *
+ * Beside the uplink figures, the client-path case (issue 15): the client's path 1 itself is
+ * blackholed both ways (nftables drop on its interface in the client namespace) and repaired,
+ * with the proxy's `paths.rtoMaxMs: 1000` (repaired paths return within the capped backoff) and
+ * without it; no uplinks, no probes: MPTCP moves the data, the cap only shortens the return.
+ *
  *   node dist/bench/failover.js [--quick] [--repetitions N] [--outage MS] [--trace] [--no-save]
  *     → one JSON object on stdout, also saved as bench/results/failover.json unless --no-save
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { cutUplink1, logTime, PINNED_POLICY, restoreUplink1, uplinkChange, writeUplinkConfig } from '../testkit/failover';
+import { cutClientPath1, cutUplink1, logTime, PINNED_POLICY, restoreClientPath1, restoreUplink1, uplinkChange, writeUplinkConfig } from '../testkit/failover';
 import { startLegacyServer, type LegacyServer } from '../testkit/legacy-server';
 import { withTestbed, type ProxyHandle, type ProxyLogLine, type Testbed } from '../testkit/testbed';
-import { startSteeredProxy, steered } from '../testkit/steered-proxy';
+import { startSteeredProxy, steered, writeConfig } from '../testkit/steered-proxy';
 import { rateMbit, timeToLatency, timeToThroughput, worstRtt, type ByteSample, type Exchange } from './lib/handoff';
 import { percentile } from './lib/results';
 import { finishStandalone } from './lib/standalone';
@@ -80,6 +85,13 @@ export interface FailoverResult {
   tThroughputRecoveryNoFrMs: Figure;
   tLatencyFailureFrMs: Figure;
   tLatencyFailureNoFrMs: Figure;
+  /** The client's path 1 blackholed and repaired, with paths.rtoMaxMs 1000 (Rto) and without (NoRto). */
+  tThroughputFailureClientRtoMs: Figure;
+  tThroughputFailureClientNoRtoMs: Figure;
+  tThroughputRecoveryClientRtoMs: Figure;
+  tThroughputRecoveryClientNoRtoMs: Figure;
+  tLatencyFailureClientRtoMs: Figure;
+  tLatencyFailureClientNoRtoMs: Figure;
   /** Fast recovery only: cut → the engine's "uplink down", restore → "uplink up" (proxy log). */
   detectMs: Figure;
   failbackMs: Figure;
@@ -87,8 +99,43 @@ export interface FailoverResult {
   worstRttFrMs: number | null;
   worstRttNoFrMs: number | null;
   /** With `trace`: Mbit/s per 100 ms slot, from 1 s before the cut to the end, per run. */
-  timelines?: { fr: number[][]; nofr: number[][] };
+  timelines?: { fr: number[][]; nofr: number[][]; clientRto: number[][]; clientNoRto: number[][] };
 }
+
+/** The client-path case's cap on retransmission backoff (paths.rtoMaxMs; the kernel's floor). */
+const CLIENT_RTO_MAX_MS = 1000;
+
+/** What is cut and restored, and how the proxy is set up for it. */
+interface Scenario {
+  key: 'fr' | 'nofr' | 'clientRto' | 'clientNoRto';
+  /** The uplink set-up with its health probes (fast recovery) on. */
+  probes: boolean;
+  /** The subflow is pinned to uplink 1: wait for the proxy to have steered it. */
+  pinned: boolean;
+  config(tb: Testbed): string;
+  cut(tb: Testbed): Promise<void>;
+  restore(tb: Testbed): Promise<void>;
+}
+
+const uplinkCase = (probes: boolean): Scenario => ({
+  key: probes ? 'fr' : 'nofr',
+  probes,
+  pinned: true,
+  config: (tb) => writeUplinkConfig(tb, `failover-${probes ? 'fr' : 'nofr'}.yaml`, { probes }),
+  cut: cutUplink1,
+  restore: restoreUplink1,
+});
+
+const clientCase = (rto: boolean): Scenario => ({
+  key: rto ? 'clientRto' : 'clientNoRto',
+  probes: false,
+  pinned: false,
+  config: (tb) => writeConfig(tb, `failover-client-${rto ? 'rto' : 'norto'}.yaml`, rto ? { paths: { rtoMaxMs: CLIENT_RTO_MAX_MS } } : {}),
+  cut: cutClientPath1,
+  restore: restoreClientPath1,
+});
+
+const SCENARIOS: readonly Scenario[] = [uplinkCase(true), uplinkCase(false), clientCase(true), clientCase(false)];
 
 function figure(runs: (number | null)[]): Figure {
   // A run that never got there counts as the longest: p50/p99 stay honest (null only if all are).
@@ -102,8 +149,9 @@ function figure(runs: (number | null)[]): Figure {
   return { unit: 'ms', p50: pick(50), p99: pick(99), runs: runs.map((r) => (r === null ? null : Math.round(r))) };
 }
 
-/** Resolves when the proxy has steered one more pinned subflow than `seen`. */
-async function nextSteered(h: ProxyHandle, seen: number, timeoutMs = 10_000): Promise<void> {
+/** Resolves when the proxy has steered one more pinned subflow than `seen` (at once when nothing is pinned: the join comes within the warm-up). */
+async function nextSteered(h: ProxyHandle, sc: Scenario, seen: number, timeoutMs = 10_000): Promise<void> {
+  if (!sc.pinned) return;
   const deadline = Date.now() + timeoutMs;
   while (h.logs.filter(steered(PINNED_POLICY)).length <= seen) {
     if (Date.now() > deadline) throw new Error('the pinned subflow was not steered');
@@ -129,15 +177,16 @@ interface Cut {
   failbackMs: number | null;
 }
 
-/** Cut up1 for outageMs, restore it; with probes, wait for the engine's failover and failback. */
-async function cutAndRestore(tb: Testbed, h: ProxyHandle, probes: boolean, outageMs: number): Promise<Cut> {
+/** Cut the scenario's path for outageMs, restore it; with probes, wait for the engine's failover and failback. */
+async function cutAndRestore(tb: Testbed, h: ProxyHandle, sc: Scenario, outageMs: number): Promise<Cut> {
+  const probes = sc.probes;
   const epochCut = Date.now();
-  await cutUplink1(tb);
+  await sc.cut(tb);
   const cutAt = performance.now();
   const detect = probes ? logAfter(h, uplinkChange('up1', 'down'), epochCut, outageMs + 3000) : Promise.resolve(null);
   await sleep(outageMs);
   const epochRestore = Date.now();
-  await restoreUplink1(tb);
+  await sc.restore(tb);
   const restoreAt = performance.now();
   const detectMs = await detect;
   const failbackMs = probes ? await logAfter(h, uplinkChange('up1', 'up'), epochRestore, 5000) : null;
@@ -151,7 +200,7 @@ interface BulkRun extends Cut {
   tRec: number | null;
 }
 
-async function bulk(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string, probes: boolean, o: Required<FailoverOptions>, tm: Timing): Promise<BulkRun> {
+async function bulk(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string, sc: Scenario, o: Required<FailoverOptions>, tm: Timing): Promise<BulkRun> {
   const series: ByteSample[] = [];
   let total = 0;
   const s = net.connect(sock);
@@ -164,9 +213,9 @@ async function bulk(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string
     const seen = h.logs.filter(steered(PINNED_POLICY)).length;
     // Far more than the run can carry; the socket is closed when the measuring window ends.
     s.write(`GET ${srv.url('/bytes/4000000000')} HTTP/1.1\r\nHost: ${srv.host}:${srv.httpPort}\r\n\r\n`);
-    await nextSteered(h, seen);
+    await nextSteered(h, sc, seen);
     await sleep(tm.warmMs);
-    const cut = await cutAndRestore(tb, h, probes, o.outageMs);
+    const cut = await cutAndRestore(tb, h, sc, o.outageMs);
     const endAt = cut.restoreAt + tm.afterMs;
     await sleep(Math.max(0, endAt - performance.now()));
     const beforeMbit = rateMbit(series, cut.cutAt - Math.min(1000, tm.warmMs - 200), cut.cutAt);
@@ -183,7 +232,7 @@ async function bulk(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string
 }
 
 /** Request/response through a CONNECT tunnel to the echo server: 16-byte messages carrying their index. */
-async function echo(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string, probes: boolean, o: Required<FailoverOptions>, tm: Timing): Promise<Cut & { tLat: number | null; worst: number | null }> {
+async function echo(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string, sc: Scenario, o: Required<FailoverOptions>, tm: Timing): Promise<Cut & { tLat: number | null; worst: number | null }> {
   const s = net.connect(sock);
   s.on('error', () => undefined);
   const exchanges: Exchange[] = [];
@@ -216,7 +265,7 @@ async function echo(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string
         buf = buf.subarray(MSG);
       }
     });
-    await nextSteered(h, seen);
+    await nextSteered(h, sc, seen);
     timer = setInterval(() => {
       const m = Buffer.alloc(MSG);
       m.writeUInt32BE(exchanges.length, 0);
@@ -224,7 +273,7 @@ async function echo(tb: Testbed, srv: LegacyServer, h: ProxyHandle, sock: string
       s.write(m);
     }, ECHO_INTERVAL_MS);
     await sleep(tm.echoWarmMs);
-    const cut = await cutAndRestore(tb, h, probes, o.outageMs);
+    const cut = await cutAndRestore(tb, h, sc, o.outageMs);
     await sleep(Math.max(0, cut.restoreAt + tm.echoAfterMs - performance.now()));
     clearInterval(timer);
     timer = null;
@@ -252,25 +301,25 @@ export async function run(opts: FailoverOptions = {}): Promise<FailoverResult> {
     const srv = await startLegacyServer(tb);
     const sock = await tb.bridge('client', tb.addr.proxy1, 3128, { mptcp: true });
     const mk = (): { fail: (number | null)[]; rec: (number | null)[]; lat: (number | null)[]; worst: number[]; timelines: number[][] } => ({ fail: [], rec: [], lat: [], worst: [], timelines: [] });
-    const per = { fr: mk(), nofr: mk() };
+    const per = { fr: mk(), nofr: mk(), clientRto: mk(), clientNoRto: mk() };
     const detect: (number | null)[] = [];
     const failback: (number | null)[] = [];
     const before: number[] = [];
-    for (const probes of [true, false]) {
-      const k = probes ? per.fr : per.nofr;
-      const h = await startSteeredProxy(tb, writeUplinkConfig(tb, `failover-${probes ? 'fr' : 'nofr'}.yaml`, { probes }));
+    for (const sc of SCENARIOS) {
+      const k = per[sc.key];
+      const h = await startSteeredProxy(tb, sc.config(tb));
       try {
         for (let i = 0; i < o.repetitions; i++) {
-          const b = await bulk(tb, srv, h, sock, probes, o, tm);
+          const b = await bulk(tb, srv, h, sock, sc, o, tm);
           k.fail.push(b.tFail);
           k.rec.push(b.tRec);
           k.timelines.push(b.timeline);
-          before.push(b.beforeMbit);
-          const e = await echo(tb, srv, h, sock, probes, o, tm);
+          if (sc.pinned) before.push(b.beforeMbit);
+          const e = await echo(tb, srv, h, sock, sc, o, tm);
           k.lat.push(e.tLat);
           if (e.worst !== null) k.worst.push(e.worst);
           // Every cut is a detection sample, the echo's as well as the download's.
-          if (probes) {
+          if (sc.probes) {
             detect.push(b.detectMs, e.detectMs);
             failback.push(b.failbackMs, e.failbackMs);
           }
@@ -299,11 +348,17 @@ export async function run(opts: FailoverOptions = {}): Promise<FailoverResult> {
       tThroughputRecoveryNoFrMs: figure(per.nofr.rec),
       tLatencyFailureFrMs: figure(per.fr.lat),
       tLatencyFailureNoFrMs: figure(per.nofr.lat),
+      tThroughputFailureClientRtoMs: figure(per.clientRto.fail),
+      tThroughputFailureClientNoRtoMs: figure(per.clientNoRto.fail),
+      tThroughputRecoveryClientRtoMs: figure(per.clientRto.rec),
+      tThroughputRecoveryClientNoRtoMs: figure(per.clientNoRto.rec),
+      tLatencyFailureClientRtoMs: figure(per.clientRto.lat),
+      tLatencyFailureClientNoRtoMs: figure(per.clientNoRto.lat),
       detectMs: figure(detect),
       failbackMs: figure(failback),
       worstRttFrMs: p50(per.fr.worst),
       worstRttNoFrMs: p50(per.nofr.worst),
-      ...(o.trace ? { timelines: { fr: per.fr.timelines, nofr: per.nofr.timelines } } : {}),
+      ...(o.trace ? { timelines: { fr: per.fr.timelines, nofr: per.nofr.timelines, clientRto: per.clientRto.timelines, clientNoRto: per.clientNoRto.timelines } } : {}),
     };
   });
 }
@@ -316,6 +371,10 @@ function summary(r: FailoverResult): string {
     `  T-throughput-recovery  fast recovery ${f(r.tThroughputRecoveryFrMs)} | MPTCP alone ${f(r.tThroughputRecoveryNoFrMs)}`,
     `  T-latency-failure      fast recovery ${f(r.tLatencyFailureFrMs)} | MPTCP alone ${f(r.tLatencyFailureNoFrMs)}`,
     `  detection ${f(r.detectMs)}, failback ${f(r.failbackMs)}`,
+    `client path 1 blackholed and repaired (no uplinks), with paths.rtoMaxMs ${CLIENT_RTO_MAX_MS} | without:`,
+    `  T-throughput-failure   ${f(r.tThroughputFailureClientRtoMs)} | ${f(r.tThroughputFailureClientNoRtoMs)}`,
+    `  T-throughput-recovery  ${f(r.tThroughputRecoveryClientRtoMs)} | ${f(r.tThroughputRecoveryClientNoRtoMs)}`,
+    `  T-latency-failure      ${f(r.tLatencyFailureClientRtoMs)} | ${f(r.tLatencyFailureClientNoRtoMs)}`,
   ].join('\n');
 }
 

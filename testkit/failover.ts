@@ -63,3 +63,15 @@ export async function watchRerouted(tb: Testbed): Promise<() => Promise<number>>
     return Number(/counter packets (\d+)/.exec(out)?.[1] ?? -1);
   };
 }
+
+const CLIENT_CUT_TABLE = 'tb_cut';
+
+/** Blackhole the client's path 1 both ways (its interface in the client namespace): the client-path loss case. */
+export async function cutClientPath1(tb: Testbed): Promise<void> {
+  const dev = tb.ifaces.client1;
+  await tb.nft('client', `table inet ${CLIENT_CUT_TABLE} { chain pre { type filter hook prerouting priority -300; iifname "${dev}" drop; }; chain post { type filter hook postrouting priority 100; oifname "${dev}" drop; }; }\n`);
+}
+
+export async function restoreClientPath1(tb: Testbed): Promise<void> {
+  await tb.exec('client', ['nft', 'delete', 'table', 'inet', CLIENT_CUT_TABLE]);
+}

@@ -133,5 +133,7 @@ describe('failover bench --quick (testbed, real kernel)', () => {
     assert.equal(typeof r.tLatencyFailureFrMs.p50, 'number', JSON.stringify(r.tLatencyFailureFrMs));
     assert.equal(r.detectMs.runs.length, 2);
     for (const d of [...r.detectMs.runs, ...r.failbackMs.runs]) assert.ok(d !== null && d < 1500, `engine reacted after ${d} ms`);
+    // The client's own path 1 blackholed: the other path carries on, with or without the backoff cap.
+    for (const f of [r.tThroughputFailureClientRtoMs, r.tThroughputFailureClientNoRtoMs]) assert.equal(typeof f.p50, 'number', JSON.stringify(f));
   });
 });

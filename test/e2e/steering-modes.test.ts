@@ -16,6 +16,7 @@ import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-serve
 import { createTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
 import { NONE, ownedState, pathBytes, startSteeredProxy, writeConfig } from '../../testkit/steered-proxy';
 import { sleep } from '../../testkit/sleep';
+import { cutClientPath1, restoreClientPath1 } from '../../testkit/failover';
 
 const RUNS = Number(process.env.MODES_RUNS ?? 1);
 const MB = 1_000_000;
@@ -87,11 +88,8 @@ function helpers(s: Suite) {
     assert.deepEqual(await ownedState(tb()), NONE);
   }
 
-  const cut = (i: 1 | 2): Promise<void> => {
-    const dev = i === 1 ? tb().ifaces.client1 : tb().ifaces.client2;
-    return tb().nft('client', `table inet tb_cut { chain pre { type filter hook prerouting priority -300; iifname "${dev}" drop; }; chain post { type filter hook postrouting priority 100; oifname "${dev}" drop; }; }\n`);
-  };
-  const uncut = async (): Promise<void> => void (await tb().exec('client', ['nft', 'delete', 'table', 'inet', 'tb_cut']));
+  const cut = (): Promise<void> => cutClientPath1(tb());
+  const uncut = (): Promise<void> => restoreClientPath1(tb());
   return { tb, download, window, share, pct, modeApplied, withProxy, cut, uncut };
 }
 
@@ -106,7 +104,7 @@ modesSuite('steering modes with per-address backup (testbed, real kernel, real M
         await sleep(500);
         const before = await window(3000);
         const cutAt = Date.now();
-        await cut(1);
+        await cut();
         let movedMs = Infinity;
         const trace: string[] = [];
         try {
