@@ -57,17 +57,17 @@ function destinationTest(dest: string): Test {
   return (s) => s.destinationHost !== null && normalizeIpLiteral(s.destinationHost) === null && domainMatches(dest, s.destinationHost);
 }
 
+/** The subflow's client or local address in a CIDR. */
+function addressTest(cidr: string, side: 'client' | 'local'): Test {
+  const set = new CidrSet([cidr]);
+  return (s) => ipIn(set, unmapIPv6(s[side]));
+}
+
 /** What puts a subflow on a mode's path: every key the path names. */
 function pathTest(p: ModePath, uplinkInterfaces: ReadonlyMap<string, string>): Test {
   const tests: Test[] = [];
-  if (p.client !== undefined) {
-    const set = new CidrSet([p.client]);
-    tests.push((s) => ipIn(set, unmapIPv6(s.client)));
-  }
-  if (p.local !== undefined) {
-    const set = new CidrSet([p.local]);
-    tests.push((s) => ipIn(set, unmapIPv6(s.local)));
-  }
+  if (p.client !== undefined) tests.push(addressTest(p.client, 'client'));
+  if (p.local !== undefined) tests.push(addressTest(p.local, 'local'));
   if (p.interface !== undefined) tests.push((s) => s.interface === p.interface);
   if (p.uplink !== undefined) {
     const dev = uplinkInterfaces.get(p.uplink);
@@ -79,14 +79,8 @@ function pathTest(p: ModePath, uplinkInterfaces: ReadonlyMap<string, string>): T
 export function compilePolicy(config: PolicyConfig, index: number, uplinkInterfaces: ReadonlyMap<string, string> = new Map()): CompiledPolicy {
   const m = config.match;
   const tests: Test[] = [];
-  if (m.client !== undefined) {
-    const set = new CidrSet([m.client]);
-    tests.push((s) => ipIn(set, unmapIPv6(s.client)));
-  }
-  if (m.local !== undefined) {
-    const set = new CidrSet([m.local]);
-    tests.push((s) => ipIn(set, unmapIPv6(s.local)));
-  }
+  if (m.client !== undefined) tests.push(addressTest(m.client, 'client'));
+  if (m.local !== undefined) tests.push(addressTest(m.local, 'local'));
   if (m.interface !== undefined) tests.push((s) => s.interface === m.interface);
   if (m.kind !== undefined) tests.push((s) => s.kind === m.kind);
   if (m.destination !== undefined) tests.push(destinationTest(m.destination));
