@@ -176,7 +176,13 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     });
     const onUp = (s: Subflow, c: MptcpConnectionRecord): void => this.onSubflowUp(s, c);
     // A path that lost its subflow may be the active one: the mode decides again at once.
-    const onDown = (s: Subflow, c: MptcpConnectionRecord): void => void this.enqueue(async () => this.apply([[s, EMPTY]]).then(() => this.reconcile(this.decideModes([c]))));
+    const onDown = (s: Subflow, c: MptcpConnectionRecord): void =>
+      void this.enqueue(async () => {
+        await this.apply([[s, EMPTY]]);
+        const changed = this.decideModes([c]);
+        await this.updateBackup();
+        await this.reconcile(changed);
+      });
     const onClosed = (c: MptcpConnectionRecord): void => this.modes.forget(c);
     this.registry.on('subflow-up', onUp);
     this.registry.on('subflow-down', onDown);
