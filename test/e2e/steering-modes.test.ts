@@ -146,7 +146,8 @@ modesSuite('steering modes with per-address backup (testbed, real kernel, real M
         try {
           const l = await h.waitForLog((x) => x.message === 'steering mode: subflow' && x.path === 'p1' && x.standby === true && Date.parse(String(x.timestamp)) >= lossAt - 50, 5000);
           switchMs = Date.parse(String(l.timestamp)) - lossAt;
-          await sleep(500);
+          // What was in flight on path 1 is still retransmitted there for a moment.
+          await sleep(1000);
           lossy = await window(2000);
         } finally {
           await tb().exec('client', ['nft', 'delete', 'table', 'inet', 'tb_loss']);
