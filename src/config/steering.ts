@@ -135,8 +135,8 @@ export const PROBE_DEFAULTS = { port: 7, intervalMs: 200, timeoutMs: 500, downAf
 
 /**
  * Mode defaults: hold 1 s; smallest-delay needs 10 ms. Standby cap: 500 kbit/s is 1 % of a
- * 50 Mbit/s active path; smallest-delay's 2 Mbit/s keeps the standby's own queue (its RTT
- * reading) within the leaf's 50 ms (sys/tc.ts leafLimitBytes).
+ * 50 Mbit/s active path; smallest-delay's 2 Mbit/s keeps the queue the standby's own cap adds
+ * to its RTT reading under 20 ms (a full 3-frame leaf, sys/tc.ts STANDBY_LEAF_BYTES).
  */
 export const MODE_DEFAULTS = { hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000, standbyRateSmallestDelay: 2_000_000 } as const;
 
