@@ -15,6 +15,7 @@ import { SubflowRegistry } from './registry/registry';
 import { startSnifferFeed } from './registry/sniffer-feed';
 import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
+import { SubflowBackup } from './steering/backup';
 import { MssClamp } from './tuning/mss';
 import { RtoCap } from './tuning/rto';
 import { TransparentRules } from './proxy/transparent';
@@ -59,7 +60,17 @@ export class SubflowPlane {
   }
 
   private makePathManager(c: Config): PathManager {
-    return c.paths.pathManager === 'userspace' ? new UserspacePathManager(c, this.kernel, this.kstate, this.log) : new KernelPathManager();
+    const pm = c.paths.pathManager === 'userspace' ? new UserspacePathManager(c, this.kernel, this.kstate, this.log) : new KernelPathManager();
+    // The steering modes' standby paths: MP_PRIO per subflow where the path manager can, else per endpoint.
+    this.steering.useBackupMarker(
+      pm.mode === 'userspace'
+        ? new SubflowBackup(
+            (s, on) => pm.setBackup(parseInt(s.token, 16), { local: { address: s.local.host, port: s.local.port }, remote: { address: s.remote.host, port: s.remote.port } }, on),
+            (s, e) => this.log.warn('steering modes: subflow not marked backup; it is capped instead', { subflow: s.key, error: e.message }),
+          )
+        : null,
+    );
+    return pm;
   }
 
   /**

@@ -37,3 +37,37 @@ export class EndpointBackup implements BackupMarker {
     return new Set(established.filter((s) => marked.has(unmapIPv6(s.local.host))).map((s) => s.key));
   }
 }
+
+/**
+ * The userspace path manager's marker: MP_PRIO per subflow (`set`, e.g. PathManager.setBackup),
+ * so every wanted subflow is marked and every other one it marked before is unmarked. A subflow
+ * the path manager refuses stays unmarked (the engine caps it instead), with a log line.
+ */
+export class SubflowBackup implements BackupMarker {
+  private marked = new Set<string>();
+
+  constructor(
+    private readonly set: (s: Subflow, on: boolean) => void,
+    private readonly onError: (s: Subflow, e: Error) => void,
+  ) {}
+
+  async apply(want: ReadonlySet<string>, established: readonly Subflow[]): Promise<ReadonlySet<string>> {
+    const next = new Set<string>();
+    for (const s of established) {
+      const on = want.has(s.key);
+      if (on === this.marked.has(s.key)) {
+        if (on) next.add(s.key);
+        continue;
+      }
+      try {
+        this.set(s, on);
+        if (on) next.add(s.key);
+      } catch (e) {
+        this.onError(s, e as Error);
+        if (!on) next.add(s.key);
+      }
+    }
+    this.marked = next;
+    return new Set([...next].filter((k) => want.has(k)));
+  }
+}

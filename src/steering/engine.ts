@@ -113,6 +113,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   private readonly detach: (() => void)[] = [];
   private readonly m: SteeringMetrics | null;
   private readonly modes = new ModeControl();
+  private readonly endpointMarker: BackupMarker = new EndpointBackup((addrs) => this.paths.setModeBackup(addrs, this.uplinks));
   private backupMarker: BackupMarker;
   /** Subflows the backup marker marked; standby subflows outside it get the standby cap. */
   private backupMarked: ReadonlySet<string> = new Set();
@@ -135,7 +136,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     this.shaper = new Shaper(log, kstate);
     this.congestion = new CongestionRoutes(log, kstate);
     this.m = opts.metrics ? steeringMetrics(opts.metrics) : null;
-    this.backupMarker = new EndpointBackup((addrs) => this.paths.setModeBackup(addrs, this.uplinks));
+    this.backupMarker = this.endpointMarker;
   }
 
   /** The steering modes' measurements: how to read the open connections' kernel counters. */
@@ -143,9 +144,9 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     this.sampler = sampler;
   }
 
-  /** Per-subflow backup (e.g. on the userspace path manager) instead of today's per-endpoint marker. */
-  useBackupMarker(marker: BackupMarker): void {
-    this.backupMarker = marker;
+  /** Per-subflow backup (the userspace path manager's) instead of the per-endpoint marker; null puts that back. */
+  useBackupMarker(marker: BackupMarker | null): void {
+    this.backupMarker = marker ?? this.endpointMarker;
     this.standbyKeys = '';
   }
 

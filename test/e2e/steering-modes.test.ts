@@ -27,7 +27,10 @@ const MB = 1_000_000;
  * the C flag keeps joins off the first address; the client joins from its path-2 address).
  * Otherwise both subflows end on the proxy's first address and the standby cap (HTB) is the lever.
  */
-function modesSuite(title: string, announced: boolean, body: (s: Suite) => void): void {
+type Lever = 'announced' | 'userspace' | 'htb';
+
+function modesSuite(title: string, lever: Lever, body: (s: Suite) => void): void {
+  const announced = lever === 'announced';
   describe(title, { timeout: 600_000 }, () => {
     const s = {} as Suite;
     before(async () => {
@@ -51,6 +54,8 @@ function modesSuite(title: string, announced: boolean, body: (s: Suite) => void)
             uplinks: [{ name: 'a2', interface: s.tb.ifaces.proxy2, source: s.tb.addr.proxy2, signal: true }],
           }
         : {}),
+      // The userspace path manager marks each subflow backup (MP_PRIO): both may end on one proxy address.
+      ...(lever === 'userspace' ? { paths: { pathManager: 'userspace' } } : {}),
     });
     body(s);
   });
@@ -93,9 +98,8 @@ function helpers(s: Suite) {
   return { tb, download, window, share, pct, modeApplied, withProxy, cut, uncut };
 }
 
-modesSuite('steering modes with per-address backup (testbed, real kernel, real MPTCP clients)', true, (s) => {
-  const { tb, download, window, share, pct, modeApplied, withProxy, cut, uncut } = helpers(s);
-
+function activeStandby(s: Suite): void {
+  const { download, window, share, pct, modeApplied, withProxy, cut, uncut } = helpers(s);
   it('active-standby: the standby path carries < 2 % until the active path fails, then the download moves to it within 1.5 s', async () => {
     for (let run = 0; run < RUNS; run++) {
       await withProxy('as.yaml', s.modeDoc('active-standby'), async (h) => {
@@ -131,6 +135,12 @@ modesSuite('steering modes with per-address backup (testbed, real kernel, real M
     }
   });
 
+}
+
+modesSuite('steering modes with per-address backup (testbed, real kernel, real MPTCP clients)', 'announced', (s) => {
+  const { tb, download, window, share, pct, modeApplied, withProxy } = helpers(s);
+  activeStandby(s);
+
   it('priority (loss over 3 %): path 1 carries the traffic until it loses 10 % of its packets, then path 2 does', async () => {
     for (let run = 0; run < RUNS; run++) {
       await withProxy('prio.yaml', s.modeDoc('priority', { lossThresholdPercent: 3 }), async (h) => {
@@ -162,7 +172,9 @@ modesSuite('steering modes with per-address backup (testbed, real kernel, real M
   });
 });
 
-modesSuite('steering modes with HTB caps (testbed, real kernel, real MPTCP clients)', false, (s) => {
+modesSuite('steering modes with per-subflow backup from the userspace path manager (testbed, real kernel, real MPTCP clients)', 'userspace', activeStandby);
+
+modesSuite('steering modes with HTB caps (testbed, real kernel, real MPTCP clients)', 'htb', (s) => {
   const { download, window, share, pct, modeApplied, withProxy } = helpers(s);
 
   it('load-balance 3:1: path 1 carries 75 % ± 10 of the bytes', async () => {

@@ -11,7 +11,7 @@ import { validateSteeringConfig, type SteeringModeConfig } from '../../src/confi
 import { ConfigError } from '../../src/config/config-error';
 import { decide, initialModeState, lossPercent, MIN_CAP_BPS, type ModeState, type PathMeasure } from '../../src/steering/modes';
 import { compilePolicies, firstMatch, type SubflowSubject } from '../../src/steering/policy';
-import { wholeAddresses } from '../../src/steering/backup';
+import { SubflowBackup, wholeAddresses } from '../../src/steering/backup';
 import type { Subflow } from '../../src/registry/registry';
 
 const paths2 = [
@@ -195,5 +195,22 @@ describe('per-endpoint backup marker', () => {
     assert.deepEqual([...wholeAddresses(new Set(['a', 'c']), all)], ['192.0.2.2']);
     assert.deepEqual([...wholeAddresses(new Set(['a', 'b', 'c']), all)].sort(), ['192.0.2.1', '192.0.2.2']);
     assert.deepEqual([...wholeAddresses(new Set(), all)], []);
+  });
+  it('the per-subflow marker (userspace PM) marks each wanted subflow, unmarks what it marked, and leaves refused ones unmarked', async () => {
+    const calls: string[] = [];
+    const errors: string[] = [];
+    const m = new SubflowBackup(
+      (sub, on) => {
+        if (sub.key === 'x') throw new Error('refused');
+        calls.push(`${sub.key}:${on}`);
+      },
+      (sub) => errors.push(sub.key),
+    );
+    const all = [sf('a', '192.0.2.1'), sf('b', '192.0.2.1'), sf('x', '192.0.2.1')];
+    assert.deepEqual([...(await m.apply(new Set(['a', 'x']), all))], ['a']);
+    assert.deepEqual(calls, ['a:true']);
+    assert.deepEqual(errors, ['x']);
+    assert.deepEqual([...(await m.apply(new Set(['b']), all))], ['b']);
+    assert.deepEqual(calls, ['a:true', 'a:false', 'b:true'], 'only changes reach the path manager');
   });
 });
