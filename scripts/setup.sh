@@ -10,8 +10,9 @@ mode=${1:-run}
 # that mode, even one every Debian machine has (test/ops/setup-packages.test.ts checks the spawned
 # programs against `setup.sh list MODE`). mptcpize is its own package, not part of mptcpd.
 pkgs_run="iproute2 procps util-linux libc-bin coreutils dash libpcap-dev nftables mptcpd mptcpize curl"
-pkgs_test="$pkgs_run iperf3 tcpdump tshark python3 chromium systemd"
-pkgs_bench="$pkgs_test nginx dante-server squid haproxy microsocks wrk"
+# squid and dante-server: the real parent proxies of test/e2e/parents.test.ts.
+pkgs_test="$pkgs_run iperf3 tcpdump tshark python3 chromium systemd squid dante-server"
+pkgs_bench="$pkgs_test nginx haproxy microsocks wrk"
 case "$mode" in
   run) want=$pkgs_run ;;
   test) want=$pkgs_test ;;

@@ -26,7 +26,7 @@ import { createTransparentFrontEnd } from './proxy/transparent';
 import { servedListeners } from './proxy/announce';
 import { feedConnectionEvents, type ConnectionSink } from './registry/kernel-feed';
 import { selectRelayEngine } from './relay/select';
-import { DefaultUpstreamConnector } from './upstream/connector';
+import { UpstreamRouter } from './upstream/router';
 import { createBufferTuner } from './tuning/tuning';
 import type { BufferTuner } from './tuning/tuner';
 
@@ -65,7 +65,7 @@ export class ProxyApp {
       log,
       events: this.events,
       access,
-      upstream: new DefaultUpstreamConnector(config.upstream, access, this.events),
+      upstream: new UpstreamRouter(config.upstream, access, this.events, log),
       relay: selectRelayEngine(config.relay.engine, log),
     };
     logFinishedConnections(this.events, log);
@@ -138,7 +138,9 @@ export class ProxyApp {
   async reload(next: Config): Promise<void> {
     const access = new AccessControl(next.access, this.ctx.access.guard);
     this.ctx.access = access;
-    this.ctx.upstream = new DefaultUpstreamConnector(next.upstream, access, this.events);
+    // The new parent list starts probing; connections through the old one keep their tunnels.
+    this.ctx.upstream.close();
+    this.ctx.upstream = new UpstreamRouter(next.upstream, access, this.events, this.log);
     this.fastPath?.configure(next);
     this.log.level = next.log.level;
     this.tuner.reload(next.tuning.buffers);
@@ -175,6 +177,7 @@ export class ProxyApp {
       l.destroyAll();
     }
     await this.fastPath?.closeAll();
+    this.ctx.upstream.close();
     this.tuner.stop();
     this.limitLog.flush();
   }

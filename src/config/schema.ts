@@ -7,6 +7,7 @@ import os from 'node:os';
 import { CidrSet, normalizeIpLiteral, parseHostPort, type HostPort } from '../core/address';
 import { ConfigError } from './config-error';
 import { STEERING_KEYS, validateSteeringConfig, type SteeringConfig } from './steering';
+import { validateUpstream, type UpstreamConfig } from './upstream';
 import { bool, cidrs, int, interfaceNames, ip, isObject, oneOf, onlyKeys, Reader, section, str, type Raw } from './validate';
 
 /** transparent: takes only traffic redirected by TPROXY (see TransparentConfig); never a proxy port. */
@@ -95,13 +96,8 @@ export interface Config {
     /** How long verified credentials are reused without hashing again (Squid's credentialsttl); 0 = never. */
     credentialsTtlMs: number;
   };
-  upstream: {
-    /** Try MPTCP to the destination first, then plain TCP. */
-    mptcp: boolean;
-    connectTimeoutMs: number;
-    /** RFC 8305 connection attempt delay between address families. */
-    happyEyeballsDelayMs: number;
-  };
+  /** Destinations: direct, or through parent proxies (src/upstream, config/upstream.ts). */
+  upstream: UpstreamConfig;
   timeouts: {
     handshakeMs: number;
     idleMs: number;
@@ -179,7 +175,7 @@ export const DEFAULTS: Config = {
     { name: 'socks', protocol: 'socks', host: '127.0.0.1', port: 1080, mptcp: true },
   ],
   access: { allowClients: [], allowDest: [], denyDest: [], denyPrivate: false, connectPorts: [], users: [], credentialsTtlMs: 3_600_000 },
-  upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250 },
+  upstream: { mptcp: false, connectTimeoutMs: 10_000, happyEyeballsDelayMs: 250, parents: [], routes: [], probe: { intervalMs: 5_000, timeoutMs: 2_000, downAfter: 2, upAfter: 1 } },
   timeouts: { handshakeMs: 15_000, idleMs: 300_000, drainMs: 5_000 },
   limits: { maxConnections: 20_000, maxConnectionsPerClient: 2_000, maxHeaderBytes: 32 * 1024, maxHeaderLines: 100, maxUdpAssociations: 1_000 },
   relay: { engine: 'auto', fastPath: 'auto', fastPathThreads: 0 },
@@ -376,8 +372,6 @@ export function validateConfig(input: unknown): Config {
   const connectPorts = a.connectPorts === undefined ? [] : a.connectPorts;
   if (!Array.isArray(connectPorts) || connectPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw ar.at('connectPorts').error('must be a list of ports');
 
-  const u = section(raw, 'upstream', root);
-  onlyKeys(u, ['mptcp', 'connectTimeoutMs', 'happyEyeballsDelayMs'], root.at('upstream'));
   const t = section(raw, 'timeouts', root);
   onlyKeys(t, ['handshakeMs', 'idleMs', 'drainMs'], root.at('timeouts'));
   const l = section(raw, 'limits', root);
@@ -425,11 +419,7 @@ export function validateConfig(input: unknown): Config {
       users: users(a.users, ar.at('users')),
       credentialsTtlMs: int(a, 'credentialsTtlMs', d.access.credentialsTtlMs, ar, 0, 86_400_000),
     },
-    upstream: {
-      mptcp: bool(u, 'mptcp', d.upstream.mptcp, root.at('upstream')),
-      connectTimeoutMs: int(u, 'connectTimeoutMs', d.upstream.connectTimeoutMs, root.at('upstream'), 1, 600_000),
-      happyEyeballsDelayMs: int(u, 'happyEyeballsDelayMs', d.upstream.happyEyeballsDelayMs, root.at('upstream'), 10, 5_000),
-    },
+    upstream: validateUpstream(section(raw, 'upstream', root), root.at('upstream'), d.upstream),
     timeouts: {
       handshakeMs: int(t, 'handshakeMs', d.timeouts.handshakeMs, root.at('timeouts'), 1, 600_000),
       idleMs: int(t, 'idleMs', d.timeouts.idleMs, root.at('timeouts'), 0, 86_400_000),

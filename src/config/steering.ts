@@ -19,21 +19,10 @@
 import net from 'node:net';
 import { parseCidr } from '../core/address';
 import type { ClientView } from '../core/connection';
+import type { MatchSpec } from '../core/match';
 import { cidr, int, interfaceName, ip, isObject, onlyKeys, Reader, str, type Raw } from './validate';
 
-export interface PolicyMatch {
-  /** CIDR of the subflow's remote (client-side) address. */
-  client?: string;
-  /** CIDR (or single address) of the proxy address the subflow arrived on. */
-  local?: string;
-  /** Proxy interface the subflow runs over. */
-  interface?: string;
-  kind?: 'initial' | 'join';
-  /** Upstream CIDR, or a domain suffix ("example.com" matches it and its subdomains). */
-  destination?: string;
-  user?: string;
-  listener?: string;
-}
+export type PolicyMatch = MatchSpec;
 
 /**
  * Every policy match key, with the facts of the client connection (what the registry learns
@@ -198,10 +187,11 @@ function destination(raw: Raw, r: Reader): string | undefined {
   }
 }
 
-function validateMatch(raw: unknown, r: Reader): PolicyMatch {
+/** A `match` mapping; `keys` narrows the keys allowed (the upstream routes match whole connections, not subflows). */
+export function validateMatch(raw: unknown, r: Reader, keys: readonly (keyof PolicyMatch)[] = Object.keys(POLICY_MATCH_FIELDS) as (keyof PolicyMatch)[]): PolicyMatch {
   if (raw === undefined) return {};
   if (!isObject(raw)) return r.fail('must be a mapping');
-  onlyKeys(raw, Object.keys(POLICY_MATCH_FIELDS), r);
+  onlyKeys(raw, keys, r);
   const kind = raw.kind;
   if (kind !== undefined && kind !== 'initial' && kind !== 'join') r.at('kind').fail('must be initial or join');
   const m: PolicyMatch = {

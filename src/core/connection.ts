@@ -74,6 +74,8 @@ export class ClientConnection implements ClientView {
   /** The address actually connected to, after DNS and policy. */
   upstreamAddress: string | null = null;
   upstreamConnectedAt: bigint | null = null;
+  /** The parent proxy the connection went through (src/upstream); null = direct. */
+  parent: string | null = null;
   requests = 0;
   /** Bytes relayed by engines that bypass the client socket's own counters (splice). */
   relayBytesUp = 0;

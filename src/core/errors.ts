@@ -24,6 +24,8 @@ export const ErrorCode = {
   HandshakeTimeout: 'MPX_HANDSHAKE_TIMEOUT',
   IdleTimeout: 'MPX_IDLE_TIMEOUT',
   LimitReached: 'MPX_LIMIT_REACHED',
+  ParentsDown: 'MPX_PARENTS_DOWN',
+  ParentRefused: 'MPX_PARENT_REFUSED',
   Internal: 'MPX_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -71,6 +73,11 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorMapping>> = {
   MPX_HANDSHAKE_TIMEOUT: { http: 408, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 1, log: 'info', text: 'handshake timed out' },
   MPX_IDLE_TIMEOUT: { http: 504, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'idle timeout' },
   MPX_LIMIT_REACHED: { http: 503, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 64, log: 'warn', text: 'connection limit reached' },
+  // Every parent proxy of the route is down or failed at connect: the proxy itself cannot route
+  // (SOCKS5 general failure; RFC 8803 Network Failure).
+  MPX_PARENTS_DOWN: { http: 502, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'warn', text: 'no parent proxy available' },
+  // The parent answered, but refused or failed the request for a reason it did not name more precisely.
+  MPX_PARENT_REFUSED: { http: 502, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'info', text: 'parent proxy refused the request' },
   MPX_INTERNAL: { http: 500, socks5: 0x01, socks4: SOCKS4_REJECTED, convert: 65, log: 'error', text: 'internal proxy error' },
 };
 

@@ -22,6 +22,10 @@ export interface ProxyEventMap {
    * then names the client address when known (a connection dropped by limits.maxConnections).
    */
   'proxy-error': [err: ProxyError, conn: ClientConnection | null, peer?: string];
+  /** A parent proxy's health (src/upstream): probed or seen at connect; removed by a reload. */
+  'parent-health': [parent: string, state: 'up' | 'down' | 'removed', latencyMs: number | null];
+  /** A connect through a parent: tunnel ready (ok), or the parent failed (connect or handshake). */
+  'parent-connect': [parent: string, ok: boolean];
 }
 
 export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

@@ -66,7 +66,8 @@ export class FastPath {
   static create(config: Config, events: ProxyEvents, log: Logger, served: client.Counter<'path'>): FastPath | null {
     const wanted = config.relay.fastPath;
     if (wanted === 'off') return null;
-    const why = config.relay.engine === 'stream' ? 'relay.engine is stream' : null;
+    // Native connects direct only; parents need the TS connector.
+    const why = config.relay.engine === 'stream' ? 'relay.engine is stream' : config.upstream.parents.length > 0 ? 'upstream.parents are set' : null;
     const load = why ? ({ ok: false, reason: why } as const) : loadFastPathAddon();
     if (!load.ok) {
       if (wanted === 'on') throw new ConfigError(`relay.fastPath is on, but the fast path is not available: ${load.reason}`);

@@ -23,6 +23,7 @@ export function logFinishedConnections(events: ProxyEvents, log: Logger): void {
       user: conn.user ?? undefined,
       destination: conn.destination ? formatHostPort(conn.destination) : undefined,
       upstream: conn.upstreamAddress ?? undefined,
+      parent: conn.parent ?? undefined,
       requests: conn.requests,
       bytesIn: conn.bytesFromClient,
       bytesOut: conn.bytesToClient,

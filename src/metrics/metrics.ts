@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics (prom-client): every metric the proxy exports is defined in this file. The
  * names and labels below are a contract (README, Grafana dashboard). Labels stay bounded:
- * listener, interface, direction, result, code, uplink, policy, and the instance name on every
+ * listener, interface, direction, result, code, uplink, policy, parent, and the instance name on every
  * metric; never per connection or per client address. Connection and subflow metrics are fed here from events; the steering engine
  * and the buffer tuner observe their own (steeringMetrics, bufferTunerMetrics), registered in the
  * same registry.
@@ -129,6 +129,11 @@ export class ProxyMetrics {
   readonly authHashes = new client.Counter({ name: 'mptcp_proxy_auth_hashes_total', help: 'Password hashes computed (checks not answered from the credential cache), by lane (idle: at the lowest CPU priority, for clients that failed recently)', labelNames: ['lane'] as const, registers: [this.registry] });
   readonly fastPathTotal = new client.Counter({ name: 'mptcp_proxy_fast_path_total', help: 'Connections the native fast path accepted, by who served them (native, or handoff to the TS front ends)', labelNames: ['path'] as const, registers: [this.registry] });
   readonly lateWorkerScrapes = new client.Counter({ name: 'mptcp_proxy_metrics_late_workers_total', help: 'Workers that did not answer a /metrics scrape within 2 s (their previous figures were served)', registers: [this.registry] });
+  /** Parent proxies (src/upstream): one series per configured parent, removed when a reload drops it. */
+  readonly parentUp = new client.Gauge({ name: 'mptcp_proxy_parent_up', help: 'Parent proxy health from probes and connects (1 up, 0 down)', labelNames: ['parent'] as const, registers: [this.registry] });
+  readonly parentLatency = new client.Gauge({ name: 'mptcp_proxy_parent_latency_seconds', help: 'Smoothed TCP connect time to the parent proxy (the selector tries the lowest first)', labelNames: ['parent'] as const, registers: [this.registry] });
+  readonly parentConnections = new client.Counter({ name: 'mptcp_proxy_parent_connections_total', help: 'Tunnels and forwarded requests set up through the parent proxy', labelNames: ['parent'] as const, registers: [this.registry] });
+  readonly parentFailures = new client.Counter({ name: 'mptcp_proxy_parent_failures_total', help: 'Connects to the parent proxy that failed (no connection, or a broken or refused handshake)', labelNames: ['parent'] as const, registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
   /** The kernel's MPTCP counters of the proxy's namespace (KERNEL_MPTCP), read at each scrape. */
@@ -227,6 +232,22 @@ export class ProxyMetrics {
       down.inc(Math.max(0, r.bytesDown - (seen?.down ?? 0)));
     });
     events.on('proxy-error', (e) => errors(e.code).inc());
+    this.observeParents(events);
+  }
+
+  private observeParents(events: ProxyEvents): void {
+    events.on('parent-health', (parent, state, latencyMs) => {
+      if (state === 'removed') {
+        for (const m of [this.parentUp, this.parentLatency, this.parentConnections, this.parentFailures]) m.remove(parent);
+        return;
+      }
+      this.parentUp.labels(parent).set(state === 'up' ? 1 : 0);
+      if (latencyMs !== null) this.parentLatency.labels(parent).set(latencyMs / 1000);
+      // Both counters exported from the start, at 0.
+      this.parentConnections.labels(parent).inc(0);
+      this.parentFailures.labels(parent).inc(0);
+    });
+    events.on('parent-connect', (parent, ok) => (ok ? this.parentConnections : this.parentFailures).labels(parent).inc());
   }
 
   /** Password check metrics from the auth guard (it outlives reloads, so this is called once). */

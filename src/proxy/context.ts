@@ -8,14 +8,14 @@ import type { ProxyEvents } from '../core/events';
 import type { Logger } from '../log/logger';
 import type { RelayEngine } from '../core/relay';
 import type { AccessControl } from '../access/access';
-import type { UpstreamConnector } from '../upstream/connector';
+import type { Upstream } from '../upstream/router';
 
 export interface ProxyContext {
   config: Config;
   log: Logger;
   events: ProxyEvents;
   access: AccessControl;
-  upstream: UpstreamConnector;
+  upstream: Upstream;
   relay: RelayEngine;
 }
 

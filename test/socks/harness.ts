@@ -1,6 +1,6 @@
 /**
  * Loopback harness for the SOCKS front end: a ProxyContext built from real parts (AccessControl,
- * DefaultUpstreamConnector, StreamRelay, validateConfig), a net.Server on 127.0.0.1:0 handing
+ * UpstreamRouter, StreamRelay, validateConfig), a net.Server on 127.0.0.1:0 handing
  * each socket to handleSocks (or the HTTP front end), echo servers (TCP and UDP) as destinations, and a raw client.
  */
 import dgram from 'node:dgram';
@@ -19,7 +19,8 @@ import { createMixedFrontEnd } from '../../src/proxy/mixed';
 import { handleSocks } from '../../src/proxy/socks/server';
 import type { RelayResult } from '../../src/core/relay';
 import { StreamRelay } from '../../src/relay/stream-relay';
-import { DefaultUpstreamConnector, type Resolver } from '../../src/upstream/connector';
+import type { Resolver } from '../../src/upstream/connector';
+import { UpstreamRouter } from '../../src/upstream/router';
 
 export interface SocksProxy {
   ctx: ProxyContext;
@@ -52,7 +53,7 @@ export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolea
     log: silentLogger(),
     events,
     access,
-    upstream: new DefaultUpstreamConnector(config.upstream, access, events, opts.resolver),
+    upstream: new UpstreamRouter(config.upstream, access, events, silentLogger(), opts.resolver),
     relay: new StreamRelay(),
   };
   const frontEnd: FrontEnd = opts.http ? createHttpFrontEnd(ctx) : opts.mixed ? createMixedFrontEnd(createHttpFrontEnd(ctx), handleSocks) : handleSocks;
@@ -82,7 +83,10 @@ export async function startSocksProxy(rawConfig: unknown, opts: { mixed?: boolea
         await new Promise((r) => setTimeout(r, 20));
       }
     },
-    close: () => new Promise<void>((res) => server.close(() => res())),
+    close: () => {
+      ctx.upstream.close();
+      return new Promise<void>((res) => server.close(() => res()));
+    },
   };
 }
 

@@ -1,13 +1,16 @@
 /**
  * Absolute-form requests: forwarded with Node's http client over pooled upstream connections made
  * by the upstream connector, so every new upstream socket passes the destination policy after DNS.
- * The origin gets the target's authority as its one Host (RFC 9112 §3.2.2).
+ * The origin gets the target's authority as its one Host (RFC 9112 §3.2.2). A route through an
+ * HTTP parent sends the request there absolute-form with the parent's Proxy-Authorization; through
+ * a SOCKS parent, origin-form over the tunnel.
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ClientConnection } from '../../core/connection';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
 import type { ProxyContext } from '../context';
+import type { ForwardHop } from '../../upstream/router';
 import type { HttpFront } from './front';
 import { forwardHeaders } from './headers';
 
@@ -53,20 +56,34 @@ export function createForwarder(front: HttpFront): (req: http.IncomingMessage, r
       return front.refuseResponse(conn, res, new ProxyError(ErrorCode.BadRequest, `request target ${JSON.stringify(req.url)}: ${(e as Error).message}`), true);
     }
     const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 80 };
+    let hop: ForwardHop | null;
+    try {
+      hop = await front.ctx.upstream.forwardHop(target, conn);
+    } catch (e) {
+      return front.refuseResponse(conn, res, toProxyError(e), true);
+    }
+    if (req.socket.destroyed) return void hop?.socket.destroy();
+    const headers = forwardHeaders(req.rawHeaders, url.host);
+    if (hop?.proxyAuthorization) headers.push('Proxy-Authorization', hop.proxyAuthorization);
+    // Through a parent: the connection made for this request alone (the pooled agent's sockets
+    // go direct, and a parent's route can differ per client).
+    const socket = hop?.socket;
+    const via: http.RequestOptions = socket ? { agent: false, createConnection: () => socket.resume() } : { agent };
     const upstreamReq = http.request({
-      agent,
       ...target,
       method: req.method,
-      path: `${url.pathname}${url.search}`,
-      headers: forwardHeaders(req.rawHeaders, url.host),
+      // To an HTTP parent the request goes as it came, absolute-form (RFC 9112 §3.2.2).
+      path: hop?.absoluteForm ? `${url.protocol}//${url.host}${url.pathname}${url.search}` : `${url.pathname}${url.search}`,
+      headers,
       setHost: false,
       proxyConn: conn,
+      ...via,
     } as http.RequestOptions);
     // A pooled socket was connected (and checked) for an earlier client: this connection's log
     // and /connections still name where its requests went.
     upstreamReq.on('socket', (socket) => {
       conn.destination ??= target;
-      conn.upstreamAddress ??= socket.remoteAddress ?? null;
+      if (conn.parent === null) conn.upstreamAddress ??= socket.remoteAddress ?? null;
     });
     upstreamReq.on('response', (upstreamRes) => {
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.rawHeaders));
