@@ -24,8 +24,11 @@ export interface ProxyEventMap {
   'proxy-error': [err: ProxyError, conn: ClientConnection | null, peer?: string];
   /** A parent proxy's health (src/upstream): probed or seen at connect; removed by a reload. */
   'parent-health': [parent: string, state: 'up' | 'down' | 'removed', latencyMs: number | null];
-  /** A connect through a parent: tunnel ready (ok), or the parent failed (connect or handshake). */
-  'parent-connect': [parent: string, ok: boolean];
+  /**
+   * A probe of a parent, or a connect through it (ok: tunnel ready; not ok: the parent failed, at
+   * connect or in the handshake).
+   */
+  'parent-check': [parent: string, stage: 'probe' | 'connect', ok: boolean];
 }
 
 export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

@@ -133,7 +133,7 @@ export class ProxyMetrics {
   readonly parentUp = new client.Gauge({ name: 'mptcp_proxy_parent_up', help: 'Parent proxy health from probes and connects (1 up, 0 down)', labelNames: ['parent'] as const, registers: [this.registry] });
   readonly parentLatency = new client.Gauge({ name: 'mptcp_proxy_parent_latency_seconds', help: 'Smoothed TCP connect time to the parent proxy (the selector tries the lowest first)', labelNames: ['parent'] as const, registers: [this.registry] });
   readonly parentConnections = new client.Counter({ name: 'mptcp_proxy_parent_connections_total', help: 'Tunnels and forwarded requests set up through the parent proxy', labelNames: ['parent'] as const, registers: [this.registry] });
-  readonly parentFailures = new client.Counter({ name: 'mptcp_proxy_parent_failures_total', help: 'Connects to the parent proxy that failed (no connection, or a broken or refused handshake)', labelNames: ['parent'] as const, registers: [this.registry] });
+  readonly parentFailures = new client.Counter({ name: 'mptcp_proxy_parent_failures_total', help: 'Probes of the parent proxy that failed, and connects through it that failed (no connection, or a broken or refused handshake)', labelNames: ['parent', 'stage'] as const, registers: [this.registry] });
   readonly authCacheHits = new client.Counter({ name: 'mptcp_proxy_auth_cache_hits_total', help: 'Password checks answered from the credential cache (access.credentialsTtlMs)', registers: [this.registry] });
 
   /** The kernel's MPTCP counters of the proxy's namespace (KERNEL_MPTCP), read at each scrape. */
@@ -238,16 +238,17 @@ export class ProxyMetrics {
   private observeParents(events: ProxyEvents): void {
     events.on('parent-health', (parent, state, latencyMs) => {
       if (state === 'removed') {
-        for (const m of [this.parentUp, this.parentLatency, this.parentConnections, this.parentFailures]) m.remove(parent);
+        for (const m of [this.parentUp, this.parentLatency, this.parentConnections]) m.remove(parent);
+        for (const stage of ['probe', 'connect']) this.parentFailures.remove(parent, stage);
         return;
       }
       this.parentUp.labels(parent).set(state === 'up' ? 1 : 0);
       if (latencyMs !== null) this.parentLatency.labels(parent).set(latencyMs / 1000);
-      // Both counters exported from the start, at 0.
-      this.parentConnections.labels(parent).inc(0);
-      this.parentFailures.labels(parent).inc(0);
     });
-    events.on('parent-connect', (parent, ok) => (ok ? this.parentConnections : this.parentFailures).labels(parent).inc());
+    events.on('parent-check', (parent, stage, ok) => {
+      if (!ok) this.parentFailures.labels(parent, stage).inc();
+      else if (stage === 'connect') this.parentConnections.labels(parent).inc();
+    });
   }
 
   /** Password check metrics from the auth guard (it outlives reloads, so this is called once). */

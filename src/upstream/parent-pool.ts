@@ -51,7 +51,7 @@ export class ParentPool {
   connected(name: string, latencyMs: number | null): void {
     const e = this.parents.get(name);
     if (!e) return;
-    this.events.emit('parent-connect', name, latencyMs !== null);
+    this.events.emit('parent-check', name, 'connect', latencyMs !== null);
     this.update(e, afterConnect(e.health, latencyMs), 'connect');
   }
 
@@ -80,6 +80,7 @@ export class ParentPool {
     e.probing = false;
     // Closed by a reload while the probe ran: this entry is no longer the parent's.
     if (this.parents.get(e.config.name) !== e) return;
+    this.events.emit('parent-check', e.config.name, 'probe', latencyMs !== null);
     this.update(e, afterProbe(e.health, latencyMs, this.upstream.probe), 'probe');
   }
 

@@ -54,5 +54,7 @@ export const socks5Connect: ParentHandshake = (socket, p, dest, timeoutMs) => {
       });
     });
     client.connect(socket);
+    // Dialled sockets come paused; the client reads its replies from 'data' events.
+    socket.resume();
   });
 };

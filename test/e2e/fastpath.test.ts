@@ -24,6 +24,7 @@ import { connectionLogFor, curl, type ProxyKind } from '../../testkit/clients';
 import { startLegacyServer, type LegacyServer } from '../../testkit/legacy-server';
 import { patternSha256 } from '../../testkit/pattern';
 import { useTestbed, type ProxyHandle, type Testbed } from '../../testkit/testbed';
+import { socketFds } from '../../testkit/fds';
 import { metricValue } from '../../testkit/metrics';
 import { pickPorts } from '../ops/ports';
 import { sleep } from '../../testkit/sleep';
@@ -57,15 +58,6 @@ async function metric(tb: Testbed, port: number, name: string, label: string): P
   return metricValue(r.stdout, name, label);
 }
 
-function socketFds(pid: number): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
-    } catch {
-      return false; // closed between readdir and readlink
-    }
-  }).length;
-}
 
 const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
 const portBytes = (p: number): number[] => [p >> 8, p & 255];

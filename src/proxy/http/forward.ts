@@ -65,10 +65,11 @@ export function createForwarder(front: HttpFront): (req: http.IncomingMessage, r
     if (req.socket.destroyed) return void hop?.socket.destroy();
     const headers = forwardHeaders(req.rawHeaders, url.host);
     if (hop?.proxyAuthorization) headers.push('Proxy-Authorization', hop.proxyAuthorization);
-    // Through a parent: the connection made for this request alone (the pooled agent's sockets
-    // go direct, and a parent's route can differ per client).
+    // Through a parent: the connection made for this request alone, without an agent (the pooled
+    // agent's sockets go direct, and a parent's route can differ per client; `agent: false` would
+    // make Node dial with a fresh agent and ignore createConnection).
     const socket = hop?.socket;
-    const via: http.RequestOptions = socket ? { agent: false, createConnection: () => socket.resume() } : { agent };
+    const via: http.RequestOptions = socket ? { createConnection: () => socket.resume() } : { agent };
     const upstreamReq = http.request({
       ...target,
       method: req.method,
