@@ -36,6 +36,7 @@ export const httpConnect: ParentHandshake = (socket, p, dest, timeoutMs) => {
     const done = (err: ProxyError | ParentFailure | null, rest?: Buffer): void => {
       clearTimeout(timer);
       socket.removeListener('data', onData);
+      socket.removeListener('end', onClose);
       socket.removeListener('close', onClose);
       socket.removeListener('error', onClose);
       socket.pause();
@@ -64,6 +65,8 @@ export const httpConnect: ParentHandshake = (socket, p, dest, timeoutMs) => {
     // The parent took the connection; a slow answer is the destination being slow, not the parent failing.
     const timer = setTimeout(() => done(new ProxyError(ErrorCode.ConnectTimeout, `parent ${p.name}: no answer to CONNECT in ${timeoutMs} ms`)), timeoutMs);
     socket.on('data', onData);
+    // Dialled sockets are half-open capable: a parent's FIN alone is an 'end', no 'close'.
+    socket.once('end', onClose);
     socket.once('close', onClose);
     socket.once('error', onClose);
     socket.resume();
