@@ -173,7 +173,7 @@ export class DefaultUpstreamConnector implements UpstreamConnector {
  * Write and wait until the bytes are in the kernel, so a relay taking the fd next keeps their
  * order; a failed write destroys the socket and rejects with a ProxyError.
  */
-function writeAll(socket: net.Socket, data: Buffer): Promise<void> {
+export function writeAll(socket: net.Socket, data: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const fail = (e: Error): void => {
       socket.destroy();

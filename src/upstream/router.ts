@@ -20,7 +20,7 @@ import { ErrorCode, ProxyError, toProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
 import { compileMatch, type MatchSubject } from '../core/match';
 import type { Logger } from '../log/logger';
-import { DefaultUpstreamConnector, type Resolver, type UpstreamConnector } from './connector';
+import { DefaultUpstreamConnector, writeAll, type Resolver, type UpstreamConnector } from './connector';
 import { dialParent, ParentFailure, type ParentHandshake } from './dial';
 import { httpConnect, proxyAuthorization } from './http-parent';
 import { ParentPool } from './parent-pool';
@@ -85,10 +85,13 @@ export class UpstreamRouter implements Upstream {
     return this.routes.find((r) => r.matches(subject))?.via ?? this.fallback;
   }
 
-  connect(dest: Destination, conn: ClientConnection): Promise<net.Socket> {
+  async connect(dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket> {
     const via = this.viaFor(dest, conn);
-    if (via === 'direct') return this.direct.connect(dest, conn);
-    return this.throughParents(via, dest, conn, (p, s, left) => HANDSHAKES[p.protocol](s, p, dest, left));
+    if (via === 'direct') return this.direct.connect(dest, conn, synData);
+    const socket = await this.throughParents(via, dest, conn, (p, s, left) => HANDSHAKES[p.protocol](s, p, dest, left));
+    // Through a parent the client's early bytes follow the tunnel's set-up (no SYN to carry them).
+    if (synData && synData.length > 0) await writeAll(socket, synData);
+    return socket;
   }
 
   async forwardHop(dest: Destination, conn: ClientConnection): Promise<ForwardHop | null> {

@@ -95,6 +95,10 @@ describe('parent proxies upstream', { timeout: 300_000 }, () => {
   const parentUp = (name: string, up: boolean) => (l: ProxyLogLine): boolean => l.message === (up ? 'parent proxy up' : 'parent proxy down') && l.parent === name;
 
   before(async () => {
+    // Convert clients put their message and first bytes in the SYN: those bytes must follow the
+    // tunnel through the parent.
+    await tb().exec('client', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=5']);
+    await tb().exec('proxy', ['sysctl', '-qw', 'net.ipv4.tcp_fastopen=3']);
     server = await startLegacyServer(tb());
     ours = await tb().startProxy(parentArgs('--mixed', PARENT_PORTS.ours, ['--user', 'bob:plain$pw']), { ns: 'server' });
     [poolB, poolC] = [await startB(), await startC()];
