@@ -36,8 +36,11 @@ export interface ForwardHop {
 }
 
 export interface Upstream extends UpstreamConnector {
-  /** Absolute-form HTTP: a hop through a parent, or null when the route is direct. */
-  forwardHop(dest: Destination, conn: ClientConnection): Promise<ForwardHop | null>;
+  /**
+   * Absolute-form HTTP: a hop through a parent, or null at once when the route is direct (the
+   * forwarder's pooled agent then connects, as without parents).
+   */
+  forwardHop(dest: Destination, conn: ClientConnection): Promise<ForwardHop> | null;
   /** Stop the parents' probes (reload, shutdown). */
   close(): void;
 }
@@ -94,17 +97,18 @@ export class UpstreamRouter implements Upstream {
     return socket;
   }
 
-  async forwardHop(dest: Destination, conn: ClientConnection): Promise<ForwardHop | null> {
+  forwardHop(dest: Destination, conn: ClientConnection): Promise<ForwardHop> | null {
     const via = this.viaFor(dest, conn);
     if (via === 'direct') return null;
-    let hop: ForwardHop | null = null;
-    await this.throughParents(via, dest, conn, async (p, s, left) => {
+    let auth: string | null = null;
+    let absoluteForm = false;
+    const tunnel = this.throughParents(via, dest, conn, async (p, s, left) => {
       // An HTTP parent takes the request itself; through a SOCKS parent the origin does.
-      const socket = p.protocol === 'http' ? s : await socks5Connect(s, p, dest, left);
-      hop = { socket, absoluteForm: p.protocol === 'http', proxyAuthorization: p.protocol === 'http' ? proxyAuthorization(p) : null };
-      return socket;
+      absoluteForm = p.protocol === 'http';
+      auth = absoluteForm ? proxyAuthorization(p) : null;
+      return absoluteForm ? s : socks5Connect(s, p, dest, left);
     });
-    return hop;
+    return tunnel.then((socket) => ({ socket, absoluteForm, proxyAuthorization: auth }));
   }
 
   close(): void {

@@ -58,7 +58,6 @@ async function metric(tb: Testbed, port: number, name: string, label: string): P
   return metricValue(r.stdout, name, label);
 }
 
-
 const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
 const portBytes = (p: number): number[] => [p >> 8, p & 255];
 

@@ -56,13 +56,16 @@ export function createForwarder(front: HttpFront): (req: http.IncomingMessage, r
       return front.refuseResponse(conn, res, new ProxyError(ErrorCode.BadRequest, `request target ${JSON.stringify(req.url)}: ${(e as Error).message}`), true);
     }
     const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 80 };
-    let hop: ForwardHop | null;
-    try {
-      hop = await front.ctx.upstream.forwardHop(target, conn);
-    } catch (e) {
-      return front.refuseResponse(conn, res, toProxyError(e), true);
+    const through = front.ctx.upstream.forwardHop(target, conn);
+    let hop: ForwardHop | null = null;
+    if (through) {
+      try {
+        hop = await through;
+      } catch (e) {
+        return front.refuseResponse(conn, res, toProxyError(e), true);
+      }
+      if (req.socket.destroyed) return void hop.socket.destroy();
     }
-    if (req.socket.destroyed) return void hop?.socket.destroy();
     const headers = forwardHeaders(req.rawHeaders, url.host);
     if (hop?.proxyAuthorization) headers.push('Proxy-Authorization', hop.proxyAuthorization);
     // Through a parent: the connection made for this request alone, without an agent (the pooled
