@@ -120,7 +120,7 @@ export class UpstreamRouter implements Upstream {
     conn.destination = dest;
     this.access.checkPort(dest.port);
     const literal = normalizeIpLiteral(dest.host);
-    if (literal !== null && !this.access.destinationAllowed(literal)) throw new ProxyError(ErrorCode.DestDenied, `${dest.host}`);
+    if (literal !== null && !this.access.destinationAllowed(literal)) throw new ProxyError(ErrorCode.DestDenied, dest.host);
     const deadline = Date.now() + this.upstream.connectTimeoutMs;
     const failures: string[] = [];
     for (const p of this.pool.order(via)) {

@@ -184,11 +184,16 @@ describe('parent proxies upstream', { timeout: 300_000 }, () => {
     assert.equal(parentLines(), served, 'the parent was asked');
   });
 
-  test('wrong credentials for the only parent: MPX_PARENTS_DOWN, and that parent marked down', async () => {
+  test('wrong credentials for the only parent: MPX_PARENTS_DOWN, and that parent marked down; a forward gets 502, not the 407', async () => {
     const r = await through(EDGE.badAuth, 'connect', 1000, 3);
     assert.equal(r.httpConnect, 502);
     assert.equal((await connectionLogFor(edge, r)).result, 'MPX_PARENTS_DOWN');
     await edge.waitForLog(parentUp('ours-bad', false), 5000);
+    // The probe (a TCP connect) brings it back; the forwarded request then meets the parent's 407.
+    await edge.waitForLog(parentUp('ours-bad', true), 5000);
+    const f = await through(EDGE.badAuth, 'http', 1000, 3);
+    assert.equal(f.httpCode, 502);
+    assert.equal((await connectionLogFor(edge, f)).result, 'MPX_PARENT_REFUSED');
   });
 
   test('direct route: no parent', async () => {

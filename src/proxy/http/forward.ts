@@ -90,6 +90,11 @@ export function createForwarder(front: HttpFront): (req: http.IncomingMessage, r
       if (conn.parent === null) conn.upstreamAddress ??= socket.remoteAddress ?? null;
     });
     upstreamReq.on('response', (upstreamRes) => {
+      // The parent refusing our credentials is not the client's to answer: a 407 would ask it for its own.
+      if (hop?.absoluteForm && upstreamRes.statusCode === 407) {
+        upstreamReq.destroy();
+        return front.refuseResponse(conn, res, new ProxyError(ErrorCode.ParentRefused, `parent ${conn.parent ?? ''} answered 407 (check its user and password)`), true);
+      }
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.rawHeaders));
       upstreamRes.pipe(res);
       upstreamRes.on('error', () => res.destroy());
