@@ -88,9 +88,14 @@ export class UpstreamRouter implements Upstream {
     return this.routes.find((r) => r.matches(subject))?.via ?? this.fallback;
   }
 
-  async connect(dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket> {
+  connect(dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket> {
     const via = this.viaFor(dest, conn);
+    // Direct: the connector's own promise, no extra step on the path every connection took before parents.
     if (via === 'direct') return this.direct.connect(dest, conn, synData);
+    return this.tunnelThroughParents(via, dest, conn, synData);
+  }
+
+  private async tunnelThroughParents(via: readonly string[], dest: Destination, conn: ClientConnection, synData?: Buffer): Promise<net.Socket> {
     const socket = await this.throughParents(via, dest, conn, (p, s, left) => HANDSHAKES[p.protocol](s, p, dest, left));
     // Through a parent the client's early bytes follow the tunnel's set-up (no SYN to carry them).
     if (synData && synData.length > 0) await writeAll(socket, synData);
