@@ -15,6 +15,7 @@ import type { ClientView } from '../core/connection';
 import { activatedSockets, WORKER_LISTEN_FDS_ENV } from '../listener/activation';
 import { ListenerError } from '../listener/listener-error';
 import type { Logger } from '../log/logger';
+import { wholeLines } from '../log/whole-lines';
 import type { ProxyMetrics } from '../metrics/metrics';
 import { registrySink } from '../registry/kernel-feed';
 import type { SubflowPlane } from '../subflow-plane';
@@ -96,8 +97,10 @@ function workerPlane(config: Config, log: Logger, plane: SubflowPlane, metrics: 
       const passed = activatedSockets().all;
       const w = forkProcess(process.argv[1]!, process.argv.slice(2), {
         env: { ...process.env, [WORKER_ENV]: String(index), [WORKER_LISTEN_FDS_ENV]: passed.map((s, i) => `${4 + i}=${s.name}`).join(':') },
-        stdio: ['inherit', 'inherit', 'inherit', 'ipc', ...passed.map((s) => s.fd)],
+        stdio: ['inherit', 'inherit', 'pipe', 'ipc', ...passed.map((s) => s.fd)],
       });
+      // Its log in whole lines through this process's stderr (see log/whole-lines.ts).
+      w.stderr!.pipe(wholeLines()).pipe(process.stderr, { end: false });
       workers.set(index, w);
       w.on('message', (m: unknown) => {
         if (isMessage<ToSupervisor>(m) && m.mpx === 'metrics') lastMetrics.set(index, m.metrics);
