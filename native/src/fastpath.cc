@@ -103,7 +103,7 @@ struct Refusal {
 struct Tables {
   std::vector<Cidr> clients, denied, opened;
   std::vector<bool> ports;  // empty: every port
-  bool authRequired = false;
+  bool handOffAll = false;
   uint32_t maxConnections = 20000, maxPerClient = 2000;
   int64_t handshakeMs = 15000, connectTimeoutMs = 10000, idleMs = 300000;
   bool upstreamMptcp = false;
@@ -483,8 +483,8 @@ struct Loop {
       c->listener = listeners[l.idx].first;
       conns.insert(c);
       gActive++;
-      // Authentication and denied clients have their own dialogues on the TS path.
-      if (t->authRequired || !Contains(t->clients, family, r.clientAddr)) {
+      // Authentication, parent proxies and denied clients are the TS path's.
+      if (t->handOffAll || !Contains(t->clients, family, r.clientAddr)) {
         HandOff(c);
         continue;
       }
@@ -567,9 +567,9 @@ struct Loop {
   }
 
   void Dial(Conn* c, const Tables& t) {
-    // A reload since accept may have turned authentication on or the client away: those
-    // dialogues are the TS path's (a SOCKS5 greeting already answered included).
-    if (t.authRequired || !Contains(t.clients, c->rec.clientFamily, c->rec.clientAddr)) return HandOff(c);
+    // A reload since accept may have turned authentication or parents on, or the client away:
+    // those are the TS path's (a SOCKS5 greeting already answered included).
+    if (t.handOffAll || !Contains(t.clients, c->rec.clientFamily, c->rec.clientAddr)) return HandOff(c);
     SetDest(c);
     const ParseOut& p = c->po;
     if (!t.ports.empty() && !t.ports[p.port]) return Refuse(c, t.codePortDenied);
@@ -859,7 +859,7 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
     t->ports.assign(65536, false);
     for (uint32_t i = 0; i < ports.Length(); i++) t->ports[size_t(ports.Get(i).As<Napi::Number>().Uint32Value() & 0xffff)] = true;
   }
-  t->authRequired = o.Get("authRequired").ToBoolean();
+  t->handOffAll = o.Get("handOffAll").ToBoolean();
   t->upstreamMptcp = o.Get("upstreamMptcp").ToBoolean();
   t->maxConnections = uint32_t(num("maxConnections"));
   t->maxPerClient = uint32_t(num("maxPerClient"));

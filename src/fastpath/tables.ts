@@ -16,7 +16,8 @@ export interface NativeTables {
   denied: Buffer;
   opened: Buffer;
   ports: number[];
-  authRequired: boolean;
+  /** Every connection to the TS path: it alone authenticates and dials through parents. */
+  handOffAll: boolean;
   upstreamMptcp: boolean;
   maxConnections: number;
   maxPerClient: number;
@@ -56,7 +57,8 @@ export function compileTables(config: Config): NativeTables {
     denied: cidrTable(ranges.denied),
     opened: cidrTable(ranges.opened),
     ports: [...config.access.connectPorts],
-    authRequired: config.access.users.length > 0,
+    // A reload can add either while native runs (at start, parents keep the fast path off).
+    handOffAll: config.access.users.length > 0 || config.upstream.parents.length > 0,
     upstreamMptcp: config.upstream.mptcp,
     maxConnections: config.limits.maxConnections,
     maxPerClient: config.limits.maxConnectionsPerClient,

@@ -50,6 +50,12 @@ describe('fast path selection and tables', () => {
     assert.throws(() => create({ fastPath: 'on', engine: 'stream' }), /relay\.engine is stream/);
   });
 
+  it('users or parent proxies send every connection to the TS path (a reload may add them while native runs)', () => {
+    assert.equal(compileTables(validateConfig({})).handOffAll, false);
+    assert.equal(compileTables(validateConfig({ access: { users: [{ name: 'u', password: 'plain$p' }] } })).handOffAll, true);
+    assert.equal(compileTables(validateConfig({ upstream: { parents: [{ url: 'http://192.0.2.1:3128' }] } })).handOffAll, true);
+  });
+
   it('rejects unknown settings', () => {
     assert.throws(() => validateConfig({ relay: { fastPath: 'yes' } }), /relay\.fastPath/);
     assert.throws(() => validateConfig({ relay: { fastPathThreads: -1 } }), /relay\.fastPathThreads/);
