@@ -12,6 +12,8 @@
  *   byte metric counts them before it closes;
  * - a reload that turns authentication on between a natively answered SOCKS5 greeting and the
  *   request: one method selection, then the request's refusal (TS path's rules at request time);
+ * - a reload that adds a parent proxy: a tunnel greeted natively before it and one after it both
+ *   leave through the parent (native connects direct only, so both go to the TS path);
  * - the proxy's socket fds return to their baseline after a burst of every kind.
  */
 import assert from 'node:assert/strict';
@@ -281,6 +283,62 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
       const late = await greet();
       assert.deepEqual([...late.selection], [5, 0xff]);
       late.s.destroy();
+    } finally {
+      await px.stop();
+    }
+  });
+
+  test('a reload adding a parent proxy: new connections, a natively greeted one included, leave through the parent', async () => {
+    const t = tb();
+    const [port] = pickPorts(1, [httpPort, socksPort, tsHttpPort, tsSocksPort, limPort, metricsPort, limMetricsPort, closedPort]);
+    const file = writeConfig(t, 'parent', 0, port!, '');
+    const body = fs.readFileSync(file, 'utf8').replace(/ {2}- \{ name: http,[^\n]*\n/, '');
+    fs.writeFileSync(file, body);
+    const px = await t.startProxy(['--config', file, '--fast-path', 'on', '--no-metrics']);
+    try {
+      await px.waitForLog((l) => l.message === 'listening', 10_000);
+      const bridge = await t.bridge('client', t.addr.proxy1, port!, { mptcp: true });
+      const open = async (): Promise<{ s: net.Socket; read: (n: number) => Promise<Buffer> }> => {
+        const s = net.connect(bridge);
+        let got = Buffer.alloc(0);
+        s.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+        s.on('error', () => {});
+        await new Promise((r) => s.once('connect', r));
+        const read = async (n: number): Promise<Buffer> => {
+          for (let i = 0; i < 250 && got.length < n; i++) await sleep(20);
+          const out = got.subarray(0, n);
+          got = got.subarray(n);
+          return out;
+        };
+        return { s, read };
+      };
+      // Greeted natively before the reload; its request comes after it.
+      const early = await open();
+      early.s.write(Buffer.from([5, 1, 0]));
+      assert.deepEqual([...(await early.read(2))], [5, 0]);
+      // The TS proxy of this file is the parent: its connection log shows who came through it.
+      fs.writeFileSync(file, `${body}upstream:\n  parents: [{ name: ts, url: "http://${t.addr.proxy1}:${tsHttpPort}" }]\n`);
+      const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
+      const before = reloads();
+      px.proc.kill('SIGHUP');
+      for (let i = 0; i < 200 && reloads() === before; i++) await sleep(50);
+      assert.equal(reloads(), before + 1, 'the reload was applied');
+      const late = await open();
+      late.s.write(Buffer.from([5, 1, 0]));
+      assert.deepEqual([...(await late.read(2))], [5, 0]);
+      const dest = `${server.host}:${server.echoPort}`;
+      const viaParent = (): number => ts.logs.filter((l) => l.message === 'connection' && l.destination === dest).length;
+      const parentBefore = viaParent();
+      for (const [i, c] of [early, late].entries()) {
+        c.s.write(Buffer.from([5, 1, 0, 1, ...ipBytes(server.host), ...portBytes(server.echoPort)]));
+        assert.equal((await c.read(10))[1], 0, `client ${i}: request granted`);
+        c.s.write(`ping ${i}\n`);
+        assert.equal((await c.read(7)).toString(), `ping ${i}\n`, `client ${i}: echoed through the parent`);
+        c.s.end();
+      }
+      for (let i = 0; i < 250 && viaParent() < parentBefore + 2; i++) await sleep(20);
+      assert.equal(viaParent(), parentBefore + 2, 'both tunnels went through the parent');
+      assert.ok(px.logs.filter((l) => l.message === 'connection' && l.parent === 'ts').length >= 2, 'and are logged with it');
     } finally {
       await px.stop();
     }
