@@ -238,10 +238,15 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
     assert.ok(up1 - up0 >= payload.length && down1 - down0 >= payload.length, `relay bytes counted while open: up +${up1 - up0}, down +${down1 - down0}`);
   });
 
-  test('a reload turning users on after a natively answered SOCKS5 greeting: one answer, then the refusal', async () => {
+  /**
+   * A fast-path proxy with one SOCKS listener, from a config file a test rewrites: `reload(next)`
+   * writes `next` (usually `body`, the starting config, changed), sends SIGHUP and waits until the
+   * reload is logged.
+   */
+  const reloadableSocksProxy = async (name: string): Promise<{ px: ProxyHandle; bridge: string; body: string; reload: (next: string) => Promise<void> }> => {
     const t = tb();
     const [port] = pickPorts(1, [httpPort, socksPort, tsHttpPort, tsSocksPort, limPort, metricsPort, limMetricsPort, closedPort]);
-    const file = writeConfig(t, 'reload', 0, port!, '');
+    const file = writeConfig(t, name, 0, port!, '');
     const body = fs.readFileSync(file, 'utf8').replace(/ {2}- \{ name: http,[^\n]*\n/, '');
     fs.writeFileSync(file, body);
     const px = await t.startProxy(['--config', file, '--fast-path', 'on', '--no-metrics']);
@@ -249,6 +254,24 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
       // Its only listener comes from the file: startProxy cannot wait for it.
       await px.waitForLog((l) => l.message === 'listening', 10_000);
       const bridge = await t.bridge('client', t.addr.proxy1, port!, { mptcp: true });
+      const reload = async (next: string): Promise<void> => {
+        fs.writeFileSync(file, next);
+        const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
+        const before = reloads();
+        px.proc.kill('SIGHUP');
+        for (let i = 0; i < 200 && reloads() === before; i++) await sleep(50);
+        assert.equal(reloads(), before + 1, 'the reload was applied');
+      };
+      return { px, bridge, body, reload };
+    } catch (e) {
+      await px.stop();
+      throw e;
+    }
+  };
+
+  test('a reload turning users on after a natively answered SOCKS5 greeting: one answer, then the refusal', async () => {
+    const { px, bridge, body, reload } = await reloadableSocksProxy('reload');
+    try {
       /** A client that sent a no-auth greeting and read the method selection: `rest` is all it gets until the close. */
       const greet = async (): Promise<{ s: net.Socket; selection: Buffer; rest: Promise<Buffer> }> => {
         const s = net.connect(bridge);
@@ -268,12 +291,7 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
       ];
       const clients = [await greet(), await greet()];
       for (const c of clients) assert.deepEqual([...c.selection], [5, 0], 'greeting answered natively');
-      fs.writeFileSync(file, body.replace('access:\n', `access:\n  users: [{ name: u, password: "${hashPassword('p', 1024)}" }]\n`));
-      const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
-      const before = reloads();
-      px.proc.kill('SIGHUP');
-      for (let i = 0; i < 200 && reloads() === before; i++) await sleep(50);
-      assert.equal(reloads(), before + 1, 'the reload was applied');
+      await reload(body.replace('access:\n', `access:\n  users: [{ name: u, password: "${hashPassword('p', 1024)}" }]\n`));
       clients.forEach((c, i) => c.s.write(requests[i]!));
       for (const c of clients) {
         const rest = await c.rest;
@@ -290,14 +308,8 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
 
   test('a reload adding a parent proxy: new connections, a natively greeted one included, leave through the parent', async () => {
     const t = tb();
-    const [port] = pickPorts(1, [httpPort, socksPort, tsHttpPort, tsSocksPort, limPort, metricsPort, limMetricsPort, closedPort]);
-    const file = writeConfig(t, 'parent', 0, port!, '');
-    const body = fs.readFileSync(file, 'utf8').replace(/ {2}- \{ name: http,[^\n]*\n/, '');
-    fs.writeFileSync(file, body);
-    const px = await t.startProxy(['--config', file, '--fast-path', 'on', '--no-metrics']);
+    const { px, bridge, body, reload } = await reloadableSocksProxy('parent');
     try {
-      await px.waitForLog((l) => l.message === 'listening', 10_000);
-      const bridge = await t.bridge('client', t.addr.proxy1, port!, { mptcp: true });
       const open = async (): Promise<{ s: net.Socket; read: (n: number) => Promise<Buffer> }> => {
         const s = net.connect(bridge);
         let got = Buffer.alloc(0);
@@ -317,12 +329,7 @@ describe('native fast path, end to end', { timeout: 240_000 }, () => {
       early.s.write(Buffer.from([5, 1, 0]));
       assert.deepEqual([...(await early.read(2))], [5, 0]);
       // The TS proxy of this file is the parent: its connection log shows who came through it.
-      fs.writeFileSync(file, `${body}upstream:\n  parents: [{ name: ts, url: "http://${t.addr.proxy1}:${tsHttpPort}" }]\n`);
-      const reloads = (): number => px.logs.filter((l) => l.message === 'config reloaded').length;
-      const before = reloads();
-      px.proc.kill('SIGHUP');
-      for (let i = 0; i < 200 && reloads() === before; i++) await sleep(50);
-      assert.equal(reloads(), before + 1, 'the reload was applied');
+      await reload(`${body}upstream:\n  parents: [{ name: ts, url: "http://${t.addr.proxy1}:${tsHttpPort}" }]\n`);
       const late = await open();
       late.s.write(Buffer.from([5, 1, 0]));
       assert.deepEqual([...(await late.read(2))], [5, 0]);
