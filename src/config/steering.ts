@@ -87,8 +87,10 @@ export interface SteeringModeConfig {
   hysteresisMs: number;
   /** How long a path must look better (ms) before the mode switches to it. */
   holdMs: number;
-  /** HTB cap of a standby path's subflows where the kernel cannot mark them backup (bits/s). */
+  /** HTB cap of a standby path's subflows where the kernel cannot mark them backup, and during a probe (bits/s). */
   standbyRate: number;
+  /** smallest-delay: how often a backup standby path is probed for its RTT (ms); 0 = never. */
+  probeIntervalMs?: number;
 }
 
 export interface ProbeConfig {
@@ -125,9 +127,12 @@ export const PROBE_DEFAULTS = { port: 7, intervalMs: 200, timeoutMs: 500, downAf
 /**
  * Mode defaults: hold 1 s; smallest-delay needs 10 ms. Standby cap: 500 kbit/s is 1 % of a
  * 50 Mbit/s active path; smallest-delay's 2 Mbit/s keeps the queue the standby's own cap adds
- * to its RTT reading under 20 ms (a full 3-frame leaf, sys/tc.ts STANDBY_LEAF_BYTES).
+ * to its RTT reading under 20 ms (a full 3-frame leaf, sys/tc.ts STANDBY_LEAF_BYTES). A backup
+ * standby path is probed every 2 s (steering/modes.ts PROBE_MS at the standby cap): at most
+ * 100 kB per probe, ~1 % of a 50 Mbit/s active path, and a path that became faster is seen
+ * within an interval.
  */
-export const MODE_DEFAULTS = { hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000, standbyRateSmallestDelay: 2_000_000 } as const;
+export const MODE_DEFAULTS = { hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000, standbyRateSmallestDelay: 2_000_000, probeIntervalMs: 2000 } as const;
 
 /** Rates below this make HTB misbehave; above, nothing here can send that fast. */
 const MIN_RATE = 1_000;
@@ -290,7 +295,7 @@ function validatePolicy(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): 
   return p;
 }
 
-const MODE_KEYS = ['mode', 'paths', 'weights', 'rttThresholdMs', 'lossThresholdPercent', 'hysteresisMs', 'holdMs', 'standbyRate'] as const;
+const MODE_KEYS = ['mode', 'paths', 'weights', 'rttThresholdMs', 'lossThresholdPercent', 'hysteresisMs', 'holdMs', 'standbyRate', 'probeIntervalMs'] as const;
 
 function validateModePath(raw: unknown, r: Reader, uplinks: ReadonlySet<string>): ModePath {
   if (!isObject(raw)) return r.fail('must be a mapping with a name and client, local, interface or uplink');
@@ -347,6 +352,11 @@ function validateMode(raw: Raw, r: Reader, uplinks: ReadonlySet<string>): Steeri
       m.lossThresholdPercent = loss as number;
     }
   } else if (rtt !== undefined || loss !== undefined) r.at(rtt !== undefined ? 'rttThresholdMs' : 'lossThresholdPercent').fail('only priority takes thresholds');
+  if (name === 'smallest-delay') {
+    m.probeIntervalMs = int(raw, 'probeIntervalMs', MODE_DEFAULTS.probeIntervalMs, r, 0, 600_000);
+    // Shorter than two probes would keep the standby out of backup most of the time.
+    if (m.probeIntervalMs > 0 && m.probeIntervalMs < 1000) r.at('probeIntervalMs').fail('must be 0 (no probes) or at least 1000');
+  } else if (raw.probeIntervalMs !== undefined) r.at('probeIntervalMs').fail('only smallest-delay takes probeIntervalMs');
   return m;
 }
 

@@ -337,17 +337,24 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       const changed = this.modes.update(rec, (s) => match(s, rec), pathUp, now);
       for (const s of changed) {
         const w = this.modes.want(s);
-        this.log.debug('steering mode: subflow', { subflow: s.key, policy: w?.policy ?? null, path: w?.path ?? null, standby: w?.action.standby ?? false, rateBps: w?.action.rateBps ?? null });
+        this.log.debug('steering mode: subflow', { subflow: s.key, policy: w?.policy ?? null, path: w?.path ?? null, standby: w?.action.standby ?? false, probe: w?.action.probe ?? false, rateBps: w?.action.rateBps ?? null });
         out.push([s, rec]);
       }
     }
     return out;
   }
 
-  /** Ask the backup marker for the standby subflows, when that set changed. */
+  /** Ask the backup marker for the standby subflows (but those probing), when that set changed. */
   private async updateBackup(): Promise<void> {
     const established = this.registry.activeSubflows().map(([s]) => s);
-    const want = new Set(established.filter((s) => this.modes.want(s)?.action.standby).map((s) => s.key));
+    const want = new Set(
+      established
+        .filter((s) => {
+          const a = this.modes.want(s)?.action;
+          return a?.standby && !a.probe;
+        })
+        .map((s) => s.key),
+    );
     const key = [...want].sort().join(',');
     if (key === this.standbyKeys) return;
     this.standbyKeys = key;
@@ -397,10 +404,15 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     return { policy: p?.name ?? null, cls, mark };
   }
 
-  /** A mode's want for the subflow as a class: the standby cap (unless marked backup) or a load-balance cap. */
+  /**
+   * A mode's want for the subflow as a class: the standby cap (unless marked backup) or a
+   * load-balance cap. A mode that probes its standby keeps the cap under the backup flag too,
+   * so a probe, which only clears the flag, never runs free for a moment.
+   */
   private async modePlan(s: Subflow, p: PolicyConfig): Promise<Plan> {
     const w = this.modes.want(s);
-    const rate = w?.action.rateBps ?? (w?.action.standby && !this.backupMarked.has(s.key) ? p.mode!.standbyRate : null);
+    const capStandby = w?.action.standby && (!this.backupMarked.has(s.key) || (p.mode!.probeIntervalMs ?? 0) > 0);
+    const rate = w?.action.rateBps ?? (capStandby ? p.mode!.standbyRate : null);
     const dev = rate === null ? null : (s.interface ?? (await this.egressDevice(tupleOf(s))));
     const leaf = w?.action.standby ? { leaf: STANDBY_LEAF_BYTES } : {};
     return { policy: p.name, cls: rate !== null && dev ? { dev, key: `sf:${s.key}`, rate, ceil: rate, ...leaf, direction: 'both' } : null, mark: null };

@@ -103,7 +103,7 @@ export class ModeControl {
         const action = d.actions[path]!;
         for (const s of subs) {
           const old = this.wants.get(s.key);
-          if (old && old.action.standby === action.standby && old.action.rateBps === action.rateBps && old.policy === name) continue;
+          if (old && old.action.standby === action.standby && old.action.rateBps === action.rateBps && old.action.probe === action.probe && old.policy === name) continue;
           this.wants.set(s.key, { policy: name, path, action });
           changed.push(s);
         }

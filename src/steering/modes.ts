@@ -13,7 +13,11 @@
  *   weight: the heaviest path runs free and paces the others (its delivered rate × w / w_max).
  *
  * "Standby" is carried out by the engine: backup (MP_PRIO) where the kernel can mark exactly
- * those subflows, else an HTB cap at `standbyRate`. A standby path's measured RTT includes the
+ * those subflows, else an HTB cap at `standbyRate`. A backup subflow sends no data, so its RTT
+ * (the sender's srtt, all the kernel offers) never refreshes and smallest-delay could never
+ * switch back to it: every `probeIntervalMs` the standby paths leave backup for PROBE_MS under the
+ * standby cap (a "probe"), which refreshes their srtt on the subflow itself, NAT and routing marks
+ * included, for at most standbyRate × PROBE_MS bytes. A standby path's measured RTT includes the
  * queue its own cap builds, so it is read minus that queue's bound (`selfDelayMs`): an optimistic
  * guess, which `holdMs` keeps from causing more than one switch per hold.
  */
@@ -39,6 +43,9 @@ export interface ModeState {
   candidateSince: number;
   /** load-balance: the cap of each non-heaviest path (bits/s), null = free. */
   caps: Record<string, number | null>;
+  /** smallest-delay: when the next probe starts (0 = none planned) and until when one runs (ms). */
+  probeAt: number;
+  probeUntil: number;
 }
 
 export interface PathAction {
@@ -46,6 +53,8 @@ export interface PathAction {
   standby: boolean;
   /** HTB cap in bits/s (load-balance), null = none. */
   rateBps: number | null;
+  /** A standby path let out of backup now, under the standby cap, to refresh its RTT. */
+  probe: boolean;
 }
 
 export interface ModeDecision {
@@ -53,12 +62,18 @@ export interface ModeDecision {
   actions: Record<string, PathAction>;
 }
 
-export const initialModeState = (): ModeState => ({ active: null, candidate: null, candidateSince: 0, caps: {} });
+export const initialModeState = (): ModeState => ({ active: null, candidate: null, candidateSince: 0, caps: {}, probeAt: 0, probeUntil: 0 });
 
 /** Caps below this starve a subflow (HTB and the leaf queue misbehave): load-balance floor. */
 export const MIN_CAP_BPS = 100_000;
 /** A new load-balance cap is applied only when it moves by more than this fraction. */
 export const CAP_DEADBAND = 0.1;
+/**
+ * How long a probe keeps a standby path out of backup (ms): two or three mode ticks, enough for a
+ * capped subflow to send ~30 segments and get their ACKs, over which the kernel's srtt (1/8 per
+ * ACK) converges, even at a 100 ms RTT.
+ */
+export const PROBE_MS = 400;
 
 /** Switch to `want` now, after `holdMs` of wanting it, or stay: the common hold logic. */
 function hold(prev: ModeState, want: string | null, now: number, holdMs: number, immediate: boolean): ModeState {
@@ -69,11 +84,24 @@ function hold(prev: ModeState, want: string | null, now: number, holdMs: number,
   return prev;
 }
 
-function oneActive(paths: readonly PathMeasure[], state: ModeState): ModeDecision {
+function oneActive(paths: readonly PathMeasure[], state: ModeState, probing = false): ModeDecision {
   // Nothing up: no path is held back, whatever may still carry.
   const anyUp = paths.some((p) => p.up);
-  const actions = Object.fromEntries(paths.map((p) => [p.name, { standby: anyUp && p.name !== state.active, rateBps: null }]));
+  const actions = Object.fromEntries(
+    paths.map((p) => {
+      const standby = anyUp && p.name !== state.active;
+      return [p.name, { standby, rateBps: null, probe: standby && p.up && probing }];
+    }),
+  );
   return { state, actions };
+}
+
+/** The probe clock: the first probe an interval after the active path was chosen, then one per interval. */
+function probeClock(intervalMs: number, prev: ModeState, state: ModeState, now: number): ModeState {
+  if (intervalMs <= 0) return state;
+  if (state.active !== prev.active || state.probeAt === 0) return { ...state, probeAt: now + intervalMs, probeUntil: 0 };
+  if (now >= state.probeAt) return { ...state, probeAt: now + intervalMs, probeUntil: now + PROBE_MS };
+  return state;
 }
 
 /** RTT of a path as the mode compares it: a standby path's minus the queue its own cap adds. */
@@ -101,7 +129,8 @@ export function decide(mode: SteeringModeConfig, paths: readonly PathMeasure[], 
         // The current path keeps the traffic unless the other is clearly faster.
         if (c === null || b === null || b > c - mode.hysteresisMs) want = cur.name;
       }
-      return oneActive(paths, hold(prev, want, now, mode.holdMs, curDown || prev.active === null));
+      const state = probeClock(mode.probeIntervalMs ?? 0, prev, hold(prev, want, now, mode.holdMs, curDown || prev.active === null), now);
+      return oneActive(paths, state, now < state.probeUntil);
     }
     case 'priority': {
       const over = (p: PathMeasure): boolean => {
@@ -139,7 +168,7 @@ function balance(mode: SteeringModeConfig, paths: readonly PathMeasure[], prev: 
     const old = prev.caps[p.name] ?? null;
     caps[p.name] = old !== null && Math.abs(want - old) <= old * CAP_DEADBAND ? old : want;
   }
-  const actions = Object.fromEntries(paths.map((p) => [p.name, { standby: false, rateBps: caps[p.name] ?? null }]));
+  const actions = Object.fromEntries(paths.map((p) => [p.name, { standby: false, rateBps: caps[p.name] ?? null, probe: false }]));
   return { state: { ...prev, active: top?.name ?? null, caps }, actions };
 }
 

@@ -1,6 +1,6 @@
 /**
  * The ATSSS steering modes' pure parts: config validation of mode policies, the per-mode
- * decisions (active-standby failover and hold, smallest-delay hysteresis, priority thresholds,
+ * decisions (active-standby failover and hold, smallest-delay hysteresis and standby probes, priority thresholds,
  * load-balance caps from weights), mode paths in policy matching, and which addresses today's
  * per-endpoint backup marker can mark.
  */
@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { validateSteeringConfig, type SteeringModeConfig } from '../../src/config/steering';
 import { ConfigError } from '../../src/config/config-error';
-import { decide, initialModeState, lossPercent, MIN_CAP_BPS, type ModeState, type PathMeasure } from '../../src/steering/modes';
+import { decide, initialModeState, lossPercent, MIN_CAP_BPS, PROBE_MS, type ModeState, type PathMeasure } from '../../src/steering/modes';
 import { compilePolicies, firstMatch, type SubflowSubject } from '../../src/steering/policy';
 import { SubflowBackup, wholeAddresses } from '../../src/steering/backup';
 import type { Subflow } from '../../src/registry/registry';
@@ -27,6 +27,8 @@ describe('mode policy config', () => {
     const as = modeOf({ mode: 'active-standby' });
     assert.deepEqual(as, { name: 'active-standby', paths: paths2, hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000 });
     assert.equal(modeOf({ mode: 'smallest-delay' }).standbyRate, 2_000_000);
+    assert.equal(modeOf({ mode: 'smallest-delay' }).probeIntervalMs, 2000);
+    assert.equal(modeOf({ mode: 'smallest-delay', probeIntervalMs: 0 }).probeIntervalMs, 0);
     assert.deepEqual(modeOf({ mode: 'load-balance', weights: { wifi: 3, cell: 1 } }).weights, { wifi: 3, cell: 1 });
     const pr = modeOf({ mode: 'priority', rttThresholdMs: 80, lossThresholdPercent: 2.5, standbyRate: '1mbit', holdMs: 500 });
     assert.equal(pr.rttThresholdMs, 80);
@@ -49,6 +51,8 @@ describe('mode policy config', () => {
       [{ mode: 'priority' }, /priority needs rttThresholdMs or lossThresholdPercent/],
       [{ mode: 'priority', lossThresholdPercent: 0 }, /lossThresholdPercent: must be a number in \(0, 100\]/],
       [{ mode: 'smallest-delay', rttThresholdMs: 50 }, /rttThresholdMs: only priority takes thresholds/],
+      [{ mode: 'smallest-delay', probeIntervalMs: 500 }, /probeIntervalMs: must be 0 \(no probes\) or at least 1000/],
+      [{ mode: 'active-standby', probeIntervalMs: 3000 }, /probeIntervalMs: only smallest-delay takes probeIntervalMs/],
       [{ mode: 'active-standby', rate: '5mbit' }, /mode: a mode sets rates, uplinks and backup itself/],
       [{ weights: { wifi: 1 } }, /paths: needs a mode/],
     ];
@@ -121,6 +125,35 @@ describe('mode decisions', () => {
     assert.equal(decide(sd, [pm('wifi', { rttMs: 60 }), pm('cell', { rttMs: 45 })], st, 0, 40).state.active, 'cell', '45 - 40 is far below 60');
     assert.equal(decide(sd, [pm('wifi', { rttMs: 20 }), pm('cell', { rttMs: 45 })], st, 0, 20).state.active, 'wifi', '25 is not 10 below 20');
   });
+  it('smallest-delay: the standby path leaves backup for PROBE_MS every probeIntervalMs, so its RTT refreshes and the mode can switch back', () => {
+    const sd = modeOf({ mode: 'smallest-delay', holdMs: 0, probeIntervalMs: 2000 });
+    const probing = (d: { actions: Record<string, { probe: boolean }> }): string[] => Object.entries(d.actions).filter(([, a]) => a.probe).map(([n]) => n);
+    let d = decide(sd, [pm('wifi', { rttMs: 5 }), pm('cell', { rttMs: 40 })], initialModeState(), 0);
+    assert.equal(d.state.active, 'wifi');
+    const seen: number[] = [];
+    for (let t = 200; t <= 6000; t += 200) {
+      d = decide(sd, [pm('wifi', { rttMs: 5 }), pm('cell', { rttMs: 40 })], d.state, t);
+      if (probing(d).length > 0) {
+        assert.deepEqual(probing(d), ['cell'], 'only the standby probes');
+        assert.deepEqual(standby(d), ['cell'], 'a probing path is still the standby');
+        seen.push(t);
+      }
+    }
+    assert.deepEqual(seen, [2000, 2200, 4000, 4200, 6000], `probes of ${PROBE_MS} ms every 2 s`);
+    // A switch restarts the clock: the new standby's RTT is fresh.
+    d = decide(sd, [pm('wifi', { rttMs: 90 }), pm('cell', { rttMs: 40 })], d.state, 6200);
+    assert.equal(d.state.active, 'cell');
+    assert.deepEqual(probing(d), []);
+    assert.deepEqual(probing(decide(sd, [pm('wifi', { rttMs: 90 }), pm('cell', { rttMs: 40 })], d.state, 8200)), ['wifi']);
+    // A down standby is not probed; probes off with 0.
+    assert.deepEqual(probing(decide(sd, [pm('wifi', { up: false }), pm('cell', { rttMs: 40 })], d.state, 8200)), []);
+    const off = modeOf({ mode: 'smallest-delay', probeIntervalMs: 0 });
+    let o = decide(off, [pm('wifi', { rttMs: 5 }), pm('cell', { rttMs: 40 })], initialModeState(), 0);
+    for (let t = 200; t <= 6000; t += 200) {
+      o = decide(off, [pm('wifi', { rttMs: 5 }), pm('cell', { rttMs: 40 })], o.state, t);
+      assert.deepEqual(probing(o), []);
+    }
+  });
   it('priority: over a threshold the next path takes over; back only well under it, after the hold', () => {
     const pr = modeOf({ mode: 'priority', rttThresholdMs: 100, lossThresholdPercent: 4, hysteresisMs: 20, holdMs: 1000 });
     let d = decide(pr, [pm('wifi'), pm('cell')], initialModeState(), 0);
@@ -143,11 +176,11 @@ describe('mode decisions', () => {
   it('load-balance: the heaviest path runs free, the others capped to their weight of its rate', () => {
     const lb = modeOf({ mode: 'load-balance', weights: { wifi: 3, cell: 1 } });
     let d = decide(lb, [pm('wifi', { rateBps: 45e6 }), pm('cell', { rateBps: 40e6 })], initialModeState(), 0);
-    assert.deepEqual(d.actions, { wifi: { standby: false, rateBps: null }, cell: { standby: false, rateBps: 15e6 } });
+    assert.deepEqual(d.actions, { wifi: { standby: false, rateBps: null, probe: false }, cell: { standby: false, rateBps: 15e6, probe: false } });
     d = decide(lb, [pm('wifi', { rateBps: 46e6 }), pm('cell', { rateBps: 15e6 })], d.state, 200);
     assert.equal(d.actions.cell!.rateBps, 15e6, 'a move within the dead band keeps the cap');
     d = decide(lb, [pm('wifi', { up: false }), pm('cell', { rateBps: 15e6 })], d.state, 400);
-    assert.deepEqual(d.actions.cell, { standby: false, rateBps: null }, 'the heaviest path down: the rest runs free');
+    assert.deepEqual(d.actions.cell, { standby: false, rateBps: null, probe: false }, 'the heaviest path down: the rest runs free');
   });
   it('property: exactly one path active whenever one is up, and it is up (one-active modes)', () => {
     const measure = fc.record({ up: fc.boolean(), rttMs: fc.option(fc.integer({ min: 0, max: 500 })), lossPct: fc.option(fc.integer({ min: 0, max: 100 })), rateBps: fc.integer({ min: 0, max: 1e9 }) });
