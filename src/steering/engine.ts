@@ -180,9 +180,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     const onDown = (s: Subflow, c: MptcpConnectionRecord): void =>
       void this.enqueue(async () => {
         await this.apply([[s, EMPTY]]);
-        const changed = this.decideModes([c]);
-        await this.updateBackup();
-        await this.reconcile(changed);
+        await this.applyModes(this.decideModes([c]));
       });
     const onClosed = (c: MptcpConnectionRecord): void => this.modes.forget(c);
     this.registry.on('subflow-up', onUp);
@@ -274,8 +272,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
     void this.enqueue(async () => {
       // A mode decides for the whole connection: the new subflow's path may be the standby.
       const others = this.decideModes([c]).filter(([o]) => o !== s);
-      await this.updateBackup();
-      const inst = await this.reconcile([[s, c], ...others]);
+      const inst = await this.applyModes([[s, c], ...others]);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.m?.apply.observe(ms / 1e3);
       // The reaction time the bench reads: registry event → kernel state in place.
@@ -293,8 +290,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       const anyHealthy = this.uplinks.some((u) => this.health.state(u.cfg.name) === 'up');
       await this.paths.setUplinkBackup(this.uplinks, (n) => !anyHealthy && this.health.state(n) === 'down');
       this.decideModes(this.registry.connections.values());
-      await this.updateBackup();
-      await this.reconcile(this.registry.activeSubflows());
+      await this.applyModes(this.registry.activeSubflows());
     });
   }
 
@@ -312,9 +308,7 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
         .then(() =>
           this.enqueue(async () => {
             const changed = this.decideModes(this.registry.connections.values());
-            if (changed.length === 0) return;
-            await this.updateBackup();
-            await this.reconcile(changed);
+            if (changed.length > 0) await this.applyModes(changed);
           }),
         )
         .finally(() => (busy = false));
@@ -342,6 +336,17 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
       }
     }
     return out;
+  }
+
+  /**
+   * Carry out the modes' wants: backup flags, then the subflows' classes. A probe must not run
+   * free for a moment, so a subflow starting one gets its standby cap before it leaves backup;
+   * one ending it is back in backup (updateBackup) before the cap goes.
+   */
+  private async applyModes(subflows: readonly SubflowOf[]): Promise<Subflow[]> {
+    await this.reconcile(subflows.filter(([s]) => this.modes.want(s)?.action.probe));
+    await this.updateBackup();
+    return this.reconcile(subflows);
   }
 
   /** Ask the backup marker for the standby subflows (but those probing), when that set changed. */
@@ -405,13 +410,13 @@ export class SteeringEngine extends EventEmitter<SteeringEngineEvents> {
   }
 
   /**
-   * A mode's want for the subflow as a class: the standby cap (unless marked backup) or a
-   * load-balance cap. A mode that probes its standby keeps the cap under the backup flag too,
-   * so a probe, which only clears the flag, never runs free for a moment.
+   * A mode's want for the subflow as a class: the standby cap (unless marked backup, but always
+   * while probing) or a load-balance cap. A standby that is in backup runs uncapped: what the old
+   * active path still has queued (megabytes under BBR) drains at the path's speed, not the cap's.
    */
   private async modePlan(s: Subflow, p: PolicyConfig): Promise<Plan> {
     const w = this.modes.want(s);
-    const capStandby = w?.action.standby && (!this.backupMarked.has(s.key) || (p.mode!.probeIntervalMs ?? 0) > 0);
+    const capStandby = w?.action.standby && (w.action.probe || !this.backupMarked.has(s.key));
     const rate = w?.action.rateBps ?? (capStandby ? p.mode!.standbyRate : null);
     const dev = rate === null ? null : (s.interface ?? (await this.egressDevice(tupleOf(s))));
     const leaf = w?.action.standby ? { leaf: STANDBY_LEAF_BYTES } : {};

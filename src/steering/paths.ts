@@ -45,6 +45,14 @@ export class PathManager {
   private failoverBackup = new Set<string>();
   /** Addresses the steering modes want backup (backup.ts EndpointBackup). */
   private modeBackup = new Set<string>();
+  /**
+   * Addresses the modes ever marked, while the config has modes: their endpoints stay (flag
+   * cleared) when no longer wanted backup, because deleting an endpoint makes the in-kernel path
+   * manager close every subflow from its address: the path a mode switches back to would lose
+   * its subflow at that moment (seen: smallest-delay's return to path 1 left only the capped standby).
+   */
+  private modeAddresses = new Set<string>();
+  private modesOn = false;
 
   constructor(
     private readonly log: Logger,
@@ -82,6 +90,8 @@ export class PathManager {
   /** `backup: true` policies: owned endpoints with the backup flag for those addresses. */
   async applyBackupPolicies(policies: readonly PolicyConfig[], uplinks: readonly Slotted[], foreign?: Map<string, number>): Promise<void> {
     this.policyBackup = new Set(policies.filter((p) => p.backup && p.match.local).map((p) => bareAddress(p.match.local!)));
+    this.modesOn = policies.some((p) => p.mode);
+    if (!this.modesOn) this.modeAddresses.clear();
     await this.ensureEndpoints(this.policyBackup, foreign);
     await this.syncBackupFlags(uplinks);
   }
@@ -89,6 +99,7 @@ export class PathManager {
   /** The steering modes' backup addresses; returns those now marked (not those with a foreign endpoint). */
   async setModeBackup(addrs: ReadonlySet<string>, uplinks: readonly Slotted[]): Promise<ReadonlySet<string>> {
     this.modeBackup = new Set(addrs);
+    if (this.modesOn) for (const a of addrs) this.modeAddresses.add(a);
     await this.ensureEndpoints(this.modeBackup);
     await this.syncBackupFlags(uplinks);
     return new Set([...this.endpoints.values()].filter((e) => e.backup && this.modeBackup.has(e.address)).map((e) => e.address));
@@ -124,7 +135,7 @@ export class PathManager {
     for (const [id, e] of this.endpoints) {
       const want = this.policyBackup.has(e.address) || this.failoverBackup.has(e.address) || this.modeBackup.has(e.address);
       const backupOnly = !uplinkAddrs.has(e.address) && id < UPLINK_ENDPOINT_BASE;
-      if (backupOnly && !this.policyBackup.has(e.address) && !this.modeBackup.has(e.address)) {
+      if (backupOnly && !this.policyBackup.has(e.address) && !this.modeBackup.has(e.address) && !this.modeAddresses.has(e.address)) {
         gone.push(endpointItem(id, e.address));
         this.endpoints.delete(id);
         continue;
@@ -153,6 +164,7 @@ export class PathManager {
   async teardown(uplinks: readonly Slotted[]): Promise<void> {
     const items = [...[...this.endpoints].map(([id, e]) => endpointItem(id, e.address)), ...uplinks.map(uplinkSlot)];
     this.endpoints.clear();
+    this.modeAddresses.clear();
     await this.kstate.removeInstalled(items);
   }
 }

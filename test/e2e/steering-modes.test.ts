@@ -7,6 +7,9 @@
  * - load-balance 3:1: path 1's share of the bytes is 75 % ± 10;
  * - priority (loss threshold): path 1 carries the traffic until 10 % random loss is put on it,
  *   then path 2 does;
+ * - smallest-delay (router testbed, a userspace delay line on each path since netem is absent):
+ *   path 1 faster carries the traffic; path 1 made slower than path 2, path 2 does; path 1
+ *   fast again, it carries the traffic again (seen only through the standby's RTT probes);
  * MODES_RUNS=N repeats each measurement N times (the figures in docs/steering.md are 5 runs).
  */
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +20,8 @@ import { createTestbed, type ProxyHandle, type Testbed } from '../../testkit/tes
 import { NONE, ownedState, pathBytes, startSteeredProxy, writeConfig } from '../../testkit/steered-proxy';
 import { sleep } from '../../testkit/sleep';
 import { cutClientPath1, restoreClientPath1 } from '../../testkit/failover';
+import { pathRttMs, startPathDelay } from '../../testkit/path-delay';
+import { patternSha256 } from '../../testkit/pattern';
 
 const RUNS = Number(process.env.MODES_RUNS ?? 1);
 const MB = 1_000_000;
@@ -29,12 +34,12 @@ const MB = 1_000_000;
  */
 type Lever = 'announced' | 'userspace' | 'htb';
 
-function modesSuite(title: string, lever: Lever, body: (s: Suite) => void): void {
+function modesSuite(title: string, lever: Lever, body: (s: Suite) => void, opts: { router?: boolean } = {}): void {
   const announced = lever === 'announced';
   describe(title, { timeout: 600_000 }, () => {
     const s = {} as Suite;
     before(async () => {
-      s.tb = await createTestbed();
+      s.tb = await createTestbed({ router: opts.router ?? false });
       s.srv = await startLegacyServer(s.tb);
       if (announced) {
         const c = (argv: string[]): Promise<unknown> => s.tb.exec('client', ['ip', 'mptcp', ...argv]);
@@ -77,7 +82,7 @@ function helpers(s: Suite) {
     const b = await pathBytes(tb());
     return [b.rx[0] - a.rx[0], b.rx[1] - a.rx[1]];
   };
-  const share = ([a, b]: [number, number], i: 0 | 1): number => [a, b][i]! / (a + b);
+  const share = ([a, b]: [number, number], i: 0 | 1): number => [a, b][i]! / Math.max(1, a + b);
   const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
   /** Both subflows are up and the mode has decided (a subflow got its mode class). */
   const modeApplied = (h: ProxyHandle): Promise<unknown> => h.waitForLog((l) => l.message === 'steering mode: subflow' && l.policy === 'atsss' && (l.standby === true || l.rateBps !== null), 10_000);
@@ -193,3 +198,82 @@ modesSuite('steering modes with HTB caps (testbed, real kernel, real MPTCP clien
   });
 
 });
+
+modesSuite(
+  'smallest-delay with per-address backup over delayed paths (router testbed with a delay line, real kernel, real MPTCP clients)',
+  'announced',
+  (s) => {
+    const { tb, window, share, pct, modeApplied, withProxy } = helpers(s);
+    /**
+     * Path RTTs set by the delay line: path 2 a constant 40 ms; path 1 10, then 100, then 10 again.
+     * Not 0 for path 1: BBR sizes its window by the smallest RTT it saw, so from a sub-ms path the
+     * step to 100 ms would leave it a window of a few packets, and what path 1 already holds of
+     * the download (MPTCP never takes data back from a subflow) would drain for many seconds.
+     */
+    const P1_MS = 10;
+    const P2_MS = 40;
+    const SLOW_MS = 100;
+    /** Path 1 slower: the mode's hold (1 s) and RTT smoothing, then MPTCP moving what was in flight. */
+    const SWITCH_BOUND_MS = 4000;
+    /** Path 1 fast again, as a backup standby: one probe interval (2 s) and probe, then the same. */
+    const BACK_BOUND_MS = 6000;
+    /**
+     * The faster path's share of a phase: not 100 %, because the standby's probes and what the
+     * old path still held after a switch count against it; without the mode both paths carry.
+     */
+    const MOST = 0.8;
+    const SIZE = 150 * MB;
+    const SEED = 7;
+    const mbit = ([a, b]: [number, number], ms = 3000): string => (((a + b) * 8) / ms / 1000).toFixed(1);
+
+    it(`smallest-delay: the path with the lower RTT carries >= 80 % of the bytes, the traffic moves within ${SWITCH_BOUND_MS / 1000} s when the RTTs cross and back within ${BACK_BOUND_MS / 1000} s when they cross again`, async () => {
+      const delay = await startPathDelay(tb());
+      await delay.set(1, P1_MS);
+      await delay.set(2, P2_MS);
+      console.log(`# smallest-delay: path RTT (TCP handshake, best of 5) ${(await pathRttMs(tb(), 1)).toFixed(1)} / ${(await pathRttMs(tb(), 2)).toFixed(1)} ms`);
+      for (let run = 0; run < RUNS; run++) {
+        await delay.set(1, P1_MS);
+        await withProxy('sd.yaml', s.modeDoc('smallest-delay'), async (h) => {
+          const dl = curl(tb(), { url: s.srv.url(`/bytes/${SIZE}?seed=${SEED}`), proxy: { kind: 'http', host: tb().addr.proxy1, port: 3128 }, timeoutMs: 180_000 });
+          await modeApplied(h);
+          await sleep(500);
+          // Long enough to hold two of the standby's probes: their bytes are the probe cost.
+          const fast1 = await window(4000);
+          /** Wait until path `i` delivers MOST of a 500 ms window; ms from `from`, Infinity past `bound`. */
+          const movedTo = async (i: 0 | 1, from: number, bound: number): Promise<number> => {
+            while (Date.now() - from < bound) if (share(await window(500), i) >= MOST) return Date.now() - from;
+            return Infinity;
+          };
+          const decided = (path: string, from: number): number => {
+            const l = h.logs.find((x) => x.message === 'steering mode: subflow' && x.path === path && x.standby === true && x.probe === false && Date.parse(String(x.timestamp)) >= from);
+            return l ? Date.parse(String(l.timestamp)) - from : Infinity;
+          };
+          const slowAt = Date.now();
+          await delay.set(1, SLOW_MS);
+          const moved = await movedTo(1, slowAt, SWITCH_BOUND_MS);
+          const slow1 = await window(3000);
+          const fastAt = Date.now();
+          await delay.set(1, P1_MS);
+          const back = await movedTo(0, fastAt, BACK_BOUND_MS);
+          const fast2 = await window(3000);
+          const r = await dl;
+          const probes = h.logs.filter((x) => x.message === 'steering mode: subflow' && x.probe === true).length;
+          console.log(
+            `# smallest-delay run ${run + 1}: path 1 share ${pct(share(fast1, 0))} at ${mbit(fast1, 4000)} Mbit/s (standby with ${probes} probes in the run: ${(fast1[1] / 1e3).toFixed(0)} kB of ${((fast1[0] + fast1[1]) / MB).toFixed(1)} MB in 4 s); ` +
+              `path 1 at ${SLOW_MS} ms: decided ${decided('p1', slowAt)} ms, path 2 >= ${MOST * 100} % ${moved} ms after, then path 2 share ${pct(share(slow1, 1))} at ${mbit(slow1)} Mbit/s; ` +
+              `path 1 fast again: decided ${decided('p2', fastAt)} ms, path 1 >= ${MOST * 100} % ${back} ms after, then path 1 share ${pct(share(fast2, 0))} at ${mbit(fast2)} Mbit/s; ${r.mbitPerSec.toFixed(1)} Mbit/s overall`,
+          );
+          assert.equal(r.exitCode, 0, r.errorMessage);
+          assert.equal(r.sizeDownload, SIZE);
+          assert.equal(r.sha256, patternSha256(SEED, SIZE), 'the bytes differ');
+          assert.ok(share(fast1, 0) >= MOST, `path 1 (the faster) carried ${pct(share(fast1, 0))}`);
+          assert.ok(moved <= SWITCH_BOUND_MS, `path 2 took over ${moved} ms after path 1 became slower`);
+          assert.ok(share(slow1, 1) >= MOST, `path 2 (the faster) carried ${pct(share(slow1, 1))}`);
+          assert.ok(back <= BACK_BOUND_MS, `path 1 took over ${back} ms after it became faster again`);
+          assert.ok(share(fast2, 0) >= MOST, `path 1 (the faster again) carried ${pct(share(fast2, 0))}`);
+        });
+      }
+    });
+  },
+  { router: true },
+);
