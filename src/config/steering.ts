@@ -128,9 +128,9 @@ export const PROBE_DEFAULTS = { port: 7, intervalMs: 200, timeoutMs: 500, downAf
  * Mode defaults: hold 1 s; smallest-delay needs 10 ms. Standby cap: 500 kbit/s is 1 % of a
  * 50 Mbit/s active path; smallest-delay's 2 Mbit/s keeps the queue the standby's own cap adds
  * to its RTT reading under 20 ms (a full 3-frame leaf, sys/tc.ts STANDBY_LEAF_BYTES). A backup
- * standby path is probed every 2 s (steering/modes.ts PROBE_MS at the standby cap): at most
- * 100 kB per probe, ~1 % of a 50 Mbit/s active path, and a path that became faster is seen
- * within an interval.
+ * standby path is probed every 2 s (steering/modes.ts PROBE_MS, rounded up to mode ticks, at
+ * the standby cap): at most 150 kB per probe (measured: 1.2-1.6 % of a ~45 Mbit/s download), and
+ * a path that became faster is seen within an interval.
  */
 export const MODE_DEFAULTS = { hysteresisMs: 10, holdMs: 1000, standbyRate: 500_000, standbyRateSmallestDelay: 2_000_000, probeIntervalMs: 2000 } as const;
 

@@ -17,7 +17,7 @@
  * (the sender's srtt, all the kernel offers) never refreshes and smallest-delay could never
  * switch back to it: every `probeIntervalMs` the standby paths leave backup for PROBE_MS under the
  * standby cap (a "probe"), which refreshes their srtt on the subflow itself, NAT and routing marks
- * included, for at most standbyRate × PROBE_MS bytes. A standby path's measured RTT includes the
+ * included, for about standbyRate × PROBE_MS bytes each. A standby path's measured RTT includes the
  * queue its own cap builds, so it is read minus that queue's bound (`selfDelayMs`): an optimistic
  * guess, which `holdMs` keeps from causing more than one switch per hold.
  */
