@@ -196,6 +196,38 @@ export function treeCpuSeconds(root: number): number {
   return ticks / CLK_TCK;
 }
 
+/**
+ * CPU seconds (user + system) of every thread in pid's process tree, summed per thread kind:
+ * `main` (each process's own first thread), the thread's name where it set one (the fast path's
+ * `mpx-fastpath`, the splice relay's `mpx-splice`, the netlink reader's `mpx-netlink`), and
+ * `other` for Node's unnamed threads (libuv pool, V8 platform workers, other worker_threads).
+ */
+export function threadCpuSeconds(root: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of processTree(root)) {
+    let tids: string[];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const tid of tids) {
+      try {
+        const text = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const name = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
+        const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+        // utime and stime are fields 14 and 15 (f[0] is field 3); a thread has no children's times.
+        const ticks = Number(f[11]) + Number(f[12]);
+        const kind = Number(tid) === pid ? 'main' : name.startsWith('mpx-') ? name : 'other';
+        out.set(kind, (out.get(kind) ?? 0) + ticks / CLK_TCK);
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+  }
+  return out;
+}
+
 /** Jiffies the whole machine spent busy and in all, from /proc/stat's first line. */
 export interface MachineCpu {
   busy: number;

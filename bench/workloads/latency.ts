@@ -14,7 +14,7 @@ import { conversionLatency, p50p99, readPcap } from '../lib/capture';
 import { measure, type Measured } from '../lib/measure';
 import { inBenchNetns } from '../lib/netns';
 import { CONVERT_DEST_ADDR, CONVERT_SUBJECT, SUBJECTS, type Servers, type Subject } from '../lib/peers';
-import { Daemon, have, run, treeCpuSeconds, withNofile } from '../lib/proc';
+import { Daemon, have, run, threadCpuSeconds, treeCpuSeconds, withNofile } from '../lib/proc';
 import type { Row } from '../lib/results';
 import { sleep } from '../../testkit/sleep';
 
@@ -76,7 +76,7 @@ export async function latency(servers: Servers, o: { count: number; rate: number
         higherIsBetter: false,
         repeats: o.repeats,
         describe: (b: Measured) =>
-          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
+          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel [${threadsText(b.extra)}] (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
       };
       const row = await measure(
         spec,
@@ -133,12 +133,15 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   // first seconds of connections and never catches up at this rate.
   await burst(o.count);
   let cpu = 0;
+  const threads: Record<string, number> = {};
   const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], async () => {
     const cpu0 = treeCpuSeconds(srv.daemon.pid);
+    const threads0 = threadCpuSeconds(srv.daemon.pid);
     const r = await burst(o.count);
     // The last tunnels' closes are the subject's work too: wait for them before reading.
     await sleep(500);
     cpu = treeCpuSeconds(srv.daemon.pid) - cpu0;
+    for (const [kind, s] of threadCpuSeconds(srv.daemon.pid)) threads[`${THREAD_KEY}${kind}`] = ((s - (threads0.get(kind) ?? 0)) * 1000) / o.count;
     return r;
   });
   const tally = /^\{.*\}$/m.exec(result.stdout);
@@ -153,9 +156,18 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   const back = p50p99(lat.back);
   return {
     value: syn.p50!,
-    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count },
+    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count, ...threads },
   };
 }
+
+/** Keys of the per-thread CPU per tunnel (ms) in a latency row's extra: `cpuMs:main`, `cpuMs:mpx-splice`, ... */
+const THREAD_KEY = 'cpuMs:';
+const threadFigures = (extra: Record<string, number | null | undefined>): Record<string, number | null> =>
+  Object.fromEntries(Object.entries(extra).filter(([k]) => k.startsWith(THREAD_KEY)).map(([k, v]) => [k, v ?? null]));
+const threadsText = (extra: Record<string, number | null | undefined>): string =>
+  Object.entries(threadFigures(extra))
+    .map(([k, v]) => `${k.slice(THREAD_KEY.length)} ${v?.toFixed(3)}`)
+    .join(', ');
 
 /** One row per latency figure, so each gets its own ratios in the table. */
 function splitLatencyRow(r: Row): Row[] {
@@ -168,7 +180,7 @@ function splitLatencyRow(r: Row): Row[] {
     extra: { p50: p50 ?? null, p99: p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, rate: e.rate ?? null },
   });
   return [
-    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null } },
+    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null, ...threadFigures(e) } },
     derived('latency-request', e.reqP50, e.reqP99),
     derived('latency-data', e.dataP50, e.dataP99),
     derived('latency-back', e.backP50, e.backP99),

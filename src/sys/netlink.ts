@@ -9,6 +9,7 @@
  * recv(), stamps each datagram with process.hrtime (one monotonic clock for all threads) and
  * posts it. stop() writes the eventfd, which ends the worker at once. No timers, no polling.
  */
+import fs from 'node:fs';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, SO_RCVBUF, SO_RCVBUFFORCE, SysError, check, errno, libc } from './libc';
 
@@ -220,9 +221,13 @@ export function interfaceName(index: number): string | null {
  */
 const COALESCE_NS = 1_000_000n;
 
+const THREAD_COMM = '/proc/thread-self/comm';
+
 /** The reader thread's loop: block in poll(), drain with non-blocking recv(), post. */
 function runReader(d: ReaderData): void {
   const port = parentPort!;
+  // Named like the addon's threads, so /proc/PID/task and top -H tell its CPU apart from Node's.
+  if (fs.existsSync(THREAD_COMM)) fs.writeFileSync(THREAD_COMM, 'mpx-netlink');
   const pfds = pollIn([d.fd, d.wakeFd]);
   const wakeOnly = pollIn([d.wakeFd]);
   const buf = Buffer.alloc(RECV_SIZE);
