@@ -25,7 +25,8 @@ import { UserspacePathManager } from './pathmanager/userspace';
 
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
-  readonly kernel = new KernelView();
+  /** Accepted connections only: the registry, path manager and tuner read nothing of the proxy's upstream ones. */
+  readonly kernel = new KernelView({ serverSideOnly: true });
   /** Every nft table, qdisc, IFB, rule, route, endpoint and limit below goes in and out through it. */
   readonly kstate: KernelState;
   readonly steering: SteeringEngine;

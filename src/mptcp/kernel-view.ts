@@ -12,6 +12,7 @@ import { CodedError } from '../core/errors';
 import { subflowKey } from '../core/subflow-id';
 import { GenlSocket, interfaceName, type NetlinkDatagram } from '../sys/netlink';
 import { SUBFLOW_ADDRS_SIZE, TCP_INFO_SIZE, mptcpInfoRaw, mptcpSubflowAddrsRaw, mptcpSubflowTcpInfoRaw } from '../sys/socket';
+import { encodeSockFilter, mptcpEventFilter } from './event-filter';
 import { decodeMptcpIdentity } from './info';
 import {
   MPTCP_PM_EV_GRP_NAME,
@@ -24,6 +25,7 @@ import {
   type ClosedEvent,
   type ConnectionEvent,
   type ListenerEvent,
+  type MptcpEventName,
   type MptcpPmEvent,
   type NetlinkDecodeError,
   type RemovedEvent,
@@ -100,6 +102,28 @@ export interface SubflowSnapshot extends SubflowSample {
 
 const keyOf = (local: SockEnd, remote: SockEnd): string => subflowKey(local.address, local.port, remote.address, remote.port);
 
+export interface KernelViewOptions {
+  /**
+   * Report only connections this host accepted: CREATED/ESTABLISHED of connections it opened
+   * (the proxy's own upstream MPTCP connections, local clients) are dropped in the kernel, and
+   * later events of a connection the table does not hold (those, or one whose ESTABLISHED was
+   * lost) are not reported either.
+   */
+  serverSideOnly?: boolean;
+}
+
+/**
+ * Event types nobody may be listening to, by the view's event name: the kernel drops them while
+ * no listener exists (the table itself needs ESTABLISHED, CLOSED and the subflow events).
+ */
+const OPTIONAL_EVENTS: readonly [keyof KernelViewEventMap, MptcpEventName][] = [
+  ['connection-created', 'created'],
+  ['announced', 'announced'],
+  ['removed', 'removed'],
+  ['listener-created', 'listener-created'],
+  ['listener-closed', 'listener-closed'],
+];
+
 /** Interface names change rarely; a short cache keeps bursts of events off the kernel. */
 const IFNAME_TTL_MS = 60_000;
 
@@ -109,6 +133,19 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
   private familyId = -1;
   private readonly table = new Map<number, TrackedConnection>();
   private readonly ifNames = new Map<number, { name: string | null; at: number }>();
+  private readonly serverSideOnly: boolean;
+  /** The dropped event types of the attached filter, to attach again only when they change. */
+  private filtered: string | null = null;
+
+  constructor(opts: KernelViewOptions = {}) {
+    super();
+    this.serverSideOnly = opts.serverSideOnly ?? false;
+    // Events nobody listens to are dropped in the kernel, so the filter follows the listeners.
+    // ('newListener' comes before the listener is added, 'removeListener' after it is gone.)
+    const untyped = this as EventEmitter;
+    untyped.on('newListener', (name: string) => this.sock && this.applyFilter(this.sock, name));
+    untyped.on('removeListener', () => this.sock && this.applyFilter(this.sock));
+  }
 
   get running(): boolean {
     return this.sock !== null;
@@ -143,12 +180,18 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
       if (!fam.ok) throw new KernelViewError(KernelViewErrorCode.Unavailable, `generic netlink family ${MPTCP_PM_NAME}: ${fam.error.detail}`);
       const group = fam.value.groups.get(MPTCP_PM_EV_GRP_NAME);
       if (group === undefined) throw new KernelViewError(KernelViewErrorCode.Unavailable, `${MPTCP_PM_NAME} has no ${MPTCP_PM_EV_GRP_NAME} group`);
+      this.familyId = fam.value.id;
+      try {
+        // Before joining: no event reaches the socket unfiltered.
+        this.applyFilter(sock);
+      } catch (e) {
+        throw new KernelViewError(KernelViewErrorCode.Netlink, `event filter: ${(e as Error).message}`, { cause: e });
+      }
       try {
         sock.join(group);
       } catch (e) {
         throw new KernelViewError(KernelViewErrorCode.Netlink, `join ${MPTCP_PM_EV_GRP_NAME}: ${(e as Error).message}`, { cause: e });
       }
-      this.familyId = fam.value.id;
       this.sock = sock;
       await sock
         .startReading({
@@ -169,10 +212,21 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
     }
   }
 
+  /** The kernel filter for the current listeners (and `adding`, about to be added). */
+  private applyFilter(sock: GenlSocket, adding?: string): void {
+    const drop = new Set<MptcpEventName>();
+    for (const [name, type] of OPTIONAL_EVENTS) if (name !== adding && this.listenerCount(name) === 0) drop.add(type);
+    const key = [...drop].join();
+    if (key === this.filtered) return;
+    sock.attachFilter(encodeSockFilter(mptcpEventFilter({ familyId: this.familyId, drop, serverSideOnly: this.serverSideOnly })));
+    this.filtered = key;
+  }
+
   /** Stop reading and close the socket; the table is cleared (it would go stale). */
   async stop(): Promise<void> {
     const s = this.sock;
     this.sock = null;
+    this.filtered = null;
     this.table.clear();
     if (s) await s.close();
   }
@@ -250,12 +304,14 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
         return;
       }
       case 'closed':
-        this.table.delete(ev.token);
+        // Without its ESTABLISHED (dropped in the kernel) it is a connection this host opened.
+        if (!this.table.delete(ev.token) && this.serverSideOnly) return;
         if (this.listenerCount('connection-closed') > 0) this.emit('connection-closed', { ...ev, ...timing() });
         return;
       case 'sub-established':
       case 'sub-closed':
       case 'sub-priority': {
+        if (this.serverSideOnly && !this.table.has(ev.token)) return;
         const view: SubflowView = { ...ev, ifName: this.ifName(ev.ifIndex), ...timing() };
         this.trackSubflow(view);
         this.emit(ev.type === 'sub-established' ? 'subflow-established' : ev.type === 'sub-closed' ? 'subflow-closed' : 'priority-changed', view);

@@ -28,6 +28,8 @@ export const SO_SNDBUFFORCE = 32;
 export const SO_NETNS_COOKIE = 71;
 export const SO_RCVBUFFORCE = 33;
 export const SO_MARK = 36;
+/** Classic BPF socket filter (struct sock_fprog); attaching again replaces it. */
+export const SO_ATTACH_FILTER = 26;
 
 export const IPPROTO_IP = 0;
 export const IP_TOS = 1;
@@ -66,6 +68,7 @@ export const MSG_FASTOPEN = 0x20000000;
 const lib = koffi.load('libc.so.6');
 // Declares the struct type the getrlimit/setrlimit signatures below name.
 koffi.struct('rlimit', { cur: 'uint64_t', max: 'uint64_t' });
+koffi.struct('sock_fprog', { len: 'uint16_t', filter: 'void *' });
 
 export const libc = {
   socket: lib.func('int socket(int domain, int type, int protocol)'),
@@ -74,6 +77,8 @@ export const libc = {
   connect: lib.func('int connect(int fd, const void *addr, uint32_t len)'),
   close: lib.func('int close(int fd)'),
   setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
+  /** setsockopt(SO_ATTACH_FILTER): koffi passes the program Buffer's address in the struct. */
+  setsockoptFprog: lib.func('int setsockopt(int fd, int level, int name, const sock_fprog *val, uint32_t len)'),
   getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)'),
   getsockname: lib.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
   /** Blocking; always called with .async so it runs on a worker thread. */

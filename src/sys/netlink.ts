@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, SO_RCVBUF, SO_RCVBUFFORCE, SysError, check, errno, libc } from './libc';
+import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, SO_ATTACH_FILTER, SO_RCVBUF, SO_RCVBUFFORCE, SysError, check, errno, libc } from './libc';
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
@@ -27,6 +27,8 @@ const EINTR = 4;
 const EAGAIN = 11;
 const ENOBUFS = 105;
 const IF_NAMESIZE = 16;
+/** struct sock_fprog: u16 len, padding, pointer. */
+const SOCK_FPROG_SIZE = 16;
 /** Netlink datagrams from the kernel fit in a page; mptcp_pm events are under 200 bytes. */
 const RECV_SIZE = 32768;
 
@@ -131,6 +133,14 @@ export class GenlSocket {
   extendedAcks(): void {
     setIntOpt(this.fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
     setIntOpt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+  }
+
+  /**
+   * Attach (or replace) a classic BPF filter: `program` is struct sock_filter[] (8 bytes each).
+   * The kernel runs it on every datagram before queueing it; a 0 verdict drops the datagram.
+   */
+  attachFilter(program: Buffer): void {
+    check('setsockopt(SO_ATTACH_FILTER)', libc.setsockoptFprog(this.fd, SOL_SOCKET, SO_ATTACH_FILTER, { len: program.length / 8, filter: program }, SOCK_FPROG_SIZE));
   }
 
   /** NETLINK_ADD_MEMBERSHIP for a multicast group id. */

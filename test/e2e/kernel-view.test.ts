@@ -135,6 +135,54 @@ async function clientChild(host: string, port: number, hold: boolean): Promise<v
   out({ kind: 'done', got });
 }
 
+/**
+ * Both ends in this namespace (loopback), two views: `narrow` (serverSideOnly, listening to
+ * established and closed only) and `wide` (everything kept). Connection A, then a
+ * connection-created listener on narrow, then connection B. Client-side events that reach the
+ * narrow view's socket would be emitted (its JS does not look at the side): only the kernel filter
+ * keeps them out.
+ */
+async function filterChild(host: string): Promise<void> {
+  const narrow = new KernelView({ serverSideOnly: true });
+  const wide = new KernelView();
+  const report = (view: string, kv: KernelView, name: 'connection-created' | 'connection-established' | 'connection-closed'): void =>
+    void kv.on(name, (e: unknown) => out({ kind: 'event', view, name, e }));
+  report('narrow', narrow, 'connection-established');
+  report('narrow', narrow, 'connection-closed');
+  report('wide', wide, 'connection-established');
+  report('wide', wide, 'connection-closed');
+  await narrow.start();
+  await wide.start();
+  const l = createListenSocket(host, 0, { mptcp: true, backlog: 16, options: {} });
+  const srv = net.createServer((sock) => {
+    out({ kind: 'accepted', token: narrow.mptcpToken(socketFd(sock)) });
+    sock.resume();
+    sock.on('end', () => sock.end());
+  });
+  await new Promise<void>((resolve) => srv.listen({ fd: l.fd }, resolve));
+  const port = socketName(l.fd).port;
+  const connection = async (label: string): Promise<void> => {
+    const accepted = new Promise<number>((resolve) => srv.once('connection', (sock: net.Socket) => resolve(narrow.mptcpToken(socketFd(sock))!)));
+    const { fd } = await connectMptcp(host, port, 5000);
+    out({ kind: 'connected', label, token: wide.mptcpToken(fd) });
+    const serverToken = await accepted;
+    const closed = waitEvent(narrow, 'connection-closed', serverToken);
+    const sock = new net.Socket({ fd, readable: true, writable: true });
+    sock.resume();
+    sock.end();
+    await closed;
+    sock.destroy();
+  };
+  await connection('A');
+  report('narrow', narrow, 'connection-created');
+  await connection('B');
+  srv.close();
+  await narrow.stop();
+  await wide.stop();
+  clearTimeout(guard);
+  out({ kind: 'done' });
+}
+
 // ------------------------------------------------------------------------------------------
 // parent side
 
@@ -196,7 +244,7 @@ interface SnapshotLine {
 if (process.argv[2] === CHILD_FLAG) {
   const [mode, host, port] = process.argv.slice(3);
   const hold = mode!.endsWith('-hold');
-  const main = mode!.startsWith('server') ? serverChild(host!, hold) : clientChild(host!, Number(port), hold);
+  const main = mode === 'filter' ? filterChild(host!) : mode!.startsWith('server') ? serverChild(host!, hold) : clientChild(host!, Number(port), hold);
   main.catch((e: unknown) => {
     process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
     process.exit(2);
@@ -285,6 +333,27 @@ if (process.argv[2] === CHILD_FLAG) {
       t.diagnostic(`client connect() start → its ESTABLISHED received: ${us(cEstAt - BigInt(connected.t0 as string))} us`);
       t.diagnostic(`connect() resolved → ESTABLISHED received: ${us(cEstAt - BigInt(connected.tConnected as string))} us (negative: event first)`);
       t.diagnostic(`reader → emit on main thread, max over ${dispatch.length} events: ${us(dispatch.reduce((m, x) => (x > m ? x : m), 0n))} us`);
+    });
+
+    it('serverSideOnly: the kernel drops client-side and unlistened events before they reach the socket', async () => {
+      const bed = tb();
+      const child = lines(bed.spawnNode('proxy', 'dist/test/e2e/kernel-view.test.js', [CHILD_FLAG, 'filter', '127.0.0.1']));
+      await child.waitFor((l) => l.kind === 'done' || l.kind === 'exit', 20_000);
+      const all = child.all;
+      assert.ok(all.some((l) => l.kind === 'done'), `filter child: ${JSON.stringify(all).slice(-2000)} ${child.stderr()}`);
+      const [cA, cB] = all.filter((l) => l.kind === 'connected').map((l) => l.token as number);
+      const [sA, sB] = all.filter((l) => l.kind === 'accepted').map((l) => l.token as number);
+      const of = (view: string, name: string): EventLine['e'][] => all.filter((l) => l.kind === 'event' && l.view === view && l.name === name).map((l) => (l as unknown as EventLine).e);
+      const tokens = (view: string, name: string): number[] => of(view, name).map((e) => e.token!);
+      // The unfiltered view got both sides of both connections: the events were there to drop.
+      assert.deepEqual(tokens('wide', 'connection-established').sort(), [cA, sA, cB, sB].sort());
+      assert.deepEqual(tokens('wide', 'connection-closed').sort(), [cA, sA, cB, sB].sort());
+      // The narrow view: the accepted side only, and no client-side close (never tracked).
+      assert.deepEqual(tokens('narrow', 'connection-established'), [sA, sB]);
+      assert.ok(of('narrow', 'connection-established').every((e) => e.serverSide === true));
+      assert.deepEqual(tokens('narrow', 'connection-closed'), [sA, sB]);
+      // CREATED is dropped while nobody listens; a listener added at run time gets B's, server side only.
+      assert.deepEqual(tokens('narrow', 'connection-created'), [sB]);
     });
 
     it('reports announced, priority-changed, removed and subflow-closed from path-manager changes', async () => {
