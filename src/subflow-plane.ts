@@ -17,6 +17,7 @@ import type { SubflowSniffer } from './sniffer/capture';
 import { SteeringEngine } from './steering/engine';
 import { SubflowBackup } from './steering/backup';
 import { MssClamp } from './tuning/mss';
+import { netlinkWatcher } from './relay/native';
 import { RtoCap } from './tuning/rto';
 import { TransparentRules } from './proxy/transparent';
 import { ClusterAnnounce } from './proxy/announce';
@@ -25,8 +26,11 @@ import { UserspacePathManager } from './pathmanager/userspace';
 
 export class SubflowPlane {
   readonly registry = new SubflowRegistry();
-  /** Accepted connections only: the registry, path manager and tuner read nothing of the proxy's upstream ones. */
-  readonly kernel = new KernelView({ serverSideOnly: true });
+  /**
+   * Accepted connections only: the registry, path manager and tuner read nothing of the proxy's
+   * upstream ones. Read on the main loop by the native addon where it loads.
+   */
+  readonly kernel = new KernelView({ serverSideOnly: true, watcher: netlinkWatcher() });
   /** Every nft table, qdisc, IFB, rule, route, endpoint and limit below goes in and out through it. */
   readonly kstate: KernelState;
   readonly steering: SteeringEngine;

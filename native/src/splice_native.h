@@ -33,3 +33,5 @@ void Abort(uint64_t id);
 
 // fastpath.cc's exports, added to the addon's.
 void FastPathRegister(Napi::Env env, Napi::Object exports);
+// netlink_watch.cc's exports, added to the addon's.
+void NetlinkWatchRegister(Napi::Env env, Napi::Object exports);

@@ -650,6 +650,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("abort", Napi::Function::New(env, Abort, "abort"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   FastPathRegister(env, exports);
+  NetlinkWatchRegister(env, exports);
   return exports;
 }
 

@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { CodedError } from '../core/errors';
 import { subflowKey } from '../core/subflow-id';
-import { GenlSocket, interfaceName, type NetlinkDatagram } from '../sys/netlink';
+import { GenlSocket, interfaceName, type NetlinkDatagram, type NetlinkWatcher } from '../sys/netlink';
 import { SUBFLOW_ADDRS_SIZE, TCP_INFO_SIZE, mptcpInfoRaw, mptcpSubflowAddrsRaw, mptcpSubflowTcpInfoRaw } from '../sys/socket';
 import { encodeSockFilter, mptcpEventFilter } from './event-filter';
 import { decodeMptcpIdentity } from './info';
@@ -110,6 +110,8 @@ export interface KernelViewOptions {
    * lost) are not reported either.
    */
   serverSideOnly?: boolean;
+  /** Read the events on the main thread's loop (the native addon) instead of a reader worker_thread. */
+  watcher?: NetlinkWatcher | null;
 }
 
 /**
@@ -134,12 +136,14 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
   private readonly table = new Map<number, TrackedConnection>();
   private readonly ifNames = new Map<number, { name: string | null; at: number }>();
   private readonly serverSideOnly: boolean;
+  private readonly watcher: NetlinkWatcher | null;
   /** The dropped event types of the attached filter, to attach again only when they change. */
   private filtered: string | null = null;
 
   constructor(opts: KernelViewOptions = {}) {
     super();
     this.serverSideOnly = opts.serverSideOnly ?? false;
+    this.watcher = opts.watcher ?? null;
     // Events nobody listens to are dropped in the kernel, so the filter follows the listeners.
     // ('newListener' comes before the listener is added, 'removeListener' after it is gone.)
     const untyped = this as EventEmitter;
@@ -201,7 +205,7 @@ export class KernelView extends EventEmitter<KernelViewEventMap> {
             void this.stop();
             this.emit('failed', err);
           },
-        })
+        }, this.watcher)
         .catch((e: unknown) => {
           throw new KernelViewError(KernelViewErrorCode.Netlink, `netlink reader: ${(e as Error).message}`, { cause: e });
         });

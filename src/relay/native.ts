@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { NetlinkWatcher } from '../sys/netlink';
 
 /** The addon's exports (native/src/splice_relay.cc). */
 export interface SpliceAddon {
@@ -59,4 +60,12 @@ export function loadSpliceAddon(file: string = process.env[SPLICE_ADDON_ENV] || 
   }
   loaded.set(file, result);
   return result;
+}
+
+/** The addon's netlink reader for the main loop (native/src/netlink_watch.cc), when it loads and has one. */
+export function netlinkWatcher(): NetlinkWatcher | null {
+  const load = loadSpliceAddon();
+  if (!load.ok) return null;
+  const a = load.addon as unknown as Partial<NetlinkWatcher>;
+  return typeof a.netlinkWatch === 'function' && typeof a.netlinkUnwatch === 'function' ? (a as NetlinkWatcher) : null;
 }

@@ -2,12 +2,13 @@
  * A generic netlink socket (AF_NETLINK / NETLINK_GENERIC) through koffi: request/reply for the
  * controller, multicast membership, and a reader that hands every datagram to the main thread.
  *
- * How reading meets the event loop: libuv cannot wrap a netlink fd (uv_guess_handle says
- * UNKNOWN, so net.Socket refuses it), and a koffi `.async` poll would hold one of libuv's four
- * threadpool threads for the whole run, starving dns.lookup and fs. So a dedicated
+ * How reading meets the event loop: net.Socket refuses a netlink fd (uv_guess_handle says
+ * UNKNOWN), and a koffi `.async` poll would hold one of libuv's four threadpool threads for the
+ * whole run, starving dns.lookup and fs. With the native addon, a NetlinkWatcher (a uv_poll on
+ * the main loop, drained in C) reads it on the main thread itself. Without it, a dedicated
  * worker_thread blocks in poll() on the socket plus an eventfd, drains it with non-blocking
  * recv(), stamps each datagram with process.hrtime (one monotonic clock for all threads) and
- * posts it. stop() writes the eventfd, which ends the worker at once. No timers, no polling.
+ * posts it; stop() writes the eventfd, which ends the worker at once. No timers, no polling.
  */
 import fs from 'node:fs';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -26,6 +27,7 @@ const MSG_DONTWAIT = 0x40;
 const EINTR = 4;
 const EAGAIN = 11;
 const ENOBUFS = 105;
+const EPROTO = 71;
 const IF_NAMESIZE = 16;
 /** struct sock_fprog: u16 len, padding, pointer. */
 const SOCK_FPROG_SIZE = 16;
@@ -62,6 +64,41 @@ export interface NetlinkReadHandlers {
   failed(err: Error): void;
 }
 
+/**
+ * Reads a netlink fd on the main thread's event loop (the native addon's uv_poll): every
+ * datagram of one drain in one call, encoded as decodeWatchBatch reads it. It must not keep the
+ * loop alive; after netlinkUnwatch no call comes and the fd may be closed.
+ */
+export interface NetlinkWatcher {
+  netlinkWatch(fd: number, onBatch: (batch: Buffer) => void): void;
+  netlinkUnwatch(fd: number): void;
+}
+
+export type WatchEntry = { kind: 'data'; data: Buffer; at: bigint } | { kind: 'lost'; at: bigint } | { kind: 'error'; errno: number; at: bigint };
+
+const WATCH_HEADER = 16;
+
+/**
+ * One NetlinkWatcher call's entries: a 16-byte header (u32 data length, i32 errno, u64
+ * uv_hrtime at receipt) and the datagram. errno 0 is a datagram, ENOBUFS a loss, any other the
+ * error that ended the watch. Data are views into `batch`. A truncated tail is an error entry
+ * (EPROTO): the batch comes from the addon, so it means a mismatched build.
+ */
+export function decodeWatchBatch(batch: Buffer): WatchEntry[] {
+  const out: WatchEntry[] = [];
+  for (let off = 0; off < batch.length; ) {
+    if (batch.length - off < WATCH_HEADER) return [...out, { kind: 'error', errno: EPROTO, at: 0n }];
+    const len = batch.readUInt32LE(off);
+    const err = batch.readInt32LE(off + 4);
+    const at = batch.readBigUInt64LE(off + 8);
+    const end = off + WATCH_HEADER + len;
+    if (end > batch.length) return [...out, { kind: 'error', errno: EPROTO, at }];
+    out.push(err === 0 ? { kind: 'data', data: batch.subarray(off + WATCH_HEADER, end), at } : err === ENOBUFS ? { kind: 'lost', at } : { kind: 'error', errno: err, at });
+    off = end;
+  }
+  return out;
+}
+
 type ReaderMessage =
   | { kind: 'ready' }
   // Every datagram one drain of the socket found, in kernel order: one message per wake-up, not
@@ -80,6 +117,7 @@ interface ReaderData {
 
 export class GenlSocket {
   private worker: Worker | null = null;
+  private watcher: NetlinkWatcher | null = null;
   private workerExited: Promise<void> | null = null;
   private wakeFd = -1;
   private closed: Promise<void> | null = null;
@@ -155,8 +193,19 @@ export class GenlSocket {
    * resolves once the reader is polling (receive times from then on are not inflated by the
    * thread's start-up, ~50 ms), and rejects if the thread dies before that.
    */
-  startReading(h: NetlinkReadHandlers): Promise<void> {
-    if (this.worker || this.closed) return Promise.reject(new Error('netlink reader already started or closed'));
+  startReading(h: NetlinkReadHandlers, watcher: NetlinkWatcher | null = null): Promise<void> {
+    if (this.worker || this.watcher || this.closed) return Promise.reject(new Error('netlink reader already started or closed'));
+    if (watcher) {
+      watcher.netlinkWatch(this.fd, (batch) => {
+        for (const e of decodeWatchBatch(batch)) {
+          if (e.kind === 'data') h.datagram({ data: e.data, receivedAt: e.at });
+          else if (e.kind === 'lost') h.lost(e.at);
+          else h.failed(new SysError('recv(netlink)', e.errno));
+        }
+      });
+      this.watcher = watcher;
+      return Promise.resolve();
+    }
     this.wakeFd = check('eventfd', libc.eventfd(0, EFD_CLOEXEC));
     const data: ReaderData = { mark: READER_MARK, fd: this.fd, wakeFd: this.wakeFd };
     const w = new Worker(__filename, { workerData: data });
@@ -191,6 +240,8 @@ export class GenlSocket {
       libc.close(this.fd);
       if (this.wakeFd >= 0) libc.close(this.wakeFd);
     };
+    // The watcher calls nothing after unwatch: the fd can go at once.
+    this.watcher?.netlinkUnwatch(this.fd);
     const w = this.worker;
     if (!w || !this.workerExited) {
       finish();

@@ -12,6 +12,7 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { KernelView, type KernelViewEventMap } from '../../src/mptcp/kernel-view';
+import { netlinkWatcher } from '../../src/relay/native';
 import { connectMptcp, createListenSocket, socketFd, socketName } from '../../src/sys/socket';
 import { useTestbed } from '../../testkit/testbed';
 
@@ -137,13 +138,16 @@ async function clientChild(host: string, port: number, hold: boolean): Promise<v
 
 /**
  * Both ends in this namespace (loopback), two views: `narrow` (serverSideOnly, listening to
- * established and closed only) and `wide` (everything kept). Connection A, then a
+ * established and closed only, read on the main loop by the native addon's watcher) and `wide`
+ * (everything kept, read by the worker_thread reader). Connection A, then a
  * connection-created listener on narrow, then connection B. Client-side events that reach the
  * narrow view's socket would be emitted (its JS does not look at the side): only the kernel filter
  * keeps them out.
  */
 async function filterChild(host: string): Promise<void> {
-  const narrow = new KernelView({ serverSideOnly: true });
+  const watcher = netlinkWatcher();
+  if (!watcher) throw new Error('the native addon has no netlink watcher (build it: npm run build:native)');
+  const narrow = new KernelView({ serverSideOnly: true, watcher });
   const wide = new KernelView();
   const report = (view: string, kv: KernelView, name: 'connection-created' | 'connection-established' | 'connection-closed'): void =>
     void kv.on(name, (e: unknown) => out({ kind: 'event', view, name, e }));
@@ -164,9 +168,11 @@ async function filterChild(host: string): Promise<void> {
   const connection = async (label: string): Promise<void> => {
     const accepted = new Promise<number>((resolve) => srv.once('connection', (sock: net.Socket) => resolve(narrow.mptcpToken(socketFd(sock))!)));
     const { fd } = await connectMptcp(host, port, 5000);
-    out({ kind: 'connected', label, token: wide.mptcpToken(fd) });
+    const clientToken = wide.mptcpToken(fd)!;
+    out({ kind: 'connected', label, token: clientToken });
     const serverToken = await accepted;
-    const closed = waitEvent(narrow, 'connection-closed', serverToken);
+    // Each view reads at its own pace: both must have seen the closes before the next step.
+    const closed = Promise.all([waitEvent(narrow, 'connection-closed', serverToken), waitEvent(wide, 'connection-closed', serverToken), waitEvent(wide, 'connection-closed', clientToken)]);
     const sock = new net.Socket({ fd, readable: true, writable: true });
     sock.resume();
     sock.end();
@@ -335,7 +341,7 @@ if (process.argv[2] === CHILD_FLAG) {
       t.diagnostic(`reader → emit on main thread, max over ${dispatch.length} events: ${us(dispatch.reduce((m, x) => (x > m ? x : m), 0n))} us`);
     });
 
-    it('serverSideOnly: the kernel drops client-side and unlistened events before they reach the socket', async () => {
+    it('serverSideOnly: the kernel drops client-side and unlistened events before they reach the socket (native watcher and worker reader)', async () => {
       const bed = tb();
       const child = lines(bed.spawnNode('proxy', 'dist/test/e2e/kernel-view.test.js', [CHILD_FLAG, 'filter', '127.0.0.1']));
       await child.waitFor((l) => l.kind === 'done' || l.kind === 'exit', 20_000);
