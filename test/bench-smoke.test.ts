@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { conversionLatency, readPcap, type CapturedSegment } from '../bench/lib/capture';
+import { conversionLatency, readPcap, tailSplit, type CapturedSegment } from '../bench/lib/capture';
 import { parseStat } from '../bench/lib/proc';
 import { addRatios, percentile, type BenchResults, type Row } from '../bench/lib/results';
 import { promSum, soakChart, verdict, windowsFor, type SoakCounts, type SoakResults, type SoakSample } from '../bench/lib/soak';
@@ -97,6 +97,15 @@ describe('bench: pure parts', () => {
     assert.equal(lat.back.length, 1);
     assert.ok(Math.abs(lat.back[0] - 0.02) < 1e-9);
     assert.equal(lat.unmatched, 1);
+    // SYN → SYN 0.4 ms: 0.1 the client's own (SYN → its CONNECT), 0.3 the proxy's.
+    assert.deepEqual(lat.split, [{ syn: 0.4, client: 0.1, proxy: 0.3 }]);
+  });
+
+  test('tailSplit: the mean client and proxy parts of the slowest connections', () => {
+    const split = Array.from({ length: 200 }, (_, i) => ({ syn: i, client: i % 2, proxy: i - (i % 2) }));
+    // The slowest 1 % of 200 are syn 199 and 198: client parts 1 and 0, proxy parts 198 and 198.
+    assert.deepEqual(tailSplit(split, 1), { n: 2, client: 0.5, proxy: 198 });
+    assert.equal(tailSplit([]), null);
   });
 
   test('conversionLatency also links a Convert connection whose message and ID ride in the SYN (TCP Fast Open)', () => {

@@ -68,6 +68,8 @@ interface Side {
   syn?: number;
   /** Client → proxy payload segments before the ID (the CONNECT / SOCKS requests). */
   lastRequest?: number;
+  /** The client's first data segment toward the proxy (request or greeting). */
+  firstData?: number;
   id?: string;
   /** ID toward the echo server / back from it. */
   idOut?: number;
@@ -83,6 +85,13 @@ export interface LatencySamples {
   data: number[];
   /** First byte from the server → the same byte toward the client. */
   back: number[];
+  /**
+   * SYN → SYN of each linked connection split at the client's first data segment: `client` is
+   * the client's own part (its SYN → its first data: handshake and think time, which HAProxy in
+   * TCP mode does not wait for), `proxy` the rest (first data → upstream SYN; SOCKS5 includes the
+   * greeting round trip). Same order as `syn` where both are known.
+   */
+  split: { syn: number; client: number; proxy: number }[];
   /** Client connections whose ID never appeared upstream. */
   unmatched: number;
 }
@@ -108,6 +117,7 @@ export function conversionLatency(segments: readonly CapturedSegment[], proxyPor
     }
     // With TCP Fast Open (RFC 8803 Convert) the request and the first data ride in the SYN.
     if (s.payload.length === 0) continue;
+    if (toward && server === proxyPort) side.firstData ??= s.ns;
     const m = ID_RE.exec(s.payload.toString('latin1'));
     // Request bytes: a segment before the ID, or in front of it in the same segment.
     if (toward && server === proxyPort && side.id === undefined && (!m || m.index > 0)) side.lastRequest = s.ns;
@@ -119,7 +129,7 @@ export function conversionLatency(segments: readonly CapturedSegment[], proxyPor
   }
   const byId = new Map<string, Side>();
   for (const u of ups.values()) if (u.id !== undefined) byId.set(u.id, u);
-  const out: LatencySamples = { syn: [], request: [], data: [], back: [], unmatched: 0 };
+  const out: LatencySamples = { syn: [], request: [], data: [], back: [], split: [], unmatched: 0 };
   const ms = (a: number | undefined, b: number | undefined, into: number[]): void => {
     if (a !== undefined && b !== undefined) into.push((b - a) / 1e6);
   };
@@ -134,8 +144,21 @@ export function conversionLatency(segments: readonly CapturedSegment[], proxyPor
     ms(c.lastRequest, u.syn, out.request);
     ms(c.idOut, u.idOut, out.data);
     ms(u.idBack, c.idBack, out.back);
+    if (c.syn !== undefined && c.firstData !== undefined && u.syn !== undefined) out.split.push({ syn: (u.syn - c.syn) / 1e6, client: (c.firstData - c.syn) / 1e6, proxy: (u.syn - c.firstData) / 1e6 });
   }
   return out;
+}
+
+/**
+ * Where the slowest SYN → SYN connections (the top `pct` percent) spent their time: the mean
+ * client part and proxy part of conversionLatency's split, in ms; null without samples.
+ */
+export function tailSplit(split: LatencySamples['split'], pct = 1): { n: number; client: number; proxy: number } | null {
+  if (split.length === 0) return null;
+  const n = Math.max(1, Math.ceil((split.length * pct) / 100));
+  const tail = [...split].sort((a, b) => b.syn - a.syn).slice(0, n);
+  const mean = (f: (x: (typeof split)[number]) => number): number => tail.reduce((a, x) => a + f(x), 0) / n;
+  return { n, client: mean((x) => x.client), proxy: mean((x) => x.proxy) };
 }
 
 export const p50p99 = (v: readonly number[]): { p50: number | null; p99: number | null } => ({ p50: percentile(v, 50), p99: percentile(v, 99) });

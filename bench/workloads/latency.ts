@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from '../../testkit/testbed';
-import { conversionLatency, p50p99, readPcap } from '../lib/capture';
+import { conversionLatency, p50p99, readPcap, tailSplit } from '../lib/capture';
 import { measure, type Measured } from '../lib/measure';
 import { inBenchNetns } from '../lib/netns';
 import { CONVERT_DEST_ADDR, CONVERT_SUBJECT, SUBJECTS, type Servers, type Subject } from '../lib/peers';
@@ -76,7 +76,7 @@ export async function latency(servers: Servers, o: { count: number; rate: number
         higherIsBetter: false,
         repeats: o.repeats,
         describe: (b: Measured) =>
-          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel [${threadsText(b.extra)}] (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
+          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, client part p50 ${b.extra.clientP50?.toFixed(3)} / p99 ${b.extra.clientP99?.toFixed(3)}, proxy part p50 ${b.extra.proxyP50?.toFixed(3)} / p99 ${b.extra.proxyP99?.toFixed(3)}, slowest 1 % client ${b.extra.tailClient?.toFixed(3)} / proxy ${b.extra.tailProxy?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel [${threadsText(b.extra)}] (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
       };
       const row = await measure(
         spec,
@@ -154,11 +154,18 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   const req = p50p99(lat.request);
   const data = p50p99(lat.data);
   const back = p50p99(lat.back);
+  const clientPart = p50p99(lat.split.map((x) => x.client));
+  const proxyPart = p50p99(lat.split.map((x) => x.proxy));
+  const tail = tailSplit(lat.split);
   return {
     value: syn.p50!,
-    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count, ...threads },
+    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, clientP50: clientPart.p50, clientP99: clientPart.p99, proxyP50: proxyPart.p50, proxyP99: proxyPart.p99, tailClient: tail?.client ?? null, tailProxy: tail?.proxy ?? null, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count, ...threads },
   };
 }
+
+/** The SYN → SYN split (client part, proxy part, slowest 1 %) kept on the latency-syn row. */
+const SPLIT_KEYS = ['clientP50', 'clientP99', 'proxyP50', 'proxyP99', 'tailClient', 'tailProxy'] as const;
+const pick = (extra: Record<string, number | null | undefined>, keys: readonly string[]): Record<string, number | null> => Object.fromEntries(keys.map((k) => [k, extra[k] ?? null]));
 
 /** Keys of the per-thread CPU per tunnel (ms) in a latency row's extra: `cpuMs:main`, `cpuMs:mpx-splice`, ... */
 const THREAD_KEY = 'cpuMs:';
@@ -180,7 +187,7 @@ function splitLatencyRow(r: Row): Row[] {
     extra: { p50: p50 ?? null, p99: p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, rate: e.rate ?? null },
   });
   return [
-    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null, ...threadFigures(e) } },
+    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null, ...threadFigures(e), ...pick(e, SPLIT_KEYS) } },
     derived('latency-request', e.reqP50, e.reqP99),
     derived('latency-data', e.dataP50, e.dataP99),
     derived('latency-back', e.backP50, e.backP99),
