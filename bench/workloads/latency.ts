@@ -3,7 +3,10 @@
  * opens new tunnels at a fixed rate through a subject to an echo server. Four figures per
  * subject: client SYN → upstream SYN, last request byte → upstream SYN, first byte in → out
  * (client to server) and back (server to client); and the subject's CPU per tunnel over the
- * captured burst (user + system of its process tree). The prototype's 7.8 ms / 15.3 ms sit beside.
+ * captured burst (user + system of its process tree), also per thread kind (`cpuMs:main`,
+ * `cpuMs:mpx-fastpath`, ... from /proc/PID/task). SYN → SYN is also split at the client's first
+ * data segment: the client's own part (handshake, think time; HAProxy in TCP mode does not wait
+ * for it) and the proxy's, with the split of the slowest 1 %. The prototype's 7.8 ms / 15.3 ms sit beside.
  * The RFC 8803 Convert subject's client (bench/tools/convert-client.py --burst) puts its message
  * and ID line in the MPTCP SYN with TCP Fast Open, so its request time is its SYN's.
  */
