@@ -1,39 +1,44 @@
 /**
- * Absolute-form requests: forwarded with Node's http client over pooled upstream connections made
- * by the upstream connector, so every new upstream socket passes the destination policy after DNS.
- * The origin gets the target's authority as its one Host (RFC 9112 §3.2.2). A route through an
- * HTTP parent sends the request there absolute-form with the parent's Proxy-Authorization; through
- * a SOCKS parent, origin-form over the tunnel.
+ * Absolute-form requests, over keep-alive upstream connections of the origin pool (origin-pool.ts:
+ * one string written per head, the body streamed after it, llhttp reading the answer, no http
+ * client objects per request), made by the upstream connector, so every new upstream socket passes
+ * the destination policy after DNS. The origin gets the target's authority as its one Host (RFC
+ * 9112 §3.2.2). A route through an HTTP parent sends the request there absolute-form with the
+ * parent's Proxy-Authorization; through a SOCKS parent, origin-form over the tunnel; either way
+ * over a connection made for that request alone.
  */
-import http from 'node:http';
-import type { Duplex } from 'node:stream';
-import type { ClientConnection } from '../../core/connection';
+import type http from 'node:http';
+import type net from 'node:net';
 import { ErrorCode, ProxyError, toProxyError } from '../../core/errors';
-import type { ProxyContext } from '../context';
 import type { ForwardHop } from '../../upstream/router';
 import type { HttpFront } from './front';
 import { forwardHeaders } from './headers';
+import { OriginPool, type OriginMessage, type OriginRequest } from './origin-pool';
 
-/** Agent whose sockets come from the upstream connector, attributed to the client connection. */
-class UpstreamAgent extends http.Agent {
-  constructor(private readonly ctx: ProxyContext) {
-    super({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo', timeout: 60_000 });
+/** Methods that carry no body unless the request frames one (no Content-Length: 0 added for them). */
+const BODILESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
+
+/**
+ * The request to send: head (request line, forwarded fields, the framing of its body) and body.
+ * A sized body goes as it came; a chunked one chunk-encoded again (Node's parser decoded it);
+ * a method meant to carry content but sent without any says Content-Length: 0.
+ */
+function originMessage(req: http.IncomingMessage, path: string, headers: readonly string[]): OriginMessage {
+  const chunked = req.headers['transfer-encoding'] !== undefined;
+  const sized = req.headers['content-length'] !== undefined;
+  let head = `${req.method} ${path} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) {
+    // Never both framings (Node's parser refuses a request with both; this keeps it so).
+    if (chunked && headers[i]!.toLowerCase() === 'content-length') continue;
+    head += `${headers[i]}: ${headers[i + 1]}\r\n`;
   }
-  override createConnection(options: http.ClientRequestArgs, cb?: (err: Error | null, socket: Duplex) => void): undefined {
-    const conn = (options as { proxyConn?: ClientConnection }).proxyConn!;
-    this.ctx.upstream.connect({ host: options.host ?? options.hostname ?? '', port: Number(options.port) }, conn).then(
-      (socket) => {
-        socket.resume();
-        cb!(null, socket);
-      },
-      (err) => cb!(err, undefined as unknown as Duplex),
-    );
-    return undefined;
-  }
+  if (chunked) head += 'Transfer-Encoding: chunked\r\n';
+  else if (!sized && !BODILESS_METHODS.has(req.method!)) head += 'Content-Length: 0\r\n';
+  return { head: `${head}Connection: keep-alive\r\n\r\n`, body: chunked || sized ? { from: req, chunked } : null, headRequest: req.method === 'HEAD' };
 }
 
 export function createForwarder(front: HttpFront): (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> {
-  const agent = new UpstreamAgent(front.ctx);
+  const pool = new OriginPool((dest, conn) => front.ctx.upstream.connect(dest, conn));
   return async (req, res) => {
     const conn = front.request(req.socket, 'http');
     if (!conn) {
@@ -67,46 +72,39 @@ export function createForwarder(front: HttpFront): (req: http.IncomingMessage, r
       if (req.socket.destroyed) return void hop.socket.destroy();
     }
     const headers = forwardHeaders(req.rawHeaders, url.host);
-    if (hop?.proxyAuthorization) headers.push('Proxy-Authorization', hop.proxyAuthorization);
-    // Through a parent: the connection made for this request alone, without an agent (the pooled
-    // agent's sockets go direct, and a parent's route can differ per client; `agent: false` would
-    // make Node dial with a fresh agent and ignore createConnection).
-    const socket = hop?.socket;
-    const via: http.RequestOptions = socket ? { createConnection: () => socket.resume() } : { agent };
-    const upstreamReq = http.request({
-      ...target,
-      method: req.method,
-      // To an HTTP parent the request goes as it came, absolute-form (RFC 9112 §3.2.2).
-      path: hop?.absoluteForm ? `${url.protocol}//${url.host}${url.pathname}${url.search}` : `${url.pathname}${url.search}`,
-      headers,
-      setHost: false,
-      proxyConn: conn,
-      ...via,
-    } as http.RequestOptions);
+    // To an HTTP parent the request goes as it came, absolute-form (RFC 9112 §3.2.2).
+    const path = hop?.absoluteForm ? `${url.protocol}//${url.host}${url.pathname}${url.search}` : `${url.pathname}${url.search}`;
     // A pooled socket was connected (and checked) for an earlier client: this connection's log
     // and /connections still name where its requests went.
-    upstreamReq.on('socket', (socket) => {
+    const attribute = (socket: net.Socket): void => {
       conn.destination ??= target;
       if (conn.parent === null) conn.upstreamAddress ??= socket.remoteAddress ?? null;
-    });
-    upstreamReq.on('response', (upstreamRes) => {
-      // The parent refusing our credentials is not the client's to answer: a 407 would ask it for its own.
-      if (hop?.absoluteForm && upstreamRes.statusCode === 407) {
-        upstreamReq.destroy();
-        return front.refuseResponse(conn, res, new ProxyError(ErrorCode.ParentRefused, `parent ${conn.parent ?? ''} answered 407 (check its user and password)`), true);
-      }
-      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.rawHeaders));
-      upstreamRes.pipe(res);
-      upstreamRes.on('error', () => res.destroy());
-    });
-    upstreamReq.on('error', (e) => {
+    };
+    const failed = (e: unknown): void => {
       const err = toProxyError(e);
       if (!res.headersSent) front.refuseResponse(conn, res, err, true);
       else front.refuse(conn, err, () => res.destroy());
-    });
+    };
+    if (hop?.proxyAuthorization) headers.push('Proxy-Authorization', hop.proxyAuthorization);
+    const msg = originMessage(req, path, headers);
+    if (!msg.body) req.resume(); // reading the (empty) body lets the request end
+    const answer = {
+      socket: attribute,
+      head: (status: number, message: string, raw: string[]): void => {
+        // The parent refusing our credentials is not the client's to answer: a 407 would ask it for its own.
+        if (hop?.absoluteForm && status === 407) {
+          sent.abort();
+          return front.refuseResponse(conn, res, new ProxyError(ErrorCode.ParentRefused, `parent ${conn.parent ?? ''} answered 407 (check its user and password)`), true);
+        }
+        res.writeHead(status, message, forwardHeaders(raw));
+      },
+      body: (chunk: Buffer): boolean => res.write(chunk) || (res.once('drain', () => sent.resume()), false),
+      end: (last: Buffer | null): void => void (last ? res.end(last) : res.end()),
+      error: failed,
+    };
+    const sent: OriginRequest = hop ? pool.sendOnce(hop.socket, msg, answer) : pool.send(target, conn, msg, answer);
     res.on('close', () => {
-      if (!res.writableFinished) upstreamReq.destroy();
+      if (!res.writableFinished) sent.abort();
     });
-    req.pipe(upstreamReq);
   };
 }
