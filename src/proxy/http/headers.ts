@@ -18,15 +18,20 @@ const HOP_BY_HOP = new Set([
 
 export const VIA_TOKEN = '1.1 mptcp-proxy';
 
-/** Names listed in every Connection (and legacy Proxy-Connection) field, lower-cased. */
-function connectionListed(raw: readonly string[]): Set<string> {
-  const listed = new Set<string>();
+/** Lengths of the names forwardHeaders looks at by name: only those are lower-cased (most fields are not). */
+const NOTED_LENGTHS = new Set([...HOP_BY_HOP, 'host', 'via'].map((n) => n.length));
+
+/** Names listed in every Connection (and legacy Proxy-Connection) field, lower-cased; null when none. */
+function connectionListed(raw: readonly string[]): Set<string> | null {
+  let listed: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
+    const length = raw[i]!.length;
+    if (length !== 10 && length !== 16) continue;
     const name = raw[i]!.toLowerCase();
     if (name === 'connection' || name === 'proxy-connection') {
       for (const token of raw[i + 1]!.split(',')) {
         const t = token.trim().toLowerCase();
-        if (t) listed.add(t);
+        if (t) (listed ??= new Set()).add(t);
       }
     }
   }
@@ -44,11 +49,13 @@ export function forwardHeaders(raw: readonly string[], host?: string): string[] 
   let via: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || listed.has(lower) || (host !== undefined && lower === 'host')) continue;
-    if (lower === 'via') {
-      via = via === null ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
-      continue;
+    if (listed !== null || NOTED_LENGTHS.has(name.length)) {
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower) || listed?.has(lower) || (host !== undefined && lower === 'host')) continue;
+      if (lower === 'via') {
+        via = via === null ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
+        continue;
+      }
     }
     out.push(name, raw[i + 1]!);
   }

@@ -17,7 +17,7 @@ export function messageRuleBreach(req: http.IncomingMessage, lines: RequestLineW
   if (req.httpVersionMajor !== 1) return new ProxyError(ErrorCode.VersionUnsupported, `HTTP/${req.httpVersion} request line`);
   const bad = (detail: string): ProxyError => new ProxyError(ErrorCode.BadRequest, detail);
   const hosts: string[] = [];
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.length === 4 && req.rawHeaders[i]!.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]!);
   if (hosts.length > 1) return bad(`${hosts.length} Host field lines`);
   if (hosts.length === 1 && !HOST_VALUE.test(hosts[0]!)) return bad(`Host ${JSON.stringify(hosts[0]!.slice(0, 100))}`);
   if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return bad('Transfer-Encoding in an HTTP/1.0 request');
