@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import winston from 'winston';
@@ -170,6 +170,39 @@ describe('HTTP front end: RFC 9112 message rules', () => {
     assert.deepEqual(
       seen.map((s) => s.url),
       ['/one', '/two', '/three', '/four'],
+    );
+  });
+
+  test('the request lines are read where Node parses them: its parser keeps the socket (native reads, no data tap)', async () => {
+    seen.length = 0;
+    const conns = proxy.conns.length;
+    const sock = net.connect(proxy.port, '127.0.0.1');
+    const got: Buffer[] = [];
+    sock.on('data', (d: Buffer) => got.push(d));
+    await new Promise((r) => sock.once('connect', r));
+    const answered = async (n: number): Promise<void> => {
+      for (let i = 0; i < 300 && statuses(Buffer.concat(got)).length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    };
+    // One piece, two pipelined, a head cut in three, then a double space.
+    sock.write(`GET http://${T}/a HTTP/1.1\r\nHost: ${T}\r\n\r\n`);
+    await answered(1);
+    sock.write(`GET http://${T}/b HTTP/1.1\r\n\r\nGET http://${T}/c HTTP/1.1\r\n\r\n`);
+    await answered(3);
+    for (const piece of ['GE', `T http://${T}/d HT`, 'TP/1.1\r\n\r\n']) {
+      sock.write(piece);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await answered(4);
+    const client = proxy.conns[conns]!.socket as net.Socket & { parser?: { _consumed?: boolean } };
+    assert.equal(client.parser?._consumed, true, 'Node parses the socket natively');
+    assert.equal(client.listenerCount('data'), 1, "only the server's own 'data' listener");
+    sock.write(`GET http://${T}/e  HTTP/1.1\r\n\r\n`);
+    await answered(5);
+    sock.destroy();
+    assert.deepEqual(statuses(Buffer.concat(got)), [200, 200, 200, 200, 400]);
+    assert.deepEqual(
+      seen.map((s) => s.url),
+      ['/a', '/b', '/c', '/d'],
     );
   });
 });

@@ -25,39 +25,87 @@ export function messageRuleBreach(req: http.IncomingMessage, lines: RequestLineW
   return null;
 }
 
+/** The parts of Node's server-side parser the watch uses (see RequestLineWatch). */
+interface ServerParser {
+  _consumed?: boolean;
+  getCurrentBuffer(): Buffer;
+  [callback: number]: unknown;
+}
+const kOnExecute = (require('node:_http_common') as { HTTPParser: { kOnExecute: number } }).HTTPParser.kOnExecute;
+
 /**
- * The bytes of one connection that the next request line can be in, taken by a 'data' tap
- * ahead of the parser. While a body is still being read everything before the newest chunk is
- * dropped (the next head starts after that body), and at most `keep` bytes before the newest
- * chunk are held: a head padded beyond that (leading blank lines and spaces before field values
- * are not counted by the header size limit) fails the check, which refuses it.
+ * The bytes of one connection that the next request line can be in. While a body is still being
+ * read everything before the newest chunk is dropped (the next head starts after that body), and
+ * at most `keep` bytes before the newest chunk are held: a head padded beyond that (leading blank
+ * lines and spaces before field values are not counted by the header size limit) fails the
+ * check, which refuses it.
+ *
+ * The chunks are taken where Node's server parses them: when it reads the socket natively (its
+ * parser consumes the socket; the usual case), from the parser: the chunk being parsed when a head
+ * completes (getCurrentBuffer), and every other one after it was parsed (the parser's execute
+ * callback), so the socket stays on the native path. When the socket holds bytes put back in
+ * front (a hand-off from the fast path or the mixed port), which Node parses from JavaScript, a
+ * 'data' tap ahead of the parser takes every chunk instead (that makes Node parse them all in
+ * JavaScript).
  */
 export class RequestLineWatch {
   private chunks: Buffer[] = [];
   private held = 0;
   /** The request whose line was found last: until its body is read, no next head can start. */
   private reading: http.IncomingMessage | null = null;
+  /** Parser mode: the parser, and Node's own execute callback the watch runs before. */
+  private readonly parser: ServerParser | null;
+  private nodeOnExecute: unknown = null;
+  /** Parser mode: the chunk being parsed is already taken (a head completed in it). */
+  private currentTaken = false;
+  /** Whether a body was still being read before the chunk now parsed. */
+  private bodyPending = false;
 
   private readonly onData = (chunk: Buffer): void => {
-    if (this.reading && !this.reading.complete) {
+    this.bodyPending = this.reading !== null && !this.reading.complete;
+    this.take(chunk);
+  };
+
+  private readonly onExecute = (...args: unknown[]): unknown => {
+    if (!this.currentTaken) this.take(this.parser!.getCurrentBuffer());
+    this.currentTaken = false;
+    this.bodyPending = this.reading !== null && !this.reading.complete;
+    return (this.nodeOnExecute as (...a: unknown[]) => unknown).apply(this.parser, args);
+  };
+
+  /** Call after Node's http server took the socket. */
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly keep: number,
+  ) {
+    const parser = (socket as net.Socket & { parser?: ServerParser }).parser;
+    if (parser?._consumed && socket.readableLength === 0 && typeof parser[kOnExecute] === 'function') {
+      this.parser = parser;
+      this.nodeOnExecute = parser[kOnExecute];
+      parser[kOnExecute] = this.onExecute;
+    } else {
+      this.parser = null;
+      // A 'data' listener makes Node's server parse in JS, after this tap, instead of natively.
+      socket.prependListener('data', this.onData);
+    }
+  }
+
+  private take(chunk: Buffer): void {
+    if (this.bodyPending) {
       this.chunks = [];
       this.held = 0;
     }
     this.chunks.push(chunk);
     this.held += chunk.length;
     while (this.chunks.length > 1 && this.held - this.chunks[0]!.length - chunk.length >= this.keep) this.held -= this.chunks.shift()!.length;
-  };
-
-  /** Call after Node's http server took the socket: a 'data' listener then makes it parse in JS, after this tap, instead of natively. */
-  constructor(
-    private readonly socket: net.Socket,
-    private readonly keep: number,
-  ) {
-    socket.prependListener('data', this.onData);
   }
 
   /** Whether `req`'s request line arrived exactly as "METHOD SP target SP HTTP/x.y CRLF". */
   sawRequestLine(req: http.IncomingMessage): boolean {
+    if (this.parser && !this.currentTaken) {
+      this.take(this.parser.getCurrentBuffer());
+      this.currentTaken = true;
+    }
     // llhttp hands the target over byte for byte, as latin1.
     const line = Buffer.from(`${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`, 'latin1');
     const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
@@ -81,7 +129,9 @@ export class RequestLineWatch {
 
   /** The socket became a tunnel: its bytes are no longer HTTP. */
   stop(): void {
-    this.socket.removeListener('data', this.onData);
+    if (this.parser) {
+      if (this.parser[kOnExecute] === this.onExecute) this.parser[kOnExecute] = this.nodeOnExecute;
+    } else this.socket.removeListener('data', this.onData);
     this.chunks = [];
     this.held = 0;
   }
