@@ -68,9 +68,14 @@ export class RequestLineWatch {
 
   private readonly onExecute = (...args: unknown[]): unknown => {
     if (!this.currentTaken) this.take(this.parser!.getCurrentBuffer());
-    this.currentTaken = false;
-    this.bodyPending = this.reading !== null && !this.reading.complete;
-    return (this.nodeOnExecute as (...a: unknown[]) => unknown).apply(this.parser, args);
+    // Node answers CONNECT from its own callback: the chunk is held already then.
+    this.currentTaken = true;
+    try {
+      return (this.nodeOnExecute as (...a: unknown[]) => unknown).apply(this.parser, args);
+    } finally {
+      this.currentTaken = false;
+      this.bodyPending = this.reading !== null && !this.reading.complete;
+    }
   };
 
   /** Call after Node's http server took the socket. */
