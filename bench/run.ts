@@ -58,7 +58,7 @@ interface Plan {
   idleSubjects?: string[];
 }
 
-const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 10_000, latencyCount: 3000, latencyRate: 1000, idleCount: 10_000, twoPathBytes: 100e6 };
+const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 1000, idleCount: 10_000, twoPathBytes: 100e6 };
 const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 1000, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-splice', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
 
 function machine(): Machine {

@@ -544,14 +544,25 @@ struct Loop {
 
   void Readable(Conn* c) {
     if (c->st != State::Handshake) return;
-    ssize_t n = read(c->fd, c->buf.get() + c->len, kBuf - c->len);
+    ListenerKind kind = c->listener ? c->listener->kind : ListenerKind::Http;
+    // An HTTP listener's first bytes are only peeked: a request that is not CONNECT (a forward
+    // request) goes to TS with nothing taken, so Node's server reads that socket natively, not
+    // through put-back bytes parsed in JavaScript.
+    bool peek = kind == ListenerKind::Http && c->len == 0;
+    ssize_t n = recv(c->fd, c->buf.get() + c->len, kBuf - c->len, peek ? MSG_PEEK : 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     // A client leaving mid-handshake is judged by the TS path, which sees the same EOF or error.
     if (n <= 0) return HandOff(c);
-    c->len += size_t(n);
     auto t = CurrentTables();
-    c->po = ParseHandshake(c->buf.get(), c->len, c->listener ? c->listener->kind : ListenerKind::Http, t->parse);
+    c->po = ParseHandshake(c->buf.get(), c->len + size_t(n), kind, t->parse);
     c->rec.proto = uint8_t(c->po.proto);
+    if (peek) {
+      if (c->po.verdict == Verdict::Handoff) return HandOff(c);
+      // Take what was peeked: those bytes are queued, so this returns them all.
+      n = recv(c->fd, c->buf.get(), size_t(n), 0);
+      if (n <= 0) return HandOff(c);
+    }
+    c->len += size_t(n);
     if (c->po.verdict == Verdict::Handoff || (c->po.verdict == Verdict::NeedMore && c->len == kBuf)) return HandOff(c);
     if (c->po.proto == Proto::Socks5 && c->po.greetingLen > 0 && !c->greeted) {
       static const uint8_t kNoAuth[2] = {5, 0};
