@@ -1,7 +1,7 @@
 // Native accept-to-splice fast path: epoll loops (one per thread) accept on the proxy's MPTCP
 // listening sockets, read and answer SOCKS5 (no-auth), SOCKS4 and HTTP CONNECT handshakes to IP
 // literals, apply the access policy from tables TypeScript compiled, connect upstream
-// non-blocking and hand the pair to the splice engine. No JavaScript runs per connection:
+// non-blocking and splice the pair in the same loop (splice_pairs.h). No JavaScript runs per connection:
 // connection records and handed-off sockets reach JS in batches (one thread-safe call drains
 // everything queued since the last one).
 //
@@ -48,6 +48,7 @@
 
 #include "fastpath_parse.h"
 #include "splice_native.h"
+#include "splice_pairs.h"
 #include "wake_queue.h"
 
 namespace fastpath {
@@ -297,9 +298,10 @@ void AddrOf(const sockaddr_storage& ss, int& family, uint8_t a[16], uint16_t& po
 // ---- connections ---------------------------------------------------------------------------
 
 struct Loop;
+// Tags of the loop's own fds; a relayed pair's are the pair set's (kind kPairTagKind).
 enum TagType : uint8_t { kTagListener = 1, kTagClient = 2, kTagUpstream = 3, kTagFlush = 4 };
-struct Tag {
-  TagType type;
+struct Tag : splice_native::TagHead {
+  Tag(TagType t, void* o) : TagHead{t}, obj(o) {}
   void* obj;
 };
 
@@ -319,7 +321,6 @@ struct Conn {
   ParseOut po;
   bool greeted = false;
   int64_t deadline = 0;  // ms, CLOCK_MONOTONIC
-  uint64_t relayId = 0;
   uint64_t written = 0;  // bytes the proxy itself wrote to the client (replies)
   splice_native::Progress progress;  // relayed bytes, live (read by Live())
   Rec rec{};
@@ -338,11 +339,13 @@ std::condition_variable gAckCv;
 std::mutex gRelayMu;
 std::unordered_set<Conn*> gRelaying;
 
-void OnRelayDone(void* ctx, uint64_t up, uint64_t down, int end, int err);
+void OnRelayDone(void* ctx, uint64_t id, uint64_t up, uint64_t down, int end, int err);
 
 struct Loop {
   int ep = -1;
   WakeQueue<Cmd> cmds;
+  // The tunnels this loop set up, spliced here: no other thread is woken per tunnel.
+  std::unique_ptr<splice_native::PairSet> pairs;
   std::unordered_map<uint32_t, std::pair<std::shared_ptr<Listener>, Tag*>> listeners;
   std::set<std::pair<int64_t, Conn*>> timers;
   std::unordered_set<Conn*> conns;
@@ -350,32 +353,39 @@ struct Loop {
   void Run() {
     epoll_event evs[128];
     for (;;) {
-      int timeout = -1;
+      int timeout = pairs->Timeout();
       if (!timers.empty()) {
         int64_t wait = timers.begin()->first - MonoMs();
-        timeout = wait < 0 ? 0 : int(std::min<int64_t>(wait, 60000));
+        wait = wait < 0 ? 0 : std::min<int64_t>(wait, 60000);
+        if (timeout < 0 || wait < timeout) timeout = int(wait);
       }
       int n = epoll_wait(ep, evs, 128, timeout);
       for (int i = 0; i < n; i++) {
-        auto* tag = static_cast<Tag*>(evs[i].data.ptr);
-        if (!tag) {
+        auto* head = static_cast<splice_native::TagHead*>(evs[i].data.ptr);
+        if (!head) {
           Commands();
           continue;
         }
-        if (tag->type == kTagFlush) {
+        if (head->kind == splice_native::kPairTagKind) {
+          pairs->OnEvent(head, evs[i].events);
+          continue;
+        }
+        auto* tag = static_cast<Tag*>(head);
+        if (tag->kind == kTagFlush) {
           Flush();
           continue;
         }
-        if (tag->type == kTagListener) {
+        if (tag->kind == kTagListener) {
           Accept(*static_cast<Listener*>(tag->obj));
           continue;
         }
         Conn* c = static_cast<Conn*>(tag->obj);
         if (!conns.count(c)) continue;  // ended earlier in this pass
-        if (tag->type == kTagUpstream) Connected(c);
+        if (tag->kind == kTagUpstream) Connected(c);
         else if (c->st == State::Closing) Drain(c);
         else Readable(c);
       }
+      pairs->Pass();
       Expire();
     }
   }
@@ -383,12 +393,12 @@ struct Loop {
   void Commands() {
     for (Cmd& c : cmds.Take()) {
       if (c.op == Cmd::Add) {
-        auto* tag = new Tag{kTagListener, c.l.get()};
+        auto* tag = new Tag(kTagListener, c.l.get());
         epoll_event ev{};
         // Every loop waits on the one listening fd; EPOLLEXCLUSIVE wakes one of them per
         // connection instead of all (the thundering herd).
         ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-        ev.data.ptr = tag;
+        ev.data.ptr = static_cast<splice_native::TagHead*>(tag);
         epoll_ctl(ep, EPOLL_CTL_ADD, c.l->fd, &ev);
         listeners[c.l->idx] = {c.l, tag};
       } else if (c.op == Cmd::Remove) {
@@ -403,6 +413,7 @@ struct Loop {
       } else {
         std::vector<Conn*> all(conns.begin(), conns.end());
         for (Conn* x : all) Finish(x);
+        pairs->AbortAll();
       }
       if (c.pending) {
         std::lock_guard<std::mutex> lk(gAckMu);
@@ -490,7 +501,7 @@ struct Loop {
       }
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLRDHUP;
-      ev.data.ptr = &c->tc;
+      ev.data.ptr = static_cast<splice_native::TagHead*>(&c->tc);
       epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
       SetDeadline(c, int64_t(r.acceptedNs / 1000000) + t->handshakeMs);
     }
@@ -619,7 +630,7 @@ struct Loop {
     }
     epoll_event ev{};
     ev.events = EPOLLOUT;
-    ev.data.ptr = &c->tu;
+    ev.data.ptr = static_cast<splice_native::TagHead*>(&c->tu);
     epoll_ctl(ep, EPOLL_CTL_ADD, ufd, &ev);
     SetDeadline(c, MonoMs() + t.connectTimeoutMs);
   }
@@ -677,14 +688,11 @@ struct Loop {
     c->rec.kind = kRecOpen;
     c->rec.fd = c->fd;
     Publish(c->rec);
-    int e;
     {
-      // Under the lock: closeAll() must not see the relay before its id is set.
       std::lock_guard<std::mutex> lk(gRelayMu);
       gRelaying.insert(c);
-      e = splice_native::Submit(c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &c->relayId, &c->progress);
     }
-    if (e) OnRelayDone(c, 0, 0, splice_native::kClientError, e);
+    pairs->Add({splice_native::NextPairId(), c->fd, c->ufd, t->idleMs, t->pipeSize, OnRelayDone, c, &c->progress});
   }
 
   // A refusal in the protocol's words, then the TS path's graceful close.
@@ -730,7 +738,7 @@ struct Loop {
     c->st = State::Closing;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.ptr = &c->tc;
+    ev.data.ptr = static_cast<splice_native::TagHead*>(&c->tc);
     if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     SetDeadline(c, MonoMs() + graceMs);
   }
@@ -747,9 +755,9 @@ struct Loop {
   }
 };
 
-// On the relay thread: both fds are ours again. The client fd stays open until JS has the close
+// On the loop's thread, when the pair set ended the relay: both fds are ours again. The client fd stays open until JS has the close
 // record (Deliver closes it); what the client sees of the end happens now.
-void OnRelayDone(void* ctx, uint64_t up, uint64_t down, int end, int err) {
+void OnRelayDone(void* ctx, uint64_t, uint64_t up, uint64_t down, int end, int err) {
   auto* c = static_cast<Conn*>(ctx);
   {
     std::lock_guard<std::mutex> lk(gRelayMu);
@@ -788,15 +796,16 @@ int StartLoops(size_t n) {
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     if (l->ep < 0) return errno;
     if (int e = l->cmds.Open()) return e;
+    l->pairs.reset(new splice_native::PairSet(l->ep));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
     epoll_ctl(l->ep, EPOLL_CTL_ADD, l->cmds.fd(), &ev);
     if (gLoops.empty()) {
       // The record timer (see Publish); without it records go out at once.
-      static Tag flushTag{kTagFlush, nullptr};
+      static Tag flushTag(kTagFlush, nullptr);
       int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-      ev.data.ptr = &flushTag;
+      ev.data.ptr = static_cast<splice_native::TagHead*>(&flushTag);
       if (fd >= 0 && epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
         std::lock_guard<std::mutex> q(gQueueMu);
         gFlushFd = fd;
@@ -1041,16 +1050,10 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// closeAll(): end every connection native holds (after a drain).
+// closeAll(): end every connection native holds (after a drain), relays included (each loop
+// aborts its own).
 Napi::Value CloseAll(const Napi::CallbackInfo& info) {
   PostAll(Cmd::CloseAll, nullptr);
-  std::vector<uint64_t> ids;
-  {
-    std::lock_guard<std::mutex> lk(gRelayMu);
-    for (Conn* c : gRelaying)
-      if (c->relayId) ids.push_back(c->relayId);
-  }
-  for (uint64_t id : ids) splice_native::Abort(id);
   return info.Env().Undefined();
 }
 
