@@ -94,10 +94,13 @@ struct Pair {
   PairSpec spec;
   SideTag tag[2];
   int fd[2];  // client and upstream fds, the caller's
-  // Edge-triggered readiness: set by an event, cleared by EAGAIN, so a stalled socket costs no
-  // syscall until its next edge.
-  bool canRead[2] = {true, true};
-  bool canWrite[2] = {true, true};
+  // Edge-triggered readiness: set by an event, cleared by EAGAIN or a short read, so a stalled
+  // socket costs no syscall until its next edge. Nothing is known before the first events,
+  // which EPOLL_CTL_ADD queues for what is ready already.
+  bool canRead[2] = {false, false};
+  bool canWrite[2] = {false, false};
+  // The peer's FIN (or an error) was signalled: read until EOF, as no further edge will come.
+  bool hangup[2] = {false, false};
   bool mptcp[2] = {false, false};  // reads sized by SIOCINQ (see splice_pairs.h)
   Direction dir[2];  // [0] client → upstream, [1] upstream → client
   int64_t lastActivity;
@@ -160,7 +163,6 @@ void PairSet::Add(const PairSpec& spec) {
       return;
     }
   }
-  Pump(p);
 }
 
 void PairSet::OnEvent(TagHead* head, uint32_t e) {
@@ -168,6 +170,7 @@ void PairSet::OnEvent(TagHead* head, uint32_t e) {
   Pair* p = tag->pair;
   if (p->dead) return;
   if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p->canRead[tag->side] = true;
+  if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p->hangup[tag->side] = true;
   if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) p->canWrite[tag->side] = true;
   if (e & EPOLLERR) {
     int err = SocketError(p->fd[tag->side]);
@@ -196,12 +199,16 @@ void PairSet::Pass() {
 }
 
 // How much one splice from `fd` may ask for: the pipe's free space, and for MPTCP no more than
-// the socket holds (at least a page, which also serves to see EOF or EAGAIN).
-static size_t ReadLength(Pair* p, int side, size_t room) {
+// the socket holds (at least a page, which also serves to see EOF or EAGAIN). `held`: what the
+// socket held, -1 when not asked.
+static size_t ReadLength(Pair* p, int side, size_t room, int& held) {
+  held = -1;
   if (!p->mptcp[side]) return room;
-  int avail = 0;
-  if (ioctl(p->fd[side], SIOCINQ, &avail) < 0) return room;
-  return std::min(room, std::max<size_t>(size_t(avail), 4096));
+  if (ioctl(p->fd[side], SIOCINQ, &held) < 0) {
+    held = -1;
+    return room;
+  }
+  return std::min(room, std::max<size_t>(size_t(held), 4096));
 }
 
 // Moves what it can in both directions; ends the pair on error or when both are finished.
@@ -251,11 +258,17 @@ void PairSet::Release(Pair* p, Direction& d) {
 int PairSet::Step(Pair* p, Direction& d, size_t& budget) {
   bool progress = false;
   if (!d.eof && p->canRead[d.from] && (d.pipe.r < 0 || d.inPipe < d.pipe.capacity) && Acquire(p, d)) {
-    ssize_t n = splice(p->fd[d.from], nullptr, d.pipe.w, nullptr, ReadLength(p, d.from, d.pipe.capacity - d.inPipe),
-                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    int held;
+    size_t want = ReadLength(p, d.from, d.pipe.capacity - d.inPipe, held);
+    ssize_t n = splice(p->fd[d.from], nullptr, d.pipe.w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       d.inPipe += size_t(n);
       progress = true;
+      // Everything the socket held is read: bytes arriving later bring a new edge (epoll queues
+      // the socket again on every arrival after epoll_wait took it), so the read that would
+      // only say EAGAIN is skipped. A FIN already signalled brings none: read on to see EOF.
+      // (A short read alone proves nothing: a pipe out of slots cuts a read short too.)
+      if (held >= 0 && n >= held && !p->hangup[d.from]) p->canRead[d.from] = false;
     } else if (n == 0) {
       d.eof = true;
       progress = true;
