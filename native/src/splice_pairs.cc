@@ -123,6 +123,14 @@ int PipePool::Take(size_t want, Pipe& out) {
   return 0;
 }
 
+void PipePool::Clear() {
+  for (auto& kv : free_) {
+    for (Pipe& p : kv.second) ClosePipe(p);
+    created_ -= kv.second.size();
+    kv.second.clear();
+  }
+}
+
 void PipePool::Give(size_t want, Pipe& p, bool empty) {
   inUse_--;
   auto& free = free_[want];
@@ -333,6 +341,9 @@ void PairSet::Finish(Pair* p, EndReason end, int err) {
   p->dead = true;
   if (p->waitingPipe) pipeWaiters_.erase(std::remove(pipeWaiters_.begin(), pipeWaiters_.end(), p), pipeWaiters_.end());
   pairs_.erase(p->spec.id);
+  // An idle set holds no pipes: each fast path loop has its own pool, and pipes parked in a loop
+  // that may not serve another tunnel for long would only look like a leak.
+  if (pairs_.empty()) pool_.Clear();
   graveyard_.push_back(p);  // events of this pass may still point at it
   p->spec.done(p->spec.ctx, p->spec.id, p->dir[0].bytes, p->dir[1].bytes, int(end), err);
 }

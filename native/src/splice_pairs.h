@@ -77,6 +77,8 @@ class PipePool {
   int Take(size_t want, Pipe& out);
   // `empty`: the pipe holds no bytes and can serve another direction.
   void Give(size_t want, Pipe& p, bool empty);
+  // Closes the pooled pipes (none is in use then or later).
+  void Clear();
   size_t Open() const { return created_; }
   size_t InUse() const { return inUse_; }
 
