@@ -281,6 +281,10 @@ describe('command builders', () => {
       ]),
       ['10.20.1.0/24', '2001:db8:0:1:0:0:0:0/64'],
     );
+    // Modes: every path but the first of active-standby; every load-balance path.
+    const paths = [{ name: 'a', client: '10.30.1.0/24' }, { name: 'b', client: '10.30.2.0/24' }];
+    assert.deepEqual(cappedClientCidrs([pol({ mode: { name: 'active-standby', paths } })]), ['10.30.2.0/24']);
+    assert.deepEqual(cappedClientCidrs([pol({ mode: { name: 'load-balance', paths, weights: { a: 3, b: 1 } } })]), ['10.30.1.0/24', '10.30.2.0/24']);
     assert.equal(networkOf('10.20.1.255/23'), '10.20.0.0/23');
     assert.equal(networkOf('192.0.2.9/32'), '192.0.2.9/32');
     fc.assert(
