@@ -1,16 +1,21 @@
 /**
- * `npm run bench`: every figure of issue 6 side by side, in one run on one machine.
+ * `npm run bench`: every figure of issues 6 and 14 side by side, in one run on one machine; issue
+ * 14's targets are ratios to HAProxy and Squid measured in the same run.
  *
  *   node dist/bench/run.js [--quick] [--out DIR] [--only w1,w2] [--subjects s1,s2] [--repeats N] [--rate N] [--count N] [--publish]
  *
  * --quick     seconds-long sizes, one run each, no external scripts: for CI (no thresholds enforced)
  * --out       where results-<date>.json and the SVG charts go (default bench/out)
- * --only      workloads: bulk, parallel, keepalive, latency, idle, twopath, external
+ * --only      workloads: bulk, parallel, keepalive, latency, sweep, idle, twopath, external
+ *             (latency = every latency subject at 500/s, the fast path and HAProxy over 10,000
+ *             tunnels, then those three again at 2000/s; sweep = the highest rate each of those
+ *             three sustains with p99 < 10 ms)
  * --subjects  only these subjects (ids from bench/lib/peers.ts, e.g. ours-connect-splice,dante);
  *             the limit is measured anyway where a workload divides by it
  * --publish   also write bench/RESULTS.md and copy the charts to bench/results/
- * --rate N    new connections per second in the latency workload (default 1000, the target's)
- * --count N   tunnels per latency burst (default 3000; 10000 for the CPU-per-tunnel target)
+ * --rate N    new connections per second in the main latency pass (default 500, the target's)
+ * --count N   tunnels per latency burst for every subject (default 3000, and 10000 for the
+ *             subjects of the CPU-per-tunnel target)
  * --host      run in the host's network namespace. By default everything runs inside a private
  *             namespace (loopback only, its own MPTCP state): the host's MPTCP blackhole
  *             detection, once tripped by SYN losses anywhere on the host, silently turns every
@@ -29,15 +34,15 @@ import { inBenchNetns, inPrivateNetns } from './lib/netns';
 import { CLASSIC_PEERS, Servers, subject, SUBJECTS, type Subject } from './lib/peers';
 import { have } from './lib/proc';
 import { charts, consoleTable, markdown, readNotes } from './lib/report';
-import { addRatios, evaluateTargets, type BenchResults, type Machine, type Row } from './lib/results';
+import { addRatios, CPU_TUNNELS, evaluateTargets, HIGH_RATE, type BenchResults, type Machine, type Row } from './lib/results';
 import { CONCURRENCY_SUBJECTS, concurrency } from './workloads/concurrency';
 import { external } from './workloads/external';
 import { KEEPALIVE_SUBJECTS, keepalive } from './workloads/keepalive';
-import { LATENCY_SUBJECTS, latency } from './workloads/latency';
+import { LATENCY_SUBJECTS, latency, rateSweep } from './workloads/latency';
 import { bulk } from './workloads/throughput';
 import { twoPath } from './workloads/two-path';
 
-const WORKLOAD_NAMES = ['bulk', 'parallel', 'keepalive', 'latency', 'idle', 'twopath', 'external'] as const;
+const WORKLOAD_NAMES = ['bulk', 'parallel', 'keepalive', 'latency', 'sweep', 'idle', 'twopath', 'external'] as const;
 type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
 interface Plan {
@@ -49,8 +54,15 @@ interface Plan {
   mediumBytes: number;
   parallel: number;
   requests: number;
+  /** The main latency pass: every latency subject at this rate, this many tunnels, best of this many runs. */
   latencyCount: number;
   latencyRate: number;
+  latencyRepeats: number;
+  /** Tunnels for the subjects issue 14 compares (CPU per tunnel over 10,000), in the main pass and at HIGH_RATE. */
+  latencyCountIssue14: number;
+  /** The rate sweep: rates tried in turn, seconds of tunnels at each. */
+  sweepRates: number[];
+  sweepSeconds: number;
   idleCount: number;
   twoPathBytes: number;
   /** Quick mode: fewer subjects where each costs seconds (latency captures, tunnel batches). */
@@ -58,8 +70,14 @@ interface Plan {
   idleSubjects?: string[];
 }
 
-const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 1000, idleCount: 10_000, twoPathBytes: 100e6 };
-const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 1000, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-splice', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
+/** The subjects issue 14's latency targets compare: the fast path (the default configuration) and HAProxy. */
+const ISSUE14_SUBJECTS = ['ours-connect-fast', 'ours-socks-fast', 'haproxy'];
+
+// Latency: one run per subject (percentiles over thousands of tunnels are steady from run to run,
+// and three runs of 10,000 would cost ten minutes), 3,000 tunnels each at 500/s, 10,000 for the
+// three subjects issue 14 compares.
+const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: CPU_TUNNELS, sweepRates: [1000, 2000, 3000, 4000, 6000, 8000], sweepSeconds: 3, idleCount: 10_000, twoPathBytes: 100e6 };
+const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: 200, sweepRates: [1000, 2000], sweepSeconds: 0.3, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-fast', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
 
 function machine(): Machine {
   return {
@@ -86,9 +104,9 @@ async function main(): Promise<number> {
   }
   if (!values.host && !inBenchNetns()) return inPrivateNetns();
   const plan = { ...(values.quick ? QUICK : FULL) };
-  if (values.repeats) plan.repeats = plan.bulkRepeats = Math.max(1, Number(values.repeats));
+  if (values.repeats) plan.repeats = plan.bulkRepeats = plan.latencyRepeats = Math.max(1, Number(values.repeats));
   if (values.rate) plan.latencyRate = Math.max(1, Number(values.rate));
-  if (values.count) plan.latencyCount = Math.max(1, Number(values.count));
+  if (values.count) plan.latencyCount = plan.latencyCountIssue14 = Math.max(1, Number(values.count));
   // Quick mode leaves out other engineers' scripts (each builds its own testbed; they have their
   // own tests) unless asked for with --only.
   const only = new Set((values.only?.split(',') ?? WORKLOAD_NAMES.filter((w) => !(values.quick && w === 'external'))) as WorkloadName[]);
@@ -125,7 +143,12 @@ async function main(): Promise<number> {
       bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.bulkRepeats, subjects: pick(SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward')) }, log),
     );
     await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp, subjects: pick(KEEPALIVE_SUBJECTS) }, log));
-    await step('latency', () => latency(servers, { count: plan.latencyCount, rate: plan.latencyRate, repeats: plan.repeats, dir: tmp, subjects: pick(LATENCY_SUBJECTS, plan.latencySubjects) }, log));
+    const issue14 = pick(LATENCY_SUBJECTS.filter((s) => ISSUE14_SUBJECTS.includes(s.id)));
+    await step('latency', async () => [
+      ...(await latency(servers, { count: plan.latencyCount, countFor: Object.fromEntries(ISSUE14_SUBJECTS.map((id) => [id, plan.latencyCountIssue14])), rate: plan.latencyRate, repeats: plan.latencyRepeats, dir: tmp, subjects: pick(LATENCY_SUBJECTS, plan.latencySubjects) }, log)),
+      ...(await latency(servers, { count: plan.latencyCountIssue14, rate: HIGH_RATE, repeats: plan.latencyRepeats, dir: tmp, subjects: issue14, suffix: `@${HIGH_RATE}` }, log)),
+    ]);
+    await step('sweep', () => rateSweep(servers, { rates: plan.sweepRates, seconds: plan.sweepSeconds, dir: tmp, subjects: issue14 }, log));
     // Memory is steady from run to run: one run each keeps the suite inside its time budget.
     await step('idle', () => concurrency(servers, { count: plan.idleCount, repeats: 1, subjects: pick(CONCURRENCY_SUBJECTS, plan.idleSubjects) }, log));
     await servers.stopAll();

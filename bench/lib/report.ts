@@ -21,17 +21,24 @@ export const WORKLOADS: Record<string, WorkloadInfo> = {
   'download-1x': { title: 'One download, one connection', columns: [['cpuPerGB', 'CPU s/GB']], limitHeading: '× limit' },
   'download-parallel': { title: 'Parallel downloads', columns: [['cpuPerGB', 'CPU s/GB']], limitHeading: '× limit' },
   'keepalive-small': { title: 'Small keep-alive requests (wrk)', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['errors', 'errors'], ['load1', 'load']], limitHeading: '× limit' },
-  'latency-syn': { title: 'Conversion: client SYN → upstream SYN (prototype: 7.8 ms)', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['n', 'conns'], ['errors', 'errors'], ['cpuMsPerTunnel', 'CPU ms/tunnel'], ['load1', 'load']] },
+  'latency-syn': { title: 'Conversion: client SYN → upstream SYN (prototype: 7.8 ms)', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['n', 'conns'], ['errors', 'errors'], ['rate', 'asked /s'], ['achieved', 'client reached /s'], ['cpuMsPerTunnel', 'CPU ms/tunnel'], ['load1', 'load']] },
   'latency-request': { title: 'Conversion: last request byte → upstream SYN', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms']] },
   'latency-data': { title: 'First byte in → out, client to server (prototype: 15.3 ms)', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms']] },
   'latency-back': { title: 'First byte in → out, server to client', columns: [['p50', 'p50 ms'], ['p99', 'p99 ms']] },
+  // Columns: p99 ms at each rate tried (p99@RATE), in the order tried.
+  'rate-sweep': { title: 'Highest rate of new connections sustained with SYN → SYN p99 < 10 ms and no errors', columns: [] },
   'idle-10k': { title: 'Concurrent idle tunnels: memory per connection', columns: [['open', 'open'], ['errors', 'errors'], ['rssMB', 'RSS MB'], ['idleMB', 'idle MB'], ['openSeconds', 'open s'], ['load1', 'load']] },
   'two-path': { title: 'Two 50 Mbit/s paths: aggregation through the proxy', columns: [], limitHeading: '× sum' },
   buffer: { title: 'Seed 004 Fig. 4: client receive buffer', columns: [] },
   mtu: { title: 'Seed 004 Fig. 5: MTU 1500 → 1000 (buffer 0.72 MB)', columns: [] },
 };
 
-const info = (w: string): WorkloadInfo => WORKLOADS[w] ?? { title: w, columns: [] };
+/** A workload's presentation; `latency-syn@2000` is latency-syn's, at 2000/s. */
+function info(w: string): WorkloadInfo {
+  const [base, rate] = w.split('@');
+  const i = WORKLOADS[base!] ?? { title: base!, columns: [] };
+  return rate ? { ...i, title: `${i.title}, at ${rate} new connections/s` } : i;
+}
 
 function workloadsIn(rows: readonly Row[]): string[] {
   return [...new Set(rows.map((r) => r.workload))];
@@ -50,7 +57,18 @@ function cellsFor(rows: readonly Row[]): { head: string[]; body: string[][] } {
   return { head, body };
 }
 
-const mark = (t: Target): string => (t.met === null ? 'not measured' : t.met ? 'met' : 'NOT MET');
+/** Targets by the issue that set them, in order of first appearance; the external scripts' last. */
+export function targetGroups(targets: readonly Target[]): [string, Target[]][] {
+  const groups = new Map<string, Target[]>();
+  for (const t of [...targets.filter((x) => x.group), ...targets.filter((x) => !x.group)]) {
+    const g = t.group ?? 'other scripts (bench/*.ts)';
+    groups.set(g, [...(groups.get(g) ?? []), t]);
+  }
+  return [...groups];
+}
+
+/** A target's result; a figure with no verdict is one the target does not apply to as measured (e.g. too few tunnels). */
+const mark = (t: Target, bold = (x: string): string => x): string => (t.met === null ? (t.value === null ? 'not measured' : 'not judged') : t.met ? bold('met') : bold('not met'));
 
 export function consoleTable(res: BenchResults): string {
   const out: string[] = [];
@@ -60,8 +78,10 @@ export function consoleTable(res: BenchResults): string {
     out.push(`\n== ${info(w).title} [${w}]`, pad([head, ...body]));
   }
   for (const [w, why] of Object.entries(res.skipped)) out.push(`\n== ${w}: skipped (${why})`);
-  out.push('\n== Targets (issue 6)');
-  out.push(pad([['target', 'measured', 'result', 'detail'], ...res.targets.map((t) => [t.name, `${fmt(t.value)} ${t.unit}`, mark(t), t.detail])]));
+  for (const [group, targets] of targetGroups(res.targets)) {
+    out.push(`\n== Targets: ${group}`);
+    out.push(pad([['target', 'measured', 'result', 'detail'], ...targets.map((t) => [t.name, `${fmt(t.value)} ${t.unit}`, mark(t, (x) => (x === 'met' ? x : x.toUpperCase())), t.detail])]));
+  }
   return out.join('\n');
 }
 
@@ -114,10 +134,14 @@ export function markdown(res: BenchResults, chartDir: string, notes: string): st
       `\`npm run bench\` (${res.mode} mode, best of ${bestOfText(res)} per subject, ${Math.round(res.seconds)} s in all). ` +
       'Figures move from run to run on a shared machine: compare ratios within this run, not across runs.',
     '',
-    '## Targets (issue 6)',
+    '## Targets',
     '',
-    mdTable(['target', 'measured', 'result', 'detail'], res.targets.map((t) => [t.name, `${fmt(t.value)} ${t.unit}`, t.met === null ? 'not measured' : t.met ? '**met**' : '**not met**', t.detail])),
-    '',
+    ...targetGroups(res.targets).flatMap(([group, targets]) => [
+      `### ${group[0]!.toUpperCase()}${group.slice(1)}`,
+      '',
+      mdTable(['target', 'measured', 'result', 'detail'], targets.map((t) => [t.name, `${fmt(t.value)} ${t.unit}`, mark(t, (x) => `**${x}**`), t.detail])),
+      '',
+    ]),
   ];
   if (notes.trim()) out.push('## Notes', '', notes.trim(), '');
   const chartFiles = new Set(Object.keys(charts(res)));

@@ -11,14 +11,15 @@
  * and ID line in the MPTCP SYN with TCP Fast Open, so its request time is its SYN's.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../../testkit/testbed';
 import { conversionLatency, p50p99, readPcap, tailSplit } from '../lib/capture';
-import { measure, type Measured } from '../lib/measure';
+import { measure, rowFrom, type Measured } from '../lib/measure';
 import { inBenchNetns } from '../lib/netns';
 import { CONVERT_DEST_ADDR, CONVERT_SUBJECT, SUBJECTS, type Servers, type Subject } from '../lib/peers';
 import { Daemon, have, run, threadCpuSeconds, treeCpuSeconds, withNofile } from '../lib/proc';
-import type { Row } from '../lib/results';
+import { CLIENT_SHORTFALL, type Row } from '../lib/results';
 import { sleep } from '../../testkit/sleep';
 
 export const PROTOTYPE_MS = { syn: 7.8, data: 15.3 };
@@ -65,41 +66,104 @@ async function stopDump(dump: Daemon, file: string): Promise<Buffer> {
   return fs.readFileSync(file);
 }
 
-export async function latency(servers: Servers, o: { count: number; rate: number; repeats: number; dir: string; subjects?: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
-  const missing = have('tcpdump') ? null : 'tcpdump not installed';
-  const rows: Row[] = [];
-  const echo = missing ? null : await startEcho();
-  // Started with the first Convert subject (a closure sets it, hence the holder).
-  const convertEcho: { started?: Promise<{ daemon: Daemon; port: number }> } = {};
-  try {
+export interface LatencyOptions {
+  rate: number;
+  count: number;
+  /** Tunnels per burst by subject id, over `count`: the 10,000 of the CPU-per-tunnel target for the subjects it compares. */
+  countFor?: Readonly<Record<string, number>>;
+  repeats: number;
+  dir: string;
+  subjects?: readonly Subject[];
+  /** Appended to the workload names: '@2000' for a pass at another rate than the main one. */
+  suffix?: string;
+}
+
+export async function latency(servers: Servers, o: LatencyOptions, log: (s: string) => void): Promise<Row[]> {
+  const suffix = o.suffix ?? '';
+  return withEcho(servers, async (echoPort) => {
+    const rows: Row[] = [];
     for (const s of o.subjects ?? LATENCY_SUBJECTS) {
+      const count = o.countFor?.[s.id] ?? o.count;
       const spec = {
-        workload: 'latency-syn',
+        workload: `latency-syn${suffix}`,
         unit: 'ms p50',
         higherIsBetter: false,
         repeats: o.repeats,
         describe: (b: Measured) =>
-          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, client part p50 ${b.extra.clientP50?.toFixed(3)} / p99 ${b.extra.clientP99?.toFixed(3)}, proxy part p50 ${b.extra.proxyP50?.toFixed(3)} / p99 ${b.extra.proxyP99?.toFixed(3)}, slowest 1 % client ${b.extra.tailClient?.toFixed(3)} / proxy ${b.extra.tailProxy?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel [${threadsText(b.extra)}] (${b.extra.n} conns, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
+          `SYN→SYN p50 ${b.value.toFixed(3)} / p99 ${b.extra.p99?.toFixed(3)} ms, byte in→out p50 ${b.extra.dataP50?.toFixed(3)} / p99 ${b.extra.dataP99?.toFixed(3)} ms, client part p50 ${b.extra.clientP50?.toFixed(3)} / p99 ${b.extra.clientP99?.toFixed(3)}, proxy part p50 ${b.extra.proxyP50?.toFixed(3)} / p99 ${b.extra.proxyP99?.toFixed(3)}, slowest 1 % client ${b.extra.tailClient?.toFixed(3)} / proxy ${b.extra.tailProxy?.toFixed(3)} ms, CPU ${b.extra.cpuMsPerTunnel?.toFixed(3)} ms/tunnel [${threadsText(b.extra)}] (${b.extra.n} conns at ${b.extra.achieved?.toFixed(0)} of ${b.extra.rate}/s asked, ${b.extra.errors} errors, load ${b.extra.load1?.toFixed(1)})`,
       };
-      const row = await measure(
-        spec,
-        s,
-        async () => {
-          if (missing || !echo) throw new Error(missing ?? 'no echo server');
-          if (s.mode !== 'convert') return once(servers, s, echo.port, o);
-          convertEcho.started ??= startConvertEcho();
-          return once(servers, s, (await convertEcho.started).port, o);
-        },
-        log,
-      );
-      rows.push(...splitLatencyRow(row));
+      const row = await measure(spec, s, async () => once(servers, s, await echoPort(s), { count, rate: o.rate, dir: o.dir, warm: Math.min(count, WARM_TUNNELS) }), log);
+      rows.push(...splitLatencyRow(row, suffix));
     }
+    return rows;
+  });
+}
+
+/** A subject's SYN → SYN p99 must stay under this for its rate to count as sustained. */
+export const SWEEP_P99_MS = 10;
+
+/**
+ * The highest sustained rate: each subject gets `seconds` of new tunnels at each rate in turn and
+ * stops at the first rate with errors or a SYN → SYN p99 ≥ 10 ms; its figure is the highest rate
+ * before that. Where the client could not offer a rate (achieved < 90 % of it), the sweep stops
+ * there too and the figure is a lower bound, said in the row's note and `clientLimitAt`.
+ */
+export async function rateSweep(servers: Servers, o: { rates: readonly number[]; seconds: number; dir: string; subjects: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
+  return withEcho(servers, async (echoPort) => {
+    const rows: Row[] = [];
+    for (const s of o.subjects) {
+      const extra: Record<string, number | null> = {};
+      let sustained = 0;
+      let stop = `sustained every rate swept (up to ${o.rates[o.rates.length - 1]}/s)`;
+      for (const [i, rate] of o.rates.entries()) {
+        const count = Math.max(2, Math.round(rate * o.seconds));
+        let m: Measured;
+        try {
+          m = await once(servers, s, await echoPort(s), { count, rate, dir: o.dir, warm: i === 0 ? WARM_TUNNELS : 0 });
+        } catch (e) {
+          stop = `failed at ${rate}/s: ${(e as Error).message.split('\n')[0].slice(0, 200)}`;
+          break;
+        }
+        const { p99, errors, achieved } = m.extra;
+        extra[`p99@${rate}`] = p99;
+        if (errors) {
+          stop = `${errors} errors at ${rate}/s (p99 ${p99?.toFixed(2)} ms)`;
+          break;
+        }
+        if (p99 === null || p99 >= SWEEP_P99_MS) {
+          stop = `p99 ${p99?.toFixed(2)} ms at ${rate}/s (client part p99 ${m.extra.clientP99?.toFixed(2)} ms, client reached ${achieved?.toFixed(0)}/s)`;
+          break;
+        }
+        if (achieved !== null && achieved < CLIENT_SHORTFALL * rate) {
+          Object.assign(extra, { clientLimitAt: rate, clientReached: achieved });
+          stop = `the latency client reached only ${achieved.toFixed(0)} of ${rate}/s asked (p99 ${p99.toFixed(2)} ms there): a lower bound set by the client`;
+          break;
+        }
+        sustained = rate;
+      }
+      extra.load1 = os.loadavg()[0]!;
+      const spec = { workload: 'rate-sweep', unit: 'conns/s', higherIsBetter: true, repeats: 1, describe: (b: Measured) => `${b.value}/s sustained with p99 < ${SWEEP_P99_MS} ms; ${stop}` };
+      rows.push({ ...rowFrom(spec, s, [{ value: sustained, extra }], undefined, log), note: stop });
+    }
+    return rows;
+  });
+}
+
+/**
+ * Runs `fn` with an echo server up (and the Convert subject's, started on first use: its own
+ * address); `echoPort(s)` is the port a subject's tunnels go to. Everything stops afterwards.
+ */
+async function withEcho(servers: Servers, fn: (echoPort: (s: Subject) => Promise<number>) => Promise<Row[]>): Promise<Row[]> {
+  if (!have('tcpdump')) throw new Error('tcpdump not installed');
+  const echo = await startEcho();
+  let convertEcho: Promise<{ daemon: Daemon; port: number }> | undefined;
+  try {
+    return await fn(async (s) => (s.mode === 'convert' ? (await (convertEcho ??= startConvertEcho())).port : echo.port));
   } finally {
-    await echo?.daemon.stop();
-    await (await convertEcho.started?.catch(() => null))?.daemon.stop();
+    await echo.daemon.stop();
+    await (await convertEcho?.catch(() => null))?.daemon.stop();
     await servers.stopExtra();
   }
-  return rows;
 }
 
 /**
@@ -118,7 +182,15 @@ async function startConvertEcho(): Promise<{ daemon: Daemon; port: number }> {
   return startEcho(CONVERT_DEST_ADDR);
 }
 
-async function once(servers: Servers, s: Subject, echoPort: number, o: { count: number; rate: number; dir: string }): Promise<Measured> {
+/**
+ * Unmeasured tunnels before a capture, so a JIT-compiled subject is measured warm. Our TS path's
+ * CPU per tunnel settles after ~3,000 tunnels (2026-11-23, per 1,000: 2.0, 1.6, 1.3, 1.05, 1.05 ...
+ * ms; V8 was still optimising ~120 functions during a capture after a 1,000-tunnel warm-up); a cold
+ * subject queues its first seconds of connections and never catches up. More than that buys nothing.
+ */
+const WARM_TUNNELS = 3000;
+
+async function once(servers: Servers, s: Subject, echoPort: number, o: { count: number; rate: number; dir: string; warm: number }): Promise<Measured> {
   // HAProxy relays to one fixed backend: its own instance aimed at the echo server.
   const srv = s.id === 'haproxy' ? await servers.haproxyTo(echoPort) : await servers.get(s.server);
   const port = s.id === 'haproxy' ? srv.ports.tcp! : await servers.port(s);
@@ -129,12 +201,7 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
         : ['mptcpize', 'run', process.execPath, TOOL, 'burst', s.mode, String(port), String(echoPort), String(count), String(o.rate)],
       { timeoutMs: 120_000 },
     );
-  // Steady state, not start-up: an uncaptured burst as long as the measured one first, so a
-  // JIT-compiled subject is measured warm. Our proxy's CPU per tunnel settles only after ~3,000
-  // tunnels (2026-11-23, per 1,000: 2.0, 1.6, 1.3, 1.05, 1.05 ... ms; V8 was still optimising
-  // ~120 functions during a capture after a 1,000-tunnel warm-up); a cold subject queues its
-  // first seconds of connections and never catches up at this rate.
-  await burst(o.count);
+  if (o.warm > 0) await burst(o.warm);
   let cpu = 0;
   const threads: Record<string, number> = {};
   const { result, pcap, dropped } = await capture(o.dir, [port, echoPort], async () => {
@@ -149,7 +216,7 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   });
   const tally = /^\{.*\}$/m.exec(result.stdout);
   if (result.code !== 0 || !tally) throw new Error(`latency client exit ${result.code}: ${result.stderr.trim().slice(-300)}`);
-  const t = JSON.parse(tally[0]) as { ok: number; errors: number; firstError: string | null };
+  const t = JSON.parse(tally[0]) as { ok: number; errors: number; firstError: string | null; spanMs?: number; lagP99Ms?: number };
   const read = readPcap(pcap);
   const lat = conversionLatency(read.segments, port, echoPort);
   if (lat.syn.length === 0) throw new Error(`no linked connections in the capture (${read.segments.length} segments, ${t.errors} client errors: ${t.firstError ?? read.error ?? ''})`);
@@ -162,12 +229,14 @@ async function once(servers: Servers, s: Subject, echoPort: number, o: { count: 
   const tail = tailSplit(lat.split);
   return {
     value: syn.p50!,
-    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, clientP50: clientPart.p50, clientP99: clientPart.p99, proxyP50: proxyPart.p50, proxyP99: proxyPart.p99, tailClient: tail?.client ?? null, tailProxy: tail?.proxy ?? null, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, cpuMsPerTunnel: (cpu * 1000) / o.count, ...threads },
+    extra: { p50: syn.p50, p99: syn.p99, reqP50: req.p50, reqP99: req.p99, dataP50: data.p50, dataP99: data.p99, backP50: back.p50, backP99: back.p99, clientP50: clientPart.p50, clientP99: clientPart.p99, proxyP50: proxyPart.p50, proxyP99: proxyPart.p99, tailClient: tail?.client ?? null, tailProxy: tail?.proxy ?? null, n: lat.syn.length, errors: t.errors, unmatched: lat.unmatched, dropped, rate: o.rate, count: o.count, achieved: t.spanMs && o.count > 1 ? ((o.count - 1) * 1000) / t.spanMs : null, lagP99: t.lagP99Ms ?? null, cpuMsPerTunnel: (cpu * 1000) / o.count, ...threads },
   };
 }
 
 /** The SYN → SYN split (client part, proxy part, slowest 1 %) kept on the latency-syn row. */
 const SPLIT_KEYS = ['clientP50', 'clientP99', 'proxyP50', 'proxyP99', 'tailClient', 'tailProxy'] as const;
+/** The rate asked, the tunnels of the burst, and how well the client kept to the rate (achieved /s, p99 start lag ms). */
+const RATE_KEYS = ['rate', 'count', 'achieved', 'lagP99'] as const;
 const pick = (extra: Record<string, number | null | undefined>, keys: readonly string[]): Record<string, number | null> => Object.fromEntries(keys.map((k) => [k, extra[k] ?? null]));
 
 /** Keys of the per-thread CPU per tunnel (ms) in a latency row's extra: `cpuMs:main`, `cpuMs:mpx-splice`, ... */
@@ -179,18 +248,18 @@ const threadsText = (extra: Record<string, number | null | undefined>): string =
     .map(([k, v]) => `${k.slice(THREAD_KEY.length)} ${v?.toFixed(3)}`)
     .join(', ');
 
-/** One row per latency figure, so each gets its own ratios in the table. */
-function splitLatencyRow(r: Row): Row[] {
+/** One row per latency figure, so each gets its own ratios in the table; `suffix` marks a pass at another rate. */
+function splitLatencyRow(r: Row, suffix: string): Row[] {
   const e = r.extra;
   const derived = (workload: string, p50: number | null | undefined, p99: number | null | undefined): Row => ({
     ...r,
-    workload,
+    workload: `${workload}${suffix}`,
     value: p50 ?? null,
     runs: [],
     extra: { p50: p50 ?? null, p99: p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, rate: e.rate ?? null },
   });
   return [
-    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, rate: e.rate ?? null, cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null, ...threadFigures(e), ...pick(e, SPLIT_KEYS) } },
+    { ...r, extra: { p50: e.p50 ?? null, p99: e.p99 ?? null, n: e.n ?? null, errors: e.errors ?? null, unmatched: e.unmatched ?? null, dropped: e.dropped ?? null, ...pick(e, RATE_KEYS), cpuMsPerTunnel: e.cpuMsPerTunnel ?? null, load1: e.load1 ?? null, ...threadFigures(e), ...pick(e, SPLIT_KEYS) } },
     derived('latency-request', e.reqP50, e.reqP99),
     derived('latency-data', e.dataP50, e.dataP99),
     derived('latency-back', e.backP50, e.backP99),
