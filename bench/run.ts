@@ -76,7 +76,7 @@ const ISSUE14_SUBJECTS = ['ours-connect-fast', 'ours-socks-fast', 'haproxy'];
 // Latency: one run per subject (percentiles over thousands of tunnels are steady from run to run,
 // and three runs of 10,000 would cost ten minutes), 3,000 tunnels each at 500/s, 10,000 for the
 // three subjects issue 14 compares.
-const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: CPU_TUNNELS, sweepRates: [1000, 2000, 3000, 4000, 6000, 8000], sweepSeconds: 3, idleCount: 10_000, twoPathBytes: 100e6 };
+const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: CPU_TUNNELS, sweepRates: [500, 1000, 1500, 2000, 3000, 4000, 6000, 8000], sweepSeconds: 3, idleCount: 10_000, twoPathBytes: 100e6 };
 const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: 200, sweepRates: [1000, 2000], sweepSeconds: 0.3, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-fast', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
 
 function machine(): Machine {

@@ -12,7 +12,9 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { conversionLatency, readPcap, tailSplit, type CapturedSegment } from '../bench/lib/capture';
 import { parseStat } from '../bench/lib/proc';
-import { addRatios, percentile, type BenchResults, type Row } from '../bench/lib/results';
+import { CLASSIC_PEERS } from '../bench/lib/peers';
+import { markdown } from '../bench/lib/report';
+import { addRatios, evaluateTargets, highestRateUnder, percentile, type BenchResults, type Row, type Target } from '../bench/lib/results';
 import { promSum, soakChart, verdict, windowsFor, type SoakCounts, type SoakResults, type SoakSample } from '../bench/lib/soak';
 import { barChart, niceMax } from '../bench/lib/svg';
 import { REPO_ROOT } from '../testkit/testbed';
@@ -101,6 +103,22 @@ describe('bench: pure parts', () => {
     assert.deepEqual(lat.split, [{ syn: 0.4, client: 0.1, proxy: 0.3 }]);
   });
 
+  test('conversionLatency counts every connection on a port a later one reused, client side and upstream', () => {
+    const P = 3128;
+    const E = 7000;
+    const conn = (t: number, id: string): Parameters<typeof pcap>[0] => [
+      { ns: t, src: 40001, dst: P, flags: SYN },
+      { ns: t + 100_000, src: 50001, dst: E, flags: SYN },
+      { ns: t + 200_000, src: 40001, dst: P, flags: PSH | ACK, payload: `ID${id}\n` },
+      { ns: t + 300_000, src: 50001, dst: E, flags: PSH | ACK, payload: `ID${id}\n` },
+      { ns: t + 400_000, src: E, dst: 50001, flags: PSH | ACK, payload: `ID${id}\n` },
+      { ns: t + 500_000, src: P, dst: 40001, flags: PSH | ACK, payload: `ID${id}\n` },
+    ];
+    const lat = conversionLatency(readPcap(pcap([...conn(0, '00000001'), ...conn(5_000_000, '00000002')])).segments, P, E);
+    assert.deepEqual(lat.syn, [0.1, 0.1]);
+    assert.equal(lat.unmatched, 0);
+  });
+
   test('tailSplit: the mean client and proxy parts of the slowest connections', () => {
     const split = Array.from({ length: 200 }, (_, i) => ({ syn: i, client: i % 2, proxy: i - (i % 2) }));
     // The slowest 1 % of 200 are syn 199 and 198: client parts 1 and 0, proxy parts 198 and 198.
@@ -154,6 +172,97 @@ describe('bench: pure parts', () => {
     assert.match(svg, /t &lt;&amp;&gt;/);
     assert.match(svg, /not measured: not installed/);
     assert.match(svg, /<\/svg>$/);
+  });
+});
+
+describe('bench: issue 14 targets', () => {
+  const row = (workload: string, subject: string, value: number | null, extra: Record<string, number | null> = {}, note?: string): Row => ({
+    workload, subject, label: subject, kind: subject === 'limit' ? 'limit' : subject.startsWith('ours') ? 'ours' : 'peer', value, unit: 'u', higherIsBetter: true, runs: [], extra, ...(note ? { note } : {}),
+  });
+  const lat = (w: string, subject: string, p50: number, p99: number, more: Record<string, number | null> = {}): Row => row(w, subject, p50, { p50, p99, n: 10_000, errors: 0, rate: w.includes('@') ? 2000 : 500, count: 10_000, ...more });
+  const rows: Row[] = [
+    // 500/s: CONNECT within both bounds, SOCKS5's p50 above HAProxy's.
+    lat('latency-syn', 'haproxy', 0.1, 0.5, { cpuMsPerTunnel: 0.2 }),
+    lat('latency-syn', 'ours-connect-fast', 0.1, 0.75, { cpuMsPerTunnel: 0.24 }),
+    lat('latency-syn', 'ours-socks-fast', 0.11, 0.5, { cpuMsPerTunnel: 0.3 }),
+    // 2000/s: HAProxy's own p99 past 1 ms; CONNECT had an error.
+    lat('latency-syn@2000', 'haproxy', 0.1, 1.2),
+    lat('latency-syn@2000', 'ours-connect-fast', 0.1, 1.5, { errors: 1 }),
+    lat('latency-syn@2000', 'ours-socks-fast', 0.09, 1.8),
+    lat('latency-data', 'haproxy', 0.05, 0.2),
+    lat('latency-data', 'ours-connect-fast', 0.05, 0.3),
+    lat('latency-data', 'ours-socks-fast', 0.05, 0.31),
+    row('rate-sweep', 'haproxy', 3000, { 'p99@1000': 0.5, 'p99@2000': 0.9, 'p99@3000': 1.5, 'p99@4000': 12 }, 'p99 12 ms at 4000/s'),
+    row('rate-sweep', 'ours-connect-fast', 3000, { 'p99@1000': 0.7, 'p99@2000': 1.1, 'p99@3000': 4 }, 'the latency client reached only 3100 of 4000/s asked'),
+    row('rate-sweep', 'ours-socks-fast', 2000, { 'p99@1000': 0.7, 'p99@2000': 3 }, 'p99 11 ms at 3000/s'),
+    row('keepalive-small', 'squid-forward', 10_000),
+    row('keepalive-small', 'ours-forward-fast', 16_000),
+    row('keepalive-small', 'ours-forward', 14_000),
+    row('download-1x', 'dante', 0.5),
+    row('download-1x', 'ours-connect-splice', 0.9),
+    row('download-1x', 'ours-connect-fast', 1.1),
+    row('idle-10k', 'ours-connect-fast', 16, { rssMB: 240, open: 9900, errors: 0 }),
+    row('idle-10k', 'ours-connect-splice', 17, { rssMB: 260, open: 9900, errors: 0 }),
+  ];
+  const byName = (targets: readonly Target[], re: RegExp): Target => {
+    const hits = targets.filter((t) => re.test(t.name));
+    assert.equal(hits.length, 1, `${re}: ${hits.map((t) => t.name).join(' | ')}`);
+    return hits[0]!;
+  };
+
+  test('every issue 14 target is a ratio to HAProxy or Squid in the same run, with its verdict', () => {
+    const t = evaluateTargets(rows, CLASSIC_PEERS);
+    const i14 = t.filter((x) => x.group?.startsWith('issue 14'));
+    assert.equal(i14.length, 18, i14.map((x) => x.name).join('\n'));
+    assert.equal(byName(t, /^CONNECT .*SYN p50 .* at 500\/s/).met, true);
+    const connectP99 = byName(t, /^CONNECT .*SYN p99 .* at 500\/s/);
+    assert.equal(connectP99.value, 1.5);
+    assert.equal(connectP99.met, true);
+    assert.equal(byName(t, /^SOCKS5 .*SYN p50 .* at 500\/s/).met, false);
+    // An error in the burst fails the target whatever the ratio.
+    assert.equal(byName(t, /^CONNECT .*SYN p99 .* at 2000\/s/).met, false);
+    const socksHigh = byName(t, /^SOCKS5 .*SYN p99 .* at 2000\/s/);
+    assert.equal(socksHigh.met, true);
+    // HAProxy's p99 ≥ 1 ms at 2000/s: the highest swept rate where it stays under 1 ms is stated, with ours there.
+    assert.match(socksHigh.detail, /stays < 1 ms up to 2000\/s in the rate sweep, where ours is 3 vs 0\.9 ms/);
+    assert.equal(byName(t, /^CONNECT first request byte/).met, true);
+    assert.equal(byName(t, /^SOCKS5 first request byte/).met, false);
+    assert.equal(byName(t, /^CONNECT proxy CPU per tunnel/).met, true);
+    assert.equal(byName(t, /^SOCKS5 proxy CPU per tunnel/).met, false);
+    const sweep = byName(t, /^CONNECT highest sustained rate/);
+    assert.equal(sweep.met, true);
+    assert.match(sweep.detail, /3000 vs 3000 conns\/s; ours: the latency client reached only/);
+    assert.equal(byName(t, /^SOCKS5 highest sustained rate/).met, false);
+    const ka = byName(t, /keep-alive HTTP forward/);
+    assert.equal(ka.value, 1.6);
+    assert.match(ka.detail, /fast path off \(ours-forward\) 14000 req\/s = 1\.4 ×/);
+    const bulk = byName(t, /one CONNECT download ≥ 2 ×/);
+    assert.equal(bulk.value, 2.2);
+    assert.match(bulk.detail, /^ours-connect-fast 1\.1/);
+    assert.equal(byName(t, /10,000 idle tunnels/).value, 240, 'the fast path (the default) is the one judged');
+    // Superseded issue 6 targets are gone, not repeated.
+    assert.equal(t.filter((x) => /< 0\.3 ms|< 2 ms|RSS|no errors|two 50/.test(x.name) && x.group === 'issue 6').length, 0);
+  });
+
+  test('too few tunnels leave the CPU target unjudged; a sweep row gives the highest rate under a bound', () => {
+    const short = rows.map((r) => (r.workload === 'latency-syn' ? { ...r, extra: { ...r.extra, count: 3000 } } : r));
+    const cpu = byName(evaluateTargets(short, CLASSIC_PEERS), /^CONNECT proxy CPU per tunnel/);
+    assert.equal(cpu.met, null);
+    assert.match(cpu.detail, /not judged/);
+    assert.equal(highestRateUnder(rows.find((r) => r.workload === 'rate-sweep' && r.subject === 'haproxy'), 1), 2000);
+    assert.equal(highestRateUnder(undefined, 1), null);
+  });
+
+  test('an old results file (no fast path rows) renders: issue 14 targets unmeasured, not crashed', () => {
+    const old = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'bench', 'results', 'results.json'), 'utf8')) as BenchResults;
+    const t = evaluateTargets(old.rows, CLASSIC_PEERS);
+    // That run's latency pass was at 1000/s, which names the target (its HAProxy row is the only one there).
+    assert.equal(byName(t, /^CONNECT .*SYN p50 .* at 1000\/s/).met, null);
+    assert.equal(byName(t, /keep-alive HTTP forward/).met, null);
+    const md = markdown({ ...old, targets: t }, 'results', '');
+    assert.match(md, /### Issue 14: /);
+    assert.match(md, /### Issue 6\n/);
+    assert.match(md, /\| CONNECT highest sustained rate with p99 < 10 ms ≥ HAProxy's \| – × HAProxy \| not measured \|/);
   });
 });
 
@@ -217,7 +326,7 @@ describe('bench: --quick end to end', () => {
         const svg = fs.readFileSync(path.join(out, c), 'utf8');
         assert.match(svg, /^<svg [\s\S]*<\/svg>$/, c);
       }
-      assert.match(r.stdout, /Targets \(issue 6\)/);
+      assert.match(r.stdout, /Targets: issue 14/);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

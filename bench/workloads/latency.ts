@@ -106,7 +106,9 @@ export const SWEEP_P99_MS = 10;
  * The highest sustained rate: each subject gets `seconds` of new tunnels at each rate in turn and
  * stops at the first rate with errors or a SYN → SYN p99 ≥ 10 ms; its figure is the highest rate
  * before that. Where the client could not offer a rate (achieved < 90 % of it), the sweep stops
- * there too and the figure is a lower bound, said in the row's note and `clientLimitAt`.
+ * there too and the figure is a lower bound (`clientLimitAt`); where the client's own part of
+ * SYN → SYN alone has p99 past 10 ms, the stop is marked the client's too (`clientBoundAt`). The
+ * row's note says why the sweep stopped.
  */
 export async function rateSweep(servers: Servers, o: { rates: readonly number[]; seconds: number; dir: string; subjects: readonly Subject[] }, log: (s: string) => void): Promise<Row[]> {
   return withEcho(servers, async (echoPort) => {
@@ -131,7 +133,15 @@ export async function rateSweep(servers: Servers, o: { rates: readonly number[];
           break;
         }
         if (p99 === null || p99 >= SWEEP_P99_MS) {
-          stop = `p99 ${p99?.toFixed(2)} ms at ${rate}/s (client part p99 ${m.extra.clientP99?.toFixed(2)} ms, client reached ${achieved?.toFixed(0)}/s)`;
+          const { clientP99, proxyP99 } = m.extra;
+          stop = `p99 ${p99?.toFixed(2)} ms at ${rate}/s (split at the client's first data: client part p99 ${clientP99?.toFixed(2)}, proxy part p99 ${proxyP99?.toFixed(2)} ms; client reached ${achieved?.toFixed(0)}/s)`;
+          // The client's own part counts in a CONNECT or SOCKS5 SYN → SYN (not in HAProxy's, which
+          // connects on accept), and it shares the cores with the subject: past the threshold on
+          // its own, the bound is the client's as much as the subject's.
+          if ((clientP99 ?? 0) >= SWEEP_P99_MS) {
+            extra.clientBoundAt = rate;
+            stop += `; the client's own part alone is past ${SWEEP_P99_MS} ms: a bound of the client (one Node thread on the same cores) as much as of the subject`;
+          }
           break;
         }
         if (achieved !== null && achieved < CLIENT_SHORTFALL * rate) {
