@@ -7,6 +7,9 @@
  * `cpuMs:mpx-fastpath`, ... from /proc/PID/task). SYN → SYN is also split at the client's first
  * data segment: the client's own part (handshake, think time; HAProxy in TCP mode does not wait
  * for it) and the proxy's, with the split of the slowest 1 %. The prototype's 7.8 ms / 15.3 ms sit beside.
+ * Each row also says how well the client kept to the rate (`achieved`, `lagP99`). A pass at
+ * another rate gets its own workload names (`latency-syn@2000`, ...); rateSweep finds the highest
+ * rate a subject sustains with SYN → SYN p99 < 10 ms.
  * The RFC 8803 Convert subject's client (bench/tools/convert-client.py --burst) puts its message
  * and ID line in the MPTCP SYN with TCP Fast Open, so its request time is its SYN's.
  */
@@ -104,8 +107,8 @@ export const SWEEP_P99_MS = 10;
 
 /**
  * The highest sustained rate: each subject gets `seconds` of new tunnels at each rate in turn and
- * stops at the first rate with errors or a SYN → SYN p99 ≥ 10 ms; its figure is the highest rate
- * before that. Where the client could not offer a rate (achieved < 90 % of it), the sweep stops
+ * stops at the first rate with errors or a SYN → SYN p99 ≥ 10 ms in both of two tries; its figure
+ * is the highest rate before that. Where the client could not offer a rate (achieved < 90 % of it), the sweep stops
  * there too and the figure is a lower bound (`clientLimitAt`); where the client's own part of
  * SYN → SYN alone has p99 past 10 ms, the stop is marked the client's too (`clientBoundAt`). The
  * row's note says why the sweep stopped.
@@ -119,28 +122,36 @@ export async function rateSweep(servers: Servers, o: { rates: readonly number[];
       let stop = `sustained every rate swept (up to ${o.rates[o.rates.length - 1]}/s)`;
       for (const [i, rate] of o.rates.entries()) {
         const count = Math.max(2, Math.round(rate * o.seconds));
-        let m: Measured;
+        let m: Measured | undefined;
         try {
-          m = await once(servers, s, await echoPort(s), { count, rate, dir: o.dir, warm: i === 0 ? WARM_TUNNELS : 0 });
+          // A rate that fails is tried once more and judged by the better try: on a shared
+          // machine one burst of a few seconds can meet another job's spike.
+          for (let attempt = 0; attempt < SWEEP_TRIES && !(m && passes(m)); attempt++) {
+            const next = await once(servers, s, await echoPort(s), { count, rate, dir: o.dir, warm: i === 0 && attempt === 0 ? WARM_TUNNELS : 0 });
+            if (!m || better(next, m)) m = next;
+          }
         } catch (e) {
           stop = `failed at ${rate}/s: ${(e as Error).message.split('\n')[0].slice(0, 200)}`;
           break;
         }
-        const { p99, errors, achieved } = m.extra;
+        const { p99, errors, achieved } = m!.extra;
         extra[`p99@${rate}`] = p99;
         if (errors) {
           stop = `${errors} errors at ${rate}/s (p99 ${p99?.toFixed(2)} ms)`;
           break;
         }
         if (p99 === null || p99 >= SWEEP_P99_MS) {
-          const { clientP99, proxyP99 } = m.extra;
+          const { clientP99, proxyP99 } = m!.extra;
           stop = `p99 ${p99?.toFixed(2)} ms at ${rate}/s (split at the client's first data: client part p99 ${clientP99?.toFixed(2)}, proxy part p99 ${proxyP99?.toFixed(2)} ms; client reached ${achieved?.toFixed(0)}/s)`;
           // The client's own part counts in a CONNECT or SOCKS5 SYN → SYN (not in HAProxy's, which
           // connects on accept), and it shares the cores with the subject: past the threshold on
           // its own, the bound is the client's as much as the subject's.
           if ((clientP99 ?? 0) >= SWEEP_P99_MS) {
             extra.clientBoundAt = rate;
-            stop += `; the client's own part alone is past ${SWEEP_P99_MS} ms: a bound of the client (one Node thread on the same cores) as much as of the subject`;
+            stop +=
+              s.mode === 'direct'
+                ? `; the client's own turnaround is past ${SWEEP_P99_MS} ms too (not part of this subject's figure): client and subject share the cores, and both were saturated`
+                : `; the client's own part alone is past ${SWEEP_P99_MS} ms: a bound of the client (one Node thread on the same cores) as much as of the subject`;
           }
           break;
         }
@@ -158,6 +169,12 @@ export async function rateSweep(servers: Servers, o: { rates: readonly number[];
     return rows;
   });
 }
+
+/** Tries of a rate before the sweep stops there. */
+const SWEEP_TRIES = 2;
+const passes = (m: Measured): boolean => !m.extra.errors && m.extra.p99 !== null && m.extra.p99 !== undefined && m.extra.p99 < SWEEP_P99_MS;
+/** Fewer errors first, then the lower p99. */
+const better = (a: Measured, b: Measured): boolean => ((a.extra.errors ?? 0) !== (b.extra.errors ?? 0) ? (a.extra.errors ?? 0) < (b.extra.errors ?? 0) : (a.extra.p99 ?? Infinity) < (b.extra.p99 ?? Infinity));
 
 /**
  * Runs `fn` with an echo server up (and the Convert subject's, started on first use: its own
