@@ -67,6 +67,8 @@ interface Plan {
   twoPathBytes: number;
   /** Quick mode: fewer subjects where each costs seconds (latency captures, tunnel batches). */
   latencySubjects?: string[];
+  /** Quick mode: of the subjects issue 14 compares, those of the second rate and the sweep. */
+  issue14Subjects?: string[];
   idleSubjects?: string[];
 }
 
@@ -77,7 +79,7 @@ const ISSUE14_SUBJECTS = ['ours-connect-fast', 'ours-socks-fast', 'haproxy'];
 // and three runs of 10,000 would cost ten minutes), 3,000 tunnels each at 500/s, 10,000 for the
 // three subjects issue 14 compares.
 const FULL: Plan = { mode: 'full', repeats: 3, bulkRepeats: 5, bigBytes: 2 ** 30, mediumBytes: 10 * 2 ** 20, parallel: 100, requests: 100_000, latencyCount: 3000, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: CPU_TUNNELS, sweepRates: [500, 1000, 1500, 2000, 3000, 4000, 6000, 8000], sweepSeconds: 3, idleCount: 10_000, twoPathBytes: 100e6 };
-const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: 200, sweepRates: [1000, 2000], sweepSeconds: 0.3, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-fast', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
+const QUICK: Plan = { mode: 'quick', repeats: 1, bulkRepeats: 1, bigBytes: 32 * 2 ** 20, mediumBytes: 2 ** 20, parallel: 10, requests: 1000, latencyCount: 100, latencyRate: 500, latencyRepeats: 1, latencyCountIssue14: 100, sweepRates: [2000], sweepSeconds: 0.3, idleCount: 200, twoPathBytes: 1.5e6, latencySubjects: ['ours-connect-fast', 'ours-connect-stream', 'ours-socks-stream', 'haproxy'], issue14Subjects: ['ours-connect-fast', 'haproxy'], idleSubjects: ['ours-connect-stream'] };
 
 function machine(): Machine {
   return {
@@ -143,7 +145,7 @@ async function main(): Promise<number> {
       bulk(servers, { workload: 'download-parallel', file: 'medium', parallel: plan.parallel, repeats: plan.bulkRepeats, subjects: pick(SUBJECTS.filter((s) => s.id !== 'ours-forward' && s.id !== 'squid-forward')) }, log),
     );
     await step('keepalive', () => keepalive(servers, { requests: plan.requests, connections: 10, repeats: plan.repeats, dir: tmp, subjects: pick(KEEPALIVE_SUBJECTS) }, log));
-    const issue14 = pick(LATENCY_SUBJECTS.filter((s) => ISSUE14_SUBJECTS.includes(s.id)));
+    const issue14 = pick(LATENCY_SUBJECTS.filter((s) => ISSUE14_SUBJECTS.includes(s.id)), plan.issue14Subjects);
     await step('latency', async () => [
       ...(await latency(servers, { count: plan.latencyCount, countFor: Object.fromEntries(ISSUE14_SUBJECTS.map((id) => [id, plan.latencyCountIssue14])), rate: plan.latencyRate, repeats: plan.latencyRepeats, dir: tmp, subjects: pick(LATENCY_SUBJECTS, plan.latencySubjects) }, log)),
       ...(await latency(servers, { count: plan.latencyCountIssue14, rate: HIGH_RATE, repeats: plan.latencyRepeats, dir: tmp, subjects: issue14, suffix: `@${HIGH_RATE}` }, log)),

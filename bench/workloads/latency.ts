@@ -127,7 +127,7 @@ export async function rateSweep(servers: Servers, o: { rates: readonly number[];
           // A rate that fails is tried once more and judged by the better try: on a shared
           // machine one burst of a few seconds can meet another job's spike.
           for (let attempt = 0; attempt < SWEEP_TRIES && !(m && passes(m)); attempt++) {
-            const next = await once(servers, s, await echoPort(s), { count, rate, dir: o.dir, warm: i === 0 && attempt === 0 ? WARM_TUNNELS : 0 });
+            const next = await once(servers, s, await echoPort(s), { count, rate, dir: o.dir, warm: i === 0 && attempt === 0 ? Math.min(count, WARM_TUNNELS) : 0 });
             if (!m || better(next, m)) m = next;
           }
         } catch (e) {
