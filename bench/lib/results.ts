@@ -173,7 +173,7 @@ function issue14Targets(rows: readonly Row[], classicPeers: ReadonlySet<string>)
     for (const [id, name] of FAST) {
       const r = findRow(rows, w, id);
       const ourSweep = findRow(rows, 'rate-sweep', id)?.extra[`p99@${under}`];
-      const context = w === 'latency-syn' || (h?.extra.p99 ?? 0) < 1 ? '' : `; HAProxy's own p99 is ≥ 1 ms here; it stays < 1 ms up to ${under ? `${fmt(under)}/s in the rate sweep, where ours is ${fmt(ourSweep)} vs ${fmt(sweepHap?.extra[`p99@${under}`])} ms (${fmt(ratio(ourSweep, sweepHap?.extra[`p99@${under}`]))} ×)` : under === 0 ? 'no rate of the sweep' : '– (no rate sweep in this run)'}`;
+      const context = w === 'latency-syn' || (h?.extra.p99 ?? 0) < 1 ? '' : `; HAProxy's own p99 is ≥ 1 ms here; ${under ? `it stays < 1 ms up to ${fmt(under)}/s in the rate sweep, where ours is ${fmt(ourSweep)} vs ${fmt(sweepHap?.extra[`p99@${under}`])} ms (${fmt(ratio(ourSweep, sweepHap?.extra[`p99@${under}`]))} ×)` : under === 0 ? 'in the rate sweep it is ≥ 1 ms from the lowest rate on' : 'no rate sweep in this run to find where it stays < 1 ms'}`;
       for (const [key, limit] of [
         ['p50', 1.0],
         ['p99', 1.5],
