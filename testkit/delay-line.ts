@@ -8,24 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
-import koffi from 'koffi';
-
-const TUNSETIFF = 0x400454ca;
-const IFF_TUN = 0x0001;
-const IFF_NO_PI = 0x1000;
-/** struct ifreq: the name, then the flags (a short) at offset 16; 40 bytes on 64-bit Linux. */
-const IFREQ_SIZE = 40;
-
-const ioctl = koffi.load('libc.so.6').func('int ioctl(int fd, unsigned long req, void *arg)');
-
-function openTun(name: string): number {
-  const fd = fs.openSync('/dev/net/tun', 'r+');
-  const req = Buffer.alloc(IFREQ_SIZE);
-  req.write(name, 0, 15, 'ascii');
-  req.writeUInt16LE(IFF_TUN | IFF_NO_PI, 16);
-  if (ioctl(fd, TUNSETIFF, req) !== 0) throw new Error(`TUNSETIFF ${name} failed`);
-  return fd;
-}
+import { openTun } from '../src/sys/tun';
 
 class Line {
   delayMs = 0;

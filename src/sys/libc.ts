@@ -94,6 +94,7 @@ export const libc = {
   /** Variadic: pass the third argument as ('int', value). */
   fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
   ifIndexToName: lib.func('const char *if_indextoname(unsigned int ifindex, _Out_ uint8_t *ifname)'),
+  ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
 };
 
 export function errno(): number {
