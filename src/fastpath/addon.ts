@@ -56,12 +56,13 @@ export interface FastPathAddon {
   fastPathParse(bytes: Buffer, kind: number, maxHeadBytes: number, maxHeaderLines: number): NativeParse;
 }
 
-export type FastPathLoad = { ok: true; addon: FastPathAddon } | { ok: false; reason: string };
+/** `path`: the .node file loaded (the ASan build under scripts/asan-fuzz.sh, for one). */
+export type FastPathLoad = { ok: true; addon: FastPathAddon; path: string } | { ok: false; reason: string };
 
 export function loadFastPathAddon(): FastPathLoad {
   const load = loadSpliceAddon();
   if (!load.ok) return { ok: false, reason: load.reason };
   const a = load.addon as unknown as Partial<FastPathAddon>;
   if (typeof a.fastPathInit !== 'function' || typeof a.fastPathParse !== 'function') return { ok: false, reason: `${load.path} has no fast path (rebuild it)` };
-  return { ok: true, addon: a as FastPathAddon };
+  return { ok: true, addon: a as FastPathAddon, path: load.path };
 }

@@ -79,7 +79,7 @@ export class FastPath {
     nativeReady = true;
     const fp = new FastPath(load.addon, events, log, served);
     fp.configure(config);
-    log.info('native fast path on', { threads });
+    log.info('native fast path on', { threads, addon: load.path });
     return fp;
   }
 
