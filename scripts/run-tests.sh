@@ -27,7 +27,8 @@ if [ "$mode" != unit ]; then
   # The default takes the native fast path where it applies: the files that exercise the data
   # path run once more on the TS path (fastpath.test.ts sets each of its proxies itself).
   MPTCP_PROXY_TEST_FAST_PATH=off run $(printf 'dist/test/e2e/%s.test.js ' socks core-http ops-fuzz ops-limits) || status=1
-  # The native fast path's parser once more, under AddressSanitizer (its own build of the addon).
-  if [ -f native/binding.gyp ]; then FASTPATH_FUZZ_CASES=${FASTPATH_FUZZ_CASES:-5000} bash scripts/asan-fuzz.sh || status=1; fi
+  # The native fast path's parser and loops once more, under AddressSanitizer (its own build of
+  # the addon), in the private namespace like the other local files.
+  if [ -f native/binding.gyp ]; then FASTPATH_FUZZ_CASES=${FASTPATH_FUZZ_CASES:-5000} ${ns:+ip netns exec "$ns"} bash scripts/asan-fuzz.sh || status=1; fi
 fi
 exit $status
