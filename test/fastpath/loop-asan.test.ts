@@ -32,12 +32,14 @@ import { NativeConnection } from '../../src/fastpath/records';
 import { ProxyMetrics } from '../../src/metrics/metrics';
 import { refusalBytes } from '../../src/proxy/refusal';
 import { defaultAddonPath, SPLICE_ADDON_ENV } from '../../src/relay/native';
+import { closeFd, createListenSocket, socketName } from '../../src/sys/socket';
 import { captureLog } from '../../testkit/log-capture';
 import { metricValue } from '../../testkit/metrics';
 import { patternChunks, patternSha256 } from '../../testkit/pattern';
 import { sleep } from '../../testkit/sleep';
 
 const HANDSHAKE_MS = 1_500;
+const CONNECT_TIMEOUT_MS = 1_000;
 const LOCAL = '127.0.0.1';
 /** Loopback, but not the one address the config opens: denied by the dangerous-range policy. */
 const DENIED = '127.0.0.2';
@@ -88,8 +90,9 @@ class Raw {
   static wrap(s: net.Socket): Raw {
     return new Raw(s);
   }
-  static async open(port: number): Promise<Raw> {
-    const s = net.connect({ host: LOCAL, port });
+  /** `allowHalfOpen`: the proxy's FIN is not answered with ours (Node's default answers it at once). */
+  static async open(port: number, allowHalfOpen = false): Promise<Raw> {
+    const s = net.connect({ host: LOCAL, port, allowHalfOpen });
     await new Promise((r, j) => s.once('connect', r).once('error', j));
     return new Raw(s);
   }
@@ -133,6 +136,9 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
   let origin: http.Server;
   let originPort: number;
   let closedPort: number;
+  /** A listener nobody accepts on, its one-connection queue full: SYNs to it go unanswered. */
+  let blackhole: { fd: number; port: number; filler: net.Socket };
+  let stopped = false;
   /** Connections the proxy closed, by client port (captured at open: a closed TS socket forgets it). */
   const closedByPort = new Map<number, ClientConnection>();
   const relayEnds = new Map<ClientConnection, RelayResult>();
@@ -188,12 +194,17 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     await new Promise<void>((r) => gone.listen(0, LOCAL, () => r()));
     closedPort = (gone.address() as net.AddressInfo).port;
     await new Promise<void>((r) => gone.close(() => r()));
+    const hole = createListenSocket(LOCAL, 0, { mptcp: false, backlog: 0, options: {} });
+    const filler = net.connect({ host: LOCAL, port: socketName(hole.fd).port });
+    await new Promise((r, j) => filler.once('connect', r).once('error', j));
+    blackhole = { fd: hole.fd, port: socketName(hole.fd).port, filler };
 
     const config = validateConfig({
       listeners: Object.keys(ports).map((name) => ({ name, protocol: name, listen: `${LOCAL}:0` })),
       access: { allowDest: [`${LOCAL}/32`] },
       relay: { fastPath: 'on', fastPathThreads: 2 },
       timeouts: { handshakeMs: HANDSHAKE_MS },
+      upstream: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
     });
     const sink = { sample: () => {}, client: () => {}, closed: () => {}, onSubflowUp: () => {} };
     app = new ProxyApp(config, log, metrics, { sink, reusePort: false });
@@ -222,7 +233,9 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
   });
 
   after(async () => {
-    await app?.stop(0);
+    if (!stopped) await app?.stop(0);
+    blackhole?.filler.destroy();
+    if (blackhole) closeFd(blackhole.fd);
     await new Promise((r) => echo?.close(r));
     await new Promise((r) => origin?.close(r));
   });
@@ -490,6 +503,19 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     }
   });
 
+  test('an upstream that never answers: native gives up at upstream.connectTimeoutMs with the table bytes, a client that left meanwhile included', async () => {
+    const waiting = await Raw.open(ports.socks);
+    waiting.s.write(Buffer.concat([Buffer.from([5, 1, 0]), socks5Request(LOCAL, blackhole.port)]));
+    const gone = await Raw.open(ports.http);
+    gone.s.write(connectHead(LOCAL, blackhole.port));
+    await sleep(CONNECT_TIMEOUT_MS / 3);
+    // Native does not watch a client while it connects: it meets the reset when it answers.
+    gone.s.resetAndDestroy();
+    const got = await waiting.untilClosed(CONNECT_TIMEOUT_MS * 4, 'SOCKS5 to the black hole');
+    assert.deepEqual(got, Buffer.from([5, 0, ...refusalBytes('socks5', ErrorCode.ConnectTimeout)]), got.toString('hex'));
+    for (const c of [waiting, gone]) assert.equal((await assertNative(c.port, 'to the black hole')).error?.code, ErrorCode.ConnectTimeout);
+  });
+
   test('every connection is accounted for: the counter agrees with what served each, native holds none, fds are back at the baseline', async () => {
     const served = await servedCounts();
     assert.ok(provedNative >= 50, `tunnels and refusals checked native one by one: ${provedNative}`);
@@ -504,5 +530,42 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     let now = fdKinds();
     await settle(() => fdTotal((now = fdKinds())) === fdTotal(baselineFds), 5_000);
     assert.deepEqual(Object.fromEntries(now), Object.fromEntries(baselineFds), 'fds by kind, now and at the baseline');
+  });
+  test('stopping with native connections in every state: each client is closed, native holds none, only the listeners are gone', async () => {
+    const idle = await socks5Tunnel(ports.socks, LOCAL);
+    idle.s.write('ping');
+    await idle.waitFor(4);
+    // A client that writes and never reads: bytes wait in the pipes and sockets of its pair.
+    const busy = (await connectTunnel(ports.mixed)).c;
+    busy.s.pause();
+    busy.s.write(crypto.randomBytes(4_000_000));
+    const greeted = await Raw.open(ports.socks);
+    greeted.s.write(Buffer.from([5, 1, 0]));
+    const halfHead = await Raw.open(ports.http);
+    halfHead.s.write('CONNECT 127.0.0.1:');
+    // Refused, and in native's grace until the client's FIN, which does not come.
+    const refused = await Raw.open(ports.socks, true);
+    refused.s.write(socks4Request(DENIED, echoPort));
+    const connecting = await Raw.open(ports.socks);
+    connecting.s.write(socks4Request(LOCAL, blackhole.port));
+    const handedOff = await socks5Tunnel(ports.socks, 'localhost');
+    await Promise.all([greeted.waitFor(2), refused.waitFor(8), sleep(200)]);
+    const clients = { idle, busy, greeted, halfHead, refused, connecting, handedOff };
+    const addon = loadFastPathAddon();
+    assert.ok(addon.ok);
+    assert.ok(addon.addon.fastPathStats().active >= 6, `native holds them: ${addon.addon.fastPathStats().active}`);
+    stopped = true;
+    await app.stop(0);
+    refused.s.end(); // it has had the proxy's FIN long ago
+    for (const [what, c] of Object.entries(clients)) {
+      c.s.resume();
+      await c.untilClosed(3_000, `${what} at stop`);
+    }
+    await settle(() => addon.addon.fastPathStats().active === 0, 5_000);
+    assert.equal(addon.addon.fastPathStats().active, 0, 'native holds no connection');
+    const want = { ...Object.fromEntries(baselineFds), socket: baselineFds.get('socket')! - Object.keys(ports).length };
+    let now = fdKinds();
+    await settle(() => fdTotal((now = fdKinds())) === fdTotal(new Map(Object.entries(want))), 5_000);
+    assert.deepEqual(Object.fromEntries(now), want, 'fds by kind: the baseline less the listening sockets');
   });
 });
