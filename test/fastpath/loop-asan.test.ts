@@ -224,10 +224,10 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     assert.ok(ports.http && ports.socks && ports.mixed, JSON.stringify(lines));
     // Warm-up of everything made lazily (the TS relay's thread, pipes, Node's own sockets), so
     // the baseline below is what an idle proxy holds.
-    await echoThrough(await socks5Tunnel(ports.socks, LOCAL), 100_000);
-    await echoThrough(await socks5Tunnel(ports.socks, 'localhost'), 100_000);
+    await echoThrough(await socksTunnel(ports.socks, LOCAL), 100_000);
+    await echoThrough(await socksTunnel(ports.socks, 'localhost'), 100_000);
     await forward(1000);
-    await settle(() => false, 500);
+    await settle(() => app.activeConnections === 0, 5_000);
     baselineFds = fdKinds();
     served0 = await servedCounts();
   });
@@ -246,15 +246,15 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     while (!done() && Date.now() < deadline) await sleep(20);
   }
 
-  async function socks5Tunnel(port: number, host: string, type: 4 | 5 = 5): Promise<Raw> {
+  async function socksTunnel(port: number, host: string, type: 4 | 5 = 5): Promise<Raw> {
     const { socket } = await SocksClient.createConnection({ proxy: { host: LOCAL, port, type }, command: 'connect', destination: { host, port: echoPort }, timeout: 10_000 });
     return Raw.wrap(socket);
   }
 
-  /** A CONNECT tunnel to the echo server; `after` rides in the same write as the head. */
-  async function connectTunnel(port: number, after = Buffer.alloc(0)): Promise<{ c: Raw; reply: string }> {
+  /** A CONNECT tunnel to the echo server; `behind` rides in the same write as the head. */
+  async function connectTunnel(port: number, behind = Buffer.alloc(0)): Promise<{ c: Raw; reply: string }> {
     const c = await Raw.open(port);
-    c.s.write(Buffer.concat([Buffer.from(connectHead(LOCAL, echoPort)), after]));
+    c.s.write(Buffer.concat([Buffer.from(connectHead(LOCAL, echoPort)), behind]));
     const got = await c.waitFor(ESTABLISHED.length);
     return { c, reply: got.subarray(0, ESTABLISHED.length).toString('latin1') };
   }
@@ -270,14 +270,17 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     assert.ok(back.equals(payload), `the ${size} bytes came back exact`);
   }
 
-  /** An absolute-form forward request through the HTTP port (the TS path's). */
+  /** An absolute-form forward request through the HTTP port (the TS path's); resolves once its socket is closed. */
   function forward(n: number): Promise<{ port: number; status: number; body: Buffer }> {
     return new Promise((resolve, reject) => {
       const req = http.request({ host: LOCAL, port: ports.http, path: `http://${LOCAL}:${originPort}/bytes/${n}`, agent: false }, (res) => {
         const body: Buffer[] = [];
+        const port = req.socket!.localPort!;
         res.on('data', (d: Buffer) => body.push(d));
-        res.on('end', () => resolve({ port: req.socket!.localPort!, status: res.statusCode ?? 0, body: Buffer.concat(body) }));
+        const ended = new Promise((r) => res.on('end', r));
+        void Promise.all([ended, closed]).then(() => resolve({ port, status: res.statusCode ?? 0, body: Buffer.concat(body) }));
       });
+      const closed = new Promise((r) => req.on('socket', (s) => s.once('close', r)));
       req.on('error', reject);
       req.end();
     });
@@ -299,9 +302,9 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
   test('SOCKS5, SOCKS4 and CONNECT tunnels, on their ports and on the mixed one, many at once: exact echoes of every size, all native', async () => {
     const sizes = [1, 4096, 70_001, 1_200_007];
     const kinds: [string, () => Promise<Raw>][] = [
-      ['socks5', () => socks5Tunnel(ports.socks, LOCAL)],
-      ['socks5 mixed', () => socks5Tunnel(ports.mixed, LOCAL)],
-      ['socks4', () => socks5Tunnel(ports.socks, LOCAL, 4)],
+      ['socks5', () => socksTunnel(ports.socks, LOCAL)],
+      ['socks5 mixed', () => socksTunnel(ports.mixed, LOCAL)],
+      ['socks4', () => socksTunnel(ports.socks, LOCAL, 4)],
       [
         'connect',
         async () => {
@@ -373,7 +376,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
 
   test('names (SOCKS5, SOCKS4a) and HTTP forward requests go to the TS path, with exact bytes', async () => {
     for (const type of [5, 4] as const) {
-      const c = await socks5Tunnel(ports.socks, 'localhost', type);
+      const c = await socksTunnel(ports.socks, 'localhost', type);
       await echoThrough(c, 1_100_000);
       const conn = await assertHandedOff(c.port, `SOCKS${type} to a name`);
       assert.equal(conn.destination?.host, 'localhost');
@@ -466,6 +469,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     // An origin that takes what comes and tells how each connection ended; `resetAfter` bytes in, it resets.
     const ends: Promise<string>[] = [];
     let resetAfter = Infinity;
+    let sunk = 0;
     const sink = net.createServer((s) => {
       let got = 0;
       let code = '';
@@ -473,6 +477,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
       ends.push(new Promise((r) => s.once('close', () => r(code))));
       s.on('data', (d: Buffer) => {
         got += d.length;
+        sunk += d.length;
         if (got >= resetAfter && !s.destroyed) s.resetAndDestroy();
       });
     });
@@ -485,8 +490,8 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
       };
       const fromClient = await tunnel();
       fromClient.s.write(crypto.randomBytes(2_000_000));
-      await settle(() => ends.length === 1, 5_000);
-      await sleep(100);
+      // Reset once bytes flow through the pair.
+      await settle(() => sunk >= 200_000, 5_000);
       fromClient.s.resetAndDestroy();
       assert.equal(await ends[0], 'ECONNRESET', 'the origin got the reset');
       const conn = await assertNative(fromClient.port, 'client reset');
@@ -532,7 +537,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     assert.deepEqual(Object.fromEntries(now), Object.fromEntries(baselineFds), 'fds by kind, now and at the baseline');
   });
   test('stopping with native connections in every state: each client is closed, native holds none, only the listeners are gone', async () => {
-    const idle = await socks5Tunnel(ports.socks, LOCAL);
+    const idle = await socksTunnel(ports.socks, LOCAL);
     idle.s.write('ping');
     await idle.waitFor(4);
     // A client that writes and never reads: bytes wait in the pipes and sockets of its pair.
@@ -548,7 +553,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     refused.s.write(socks4Request(DENIED, echoPort));
     const connecting = await Raw.open(ports.socks);
     connecting.s.write(socks4Request(LOCAL, blackhole.port));
-    const handedOff = await socks5Tunnel(ports.socks, 'localhost');
+    const handedOff = await socksTunnel(ports.socks, 'localhost');
     await Promise.all([greeted.waitFor(2), refused.waitFor(8), sleep(200)]);
     const clients = { idle, busy, greeted, halfHead, refused, connecting, handedOff };
     const addon = loadFastPathAddon();
