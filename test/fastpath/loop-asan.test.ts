@@ -9,11 +9,14 @@
  *   many at once: exact echoed bytes up to 1.2 MB (through the pipes both ways), served natively;
  * - split, slow and pipelined handshakes stay native; names (SOCKS5, SOCKS4a) and HTTP forward
  *   requests are handed to the TS path and served with exact bytes;
- * - refusals native answers itself (destination denied, connection refused, handshake timeout)
- *   are the error table's bytes; garbage and clients leaving mid-handshake are closed, never hung;
+ * - refusals native answers itself (destination denied, connection refused, handshake and
+ *   connect timeouts) are the error table's bytes; garbage and clients leaving mid-handshake or
+ *   while native connects are closed, never hung;
  * - a reset mid-relay is passed on as a reset, either way;
+ * - status reads while tunnels run see their live bytes;
  * - at the end every connection is accounted for (native or handed off, as the counter says),
- *   native holds none, and the process's fds are back at their baseline.
+ *   native holds none, and the process's fds are back at their baseline;
+ * - a stop with native connections in every state closes them all.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -322,6 +325,13 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
         },
       ],
     ];
+    // Status reads (/connections, scrapes) meanwhile: native's live byte counts, read under way.
+    let liveSeen = 0;
+    const poll = setInterval(() => {
+      app.sampleAll();
+      const live = [...app.openConnections()].filter((c) => c instanceof NativeConnection && c.bytesFromClient > 0).length;
+      liveSeen = Math.max(liveSeen, live);
+    }, 5);
     const jobs: Promise<void>[] = [];
     for (let i = 0; i < 8; i++) {
       for (const [what, open] of kinds) {
@@ -339,7 +349,8 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
         );
       }
     }
-    await Promise.all(jobs);
+    await Promise.all(jobs).finally(() => clearInterval(poll));
+    assert.ok(liveSeen > 0, 'status reads saw native tunnels with their bytes so far');
   });
 
   test('split, slow and pipelined handshakes stay native; bytes behind the handshake go upstream first', async () => {
