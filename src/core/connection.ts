@@ -95,8 +95,14 @@ export class ClientConnection implements ClientView {
     this.startedAtMs = Date.now() - Number(process.hrtime.bigint() - acceptedAt) / 1e6;
   }
 
+  /**
+   * The client's address as the accepting side saw it, for a socket adopted after its peer may
+   * have gone (a native hand-off): getpeername then fails and the socket reports none.
+   */
+  acceptedFrom: string | null = null;
+
   get clientAddress(): string {
-    return this.socket.remoteAddress ?? '';
+    return this.socket.remoteAddress ?? this.acceptedFrom ?? '';
   }
   get clientPort(): number {
     return this.socket.remotePort ?? 0;

@@ -142,3 +142,8 @@ export class NativeConnection extends ClientConnection {
     return Number((this.closedAt ?? process.hrtime.bigint()) - this.acceptedAt) / 1e6;
   }
 }
+
+/** The client address in a hand-off's slot key (family byte 4 or 6, then 16 address bytes). */
+export function clientOfKey(key: Buffer): string {
+  return key[0] === 4 ? ipv4FromBytes(key, 1) : ipv6FromBytes(key, 1);
+}

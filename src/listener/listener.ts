@@ -17,6 +17,7 @@ import { identifyAccepted, sampleConnection } from '../mptcp/sample';
 import { closeFd, createListenSocket, socketFd, socketName, type ListenSocket, type SocketOptions } from '../sys/socket';
 import type { FastPath, FastPathTarget } from '../fastpath/fastpath';
 import { NATIVE_PROTO, type NativeHandoff } from '../fastpath/addon';
+import { clientOfKey } from '../fastpath/records';
 import { handleSocks } from '../proxy/socks/server';
 import { activatedSockets, type ActivatedSocket } from './activation';
 import { ListenerError } from './listener-error';
@@ -139,6 +140,8 @@ export class ProxyListener implements FastPathTarget {
   adoptHandoff(h: NativeHandoff, release: () => void): void {
     const socket = new net.Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
     const conn = new ClientConnection(socket, this.name, h.fd, h.acceptedNs);
+    // A client that reset during its handshake has no peer name by now: native checked this address.
+    conn.acceptedFrom = clientOfKey(h.key);
     conn.mptcp = h.mptcp < 0 ? null : h.mptcp === 1;
     if (conn.mptcp) conn.token = h.token;
     conn.subflows = h.subflows;

@@ -144,6 +144,7 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
   let stopped = false;
   /** Connections the proxy closed, by client port (captured at open: a closed TS socket forgets it). */
   const closedByPort = new Map<number, ClientConnection>();
+  const clientDenials: string[] = [];
   const relayEnds = new Map<ClientConnection, RelayResult>();
   /** Every close, by who served the connection. */
   const closes = { native: 0, handoff: 0 };
@@ -214,6 +215,8 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
     const openPorts = new Map<ClientConnection, number>();
     app.events.on('connection-open', (c) => openPorts.set(c, c.clientPort));
     app.events.on('relay-done', (c, r) => relayEnds.set(c, r));
+    // Every client here is allowed: a refusal for the client means a hand-off lost its address.
+    app.events.on('proxy-error', (e) => void (e.code === ErrorCode.ClientDenied && clientDenials.push(e.message)));
     app.events.on('connection-close', (c) => {
       closedByPort.set(openPorts.get(c) ?? c.clientPort, c);
       closes[c instanceof NativeConnection ? 'native' : 'handoff']++;
@@ -474,6 +477,9 @@ describe('native fast path loops on loopback (plain, and under ASan by scripts/a
         c.s.resetAndDestroy();
       }),
     );
+    // The reset ones close on the TS path after their hand-off.
+    for (let i = 0; i < 100 && [...app.openConnections()].length > 0; i++) await sleep(50);
+    assert.deepEqual(clientDenials, [], 'a client reset during a handed-off handshake is not refused as a denied client');
   });
 
   test('a reset mid-relay is passed on as a reset, from the client and from the origin', async () => {
