@@ -20,19 +20,52 @@ const mptcpLabel = (m: boolean | null): string => (m === null ? 'unknown' : Stri
 
 /**
  * A labelled child per label values, made on first use and kept: label sets here are bounded
- * (see above), and a reset of the registry is never done while the proxy runs.
+ * (see above), and a reset of the registry is never done while the proxy runs. One map level per
+ * label: the values are a few constant strings, so no key is built per call.
  */
 function labelledChildren<A extends string[], C>(make: (...values: A) => C): (...values: A) => C {
-  const children = new Map<string, C>();
+  const root = new Map<string, unknown>();
   return (...values: A): C => {
-    const key = values.join('\u0000');
-    let c = children.get(key);
+    let level = root;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]!) as Map<string, unknown> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        level.set(values[i]!, next);
+      }
+      level = next;
+    }
+    let c = level.get(values[last]!) as C | undefined;
     if (c === undefined) {
       c = make(...values);
-      children.set(key, c);
+      level.set(values[last]!, c);
     }
     return c;
   };
+}
+
+/**
+ * Increments of one labelled counter or gauge child, summed here and added when prom-client
+ * collects the metric (a scrape, a cluster merge, any get()): prom-client validates and hashes
+ * the label set on every call, and these run several times per connection. A child touched once
+ * is exported from its first collection on, as it was when incremented at once.
+ */
+class PendingDelta {
+  private delta = 0;
+  private touched = false;
+  constructor(private readonly child: { inc(value: number): void }) {}
+  add(n: number): void {
+    this.delta += n;
+    this.touched = true;
+  }
+  flush(): void {
+    if (!this.touched) return;
+    const d = this.delta;
+    this.delta = 0;
+    this.touched = false;
+    this.child.inc(d);
+  }
 }
 
 /** The steering engine's metrics (src/steering/engine.ts observes them). */
@@ -106,12 +139,14 @@ const KERNEL_LABEL: Record<keyof typeof KERNEL_MPTCP, string> = { fallbacks: 'ca
 
 export class ProxyMetrics {
   readonly registry = new client.Registry();
+  /** Every PendingDelta made here; each deferred metric's collect flushes them all (a few dozen at most). */
+  private readonly pending: PendingDelta[] = [];
   private readonly exportedPathBytes = new Map<string, number>();
 
-  readonly connectionsActive = new client.Gauge({ name: 'mptcp_proxy_connections_active', help: 'Client connections open now', labelNames: ['listener', 'mptcp'] as const, registers: [this.registry] });
-  readonly connectionsTotal = new client.Counter({ name: 'mptcp_proxy_connections_total', help: 'Client connections finished, by outcome', labelNames: ['listener', 'mptcp', 'result'] as const, registers: [this.registry] });
-  readonly subflowsActive = new client.Gauge({ name: 'mptcp_proxy_subflows_active', help: 'MPTCP subflows established now, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
-  readonly subflowsTotal = new client.Counter({ name: 'mptcp_proxy_subflows_total', help: 'MPTCP subflows established, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry] });
+  readonly connectionsActive = new client.Gauge({ name: 'mptcp_proxy_connections_active', help: 'Client connections open now', labelNames: ['listener', 'mptcp'] as const, registers: [this.registry], collect: () => this.flushPending() });
+  readonly connectionsTotal = new client.Counter({ name: 'mptcp_proxy_connections_total', help: 'Client connections finished, by outcome', labelNames: ['listener', 'mptcp', 'result'] as const, registers: [this.registry], collect: () => this.flushPending() });
+  readonly subflowsActive = new client.Gauge({ name: 'mptcp_proxy_subflows_active', help: 'MPTCP subflows established now, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry], collect: () => this.flushPending() });
+  readonly subflowsTotal = new client.Counter({ name: 'mptcp_proxy_subflows_total', help: 'MPTCP subflows established, by client-facing interface', labelNames: ['interface'] as const, registers: [this.registry], collect: () => this.flushPending() });
   readonly pathBytes: client.Counter<'interface' | 'direction'> = new client.Counter({
     name: 'mptcp_proxy_path_bytes_total',
     help: 'Bytes carried by subflows on each client-facing interface (rx/tx seen from the proxy), closed subflows included',
@@ -119,7 +154,7 @@ export class ProxyMetrics {
     registers: [this.registry],
     collect: () => this.syncPathBytes(),
   });
-  readonly relayBytes = new client.Counter({ name: 'mptcp_proxy_relay_bytes_total', help: 'Bytes relayed between clients and destinations (up = client to destination)', labelNames: ['direction'] as const, registers: [this.registry] });
+  readonly relayBytes = new client.Counter({ name: 'mptcp_proxy_relay_bytes_total', help: 'Bytes relayed between clients and destinations (up = client to destination)', labelNames: ['direction'] as const, registers: [this.registry], collect: () => this.flushPending() });
   readonly conversion = new client.Histogram({ name: 'mptcp_proxy_conversion_seconds', help: 'Client accepted to upstream connected', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
   readonly subflowRtt = new client.Histogram({ name: 'mptcp_proxy_subflow_rtt_seconds', help: 'Smoothed RTT of subflows when they close, by interface', labelNames: ['interface'] as const, buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry] });
   /** Effective MSS (tcp_info snd_mss) per path: shows a lowered MTU or the MSS clamp (src/tuning) at work. */
@@ -158,6 +193,19 @@ export class ProxyMetrics {
   constructor(instance: string = DEFAULTS.instance) {
     this.registry.setDefaultLabels({ instance });
     client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  private flushPending(): void {
+    for (const p of this.pending) p.flush();
+  }
+
+  /** labelledChildren of PendingDelta: the metric's collect must call flushPending. */
+  private pendingChildren<A extends string[]>(child: (...values: A) => { inc(value: number): void }): (...values: A) => PendingDelta {
+    return labelledChildren((...values: A) => {
+      const p = new PendingDelta(child(...values));
+      this.pending.push(p);
+      return p;
+    });
   }
 
   private kernelCounter(name: string, help: string, label: string, collect?: () => void): client.Counter<string> {
@@ -203,16 +251,17 @@ export class ProxyMetrics {
   observeConnections(events: ProxyEvents): void {
     // prom-client hashes a label object on every call: at thousands of connections a second the
     // labelled children are looked up once per label set and kept (the label sets are bounded).
-    const active = labelledChildren((listener: string, mptcp: string) => this.connectionsActive.labels(listener, mptcp));
-    const total = labelledChildren((listener: string, mptcp: string, result: string) => this.connectionsTotal.labels(listener, mptcp, result));
+    const active = this.pendingChildren((listener: string, mptcp: string) => this.connectionsActive.labels(listener, mptcp));
+    const total = this.pendingChildren((listener: string, mptcp: string, result: string) => this.connectionsTotal.labels(listener, mptcp, result));
     const errors = labelledChildren((code: string) => this.errors.labels(code));
-    const up = this.relayBytes.labels('up');
-    const down = this.relayBytes.labels('down');
-    events.on('connection-open', (c) => active(c.listener, mptcpLabel(c.mptcp)).inc());
+    const relay = this.pendingChildren((direction: string) => this.relayBytes.labels(direction));
+    const up = relay('up');
+    const down = relay('down');
+    events.on('connection-open', (c) => active(c.listener, mptcpLabel(c.mptcp)).add(1));
     events.on('connection-close', (c) => {
       const mptcp = mptcpLabel(c.mptcp);
-      active(c.listener, mptcp).dec();
-      total(c.listener, mptcp, c.resultCode).inc();
+      active(c.listener, mptcp).add(-1);
+      total(c.listener, mptcp, c.resultCode).add(1);
     });
     events.on('upstream-connected', (c) => {
       const s = c.conversionSeconds;
@@ -222,15 +271,15 @@ export class ProxyMetrics {
     const counted = new WeakMap<object, { up: number; down: number }>();
     events.on('relay-progress', (c, u, d) => {
       const seen = counted.get(c) ?? { up: 0, down: 0 };
-      if (u > seen.up) up.inc(u - seen.up);
-      if (d > seen.down) down.inc(d - seen.down);
+      if (u > seen.up) up.add(u - seen.up);
+      if (d > seen.down) down.add(d - seen.down);
       counted.set(c, { up: Math.max(u, seen.up), down: Math.max(d, seen.down) });
     });
     events.on('relay-done', (c, r) => {
       const seen = counted.get(c);
       counted.delete(c);
-      up.inc(Math.max(0, r.bytesUp - (seen?.up ?? 0)));
-      down.inc(Math.max(0, r.bytesDown - (seen?.down ?? 0)));
+      up.add(Math.max(0, r.bytesUp - (seen?.up ?? 0)));
+      down.add(Math.max(0, r.bytesDown - (seen?.down ?? 0)));
     });
     events.on('proxy-error', (e) => errors(e.code).inc());
     this.observeParents(events);
@@ -265,18 +314,18 @@ export class ProxyMetrics {
 
   /** Subflow metrics from the registry; path byte totals are read from it at each collection. */
   observeSubflows(subflows: SubflowRegistry): void {
-    const active = labelledChildren((iface: string) => this.subflowsActive.labels(iface));
-    const total = labelledChildren((iface: string) => this.subflowsTotal.labels(iface));
+    const active = this.pendingChildren((iface: string) => this.subflowsActive.labels(iface));
+    const total = this.pendingChildren((iface: string) => this.subflowsTotal.labels(iface));
     const rtt = labelledChildren((iface: string) => this.subflowRtt.labels(iface));
     const mss = labelledChildren((iface: string) => this.subflowMss.labels(iface));
     subflows.on('subflow-up', (s) => {
       const iface = s.interface ?? UNKNOWN_IF;
-      active(iface).inc();
-      total(iface).inc();
+      active(iface).add(1);
+      total(iface).add(1);
     });
     subflows.on('subflow-down', (s) => {
       const iface = s.interface ?? UNKNOWN_IF;
-      active(iface).dec();
+      active(iface).add(-1);
       if (s.rttUs !== null) rtt(iface).observe(s.rttUs / 1e6);
       if (s.mss !== null) mss(iface).observe(s.mss);
     });
