@@ -153,15 +153,16 @@ export function encodeAttrs(attrs: readonly { type: number; nested?: boolean; da
   return Buffer.concat(parts);
 }
 
-/** Walks a run of nlattrs, handing each one's type field (flags included) and payload to `visit`. */
-function walkAttrs(buf: Buffer, visit: (typeField: number, data: Buffer) => void): { ok: false; error: NetlinkDecodeError } | null {
+/** Walks a run of nlattrs, handing each one's type field (flags included) and payload span to `visit`. */
+function walkAttrs(buf: Buffer, visit: (typeField: number, start: number, end: number) => void): { ok: false; error: NetlinkDecodeError } | null {
   let off = 0;
   while (off < buf.length) {
     const rest = buf.length - off;
     if (rest < NLA_HDRLEN) return fail('NL_TRUNCATED', `${rest} trailing bytes, no nlattr`);
-    const len = buf.readUInt16LE(off);
+    // Bytes, not readUInt16LE: its argument checks cost more than the read, per attribute.
+    const len = buf[off]! | (buf[off + 1]! << 8);
     if (len < NLA_HDRLEN || len > rest) return fail('NL_BAD_LENGTH', `nla_len ${len} with ${rest} bytes left`);
-    visit(buf.readUInt16LE(off + 2), buf.subarray(off + NLA_HDRLEN, off + len));
+    visit(buf[off + 2]! | (buf[off + 3]! << 8), off + NLA_HDRLEN, off + len);
     off += align4(len);
   }
   return null;
@@ -169,31 +170,31 @@ function walkAttrs(buf: Buffer, visit: (typeField: number, data: Buffer) => void
 
 export function decodeAttrs(buf: Buffer): Decoded<NlAttr[]> {
   const attrs: NlAttr[] = [];
-  const bad = walkAttrs(buf, (t, data) => attrs.push({ type: t & NLA_TYPE_MASK, nested: (t & NLA_F_NESTED) !== 0, data }));
+  const bad = walkAttrs(buf, (t, start, end) => attrs.push({ type: t & NLA_TYPE_MASK, nested: (t & NLA_F_NESTED) !== 0, data: buf.subarray(start, end) }));
   return bad ?? { ok: true, value: attrs };
 }
 
 /**
  * decodeAttrs straight into a type → data map (last occurrence wins, as in the kernel's
- * nla_parse), with no per-attribute record: every event of every new connection comes here.
+ * nla_parse), with no per-attribute record.
  */
 function decodeAttrMap(buf: Buffer): Decoded<Map<number, Buffer>> {
   const m = new Map<number, Buffer>();
-  const bad = walkAttrs(buf, (t, data) => m.set(t & NLA_TYPE_MASK, data));
+  const bad = walkAttrs(buf, (t, start, end) => m.set(t & NLA_TYPE_MASK, buf.subarray(start, end)));
   return bad ?? { ok: true, value: m };
 }
 
 /** Host-order unsigned integer of 1, 2, 4 or 8 bytes (the width some attrs changed across kernels). */
-function readUint(b: Buffer): number | null {
-  switch (b.length) {
+function readUint(b: Buffer, at = 0, len = b.length - at): number | null {
+  switch (len) {
     case 1:
-      return b.readUInt8(0);
+      return b.readUInt8(at);
     case 2:
-      return b.readUInt16LE(0);
+      return b.readUInt16LE(at);
     case 4:
-      return b.readUInt32LE(0);
+      return b.readUInt32LE(at);
     case 8:
-      return Number(b.readBigUInt64LE(0));
+      return Number(b.readBigUInt64LE(at));
     default:
       return null;
   }
@@ -384,26 +385,52 @@ export interface ListenerEvent {
 
 export type MptcpPmEvent = ConnectionEvent | ClosedEvent | AnnouncedEvent | RemovedEvent | PmSubflowEvent | ListenerEvent;
 
-/** Field accessors over one event's attributes; undefined when absent, null when malformed. */
+/** Byte values as text, for IPv4 addresses. */
+const DECIMAL = Array.from({ length: 256 }, (_, i) => String(i));
+
+/** The highest mptcp_event_attr the events are read for; higher ones are skipped. */
+const MAX_EVENT_ATTR = 31;
+
+/**
+ * Field accessors over one event's attributes (last occurrence of a type wins, as in nla_parse);
+ * undefined when absent, null when malformed. Attributes are found by payload offset, with no
+ * Buffer or map entry each: every event of every new connection comes here. One event is
+ * decoded at a time (synchronously), so the offset tables are shared.
+ */
+const attrStart = new Int32Array(MAX_EVENT_ATTR + 1);
+const attrEnd = new Int32Array(MAX_EVENT_ATTR + 1);
 class Attrs {
-  constructor(private readonly m: Map<number, Buffer>) {}
+  private constructor(private readonly b: Buffer) {}
+  static index(b: Buffer): Decoded<Attrs> {
+    attrStart.fill(-1);
+    const bad = walkAttrs(b, (t, start, end) => {
+      const type = t & NLA_TYPE_MASK;
+      if (type > MAX_EVENT_ATTR) return;
+      attrStart[type] = start;
+      attrEnd[type] = end;
+    });
+    return bad ?? { ok: true, value: new Attrs(b) };
+  }
   has(t: number): boolean {
-    return this.m.has(t);
+    return attrStart[t]! >= 0;
+  }
+  private len(t: number): number {
+    return attrEnd[t]! - attrStart[t]!;
   }
   uint(t: number): number | undefined | null {
-    const b = this.m.get(t);
-    return b === undefined ? undefined : readUint(b);
+    return this.has(t) ? readUint(this.b, attrStart[t]!, this.len(t)) : undefined;
   }
   port(t: number): number | undefined | null {
-    const b = this.m.get(t);
-    if (b === undefined) return undefined;
-    return b.length >= 2 ? b.readUInt16BE(0) : null;
+    if (!this.has(t)) return undefined;
+    return this.len(t) >= 2 ? this.b.readUInt16BE(attrStart[t]!) : null;
   }
   addr(t4: number, t6: number): string | undefined | null {
-    const b4 = this.m.get(t4);
-    if (b4 !== undefined) return b4.length >= 4 ? `${b4[0]}.${b4[1]}.${b4[2]}.${b4[3]}` : null;
-    const b6 = this.m.get(t6);
-    if (b6 !== undefined) return b6.length >= 16 ? ipv6String(b6.subarray(0, 16)) : null;
+    const b = this.b;
+    if (this.has(t4)) {
+      const at = attrStart[t4]!;
+      return this.len(t4) >= 4 ? `${DECIMAL[b[at]!]}.${DECIMAL[b[at + 1]!]}.${DECIMAL[b[at + 2]!]}.${DECIMAL[b[at + 3]!]}` : null;
+    }
+    if (this.has(t6)) return this.len(t6) >= 16 ? ipv6String(b.subarray(attrStart[t6]!, attrStart[t6]! + 16)) : null;
     return undefined;
   }
 }
@@ -454,9 +481,9 @@ class Fields {
 export function decodeMptcpEvent(cmd: number, attrBytes: Buffer): Decoded<MptcpPmEvent> {
   const type = EVENT_NAMES.get(cmd);
   if (!type) return fail('NL_UNKNOWN_EVENT', `mptcp_pm event type ${cmd}`);
-  const map = decodeAttrMap(attrBytes);
-  if (!map.ok) return map;
-  const f = new Fields(new Attrs(map.value));
+  const attrs = Attrs.index(attrBytes);
+  if (!attrs.ok) return attrs;
+  const f = new Fields(attrs.value);
   const A = MptcpAttr;
   let ev: MptcpPmEvent;
   switch (type) {
