@@ -75,7 +75,7 @@ export class ProxyApp {
     const kernel = opts.kernel ?? new KernelView();
     feedConnectionEvents(this.events, kernel, opts.sink);
     this.tuner = createBufferTuner(config.tuning.buffers, { events: this.events, kernel, sink: opts.sink, log, metrics: metrics.registry });
-    this.fastPath = FastPath.create(config, this.events, log, metrics.fastPathTotal);
+    this.fastPath = FastPath.create(config, this.events, log, metrics.fastPathServed);
     const http = (this.http = createHttpFrontEnd(this.ctx));
     this.frontEnds = { http, socks: handleSocks, mixed: createMixedFrontEnd(http, handleSocks), transparent: createTransparentFrontEnd(() => this.ownEndpoints()), convert: handleConvert };
   }

@@ -6,7 +6,6 @@
  * front ends. JavaScript runs once per batch, not once per connection.
  */
 import os from 'node:os';
-import type client from 'prom-client';
 import type { Config } from '../config/schema';
 import { ErrorCode, ProxyError } from '../core/errors';
 import type { ProxyEvents } from '../core/events';
@@ -26,6 +25,12 @@ export interface FastPathTarget {
   /** Serve a connection native handed off, on the TS front end, with the bytes native read. */
   adoptHandoff(h: NativeHandoff, release: () => void): void;
 }
+
+/** A counter by the path that served a connection (ProxyMetrics.fastPathServed). */
+interface Counted {
+  add(n: number): void;
+}
+export type ServedCounter = (path: 'native' | 'handoff') => Counted;
 
 /** Native threads and its delivery callback are process-wide: batches go to the listener's owner. */
 let nativeReady = false;
@@ -50,20 +55,20 @@ export class FastPath {
   /** Connections native relays now (open record seen, close not yet), by native id. */
   readonly open = new Map<number, NativeConnection>();
   /** Connections by the path that served them: native, or handed off to the TS front ends. */
-  private readonly served: { native: client.Counter.Internal; handoff: client.Counter.Internal };
+  private readonly served: { native: Counted; handoff: Counted };
 
   private constructor(
     private readonly addon: FastPathAddon,
     private readonly events: ProxyEvents,
     private readonly log: Logger,
-    served: client.Counter<'path'>,
+    served: ServedCounter,
   ) {
-    this.served = { native: served.labels('native'), handoff: served.labels('handoff') };
+    this.served = { native: served('native'), handoff: served('handoff') };
   }
 
   /** The fast path the config asks for, or null (off, addon missing with `auto`, stream engine). */
-  /** `served` is mptcp_proxy_fast_path_total (src/metrics). */
-  static create(config: Config, events: ProxyEvents, log: Logger, served: client.Counter<'path'>): FastPath | null {
+  /** `served` counts into mptcp_proxy_fast_path_total (src/metrics). */
+  static create(config: Config, events: ProxyEvents, log: Logger, served: ServedCounter): FastPath | null {
     const wanted = config.relay.fastPath;
     if (wanted === 'off') return null;
     // Native connects direct only; parents need the TS connector.
@@ -135,7 +140,7 @@ export class FastPath {
   }
 
   handoff(h: NativeHandoff): void {
-    this.served.handoff.inc();
+    this.served.handoff.add(1);
     this.targets.get(h.listener)!.adoptHandoff(h, () => this.addon.fastPathRelease(h.listener, h.key));
   }
 
@@ -148,7 +153,7 @@ export class FastPath {
     }
     let conn = this.open.get(r.nid);
     if (!conn) {
-      this.served.native.inc();
+      this.served.native.add(1);
       conn = new NativeConnection(listener, r);
       this.events.emit('connection-open', conn);
     } else conn.update(r);

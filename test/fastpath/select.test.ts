@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import client from 'prom-client';
 import { validateConfig } from '../../src/config/schema';
 import { ConfigError } from '../../src/config/config-error';
 import { ErrorCode } from '../../src/core/errors';
@@ -16,6 +15,7 @@ import { ProxyEvents } from '../../src/core/events';
 import { FastPath } from '../../src/fastpath/fastpath';
 import { CODES, compileTables } from '../../src/fastpath/tables';
 import { silentLogger } from '../../src/log/logger';
+import { ProxyMetrics } from '../../src/metrics/metrics';
 import { refusalBytes } from '../../src/proxy/refusal';
 import { SPLICE_ADDON_ENV } from '../../src/relay/native';
 
@@ -32,7 +32,7 @@ function withAddon<T>(file: string, fn: () => T): T {
 
 describe('fast path selection and tables', () => {
   const missing = path.join(os.tmpdir(), `no-fast-path-${process.pid}.node`);
-  const create = (relay: object): FastPath | null => FastPath.create(validateConfig({ relay }), new ProxyEvents(), silentLogger(), new client.Counter({ name: 'fast_path_test_total', help: 'test', labelNames: ['path'] as const, registers: [] }));
+  const create = (relay: object): FastPath | null => FastPath.create(validateConfig({ relay }), new ProxyEvents(), silentLogger(), new ProxyMetrics().fastPathServed);
 
   it('auto is the default and takes the fast path when the addon loads; off never loads the addon', () => {
     assert.equal(validateConfig({}).relay.fastPath, 'auto');
